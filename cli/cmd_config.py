@@ -1,0 +1,37 @@
+"""`holdfast config check|show`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cli.common import load_config, print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("config", help="check or show the configuration")
+    s = p.add_subparsers(dest="config_cmd", metavar="ACTION", required=True)
+    c = s.add_parser(
+        "check",
+        help="validate the configuration; every error with where it is; non-zero exit on error",
+    )
+    c.set_defaults(func=check)
+    sh = s.add_parser("show", help="print the effective configuration (paths resolved)")
+    sh.add_argument("--json", action="store_true", help="JSON output (the default)")
+    sh.set_defaults(func=show)
+
+
+def check(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    print(
+        f"ok: {len(cfg.sites)} site(s), {len(cfg.cameras)} camera(s), {len(cfg.lines)} call line(s), "
+        f"{len(cfg.retention)} retention class(es): "
+        + ", ".join(f"{n} {c.describe()}" for n, c in cfg.retention.items())
+    )
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    print_json(json.loads(cfg.model_dump_json()))
+    return 0

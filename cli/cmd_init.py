@@ -1,0 +1,66 @@
+"""`holdfast init DIR`: a working appliance directory for a new site, a demo or a test."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+from pathlib import Path
+
+import config as config_pkg
+from cli.common import CommandError
+from config.load import EXAMPLE_PATH
+from vault import keys
+from vault.spool import ensure_spool
+from vault.vault import Vault
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "init",
+        help="make DIR/holdfast.toml (the example config, every path under DIR), keys, database, spool and store",
+    )
+    p.add_argument("dir", metavar="DIR", type=Path)
+    p.set_defaults(func=run)
+
+
+def render_config(directory: Path) -> str:
+    """The example config with every path made absolute under `directory` (scratch on tmpfs)."""
+    d = directory.resolve()
+    scratch = Path("/dev/shm") / f"holdfast-{hashlib.sha256(str(d).encode()).hexdigest()[:12]}"
+    text = EXAMPLE_PATH.read_text("utf-8")
+    subs = {
+        r'^spool = ".*"$': f'spool = "{d / "spool"}"',
+        r'^store = ".*"$': f'store = "{d / "store"}"',
+        r'^scratch = ".*"$': f'scratch = "{scratch}"',
+        r'^dir = "keys"$': f'dir = "{d / "keys"}"',
+        r'^dir = "pbx"$': f'dir = "{d / "pbx"}"',
+        r'^url = "sqlite:///holdfast.db"$': f'url = "sqlite:///{d / "holdfast.db"}"',
+    }
+    for pattern, repl in subs.items():
+        text, n = re.subn(pattern, repl.replace("\\", "\\\\"), text, flags=re.M)
+        if n != 1:
+            raise RuntimeError(f"example config has no unique line matching {pattern}")
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    d: Path = args.dir
+    cfg_path = d / "holdfast.toml"
+    if cfg_path.exists():
+        raise CommandError(f"{cfg_path} already exists; refusing to overwrite an appliance directory")
+    d.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(render_config(d), "utf-8")
+    cfg = config_pkg.load(cfg_path)
+    keys.init_keys(cfg.keys.dir)
+    ensure_spool(cfg.paths.spool)
+    cfg.paths.store.mkdir(parents=True, exist_ok=True, mode=0o750)
+    if cfg.pbx.dir is not None:
+        cfg.pbx.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    with Vault(cfg) as v:
+        v.migrate()
+    print(f"initialised {d.resolve()}")
+    print(f"  config: {cfg_path.resolve()}")
+    print(f"  keys:   {cfg.keys.dir}")
+    print(f"  use:    export HOLDFAST_CONFIG={cfg_path.resolve()}")
+    return 0

@@ -1,0 +1,33 @@
+"""What every command needs: the config from --config/HOLDFAST_CONFIG, the vault, output helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import config as config_pkg
+from config.model import HoldfastConfig
+from vault.vault import Vault
+
+
+class CommandError(Exception):
+    """An error for the operator; printed without a traceback, exit status 1 (or `code`)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_config(args: argparse.Namespace) -> HoldfastConfig:
+    return config_pkg.load(getattr(args, "config", None))
+
+
+def open_vault(args: argparse.Namespace) -> Vault:
+    return Vault(load_config(args))
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")

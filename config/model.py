@@ -1,0 +1,200 @@
+"""The one configuration model: sites, cameras, call lines, retention classes, paths, keys.
+
+Every daemon and command reads this model and nothing else, so a retention period or a path
+is defined in exactly one place (the TOML file) and validated once, with errors that name
+the field an operator has to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: Identifiers end up in store paths, URLs and log lines: keep them boring and traversal-proof.
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+Ident = Annotated[str, Field(pattern=ID_PATTERN)]
+_ID_RE = re.compile(ID_PATTERN)
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo in a retention setting must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetentionClass(_Strict):
+    """How long one kind of recording is kept, and why (the privacy notice's promise)."""
+
+    days: int | None = Field(default=None, ge=1, le=3650)
+    months: int | None = Field(default=None, ge=1, le=120)
+    purpose: str = Field(min_length=1)
+    legal_basis: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one_period(self) -> RetentionClass:
+        if (self.days is None) == (self.months is None):
+            raise ValueError("set exactly one of `days` or `months`")
+        return self
+
+    def describe(self) -> str:
+        return f"{self.days} days" if self.days is not None else f"{self.months} calendar months"
+
+
+class Site(_Strict):
+    id: Ident
+    name: str = ""
+    #: Calendar months are counted in the site's local calendar (a notice's "3 months").
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+
+class Camera(_Strict):
+    id: Ident
+    site: str
+    url: str
+    retention: str
+    segment_seconds: float = Field(default=10.0, gt=0.5, le=600)
+    #: No fragment for this long means the camera is gone: close the segment, record a gap.
+    stall_seconds: float = Field(default=10.0, gt=0.5, le=600)
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _rtsp(cls, v: str) -> str:
+        if not re.match(r"^rtsps?://[^\s/]+", v):
+            raise ValueError(f"not an RTSP URL: {v!r} (expected rtsp://host[:port]/path)")
+        return v
+
+
+class CallLine(_Strict):
+    id: Ident
+    site: str
+    retention: str = "call-audio"
+    #: PortAudio input device name (substring match); "default" uses the system default.
+    device: str = "default"
+    rate: int = Field(default=48000, ge=8000, le=192000)
+    channels: int = Field(default=1, ge=1, le=2)
+    #: Calls shorter than this are dropped, as call recorders in the field do.
+    min_seconds: float = Field(default=2.0, ge=0)
+    #: Long calls are cut into linked segments of at most this length.
+    max_segment_seconds: float = Field(default=600.0, gt=1, le=86400)
+    opus_bitrate: str = "24k"
+    #: Store the remote party as a keyed hash instead of the number itself.
+    hash_remote: bool = False
+
+
+class Paths(_Strict):
+    spool: Path
+    store: Path
+    #: tmpfs only: the single place plaintext may touch a filesystem, and only where ffmpeg needs a file.
+    scratch: Path = Path("/run/holdfast")
+
+
+class Keys(_Strict):
+    """Key files; recorders need only `seal.pub`, the vault and the API the private keys."""
+
+    dir: Path
+
+
+class Database(_Strict):
+    url: str = "sqlite:///holdfast.db"
+
+
+class Purge(_Strict):
+    #: Refuse to purge unless the system clock is NTP-synchronised (a site without NTP opts out knowingly).
+    require_clock_sync: bool = True
+    batch_size: int = Field(default=500, ge=1, le=100000)
+    #: Store usage (percent of its filesystem) above which the oldest unheld segments go early.
+    high_water_percent: float = Field(default=90.0, gt=0, le=100)
+    interval_seconds: int = Field(default=300, ge=10)
+
+
+class Pbx(_Strict):
+    dir: Path | None = None
+    #: A recording is complete once its size has not changed for this long.
+    settle_seconds: float = Field(default=5.0, ge=0.1)
+
+
+class Api(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    session_minutes: int = Field(default=480, ge=1)
+
+
+class HoldfastConfig(_Strict):
+    sites: list[Site] = Field(min_length=1)
+    cameras: list[Camera] = []
+    lines: list[CallLine] = []
+    retention: dict[str, RetentionClass] = Field(min_length=1)
+    paths: Paths
+    keys: Keys
+    database: Database = Database()
+    purge: Purge = Purge()
+    pbx: Pbx = Pbx()
+    api: Api = Api()
+
+    #: Where the file was loaded from; relative paths in it are relative to its directory.
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    def cross_reference_errors(self) -> list[str]:
+        """Errors that need the whole file to see: unknown classes, sites, duplicate ids."""
+        errors: list[str] = []
+        site_ids = {s.id for s in self.sites}
+        for name in self.retention:
+            if not _ID_RE.match(name):
+                errors.append(f"retention.{name}: class name must match {ID_PATTERN}")
+        seen: dict[str, str] = {}
+        for i, s in enumerate(self.sites):
+            if s.id in seen:
+                errors.append(f"sites[{i}].id: duplicate id {s.id!r}")
+            seen[s.id] = f"sites[{i}]"
+        sources: dict[str, str] = {}
+        for kind, items in (("cameras", self.cameras), ("lines", self.lines)):
+            for i, item in enumerate(items):
+                where = f"{kind}[{i}]"
+                if item.retention not in self.retention:
+                    errors.append(f'{where}.retention: unknown class "{item.retention}"')
+                if item.site not in site_ids:
+                    errors.append(f'{where}.site: unknown site "{item.site}"')
+                if item.id in sources:
+                    errors.append(f'{where}.id: duplicate source id "{item.id}" (also {sources[item.id]})')
+                sources[item.id] = where
+        if (self.api.tls_cert is None) != (self.api.tls_key is None):
+            errors.append("api: set both tls_cert and tls_key, or neither")
+        return errors
+
+    # -- lookups used everywhere --------------------------------------------------------
+
+    def source(self, source_id: str) -> Camera | CallLine:
+        for item in (*self.cameras, *self.lines):
+            if item.id == source_id:
+                return item
+        raise KeyError(f"unknown source {source_id!r}: not a camera or call line in the config")
+
+    def source_kind(self, source_id: str) -> Literal["camera", "line"]:
+        return "camera" if isinstance(self.source(source_id), Camera) else "line"
+
+    def retention_for(self, source_id: str) -> tuple[str, RetentionClass]:
+        name = self.source(source_id).retention
+        return name, self.retention[name]
+
+    def site(self, site_id: str) -> Site:
+        for s in self.sites:
+            if s.id == site_id:
+                return s
+        raise KeyError(f"unknown site {site_id!r}")

@@ -1,0 +1,62 @@
+"""A real appliance directory for tests: `holdfast init` output, the CLI run as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import config as config_pkg
+from config.model import HoldfastConfig
+from vault.vault import Vault
+
+REPO = Path(__file__).resolve().parents[2]
+HOLDFAST = [sys.executable, "-m", "cli.main"]
+
+
+@dataclass
+class Appliance:
+    dir: Path
+    config_path: Path
+
+    @property
+    def cfg(self) -> HoldfastConfig:
+        return config_pkg.load(self.config_path)
+
+    def vault(self) -> Vault:
+        return Vault(self.cfg)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["HOLDFAST_CONFIG"] = str(self.config_path)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        return env
+
+    def cli(
+        self, *args: str, input: bytes | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run `holdfast ARGS` as a separate process, as an operator would."""
+        p = subprocess.run(
+            [*HOLDFAST, *args], env=self.env(), capture_output=True, input=input, timeout=timeout
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(
+                f"holdfast {' '.join(args)} exited {p.returncode}\nstdout: {p.stdout.decode(errors='replace')}\n"
+                f"stderr: {p.stderr.decode(errors='replace')}"
+            )
+        return p
+
+    def popen(self, *args: str, **kw: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*HOLDFAST, *args], env=self.env(), **kw)  # type: ignore[call-overload]
+
+
+def make_appliance(directory: Path) -> Appliance:
+    subprocess.run(
+        [*HOLDFAST, "init", str(directory)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    return Appliance(directory, directory / "holdfast.toml")

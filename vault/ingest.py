@@ -1,0 +1,334 @@
+"""Spool ingest: verify, index with a retention deadline, move into the store; crash-safe.
+
+Order of operations for one segment (see docs/design.md, "Ingest and crash safety"):
+
+1. authenticate the whole spooled file (every chunk) with the vault's private key;
+2. write its stored form (envelope detached) to `store/...`: temp file, fsync, rename, fsync dir;
+3. insert the index row, carrying the envelope, in one transaction;
+4. unlink the spool file and fsync the spool directory.
+
+A kill -9 between any two steps leaves the spool file in place; the rerun finds either no row
+(redo 2 and 3: step 2 replaces its own earlier output atomically) or a row with this very
+envelope (a duplicate delivery: only step 4 remains). So every segment is either still in the
+spool or in both the store and the index, and the index never has it twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from config.model import ID_PATTERN
+from vault import retention
+from vault.db import Gap, Segment, Source
+from vault.fsutil import fsync_dir
+from vault.log import event
+from vault.seal import SealError, SegmentReader, Truncated, detach_envelope
+from vault.spool import GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
+from vault.timeutil import iso, parse_iso
+from vault.vault import Vault
+
+log = logging.getLogger("holdfast.ingest")
+
+#: A file still changing this recently may be an operator's copy in progress: retry, don't reject.
+SETTLE_SECONDS = 10.0
+
+_SOURCE_RE = __import__("re").compile(ID_PATTERN)
+
+
+class Rejected(Exception):
+    """This spool file can never be ingested as it is; it goes to spool/rejected/ with the reason."""
+
+
+@dataclass
+class IngestStats:
+    indexed: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    rejected: int = 0
+    deferred: int = 0
+    rejected_files: list[str] = field(default_factory=list)
+
+
+class Ingestor:
+    def __init__(self, vault: Vault, on_indexed: Callable[[Segment], None] | None = None) -> None:
+        self.vault = vault
+        self.cfg = vault.cfg
+        self.spool = vault.cfg.paths.spool
+        self.on_indexed = on_indexed
+        ensure_spool(self.spool)
+        self.vault.migrate()
+        self._sync_sources()
+
+    def _sync_sources(self) -> None:
+        """The config is the truth for sources; the index keeps a row per source for foreign keys."""
+        with self.vault.sessions.begin() as s:
+            for item, kind in [(c, "camera") for c in self.cfg.cameras] + [
+                (ln, "line") for ln in self.cfg.lines
+            ]:
+                row = s.get(Source, item.id)
+                if row is None:
+                    s.add(Source(id=item.id, kind=kind, site=item.site, retention_class=item.retention))
+                else:
+                    row.kind, row.site, row.retention_class = kind, item.site, item.retention
+
+    # -- one file ------------------------------------------------------------------------
+
+    def pending(self) -> list[Path]:
+        try:
+            names = sorted(os.listdir(self.spool))
+        except FileNotFoundError:
+            return []
+        return [
+            self.spool / n
+            for n in names
+            if not n.startswith(".") and (n.endswith(SEG_SUFFIX) or n.endswith(GAP_SUFFIX))
+        ]
+
+    def process(self, path: Path) -> str:
+        """Ingest one spool file; returns indexed | duplicate | gap | rejected | deferred | gone."""
+        if not path.exists():
+            return "gone"
+        try:
+            if path.name.endswith(GAP_SUFFIX):
+                self._ingest_gap(path)
+                return "gap"
+            return self._ingest_segment(path)
+        except Rejected as e:
+            self._reject(path, str(e))
+            return "rejected"
+        except Truncated as e:
+            if time.time() - path.stat().st_mtime < SETTLE_SECONDS:
+                event(log, "ingest.deferred", path=path.name, reason=str(e))
+                return "deferred"
+            self._reject(path, f"verification failed: {type(e).__name__}: {e}")
+            return "rejected"
+        except SealError as e:
+            self._reject(path, f"verification failed: {type(e).__name__}: {e}")
+            return "rejected"
+
+    def _segment_fields(self, res: Any, path: Path) -> dict[str, Any]:
+        meta = res.meta
+        source = meta.get("source")
+        if not isinstance(source, str) or not _SOURCE_RE.match(source):
+            raise Rejected(f"segment metadata names an invalid source {source!r}")
+        try:
+            src_cfg = self.cfg.source(source)
+        except KeyError:
+            raise Rejected(f"segment is from source {source!r}, which is not in the configuration") from None
+        if not SEGMENT_ID_RE.match(res.segment_id):
+            raise Rejected(f"segment id {res.segment_id!r} is not a safe identifier")
+        try:
+            start = parse_iso(str(meta.get("start", "")), "segment start")
+        except ValueError as e:
+            raise Rejected(str(e)) from None
+        trailer = res.trailer
+        end: datetime
+        if trailer.get("end"):
+            try:
+                end = parse_iso(str(trailer["end"]), "segment end")
+            except ValueError as e:
+                raise Rejected(str(e)) from None
+        elif isinstance(trailer.get("duration"), int | float):
+            end = start + timedelta(seconds=float(trailer["duration"]))
+        else:
+            end = start
+        if end < start:
+            raise Rejected(f"segment ends ({iso(end)}) before it starts ({iso(start)})")
+        duration = trailer.get("duration")
+        if not isinstance(duration, int | float):
+            duration = (end - start).total_seconds()
+        class_name, cls = self.cfg.retention_for(source)
+        tz = self.cfg.site(src_cfg.site).timezone
+        kind = meta.get("kind") or ("video" if self.cfg.source_kind(source) == "camera" else "audio")
+        merged = {k: v for k, v in trailer.items()}
+        merged.update(meta)
+        if not res.trailer_authenticated:
+            merged["trailer_authenticated"] = False
+        return {
+            "id": res.segment_id,
+            "source": source,
+            "kind": str(kind),
+            "start": start,
+            "end": end,
+            "duration": float(duration),
+            "plaintext_bytes": res.plaintext_bytes,
+            "retention_class": class_name,
+            "deadline": retention.deadline(end, cls, tz),
+            "cut_short": res.cut_short,
+            "meta": merged,
+            "key_id": res.key_id.hex(),
+        }
+
+    def _ingest_segment(self, path: Path) -> str:
+        with open(path, "rb") as f:
+            res = SegmentReader(f, self.vault.keyring).verify()
+        fields = self._segment_fields(res, path)
+        with self.vault.sessions() as s:
+            existing = s.get(Segment, res.segment_id)
+            if existing is not None:
+                if existing.envelope == res.envelope:
+                    self._unlink(path)
+                    event(log, "ingest.duplicate", segment=res.segment_id, path=path.name)
+                    return "duplicate"
+                raise Rejected(f"segment id {res.segment_id} is already indexed with different content")
+        key = self.vault.store.key_for(fields["source"], fields["start"], res.segment_id)
+        with open(path, "rb") as src, self.vault.store.writer(key) as dst:
+            _hdr, sha, stored = detach_envelope(src, dst)
+        seg = Segment(
+            **fields,
+            stored_bytes=stored,
+            sha256=sha,
+            storage_key=key,
+            state="stored",
+            envelope=res.envelope,
+            ingested_at=self.vault.clock(),
+        )
+        try:
+            with self.vault.sessions.begin() as s:
+                s.add(seg)
+        except IntegrityError:
+            # Another ingest process won the race with this very file; the next pass dedups it.
+            event(log, "ingest.race", logging.WARNING, segment=res.segment_id)
+            return "deferred"
+        self._unlink(path)
+        event(
+            log,
+            "ingest.indexed",
+            segment=seg.id,
+            source=seg.source,
+            start=iso(seg.start),
+            end=iso(seg.end),
+            deadline=iso(seg.deadline),
+            bytes=seg.plaintext_bytes,
+            cut_short=seg.cut_short,
+        )
+        if self.on_indexed is not None:
+            self.on_indexed(seg)
+        return "indexed"
+
+    def _ingest_gap(self, path: Path) -> None:
+        try:
+            body = json.loads(path.read_text("utf-8"))
+            gid, source, reason = str(body["id"]), str(body["source"]), str(body["reason"])
+            start, end = parse_iso(body["start"], "gap start"), parse_iso(body["end"], "gap end")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise Rejected(f"gap file is malformed: {e}") from None
+        if not SEGMENT_ID_RE.match(gid) or not _SOURCE_RE.match(source):
+            raise Rejected("gap file has an unsafe id or source")
+        try:
+            self.cfg.source(source)
+        except KeyError:
+            raise Rejected(f"gap is for source {source!r}, which is not in the configuration") from None
+        if end < start:
+            raise Rejected("gap ends before it starts")
+        with self.vault.sessions.begin() as s:
+            if s.get(Gap, gid) is None:
+                s.add(Gap(id=gid, source=source, start=start, end=end, reason=reason[:2000]))
+        self._unlink(path)
+        event(log, "ingest.gap", gap=gid, source=source, start=iso(start), end=iso(end), reason=reason)
+
+    def _unlink(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+    def _reject(self, path: Path, reason: str) -> None:
+        """Nothing is deleted: the file moves aside with its reason for a person to look at."""
+        rdir = self.spool / REJECTED_DIR
+        rdir.mkdir(exist_ok=True)
+        target = rdir / path.name
+        n = 1
+        while target.exists():
+            target = rdir / f"{path.name}.{n}"
+            n += 1
+        (rdir / f"{target.name}.reason.txt").write_text(reason + "\n", "utf-8")
+        os.replace(path, target)
+        fsync_dir(rdir)
+        fsync_dir(path.parent)
+        event(
+            log,
+            "ingest.rejected",
+            logging.WARNING,
+            path=path.name,
+            moved_to=str(target),
+            reason=reason,
+        )
+
+    # -- loops -----------------------------------------------------------------------------
+
+    def scan(self) -> IngestStats:
+        """Drain what is in the spool now (also what arrived while ingest was down)."""
+        stats = IngestStats()
+        for p in self.pending():
+            outcome = self.process(p)
+            if outcome == "indexed":
+                stats.indexed += 1
+            elif outcome == "duplicate":
+                stats.duplicates += 1
+            elif outcome == "gap":
+                stats.gaps += 1
+            elif outcome == "rejected":
+                stats.rejected += 1
+                stats.rejected_files.append(p.name)
+            elif outcome == "deferred":
+                stats.deferred += 1
+        return stats
+
+    def run(
+        self,
+        stop: threading.Event,
+        rescan_seconds: float = 30.0,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Watch the spool with watchdog; rescan periodically in case an event was missed."""
+        q: queue.Queue[Path] = queue.Queue()
+
+        class Handler(FileSystemEventHandler):
+            def on_created(self, ev: FileSystemEvent) -> None:
+                q.put(Path(str(ev.src_path)))
+
+            def on_moved(self, ev: FileSystemEvent) -> None:
+                q.put(Path(str(ev.dest_path)))
+
+        observer = Observer()
+        observer.schedule(Handler(), str(self.spool), recursive=False)
+        observer.start()
+        try:
+            self.scan()
+            if on_ready is not None:
+                on_ready()
+            last_scan = time.monotonic()
+            while not stop.is_set():
+                try:
+                    p = q.get(timeout=1.0)
+                except queue.Empty:
+                    p = None
+                if p is not None and p.parent == self.spool and p in self.pending():
+                    self.process(p)
+                if time.monotonic() - last_scan > rescan_seconds:
+                    st = self.scan()
+                    last_scan = time.monotonic()
+                    if st.deferred:
+                        rescan_seconds = min(rescan_seconds, 5.0)
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+
+
+def existing_ids(vault: Vault) -> set[str]:
+    with vault.sessions() as s:
+        return set(s.scalars(select(Segment.id)))

@@ -1,0 +1,86 @@
+"""The segment store: sealed blobs by storage key, written atomically and durably.
+
+Layout `store/<source>/<yyyy>/<mm>/<dd>/<id>` keeps a day of one camera in one directory, so
+listing, backup and manual inspection stay cheap at 8,640 segments a camera a day. The class
+is the seam for S3-compatible storage: callers use keys, never paths.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from vault.errors import StoreError
+from vault.fsutil import fsync_dir
+
+_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}/\d{4}/\d{2}/\d{2}/[A-Za-z0-9_-]{1,64}$")
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @staticmethod
+    def key_for(source: str, start: datetime, segment_id: str) -> str:
+        key = f"{source}/{start:%Y/%m/%d}/{segment_id}"
+        if not _KEY_RE.match(key):
+            raise StoreError(f"unsafe storage key {key!r}")
+        return key
+
+    def path(self, key: str) -> Path:
+        if not _KEY_RE.match(key):
+            raise StoreError(f"unsafe storage key {key!r}")
+        return self.root / key
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        """Write to a temporary file beside the target; fsync, rename, fsync the directory."""
+        final = self.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.tmp")
+        f = open(tmp, "wb")  # noqa: SIM115 - closed below on every path
+        try:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self.path(key), "rb")  # noqa: SIM115 - caller closes
+        except FileNotFoundError:
+            raise StoreError(f"segment blob {key} is missing from the store at {self.root}") from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def delete(self, key: str) -> bool:
+        """Unlink and sync the directory; False if it was already gone (a resumed purge)."""
+        p = self.path(key)
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return False
+        fsync_dir(p.parent)
+        return True
+
+    def usage(self) -> tuple[int, int]:
+        """(used, total) bytes of the filesystem the store is on."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        du = shutil.disk_usage(self.root)
+        return du.used, du.total

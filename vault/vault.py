@@ -1,0 +1,76 @@
+"""The vault as one object: config, index, store and keys, opened lazily.
+
+The CLI, the API and the daemons all go through this, so "open segment X" means the same
+thing everywhere: look up the row, fetch the blob, join it with the envelope from the index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.model import HoldfastConfig
+from vault import keys
+from vault.db import Segment, make_engine, migrate, session_factory
+from vault.errors import HoldfastError
+from vault.seal import SegmentReader
+from vault.store import LocalStore
+from vault.timeutil import utcnow
+
+
+class SegmentNotFound(HoldfastError):
+    pass
+
+
+class Vault:
+    def __init__(self, cfg: HoldfastConfig, clock: Callable[[], datetime] = utcnow) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.store = LocalStore(cfg.paths.store)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.cfg.database.url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.engine)
+
+    def migrate(self) -> None:
+        migrate(self.engine)
+
+    @cached_property
+    def keyring(self) -> keys.Keyring:
+        return keys.Keyring.load(self.cfg.keys.dir)
+
+    @cached_property
+    def seal_public(self) -> X25519PublicKey:
+        return keys.load_seal_public(self.cfg.keys.dir / keys.SEAL_PUB)
+
+    def get_segment(self, session: Session, segment_id: str) -> Segment:
+        seg = session.get(Segment, segment_id)
+        if seg is None:
+            raise SegmentNotFound(f"no segment with id {segment_id!r} in the index")
+        return seg
+
+    @contextmanager
+    def open_segment(self, seg: Segment) -> Iterator[SegmentReader]:
+        with self.store.open(seg.storage_key) as f:
+            yield SegmentReader(f, self.keyring, envelope=seg.envelope, expected_id=seg.id)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
