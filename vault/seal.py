@@ -475,6 +475,11 @@ class SegmentReader:
                 "sha256",
             )
             if not hmac.compare_digest(want, lay.trailer_tag):
+                if lay.chunks and not self._any_chunk_authenticates():
+                    raise HeaderMismatch(
+                        f"segment {hdr.segment_id}: no chunk authenticates under this header's key: "
+                        "the header was moved from another segment"
+                    )
                 raise TrailerDamaged(
                     f"segment {hdr.segment_id}: closing metadata (end, duration) or chunk count was changed"
                 )
@@ -485,6 +490,14 @@ class SegmentReader:
     @property
     def cut_short(self) -> bool:
         return self.layout.cut_short
+
+    def _any_chunk_authenticates(self) -> bool:
+        n = self.layout.chunks
+        for p in {0, n // 2, n - 1}:
+            ct = self._chunk_bytes(p)
+            if any(self._try(ct, p, last) is not None for last in (False, True)):
+                return True
+        return False
 
     @property
     def segment_id(self) -> str:
