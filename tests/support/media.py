@@ -130,3 +130,48 @@ def probe_duration(path: str | Path) -> float:
         check=True,
     ).stdout.strip()
     return float(out)
+
+
+def make_audio_fmp4(
+    path: str | Path,
+    seconds: float,
+    codec: str = "libopus",
+    sample_rate: int = 48000,
+    *,
+    frag_duration_us: int = 1_000_000,
+) -> Path:
+    """Write an audio-only fragmented MP4 (sine), like a call recording: Opus or AAC."""
+    path = Path(path)
+    cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={sample_rate}:duration={seconds}"]
+    cmd += ["-c:a", codec, "-b:a", "32k", "-f", "mp4", "-movflags", FMP4_MOVFLAGS]
+    cmd += ["-frag_duration", str(frag_duration_us), str(path)]
+    _run(cmd)
+    return path
+
+
+def keyframe_times(path: str | Path) -> list[float]:
+    """Decode timestamps (s) of the video packets ffprobe flags as keyframes: an oracle."""
+    out = subprocess.run(
+        [
+            FFPROBE,
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=dts_time,flags",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    times = []
+    for line in out.splitlines():
+        dts, _, flags = line.partition(",")
+        if "K" in flags:
+            times.append(float(dts))
+    return times
