@@ -1,13 +1,75 @@
-"""Shared fixtures. Tests use the real thing: real files, real ffmpeg, real SQLite."""
+"""Shared fixtures: free ports and a real RTSP server (GstRtspServer in /usr/bin/python3)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from tests.support.appliance import Appliance, make_appliance
+from tests.support.rtsp import RtspServer, gst_rtsp_available
+from tests.support.rtsp import free_port as _free_port
+
+DEFAULT_MOUNTS = ("/office-1", "/garage-1")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return _free_port()
+
+
+@functools.cache
+def _gst_rtsp() -> tuple[bool, str]:
+    return gst_rtsp_available()
+
+
+def require_gst_rtsp() -> None:
+    """Skip the calling test, with the reason, when GstRtspServer cannot be imported."""
+    ok, reason = _gst_rtsp()
+    if not ok:
+        pytest.skip(reason)
+
+
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> Callable[[], int]:
+    """The free_port() helper as a fixture: call it for each port a test needs."""
+    return free_port
+
+
+RtspServerFactory = Callable[..., RtspServer]
+
+
+@pytest.fixture
+def rtsp_server_factory() -> Iterator[RtspServerFactory]:
+    """Start custom servers: factory(mounts=(...), port=0, **opts); all stopped at teardown."""
+    require_gst_rtsp()
+    servers: list[RtspServer] = []
+
+    def factory(
+        mounts: tuple[str, ...] | list[str] = DEFAULT_MOUNTS, port: int = 0, **opts: Any
+    ) -> RtspServer:
+        server = RtspServer(port, mounts, **opts)
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def rtsp_server(rtsp_server_factory: RtspServerFactory) -> RtspServer:
+    """A started server: 1080p25 snow at 4 Mbit/s, GOP 50, mounts /office-1 and /garage-1."""
+    return rtsp_server_factory()
+
+
+# -- the appliance itself ------------------------------------------------------------------
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tests.support.appliance import Appliance, make_appliance  # noqa: E402
 
 
 @pytest.fixture

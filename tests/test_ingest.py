@@ -20,7 +20,7 @@ def _segments(app: Appliance, *args: str) -> list[dict]:
 
 
 def test_fmp4_sealed_ingested_listed_and_read_back(appliance: Appliance, tmp_path: Path, ffmpeg: str) -> None:
-    src = make_fmp4(tmp_path / "clip.mp4", 30)
+    src = make_fmp4(tmp_path / "clip.mp4", 30, width=640, height=360)
     original = src.read_bytes()
     appliance.cli("seal", "--source", "office-1", "--start", "2026-11-21T08:00:00Z", str(src))
     spool = appliance.dir / "spool"

@@ -1,0 +1,1 @@
+"""Reusable test support: a real RTSP server, ffmpeg media generators."""
