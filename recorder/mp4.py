@@ -200,9 +200,7 @@ class BoxReader:
                     )
                 if end - self._pos < size:
                     break
-                boxes.append(
-                    Box(box_type, bytes(buf[self._pos : self._pos + size]), self.offset, header)
-                )
+                boxes.append(Box(box_type, bytes(buf[self._pos : self._pos + size]), self.offset, header))
                 self._pos += size
         except Mp4Error as exc:
             self._failed = exc
@@ -287,9 +285,7 @@ def _child(box: Box, box_type: str, skip: int = 0) -> Box | None:
 def _need(box: Box, length: int, at: int) -> None:
     """Fail clearly when a box is too short for the field about to be read."""
     if at + length > len(box.data):
-        raise Mp4Error(
-            f"truncated: needs {at + length} bytes, has {len(box.data)}", box.type, box.offset
-        )
+        raise Mp4Error(f"truncated: needs {at + length} bytes, has {len(box.data)}", box.type, box.offset)
 
 
 def _full_box(box: Box) -> tuple[int, int, int]:
@@ -381,9 +377,7 @@ def parse_init(data: bytes, offset: int = 0) -> InitSegment:
         raise Mp4Error("moov has no tracks", moov.type, moov.offset)
     for tid, (duration, flags) in trex.items():
         if tid in tracks:
-            tracks[tid] = replace(
-                tracks[tid], default_sample_duration=duration, default_sample_flags=flags
-            )
+            tracks[tid] = replace(tracks[tid], default_sample_duration=duration, default_sample_flags=flags)
     return InitSegment(bytes(data), tracks, signature.hexdigest(), offset)
 
 
@@ -404,9 +398,7 @@ class TrackFragment:
     @property
     def starts_with_sync_sample(self) -> bool:
         """Whether the first sample is a sync sample (non-sync bit clear)."""
-        return (
-            self.first_sample_flags is not None and not self.first_sample_flags & SAMPLE_IS_NON_SYNC
-        )
+        return self.first_sample_flags is not None and not self.first_sample_flags & SAMPLE_IS_NON_SYNC
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,9 +477,7 @@ def _parse_traf(traf: Box, init: InitSegment) -> TrackFragment:
     p += 4
     info = init.tracks.get(track_id)
     if info is None:
-        raise Mp4Error(
-            f"fragment for track {track_id}, not in the init segment", tfhd.type, tfhd.offset
-        )
+        raise Mp4Error(f"fragment for track {track_id}, not in the init segment", tfhd.type, tfhd.offset)
     default_duration = info.default_sample_duration
     default_flags = info.default_sample_flags
     if flags & _TFHD_BASE_DATA_OFFSET:

@@ -84,3 +84,42 @@ def ffmpeg() -> str:
     if path is None:
         pytest.fail("ffmpeg is not installed: `make test` installs it (apt-get install ffmpeg)")
     return path
+
+
+# -- PostgreSQL: the scale-out index; the same ingest tests run on both backends -----------
+
+from collections.abc import Iterator as _Iterator  # noqa: E402
+
+from tests.support import postgres as _pg  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> _Iterator[_pg.PostgresCluster]:
+    ok, why = _pg.available()
+    if not ok:
+        pytest.skip(why)
+    cluster = _pg.PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+def use_database(app: Appliance, url: str) -> Appliance:
+    """Point an appliance's config at another database URL and migrate it."""
+    text = app.config_path.read_text()
+    import re as _re
+
+    text = _re.sub(r'^url = "sqlite:///.*"$', f'url = "{url}"', text, count=1, flags=_re.M)
+    app.config_path.write_text(text)
+    with app.vault() as v:
+        v.migrate()
+    return app
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_appliance(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
+    """The same appliance on SQLite and on PostgreSQL: nothing in the logic is SQLite-only."""
+    app = make_appliance(tmp_path / "site")
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("postgres_cluster")
+        use_database(app, cluster.create_database())
+    return app

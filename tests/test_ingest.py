@@ -19,7 +19,10 @@ def _segments(app: Appliance, *args: str) -> list[dict]:
     return json.loads(app.cli("segments", "list", "--json", *args).stdout)
 
 
-def test_fmp4_sealed_ingested_listed_and_read_back(appliance: Appliance, tmp_path: Path, ffmpeg: str) -> None:
+def test_fmp4_sealed_ingested_listed_and_read_back(
+    any_appliance: Appliance, tmp_path: Path, ffmpeg: str
+) -> None:
+    appliance = any_appliance
     src = make_fmp4(tmp_path / "clip.mp4", 30, width=640, height=360)
     original = src.read_bytes()
     appliance.cli("seal", "--source", "office-1", "--start", "2026-11-21T08:00:00Z", str(src))
@@ -53,7 +56,8 @@ def test_fmp4_sealed_ingested_listed_and_read_back(appliance: Appliance, tmp_pat
     assert shown["key_present"] is True
 
 
-def test_time_range_queries(appliance: Appliance) -> None:
+def test_time_range_queries(any_appliance: Appliance) -> None:
+    appliance = any_appliance
     with appliance.vault() as v:
         for h in range(5):
             seg = SpoolSegment(
@@ -73,7 +77,8 @@ def test_time_range_queries(appliance: Appliance) -> None:
     assert r.returncode != 0 and b"ISO 8601" in r.stderr
 
 
-def test_same_file_twice_is_indexed_once(appliance: Appliance) -> None:
+def test_same_file_twice_is_indexed_once(any_appliance: Appliance) -> None:
+    appliance = any_appliance
     with appliance.vault() as v:
         seg = SpoolSegment(
             v.cfg.paths.spool, v.seal_public, {"source": "office-1", "start": "2026-11-21T08:00:00Z"}

@@ -17,7 +17,8 @@ from vault.spool import SpoolSegment
 N = 200
 
 
-def test_sigkill_during_ingest(appliance: Appliance) -> None:
+def test_sigkill_during_ingest(any_appliance: Appliance) -> None:
+    appliance = any_appliance
     rng = random.Random(20261121)
     payloads: dict[str, str] = {}
     with appliance.vault() as v:

@@ -1,0 +1,67 @@
+# Holdfast: the two commands a newcomer runs on a fresh Debian machine are `make demo` and `make test`.
+# Both install what is missing first: Debian packages with apt-get, Python packages into .venv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Media, the RTSP test server (GStreamer from Debian, run by Debian's python3), audio without a
+# sound card, PostgreSQL for the scale-out index tests, Chromium for the web page tests.
+APT_PACKAGES := ffmpeg python3-venv python3-dev gcc \
+	gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
+	portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins alsa-utils sox espeak-ng \
+	postgresql-15 chromium systemd
+
+.PHONY: help deps apt venv test test-fast demo lint format bench clean
+
+help:
+	@echo "make demo   install what is missing and run the whole appliance on embedded defaults"
+	@echo "make test   install what is missing and run the test suite"
+	@echo "make lint   ruff check + format check;  make bench  run the benchmarks"
+
+deps: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: venv
+	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow"
+
+demo: deps
+	$(PY) -m cli.main demo --dir demo-data
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+bench: venv
+	$(PY) bench/seal.py
+
+clean:
+	rm -rf $(VENV) demo-data test-artifacts .pytest_cache
