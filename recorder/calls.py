@@ -199,6 +199,7 @@ class LineRecorder:
         self._lock = threading.Lock()
         self.call: ActiveCall | None = None
         self.stop_event = threading.Event()
+        self.capturing = False
         ensure_spool(cfg.paths.spool)
 
     # -- recovery after a crash ----------------------------------------------------------------
@@ -353,9 +354,10 @@ class LineRecorder:
         with self._lock:
             call = self.call
             if call is None:
-                return {"line": self.line.id, "active": False}
+                return {"line": self.line.id, "capturing": self.capturing, "active": False}
             return {
                 "line": self.line.id,
+                "capturing": self.capturing,
                 "active": True,
                 "call_id": call.meta.call_id,
                 "start": iso(call.meta.start),
@@ -450,6 +452,7 @@ class LineRecorder:
                 rate=self.line.rate,
                 channels=self.line.channels,
             )
+            self.capturing = True
             if ready is not None:
                 ready.set()
             wd = watchdog_interval()
@@ -462,6 +465,7 @@ class LineRecorder:
                         notify("WATCHDOG=1")
                         last_ping = time.monotonic()
             finally:
+                self.capturing = False
                 stream.stop_stream()
                 stream.close()
         finally:
