@@ -55,10 +55,18 @@ def memory(pid: int) -> tuple[int, int]:
 
 
 def children(pid: int) -> list[int]:
+    """Children of every thread: ffmpeg is spawned from the control-server thread, not main."""
+    out: list[int] = []
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return []
+        return out
+    for t in tasks:
+        try:
+            out += [int(c) for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def measure(pids_fn, seconds: float) -> tuple[float, int, int]:  # type: ignore[no-untyped-def]
@@ -117,6 +125,7 @@ def run_recorders(n: int, pulse: Pulse, work: Path, audio: Path, seconds: float)
                 out += children(p.pid)
             return out
 
+        assert len(pids()) == 2 * n, "an encoder is missing"
         result = measure(pids, seconds)
         for i in range(n):
             control_request(control_socket_path(cfg, f"b-{i}"), "POST", "/calls/stop", {})
