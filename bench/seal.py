@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 from vault import keys  # noqa: E402
 from vault.seal import SegmentReader, SegmentWriter  # noqa: E402
 
+REPS = 3
+
 
 class NullSink:
     def __init__(self) -> None:
@@ -63,37 +65,50 @@ def bench_throughput(mib: int, kd: Path) -> None:
     kr = keys.Keyring.load(kd)
     data = memoryview(os.urandom(mib << 20))
     gb = len(data) / 1e9
-    print(f"## seal/open throughput, {len(data) / 2**20:.0f} MiB, one core (GB/s)")
+    print(
+        f"## seal/open throughput, {len(data) / 2**20:.0f} MiB, one core, best of {REPS} interleaved (GB/s)"
+    )
     print(f"{'chunk':>8} | {'raw enc':>8} {'seal':>8} {'ratio':>6} | {'raw dec':>8} {'open':>8} {'ratio':>6}")
     for cs in (64 * 1024, 1024 * 1024):
-        t_raw = raw_encrypt(data, cs)
-        # Feed the writer in 1 MiB pieces, as a recorder's pipe reads would; the sink discards,
-        # like the raw baseline, so only sealing is timed.
-        t = time.perf_counter()
-        w = SegmentWriter(NullSink(), pub, {"id": "bench", "source": "office-1"}, cs)  # type: ignore[arg-type]
-        for off in range(0, len(data), 1 << 20):
-            w.write(data[off : off + (1 << 20)])
-        w.close({})
-        t_seal = time.perf_counter() - t
-        buf = io.BytesIO()
-        w = SegmentWriter(buf, pub, {"id": "bench", "source": "office-1"}, cs)
-        for off in range(0, len(data), 1 << 20):
-            w.write(data[off : off + (1 << 20)])
-        w.close({})
-        sealed = buf.getvalue()
-        del buf
-        t_rawd = raw_decrypt(data, cs)
-        t = time.perf_counter()
-        r = SegmentReader(io.BytesIO(sealed), kr)
-        n = 0
-        for piece in r.iter_range(0, r.plaintext_size):
-            n += len(piece)
-        t_open = time.perf_counter() - t
-        assert n == len(data)
+        best: dict[str, float] = {}
+
+        def keep(name: str, seconds: float, best: dict[str, float] = best) -> None:
+            best[name] = min(best.get(name, seconds), seconds)
+
+        sealed = b""
+        # Interleave repetitions and keep each method's best: other work on the machine then
+        # slows baseline and Holdfast alike instead of whichever ran during a spike.
+        for _rep in range(REPS):
+            keep("raw_enc", raw_encrypt(data, cs))
+            t = time.perf_counter()
+            # Feed the writer in 1 MiB pieces, as a recorder's pipe reads would; the sink
+            # discards, like the raw baseline, so only sealing is timed.
+            w = SegmentWriter(NullSink(), pub, {"id": "bench", "source": "office-1"}, cs)  # type: ignore[arg-type]
+            for off in range(0, len(data), 1 << 20):
+                w.write(data[off : off + (1 << 20)])
+            w.close({})
+            keep("seal", time.perf_counter() - t)
+            if not sealed:
+                buf = io.BytesIO()
+                w = SegmentWriter(buf, pub, {"id": "bench", "source": "office-1"}, cs)
+                for off in range(0, len(data), 1 << 20):
+                    w.write(data[off : off + (1 << 20)])
+                w.close({})
+                sealed = buf.getvalue()
+                del buf
+            keep("raw_dec", raw_decrypt(data, cs))
+            t = time.perf_counter()
+            r = SegmentReader(io.BytesIO(sealed), kr)
+            n = 0
+            for piece in r.iter_range(0, r.plaintext_size):
+                n += len(piece)
+            keep("open", time.perf_counter() - t)
+            assert n == len(data)
         del sealed
         print(
-            f"{cs // 1024:>6}Ki | {gb / t_raw:8.2f} {gb / t_seal:8.2f} {t_raw / t_seal:6.2f} | "
-            f"{gb / t_rawd:8.2f} {gb / t_open:8.2f} {t_rawd / t_open:6.2f}"
+            f"{cs // 1024:>6}Ki | {gb / best['raw_enc']:8.2f} {gb / best['seal']:8.2f} "
+            f"{best['raw_enc'] / best['seal']:6.2f} | {gb / best['raw_dec']:8.2f} {gb / best['open']:8.2f} "
+            f"{best['raw_dec'] / best['open']:6.2f}"
         )
 
 

@@ -89,6 +89,16 @@ def test_random_access_equals_slice(keyset, offset: int, length: int) -> None:
 _BLOB_CACHE: dict[str, bytes] = {}
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(splits=st.lists(st.integers(0, 3 * CS + 7), max_size=12), size=st.integers(0, 6 * CS + 9))
+def test_any_write_pattern_round_trips(keyset, splits: list[int], size: int) -> None:
+    kr, pub = keyset
+    data = PAYLOAD[:size]
+    r = SegmentReader(io.BytesIO(sealed(pub, data, writes=splits)), kr)
+    assert r.read() == data
+    assert r.layout.chunks == max(1, -(-size // CS))
+
+
 class CountingFile(io.BytesIO):
     def __init__(self, data: bytes) -> None:
         super().__init__(data)

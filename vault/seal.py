@@ -212,7 +212,7 @@ class SegmentWriter:
     def plaintext_bytes(self) -> int:
         return self._plain + len(self._buf)
 
-    def _emit(self, data: memoryview | bytes, last: bool) -> None:
+    def _emit(self, data: memoryview | bytes | bytearray, last: bool) -> None:
         ct = self._keys.aead.encrypt(_nonce(self._keys.prefix, self._counter, last), data, self._header_tag)
         self._sink.write(ct)
         self._written += len(ct)
@@ -220,23 +220,30 @@ class SegmentWriter:
         self._counter += 1
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """A chunk is sealed only once more bytes follow it, because only then is it known not to be last."""
+        """A chunk is sealed only once more bytes follow it, because only then is it known not to be last.
+
+        Full chunks are encrypted straight from the caller's buffer; only the tail (at most one
+        chunk) is copied into the writer's own buffer.
+        """
         if self._closed:
             raise ValueError("segment writer is closed")
-        buf = self._buf
-        buf += data
+        mv = memoryview(data).cast("B")
         cs = self._cs
-        if len(buf) <= cs:
-            return
-        view = memoryview(buf)
+        buf = self._buf
+        if buf:
+            need = cs - len(buf)
+            if len(mv) <= need:
+                buf += mv
+                return
+            buf += mv[:need]
+            mv = mv[need:]
+            self._emit(buf, last=False)  # more bytes follow, so it is not the last
+            buf.clear()
         pos = 0
-        try:
-            while len(buf) - pos > cs:
-                self._emit(view[pos : pos + cs], last=False)
-                pos += cs
-        finally:
-            view.release()
-        del buf[:pos]
+        while len(mv) - pos > cs:
+            self._emit(mv[pos : pos + cs], last=False)
+            pos += cs
+        buf += mv[pos:]
 
     def close(self, trailer: dict[str, Any] | None = None) -> SealSummary:
         """Seal the final chunk and the authenticated closing metadata (end time, duration)."""
