@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "cli.cmd_keys",
     "cli.cmd_segments",
     "cli.cmd_install",
+    "cli.cmd_doctor",
 ]
 
 
