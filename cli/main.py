@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "cli.cmd_segments",
     "cli.cmd_install",
     "cli.cmd_doctor",
+    "cli.cmd_metrics",
 ]
 
 
