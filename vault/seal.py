@@ -577,7 +577,8 @@ class SegmentReader:
         for idx in range(offset // cs, (end - 1) // cs + 1):
             pt = self.chunk(idx)
             base = idx * cs
-            yield pt[max(offset - base, 0) : min(end - base, len(pt))]
+            lo, hi = max(offset - base, 0), min(end - base, len(pt))
+            yield pt if lo == 0 and hi == len(pt) else pt[lo:hi]  # whole chunks are not copied again
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
         if length is None:
