@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "cli.cmd_install",
     "cli.cmd_doctor",
     "cli.cmd_metrics",
+    "cli.cmd_demo",
 ]
 
 
