@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls.add_argument("--from", dest="frm", help="ISO 8601 start of the range")
     ls.add_argument("--to", help="ISO 8601 end of the range")
     ls.add_argument("--limit", type=int, default=None)
+    ls.add_argument("--agent", help="calls answered or made by this agent (meta.agent)")
+    ls.add_argument("--direction", choices=["in", "out"], help="calls in this direction (meta.direction)")
+    ls.add_argument("--call-id", help="all parts of one call (meta.call_id)")
     ls.add_argument(
         "--json",
         action="store_true",
@@ -127,7 +130,12 @@ def _range(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def list_cmd(args: argparse.Namespace) -> int:
     frm, to = _range(args)
     with open_vault(args) as v, v.sessions() as s:
-        segs = segments_in_range(s, args.source, frm, to, args.limit)
+        meta = {
+            k: v
+            for k, v in (("agent", args.agent), ("direction", args.direction), ("call_id", args.call_id))
+            if v is not None
+        }
+        segs = segments_in_range(s, args.source, frm, to, args.limit, meta=meta)
         rows = [segment_dict(x) for x in segs]
     if args.json:
         print_json(rows)

@@ -18,11 +18,19 @@ def segments_in_range(
     start: datetime | None = None,
     end: datetime | None = None,
     limit: int | None = None,
+    meta: dict[str, str] | None = None,
 ) -> list[Segment]:
-    """Segments overlapping [start, end), oldest first; served by ix_segments_source_start."""
+    """Segments overlapping [start, end), oldest first; served by ix_segments_source_start.
+
+    `meta` filters on top-level string fields of the segment meta (calls: agent, direction,
+    call_id, line). SQLAlchemy's JSON path operators render as json_extract on SQLite and ->> on
+    PostgreSQL, so the same query runs on both and the limit applies after the filter.
+    """
     q = select(Segment)
     if source is not None:
         q = q.where(Segment.source == source)
+    for key, value in (meta or {}).items():
+        q = q.where(Segment.meta[key].as_string() == value)
     if end is not None:
         q = q.where(Segment.start < end)
     if start is not None:

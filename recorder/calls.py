@@ -1,0 +1,673 @@
+"""Live call recording: PyAudio capture -> ffmpeg Opus on pipes -> sealed spool segment.
+
+One process per call line (`holdfast record calls LINE`). The capture stream stays open all the
+time (so a call's first syllable is not lost to device start-up); frames are discarded unless a
+call is active. During a call, 16-bit PCM goes to an ffmpeg process on stdin and its Ogg Opus
+output comes back on stdout straight into a `SpoolSegment`, which seals it chunk by chunk: the
+plaintext exists only in this process's and ffmpeg's memory, never in a file, not even a temp one.
+
+Call boundaries come from the telephony side over HTTP on a unix socket
+(`<paths.scratch>/calls-<LINE>/control.sock`; `holdfast call start|stop|optout` use it too):
+
+    POST /calls/start   {"agent", "direction": "in"|"out", "remote", "call_id"?}
+    POST /calls/stop    {}
+    POST /calls/optout  {}
+    GET  /status
+
+A call longer than `max_segment_seconds` is cut into parts sharing `call_id`; each part's meta
+names its `part` index and `previous_segment`. Calls shorter than `min_seconds` are dropped and an
+opt-out discards every part of the call still in the spool. See docs/design.md "Call recording".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import os
+import shutil
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+from config.model import CallLine, HoldfastConfig
+from recorder.callmeta import CallMeta, CallMetaError, validate
+from vault import keys
+from vault.errors import HoldfastError
+from vault.fsutil import fsync_dir
+from vault.log import event
+from vault.notify import notify, watchdog_interval
+from vault.spool import SEG_SUFFIX, SpoolSegment, ensure_spool, recover_partials
+from vault.timeutil import iso, utcnow
+
+log = logging.getLogger("holdfast.calls")
+
+#: Sealed chunk size for call audio. 24 kbit/s Opus fills 8 KiB in ~2.7 s, so a recorder killed
+#: mid-call loses at most that much; the 16-byte tag per chunk costs 0.2 %.
+CALL_CHUNK_SIZE = 8 * 1024
+#: Capture buffer: 100 ms. Small enough for exact call boundaries, large enough to be cheap.
+BUFFER_SECONDS = 0.1
+SOCKET_NAME = "control.sock"
+#: Left = agent, right = caller when the device gives two channels (see docs/design.md).
+STEREO_CHANNEL_MAP = ["agent", "caller"]
+
+
+class CallError(HoldfastError):
+    """A call-control request that cannot be done now (no call active, one already active...)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def control_socket_path(cfg: HoldfastConfig, line_id: str) -> Path:
+    """Where a line's recorder listens; systemd's RuntimeDirectory=holdfast/calls-%i makes the dir."""
+    return cfg.paths.scratch / f"calls-{line_id}" / SOCKET_NAME
+
+
+def call_line(cfg: HoldfastConfig, line_id: str) -> CallLine:
+    try:
+        src = cfg.source(line_id)
+    except KeyError as e:
+        raise CallError(str(e.args[0]), 404) from None
+    if not isinstance(src, CallLine):
+        raise CallError(f"{line_id!r} is a camera, not a call line", 404)
+    return src
+
+
+# -- encoding: ffmpeg on pipes into a sealed segment ---------------------------------------------
+
+
+def ffmpeg_opus_cmd(rate: int, channels: int, bitrate: str, channel_map: list[str] | None) -> list[str]:
+    """Raw s16le on stdin -> Ogg Opus on stdout; Ogg streams to a pipe and plays in Chromium."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise HoldfastError("ffmpeg not found on PATH (apt-get install ffmpeg)")
+    cmd = [ffmpeg, "-hide_banner", "-nostats", "-loglevel", "error"]
+    cmd += ["-f", "s16le", "-ar", str(rate), "-ac", str(channels), "-i", "pipe:0"]
+    cmd += ["-c:a", "libopus", "-b:a", bitrate, "-application", "voip"]
+    if channel_map:
+        cmd += ["-metadata:s:a:0", f"HOLDFAST_CHANNELS={','.join(channel_map)}"]
+    # One Ogg page per ~200 ms and no output buffering: sealed chunks follow the audio closely.
+    cmd += ["-page_duration", "200000", "-flush_packets", "1", "-f", "ogg", "pipe:1"]
+    return cmd
+
+
+class Part:
+    """One segment of a call: an ffmpeg encoder whose stdout is pumped into a SpoolSegment."""
+
+    def __init__(self, rec: LineRecorder, index: int, start: datetime, meta: dict[str, Any]) -> None:
+        self.index = index
+        self.start = start
+        self.samples = 0
+        self.seg = SpoolSegment(rec.cfg.paths.spool, rec.recipient, meta, CALL_CHUNK_SIZE)
+        self.segment_id = self.seg.segment_id
+        self.error: str | None = None
+        try:
+            self.proc = subprocess.Popen(
+                rec.encoder_cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError:
+            self.seg.abort()
+            raise
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self._pump = threading.Thread(target=self._pump_loop, name=f"pump-{self.segment_id[:8]}", daemon=True)
+        self._pump.start()
+
+    def _pump_loop(self) -> None:
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            if self.error is None:
+                try:
+                    self.seg.write(data)
+                except OSError as e:  # disk full: keep draining ffmpeg, report at close
+                    self.error = f"spool write failed: {e}"
+
+    def feed(self, pcm: bytes, samples: int) -> None:
+        try:
+            self.proc.stdin.write(pcm)  # type: ignore[union-attr]
+        except (BrokenPipeError, ValueError):
+            if self.error is None:
+                self.error = f"encoder exited early (status {self.proc.poll()})"
+        self.samples += samples
+
+    def finish(self) -> str | None:
+        """Let ffmpeg flush; returns an error text or None."""
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        self._pump.join()
+        err = self.proc.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
+        rc = self.proc.wait()
+        if rc != 0 and self.error is None:
+            self.error = f"ffmpeg exited {rc}: {err[-300:]}"
+        return self.error
+
+    def close(self, trailer: dict[str, Any]) -> Path:
+        path, _summary = self.seg.close(trailer)
+        return path
+
+    def discard(self) -> None:
+        """Opt-out / too short: stop the encoder and delete the partial sealed file."""
+        self.proc.kill()
+        self._pump.join()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stderr):
+            with contextlib.suppress(OSError):
+                f.close()  # type: ignore[union-attr]
+        self.seg.abort()
+
+
+@dataclass
+class ActiveCall:
+    meta: CallMeta
+    base_meta: dict[str, Any]
+    current: Part
+    samples: int = 0
+    #: (segment id, spool path) of parts already closed, for opt-out.
+    closed: list[tuple[str, Path]] = field(default_factory=list)
+    finalizers: list[threading.Thread] = field(default_factory=list)
+    failed_parts: list[str] = field(default_factory=list)
+
+
+class LineRecorder:
+    """Capture for one line, plus call state; thread-safe entry points for the control server."""
+
+    def __init__(self, cfg: HoldfastConfig, line_id: str) -> None:
+        self.cfg = cfg
+        self.line = call_line(cfg, line_id)
+        self.recipient = keys.load_seal_public(cfg.keys.dir / keys.SEAL_PUB)
+        ch = self.line.channels
+        self.channel_map = STEREO_CHANNEL_MAP if ch == 2 else None
+        self.encoder_cmd = ffmpeg_opus_cmd(self.line.rate, ch, self.line.opus_bitrate, self.channel_map)
+        self.frame_bytes = 2 * ch
+        self.max_part_samples = int(self.line.max_segment_seconds * self.line.rate)
+        self._lock = threading.Lock()
+        self.call: ActiveCall | None = None
+        self.stop_event = threading.Event()
+        self.capturing = False
+        ensure_spool(cfg.paths.spool)
+
+    # -- recovery after a crash ----------------------------------------------------------------
+
+    def recover(self) -> None:
+        """A previous recorder of this line was killed: close its partials as cut short."""
+        recovered, dropped = recover_partials(
+            self.cfg.paths.spool, self.line.id, "recorder died mid-call (recovered at restart)"
+        )
+        if recovered or dropped:
+            event(log, "calls.recovered", line=self.line.id, recovered=len(recovered), dropped=len(dropped))
+
+    # -- call control ----------------------------------------------------------------------------
+
+    def _part_meta(
+        self, call: ActiveCall | None, base: dict[str, Any], index: int, start: datetime, previous: str | None
+    ) -> dict[str, Any]:
+        meta = dict(base)
+        meta.update(
+            start=iso(start),
+            part=index,
+            previous_segment=previous,
+            codec="opus",
+            audio_codec="opus",
+            container="ogg",
+            mime="audio/ogg; codecs=opus",
+            sample_rate=self.line.rate,
+            channels=self.line.channels,
+            bitrate=self.line.opus_bitrate,
+        )
+        if self.channel_map:
+            meta["channel_map"] = self.channel_map
+        return meta
+
+    def start_call(self, agent: Any, direction: Any, remote: Any, call_id: Any = None) -> dict[str, Any]:
+        start = utcnow()
+        try:
+            cm = validate(
+                self.cfg,
+                line=self.line.id,
+                start=start,
+                agent=agent,
+                direction=direction,
+                remote=remote if remote is not None else "",
+                call_id=call_id if call_id not in (None, "") else uuid.uuid4().hex,
+            )
+            base = cm.to_meta(self.cfg)
+        except CallMetaError as e:
+            raise CallError(str(e), 400) from None
+        with self._lock:
+            if self.call is not None:
+                raise CallError(f"line {self.line.id} already has an active call ({self.call.meta.call_id})")
+            part = Part(self, 0, start, self._part_meta(None, base, 0, start, None))
+            self.call = ActiveCall(meta=cm, base_meta=base, current=part)
+        event(
+            log,
+            "call.started",
+            line=self.line.id,
+            call_id=cm.call_id,
+            direction=cm.direction,
+            segment=part.segment_id,
+        )
+        return {"line": self.line.id, "call_id": cm.call_id, "start": iso(start), "segment": part.segment_id}
+
+    def _take_call(self) -> ActiveCall:
+        with self._lock:
+            call = self.call
+            if call is None:
+                raise CallError(f"line {self.line.id} has no active call")
+            self.call = None
+        return call
+
+    def stop_call(self, end_reason: str = "call-end") -> dict[str, Any]:
+        call = self._take_call()
+        duration = call.samples / self.line.rate
+        cm = call.meta
+        for t in call.finalizers:
+            t.join()
+        if duration < self.line.min_seconds:
+            call.current.discard()
+            removed = self._remove_closed(call)
+            event(
+                log,
+                "call.dropped",
+                line=self.line.id,
+                call_id=cm.call_id,
+                duration=round(duration, 3),
+                min_seconds=self.line.min_seconds,
+                reason="shorter than min_seconds",
+                parts_discarded=1 + len(removed),
+            )
+            return {"call_id": cm.call_id, "kept": False, "duration": duration, "reason": "too short"}
+        end = cm.start + timedelta(seconds=duration)
+        part = call.current
+        err = part.finish()
+        trailer = {
+            "end": iso(end),
+            "duration": part.samples / self.line.rate,
+            "end_reason": end_reason,
+            "call_duration": duration,
+            "call_end": iso(end),
+            "parts": len(call.closed) + 1,
+        }
+        if err:
+            trailer["encoder_error"] = err
+        path = part.close(trailer)
+        segments = [sid for sid, _ in call.closed] + [part.segment_id]
+        event(
+            log,
+            "call.stopped",
+            line=self.line.id,
+            call_id=cm.call_id,
+            duration=round(duration, 3),
+            parts=len(segments),
+            segment=part.segment_id,
+            path=path.name,
+        )
+        return {"call_id": cm.call_id, "kept": True, "duration": duration, "segments": segments}
+
+    def optout(self) -> dict[str, Any]:
+        """The caller declined recording: discard every part; log the opt-out, never the audio."""
+        call = self._take_call()
+        for t in call.finalizers:
+            t.join()
+        call.current.discard()
+        removed = self._remove_closed(call)
+        already = [sid for sid, p in call.closed if p not in removed]
+        event(
+            log,
+            "call.optout",
+            line=self.line.id,
+            call_id=call.meta.call_id,
+            parts_discarded=1 + len(removed),
+            already_ingested=",".join(already) or "none",
+        )
+        return {"call_id": call.meta.call_id, "discarded": 1 + len(removed), "already_ingested": already}
+
+    def _remove_closed(self, call: ActiveCall) -> list[Path]:
+        """Delete closed parts still in the spool (ingest has not taken them yet)."""
+        removed: list[Path] = []
+        for _sid, path in call.closed:
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                continue
+        if removed:
+            fsync_dir(self.cfg.paths.spool)
+        return removed
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            call = self.call
+            if call is None:
+                return {"line": self.line.id, "capturing": self.capturing, "active": False}
+            return {
+                "line": self.line.id,
+                "capturing": self.capturing,
+                "active": True,
+                "call_id": call.meta.call_id,
+                "start": iso(call.meta.start),
+                "seconds": call.samples / self.line.rate,
+                "part": call.current.index,
+                "segment": call.current.segment_id,
+            }
+
+    # -- audio path ------------------------------------------------------------------------------
+
+    def feed(self, pcm: bytes) -> None:
+        """Called by the capture loop with every buffer; only an active call keeps it."""
+        with self._lock:
+            call = self.call
+            if call is None:
+                return
+            while pcm:
+                room = self.max_part_samples - call.current.samples
+                n = min(room, len(pcm) // self.frame_bytes)
+                if n > 0:
+                    call.current.feed(pcm[: n * self.frame_bytes], n)
+                    call.samples += n
+                    pcm = pcm[n * self.frame_bytes :]
+                if pcm:
+                    self._rotate(call)
+
+    def _rotate(self, call: ActiveCall) -> None:
+        """Cut a long call: the next part starts now, the full one is closed in the background."""
+        old = call.current
+        start = call.meta.start + timedelta(seconds=call.samples / self.line.rate)
+        new = Part(
+            self,
+            old.index + 1,
+            start,
+            self._part_meta(call, call.base_meta, old.index + 1, start, old.segment_id),
+        )
+        call.current = new
+        trailer = {
+            "end": iso(start),
+            "duration": old.samples / self.line.rate,
+            "end_reason": "max-segment",
+            "next_segment": new.segment_id,
+        }
+        final = self.cfg.paths.spool / f"{old.segment_id}{SEG_SUFFIX}"
+        call.closed.append((old.segment_id, final))
+
+        def finalize() -> None:
+            err = old.finish()
+            if err:
+                trailer["encoder_error"] = err
+            old.close(trailer)
+            event(
+                log,
+                "call.part_closed",
+                line=self.line.id,
+                call_id=call.meta.call_id,
+                part=old.index,
+                segment=old.segment_id,
+            )
+
+        t = threading.Thread(target=finalize, name=f"finalize-{old.segment_id[:8]}", daemon=True)
+        call.finalizers.append(t)
+        t.start()
+
+    def run(self, ready: threading.Event | None = None) -> None:
+        """Open the device and capture until stop_event; this thread feeds every call."""
+        import pyaudio  # imported here: PortAudio probes every sound API at import
+
+        pa = pyaudio.PyAudio()
+        try:
+            dev = find_input_device(pa, self.line.device)
+            frames = max(1, int(self.line.rate * BUFFER_SECONDS))
+            try:
+                stream = pa.open(
+                    format=pyaudio.paInt16,
+                    channels=self.line.channels,
+                    rate=self.line.rate,
+                    input=True,
+                    input_device_index=dev,
+                    frames_per_buffer=frames,
+                )
+            except OSError as e:
+                raise HoldfastError(
+                    f"line {self.line.id}: cannot open input device {self.line.device!r} at "
+                    f"{self.line.rate} Hz x {self.line.channels}: {e}"
+                ) from None
+            event(
+                log,
+                "calls.capturing",
+                line=self.line.id,
+                device=self.line.device,
+                rate=self.line.rate,
+                channels=self.line.channels,
+            )
+            self.capturing = True
+            if ready is not None:
+                ready.set()
+            wd = watchdog_interval()
+            last_ping = time.monotonic()
+            try:
+                while not self.stop_event.is_set():
+                    pcm = stream.read(frames, exception_on_overflow=False)
+                    self.feed(pcm)
+                    if wd is not None and time.monotonic() - last_ping >= wd:
+                        notify("WATCHDOG=1")
+                        last_ping = time.monotonic()
+            finally:
+                self.capturing = False
+                stream.stop_stream()
+                stream.close()
+        finally:
+            pa.terminate()
+
+    def shutdown(self) -> None:
+        """SIGTERM: keep the call recorded so far (if long enough), then stop capturing."""
+        try:
+            self.stop_call(end_reason="recorder-stopped")
+        except CallError:
+            pass
+        finally:
+            self.stop_event.set()
+
+
+def find_input_device(pa: Any, name: str) -> int | None:
+    """`default` -> PortAudio's default input; otherwise the first input device whose name contains it."""
+    if name == "default":
+        return None
+    names = []
+    for i in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(i)
+        if int(info.get("maxInputChannels", 0)) < 1:
+            continue
+        names.append(str(info["name"]))
+        if name == info["name"] or name in str(info["name"]):
+            return i
+    raise HoldfastError(f"no input device matching {name!r}; input devices: {', '.join(names) or 'none'}")
+
+
+# -- control server: HTTP on a unix socket -----------------------------------------------------
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def _handler(rec: LineRecorder) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "holdfast-calls"
+
+        def address_string(self) -> str:  # unix sockets have no peer address
+            return "unix"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            return
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> dict[str, Any]:
+            n = int(self.headers.get("Content-Length") or 0)
+            if n > 65536:
+                raise CallError("request body too large", 413)
+            raw = self.rfile.read(n) if n else b"{}"
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                raise CallError("request body is not JSON", 400) from None
+            if not isinstance(body, dict):
+                raise CallError("request body must be a JSON object", 400)
+            return body
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/status":
+                self._reply(200, rec.status())
+            else:
+                self._reply(404, {"error": f"no such endpoint: GET {self.path}"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            try:
+                body = self._body()
+                if self.path == "/calls/start":
+                    unknown = set(body) - {"agent", "direction", "remote", "call_id"}
+                    if unknown:
+                        raise CallError(f"unknown fields: {', '.join(sorted(unknown))}", 400)
+                    out = rec.start_call(
+                        body.get("agent"), body.get("direction"), body.get("remote"), body.get("call_id")
+                    )
+                elif self.path == "/calls/stop":
+                    out = rec.stop_call()
+                elif self.path == "/calls/optout":
+                    out = rec.optout()
+                else:
+                    self._reply(404, {"error": f"no such endpoint: POST {self.path}"})
+                    return
+            except CallError as e:
+                self._reply(e.status, {"error": str(e)})
+                return
+            except Exception as e:  # an explicit answer beats a dropped connection
+                event(
+                    log,
+                    "calls.control_error",
+                    logging.ERROR,
+                    path=self.path,
+                    error=f"{type(e).__name__}: {e}",
+                )
+                self._reply(500, {"error": f"{type(e).__name__}: {e}"})
+                return
+            self._reply(200, out)
+
+    return Handler
+
+
+def serve_control(rec: LineRecorder, path: Path) -> _UnixHTTPServer:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    if path.exists() or path.is_symlink():
+        # Left by a killed recorder: refuse only if something still answers on it.
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+        else:
+            raise HoldfastError(f"{path}: another recorder for line {rec.line.id} is running")
+        finally:
+            probe.close()
+    old = os.umask(0o117)  # owner and group (the CTI integration's group) may connect
+    try:
+        srv = _UnixHTTPServer(str(path), _handler(rec))
+    finally:
+        os.umask(old)
+    threading.Thread(target=srv.serve_forever, name="control", daemon=True).start()
+    return srv
+
+
+# -- client, for `holdfast call ...` --------------------------------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(str(self._path))
+        self.sock = s
+
+
+def control_request(
+    path: Path, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 30.0
+) -> tuple[int, dict[str, Any]]:
+    conn = _UnixConnection(path, timeout)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        try:
+            conn.request(method, url, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise HoldfastError(
+                f"no recorder is listening on {path} (is `holdfast record calls` running?)"
+            ) from None
+        try:
+            out = json.loads(raw)
+        except ValueError:
+            out = {"error": raw.decode(errors="replace")}
+        return resp.status, out
+    finally:
+        conn.close()
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+
+def run_line(cfg: HoldfastConfig, line_id: str, socket_path: Path | None = None) -> int:
+    """`holdfast record calls LINE`: recover, listen for call control, capture until SIGTERM."""
+    import signal
+
+    rec = LineRecorder(cfg, line_id)
+    rec.recover()
+    path = socket_path or control_socket_path(cfg, line_id)
+    ready = threading.Event()
+
+    def on_term(*_: Any) -> None:
+        # From a helper thread: stop_call waits for ffmpeg, and the capture loop must keep running.
+        threading.Thread(target=rec.shutdown, name="shutdown", daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_term)
+    srv = serve_control(rec, path)
+    event(log, "calls.listening", line=line_id, socket=str(path))
+
+    def announce() -> None:
+        ready.wait()
+        notify("READY=1", f"STATUS=line {line_id}: capturing, control socket {path}")
+
+    threading.Thread(target=announce, daemon=True).start()
+    try:
+        rec.run(ready)
+    finally:
+        notify("STOPPING=1")
+        srv.shutdown()
+        srv.server_close()
+        path.unlink(missing_ok=True)
+        event(log, "calls.stopped", line=line_id)
+    return 0

@@ -1,0 +1,280 @@
+"""Call recorder (issue 6): real audio through a real PulseAudio, PortAudio and ffmpeg; no mocks.
+
+Needs Debian's pulseaudio, pulseaudio-utils, libasound2-plugins, portaudio19-dev (PyAudio), sox,
+espeak-ng and ffmpeg. Every test also scans spool and store for plaintext audio the whole time.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recorder.calls import control_request, control_socket_path
+from tests.support.appliance import HOLDFAST, Appliance
+from tests.support.audio import (
+    PlaintextWatch,
+    Pulse,
+    decode_pcm,
+    edit_config,
+    envelope_correlation,
+    loud_seconds,
+    peak_frequency,
+    speech_wav,
+    tone_wav,
+)
+
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pulse]:
+    p = Pulse(tmp_path_factory.mktemp("pulse"))
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "tone3": tone_wav(d / "tone3.wav", 3.0, 440.0),
+        "tone8": tone_wav(d / "tone8.wav", 8.0, 660.0),
+        "speech": speech_wav(d / "speech.wav", "Hello, this is customer service. How can I help you today?"),
+    }
+
+
+class Recorder:
+    """`holdfast record calls LINE` as a process, plus its control socket."""
+
+    def __init__(self, app: Appliance, pulse: Pulse, line: str = "cs-1") -> None:
+        self.app = app
+        self.logpath = app.dir / f"record-{line}.log"
+        self._log = open(self.logpath, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*HOLDFAST, "record", "calls", line],
+            env={**app.env(), "HOME": pulse.env["HOME"], "XDG_RUNTIME_DIR": pulse.env["XDG_RUNTIME_DIR"]},
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+        self.sock = control_socket_path(app.cfg, line)
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, f"recorder exited {self.proc.returncode}: {self.log()[-2000:]}"
+            if self.sock.exists():
+                try:
+                    status, body = control_request(self.sock, "GET", "/status", timeout=5)
+                    if status == 200 and body.get("capturing"):
+                        break
+                except Exception:
+                    pass
+            assert time.monotonic() < deadline, f"recorder never started capturing: {self.log()[-2000:]}"
+            time.sleep(0.2)
+        # PulseAudio's monitor source delivers its first buffers late; let the stream settle.
+        time.sleep(1.5)
+
+    def req(self, url: str, body: dict | None = None) -> tuple[int, dict]:
+        return control_request(self.sock, "POST", url, body if body is not None else {})
+
+    def log(self) -> str:
+        return self.logpath.read_text(errors="replace")
+
+    def events(self, name: str) -> list[str]:
+        return [
+            ln for ln in self.log().splitlines() if f"event={name} " in ln or ln.endswith(f"event={name}")
+        ]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self._log.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+
+def _configure(app: Appliance, **line: str) -> None:
+    for key, value in line.items():
+        edit_config(app.config_path, r"^(min_seconds = 2\.0)$", rf"\1\n{key} = {value}")
+
+
+def _segments(app: Appliance, *filters: str) -> list[dict]:
+    return json.loads(app.cli("segments", "list", "--json", *filters).stdout)
+
+
+def _audio(app: Appliance, seg_ids: list[str]) -> tuple[list[bytes], object]:
+    import numpy as np
+
+    blobs = [app.cli("segments", "cat", sid).stdout for sid in seg_ids]
+    return blobs, np.concatenate([decode_pcm(b, RATE) for b in blobs])
+
+
+@pytest.fixture
+def watch(appliance: Appliance) -> Iterator[PlaintextWatch]:
+    w = PlaintextWatch(appliance.cfg.paths.spool, appliance.cfg.paths.store)
+    yield w
+    assert w.finish() == [], "plaintext audio reached spool or store"
+    assert w.scans > 0
+
+
+@pytest.mark.slow
+def test_tone_and_speech_captured_sealed_ingested_with_metadata(
+    appliance: Appliance, pulse: Pulse, media: dict[str, Path], watch: PlaintextWatch
+) -> None:
+    _configure(appliance, max_segment_seconds="2.5")
+    rec = Recorder(appliance, pulse)
+    try:
+        out = appliance.cli(
+            "call",
+            "start",
+            "--line",
+            "cs-1",
+            "--agent",
+            "Anna Virtanen",
+            "--direction",
+            "in",
+            "--remote",
+            "+358 40 1234567",
+            "--call-id",
+            "pbx-4711",
+        )
+        assert json.loads(out.stdout)["call_id"] == "pbx-4711"
+        pulse.play(media["tone3"])
+        stopped = json.loads(appliance.cli("call", "stop", "--line", "cs-1").stdout)
+        assert stopped["kept"] is True and len(stopped["segments"]) >= 2  # cut at 2.5 s: linked parts
+
+        status, body = rec.req("/calls/start", {"agent": "Bo", "direction": "out", "remote": "100"})
+        assert status == 200, body
+        pulse.play(media["speech"])
+        time.sleep(0.3)
+        status, speech_call = rec.req("/calls/stop")
+        assert status == 200 and speech_call["kept"], speech_call
+    finally:
+        rec.stop()
+    appliance.cli("ingest", "--once")
+
+    parts = _segments(appliance, "--call-id", "pbx-4711")
+    assert [p["id"] for p in parts] == stopped["segments"]
+    for i, p in enumerate(parts):
+        m = p["meta"]
+        assert (m["agent"], m["direction"], m["remote"], m["call_id"], m["line"]) == (
+            "Anna Virtanen",
+            "in",
+            "+358 40 1234567",
+            "pbx-4711",
+            "cs-1",
+        )
+        assert m["part"] == i and m["previous_segment"] == (parts[i - 1]["id"] if i else None)
+        assert m["call_start"] == parts[0]["start"] and p["retention_class"] == "call-audio"
+        assert m["mime"] == "audio/ogg; codecs=opus"
+    assert parts[-1]["meta"]["end_reason"] == "call-end"
+    assert parts[-1]["meta"]["call_duration"] == pytest.approx(sum(p["duration"] for p in parts), abs=0.01)
+    shown = json.loads(appliance.cli("segments", "show", parts[0]["id"]).stdout)
+    assert shown["meta"]["agent"] == "Anna Virtanen" and shown["key_present"]
+
+    blobs, pcm = _audio(appliance, [p["id"] for p in parts])
+    assert all(b.startswith(b"OggS") for b in blobs)  # decrypted: an Ogg Opus stream per part
+    decoded_seconds = len(pcm) / RATE
+    assert decoded_seconds == pytest.approx(parts[-1]["meta"]["call_duration"], abs=0.2)
+    assert loud_seconds(pcm) == pytest.approx(3.0, abs=0.2)
+    assert peak_frequency(pcm) == pytest.approx(440.0, abs=3.0)
+
+    # Filters through the vault query: agent and direction.
+    assert {p["id"] for p in _segments(appliance, "--agent", "Anna Virtanen", "--direction", "in")} == {
+        p["id"] for p in parts
+    }
+    speech_parts = _segments(appliance, "--agent", "Bo", "--direction", "out")
+    assert [p["id"] for p in speech_parts] == speech_call["segments"]
+    _blobs, speech_pcm = _audio(appliance, speech_call["segments"])
+    import numpy as np
+
+    source = decode_pcm(Path(media["speech"]).read_bytes(), RATE)
+    assert envelope_correlation(np.asarray(speech_pcm), source) > 0.8
+
+
+@pytest.mark.slow
+def test_short_call_dropped_and_optout_discards_everything(
+    appliance: Appliance, pulse: Pulse, media: dict[str, Path], watch: PlaintextWatch
+) -> None:
+    _configure(appliance, max_segment_seconds="2")
+    spool = appliance.cfg.paths.spool
+    rec = Recorder(appliance, pulse)
+    try:
+        status, _ = rec.req(
+            "/calls/start", {"agent": "Anna", "direction": "in", "remote": "1", "call_id": "short"}
+        )
+        assert status == 200
+        time.sleep(1.0)
+        status, body = rec.req("/calls/stop")
+        assert status == 200 and body["kept"] is False, body
+        assert len(rec.events("call.dropped")) == 1
+
+        status, _ = rec.req(
+            "/calls/start", {"agent": "Anna", "direction": "in", "remote": "2", "call_id": "optout"}
+        )
+        assert status == 200
+        pulse.play(media["tone3"])  # > 2 s: one part is already closed in the spool
+        status, body = rec.req("/calls/optout")
+        assert status == 200 and body["discarded"] >= 2, body
+        status, body = rec.req("/calls/stop")
+        assert status == 409  # the call is gone
+        optout_lines = rec.events("call.optout")
+        assert len(optout_lines) == 1 and "call_id=optout" in optout_lines[0]
+        assert not list(spool.glob("*.seg")) and not list((spool / ".partial").iterdir())
+    finally:
+        rec.stop()
+    appliance.cli("ingest", "--once")
+    assert _segments(appliance) == []
+    assert not any(appliance.cfg.paths.store.rglob("*.seg*"))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_call_leaves_cut_short_readable_segment(
+    appliance: Appliance, pulse: Pulse, media: dict[str, Path], watch: PlaintextWatch
+) -> None:
+    rec = Recorder(appliance, pulse)
+    status, _ = rec.req(
+        "/calls/start", {"agent": "Anna", "direction": "in", "remote": "3", "call_id": "killed"}
+    )
+    assert status == 200
+    player = subprocess.Popen(["paplay", "--device=vsink", str(media["tone8"])], env=pulse.env)
+    try:
+        partial_dir = appliance.cfg.paths.spool / ".partial"
+        deadline = time.monotonic() + 30
+        # Wait until at least two sealed chunks (8 KiB each) are on disk, then kill -9.
+        while sum(p.stat().st_size for p in partial_dir.iterdir()) < 2 * 8192 + 400:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        rec.kill()
+    finally:
+        player.wait(timeout=30)
+    assert list(partial_dir.iterdir()), "the killed recorder's partial segment is gone"
+
+    rec2 = Recorder(appliance, pulse)  # restart: recovers the partial as cut short
+    rec2.stop()
+    assert len(rec2.events("spool.partial_recovered")) == 1
+    appliance.cli("ingest", "--once")
+    (seg,) = _segments(appliance)
+    assert seg["cut_short"] is True and seg["meta"]["call_id"] == "killed"
+    _blobs, pcm = _audio(appliance, [seg["id"]])
+    assert len(pcm) / RATE > 2.0
+    assert peak_frequency(pcm) == pytest.approx(660.0, abs=3.0)
+
+
+def test_call_control_errors_are_explicit(appliance: Appliance) -> None:
+    p = appliance.cli("call", "stop", "--line", "cs-1", check=False)
+    assert p.returncode == 1 and b"no recorder is listening" in p.stderr
+    p = appliance.cli(
+        "call", "start", "--line", "nope", "--agent", "a", "--direction", "in", "--remote", "1", check=False
+    )
+    assert p.returncode == 1 and b"nope" in p.stderr
