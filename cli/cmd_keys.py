@@ -51,6 +51,7 @@ def rotate(args: argparse.Namespace) -> int:
         if args.only in (None, "seal"):
             old, new = keyrotation.rotate_seal(d)
             print(f"seal key rotated: {old} -> {new}; seal-{old}.key kept until its segments are purged")
+            _restart_recorders()
         if args.only in (None, "sign"):
             rec = keyrotation.rotate_sign(d, _latest_checkpoint(v))  # type: ignore[arg-type]
             print(
@@ -59,6 +60,20 @@ def rotate(args: argparse.Namespace) -> int:
                 + (" (latest checkpoint signed over)" if rec["checkpoint"] else "")
             )
     return 0
+
+
+def _restart_recorders() -> None:
+    """Under systemd recorders see seal.pub through a bind mount (pinned inode): restart them."""
+    import subprocess
+
+    from appliance.install import systemd_running
+
+    units = ["holdfast-recorder@*.service", "holdfast-calls@*.service", "holdfast-pbx-ingest.service"]
+    if systemd_running():
+        subprocess.run(["systemctl", "try-restart", *units], check=False)
+        print("recorders restarted to pick up the new seal.pub")
+    else:
+        print("systemd not running: recorders started by hand re-read seal.pub at their next segment")
 
 
 def prune(args: argparse.Namespace) -> int:

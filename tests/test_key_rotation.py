@@ -125,3 +125,11 @@ def test_sign_rotation_signs_over_and_verifies_as_a_chain(tmp_path: Path) -> Non
     forged["old_key_id"] = tlog.key_id(rogue.public_key())
     with pytest.raises(keyrotation.TransitionError):
         keyrotation.trusted_sign_keys(root_pub, [forged])
+
+
+def test_recorders_pick_up_the_new_public_key(tmp_path: Path) -> None:
+    keys.init_keys(tmp_path)
+    watched = keys.SealPublicFile(tmp_path / "seal.pub")
+    before = keys.key_id(watched.current())
+    _old, new = keyrotation.rotate_seal(tmp_path)
+    assert keys.key_id(watched.current()).hex() == new != before.hex()
