@@ -99,6 +99,11 @@ class CountingFile(io.BytesIO):
         self.bytes_read += len(b)
         return b
 
+    def readinto(self, buf) -> int:  # type: ignore[no-untyped-def,override]
+        n = super().readinto(buf)
+        self.bytes_read += n
+        return n
+
 
 def test_range_read_decrypts_only_touched_chunks(keyset) -> None:
     kr, pub = keyset

@@ -455,6 +455,7 @@ class SegmentReader:
                 f"segment {hdr.segment_id}: header fails authentication: its bytes were changed"
             )
         self._aad = hdr.tag
+        self._ctbuf: bytearray | None = None
         self.layout = _layout(f, hdr, size)
         self.meta = hdr.meta
         self.trailer_authenticated = False
@@ -504,13 +505,22 @@ class SegmentReader:
         return self.header.segment_id
 
     def _chunk_bytes(self, index: int) -> bytes:
+        """A private copy of chunk `index`'s ciphertext (the diagnosis path keeps several)."""
+        return bytes(self._chunk_view(index))
+
+    def _chunk_view(self, index: int) -> memoryview:
+        """Chunk `index`'s ciphertext in a buffer reused for every read: no allocation per chunk."""
         step = self.header.chunk_size + TAG
         n = self.layout.chunks
         length = step if index < n - 1 else self.layout.last_plain + TAG
+        if self._ctbuf is None:
+            self._ctbuf = bytearray(step)
         self._f.seek(self.header.header_len + index * step)
-        return self._f.read(length)
+        view = memoryview(self._ctbuf)[:length]
+        got = self._f.readinto(view)  # type: ignore[attr-defined]
+        return view[: got or 0]
 
-    def _try(self, ct: bytes, counter: int, last: bool) -> bytes | None:
+    def _try(self, ct: bytes | memoryview, counter: int, last: bool) -> bytes | None:
         try:
             return self._keys.aead.decrypt(_nonce(self._keys.prefix, counter, last), ct, self._aad)
         except InvalidTag:
@@ -520,7 +530,7 @@ class SegmentReader:
         n = self.layout.chunks
         if not 0 <= index < n:
             raise IndexError(f"chunk {index} out of range 0..{n - 1}")
-        ct = self._chunk_bytes(index)
+        ct = self._chunk_view(index)
         is_last = index == n - 1
         if self.layout.cut_short:
             pt = self._try(ct, index, False)
@@ -530,7 +540,7 @@ class SegmentReader:
         else:
             pt = self._try(ct, index, is_last)
         if pt is None:
-            self._diagnose(index, ct)
+            self._diagnose(index, bytes(ct))
         return pt  # type: ignore[return-value]
 
     def _diagnose(self, index: int, ct: bytes) -> None:
