@@ -15,12 +15,13 @@ APT_PACKAGES := ffmpeg python3-venv python3-dev gcc \
 	portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins alsa-utils sox espeak-ng \
 	postgresql-15 chromium systemd
 
-.PHONY: help deps apt venv test test-fast demo lint format bench clean
+.PHONY: help deps apt venv test test-fast demo lint format bench clean install uninstall
 
 help:
 	@echo "make demo   install what is missing and run the whole appliance on embedded defaults"
 	@echo "make test   install what is missing and run the test suite"
 	@echo "make lint   ruff check + format check;  make bench  run the benchmarks"
+	@echo "make install   copy to $(PREFIX), venv in $(PREFIX)/.venv, then \`holdfast install\` (user, dirs, keys, units)"
 
 deps: apt venv
 
@@ -62,6 +63,20 @@ format: venv
 
 bench: venv
 	$(PY) bench/seal.py
+
+# The box: the source tree (tracked files) in $(PREFIX), its own venv, then `holdfast install`
+# (system user, directories, keys, /etc/holdfast/holdfast.toml, index, units enabled).
+PREFIX ?= /opt/holdfast
+install: apt
+	$(SUDO) mkdir -p $(PREFIX)
+	git ls-files -z | $(SUDO) rsync -a --from0 --files-from=- ./ $(PREFIX)/ 2>/dev/null || \
+		git ls-files -z | xargs -0 $(SUDO) cp --parents -t $(PREFIX)
+	$(SUDO) $(PYTHON) -m venv $(PREFIX)/.venv
+	$(SUDO) $(PREFIX)/.venv/bin/pip install -q $(PREFIX)
+	$(SUDO) $(PREFIX)/.venv/bin/holdfast install
+
+uninstall:
+	$(SUDO) $(PREFIX)/.venv/bin/holdfast uninstall
 
 clean:
 	rm -rf $(VENV) demo-data test-artifacts .pytest_cache

@@ -1,11 +1,11 @@
-"""`holdfast keys init`."""
+"""`holdfast keys init|rotate|prune|transitions`."""
 
 from __future__ import annotations
 
 import argparse
 
-from cli.common import load_config
-from vault import keys
+from cli.common import load_config, open_vault, print_json
+from vault import keyrotation, keys
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -16,10 +16,73 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="create seal.key/seal.pub (X25519) and sign.key/sign.pub (Ed25519); never overwrites",
     )
     i.set_defaults(func=init)
+    r = s.add_parser(
+        "rotate",
+        help="new seal key for new segments (old kept until its segments are purged); new log signing key, signed over",
+    )
+    r.add_argument("--only", choices=("seal", "sign"), help="rotate just one of the two (default: both)")
+    r.set_defaults(func=rotate)
+    pr = s.add_parser(
+        "prune", help="destroy old seal keys that no stored or spooled segment needs (the purger runs this)"
+    )
+    pr.set_defaults(func=prune)
+    t = s.add_parser(
+        "transitions", help="print the signing-key transitions an auditor needs to verify rotated logs"
+    )
+    t.set_defaults(func=transitions)
 
 
 def init(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     for p in keys.init_keys(cfg.keys.dir):
         print(p)
+    return 0
+
+
+def _latest_checkpoint(v: object) -> object | None:
+    """The newest checkpoint of the purge log, when the retention code keeps one (else None)."""
+    latest = getattr(getattr(v, "purge_log", None), "latest_checkpoint", None)
+    return latest() if callable(latest) else None
+
+
+def rotate(args: argparse.Namespace) -> int:
+    with open_vault(args) as v:
+        d = v.cfg.keys.dir
+        if args.only in (None, "seal"):
+            old, new = keyrotation.rotate_seal(d)
+            print(f"seal key rotated: {old} -> {new}; seal-{old}.key kept until its segments are purged")
+            _restart_recorders()
+        if args.only in (None, "sign"):
+            rec = keyrotation.rotate_sign(d, _latest_checkpoint(v))  # type: ignore[arg-type]
+            print(
+                f"sign key rotated: {rec['old_key_id']} -> {rec['new_key_id']}; transition appended to "
+                f"{d / keyrotation.TRANSITIONS}"
+                + (" (latest checkpoint signed over)" if rec["checkpoint"] else "")
+            )
+    return 0
+
+
+def _restart_recorders() -> None:
+    """Under systemd recorders see seal.pub through a bind mount (pinned inode): restart them."""
+    import subprocess
+
+    from appliance.install import systemd_running
+
+    units = ["holdfast-recorder@*.service", "holdfast-calls@*.service", "holdfast-pbx-ingest.service"]
+    if systemd_running():
+        subprocess.run(["systemctl", "try-restart", *units], check=False)
+        print("recorders restarted to pick up the new seal.pub")
+    else:
+        print("systemd not running: recorders started by hand re-read seal.pub at their next segment")
+
+
+def prune(args: argparse.Namespace) -> int:
+    with open_vault(args) as v:
+        for kid in keyrotation.prune_seal_keys(v):
+            print(f"destroyed seal-{kid}.key")
+    return 0
+
+
+def transitions(args: argparse.Namespace) -> int:
+    print_json(keyrotation.read_transitions(load_config(args).keys.dir))
     return 0

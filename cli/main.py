@@ -24,6 +24,10 @@ COMMAND_MODULES = [
     "cli.cmd_record",
     "cli.cmd_call",
     "cli.cmd_pbx",
+    "cli.cmd_install",
+    "cli.cmd_doctor",
+    "cli.cmd_metrics",
+    "cli.cmd_demo",
 ]
 
 

@@ -39,6 +39,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
 from config.model import CallLine, HoldfastConfig
 from recorder.callmeta import CallMeta, CallMetaError, validate
 from vault import keys
@@ -187,10 +189,15 @@ class ActiveCall:
 class LineRecorder:
     """Capture for one line, plus call state; thread-safe entry points for the control server."""
 
+    @property
+    def recipient(self) -> X25519PublicKey:
+        """The current seal.pub, re-read after `keys rotate` (each new segment uses it)."""
+        return self._seal_pub.current()
+
     def __init__(self, cfg: HoldfastConfig, line_id: str) -> None:
         self.cfg = cfg
         self.line = call_line(cfg, line_id)
-        self.recipient = keys.load_seal_public(cfg.keys.dir / keys.SEAL_PUB)
+        self._seal_pub = keys.SealPublicFile(cfg.keys.dir / keys.SEAL_PUB)
         ch = self.line.channels
         self.channel_map = STEREO_CHANNEL_MAP if ch == 2 else None
         self.encoder_cmd = ffmpeg_opus_cmd(self.line.rate, ch, self.line.opus_bitrate, self.channel_map)

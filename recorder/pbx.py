@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -103,6 +104,11 @@ class PbxStats:
 
 
 class PbxIngestor:
+    @property
+    def recipient(self) -> X25519PublicKey:
+        """The current seal.pub, re-read after `keys rotate` (each new segment uses it)."""
+        return self._seal_pub.current()
+
     def __init__(self, cfg: HoldfastConfig, clock: Callable[[], float] = time.monotonic) -> None:
         if cfg.pbx.dir is None:
             raise PbxError("[pbx] dir is not set in the configuration")
@@ -110,7 +116,7 @@ class PbxIngestor:
         self.dir = cfg.pbx.dir
         self.settle = cfg.pbx.settle_seconds
         self.clock = clock
-        self.recipient = keys.load_seal_public(cfg.keys.dir / keys.SEAL_PUB)
+        self._seal_pub = keys.SealPublicFile(cfg.keys.dir / keys.SEAL_PUB)
         self._seen: dict[Path, tuple[tuple[int, int], float]] = {}
         self._waiting_logged: set[Path] = set()
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o750)

@@ -37,6 +37,7 @@ from vault import retention
 from vault.db import Gap, Segment, Source
 from vault.fsutil import fsync_dir
 from vault.log import event
+from vault.notify import notify, watchdog_interval
 from vault.seal import SealError, SegmentReader, Truncated, detach_envelope
 from vault.spool import GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
 from vault.timeutil import iso, parse_iso
@@ -312,7 +313,14 @@ class Ingestor:
             if on_ready is not None:
                 on_ready()
             last_scan = time.monotonic()
+            # systemd's watchdog: the loop wakes at least once a second, so a ping from here
+            # proves the loop (not just the process) is alive; a wedged ingest gets restarted.
+            wd = watchdog_interval()
+            last_ping = 0.0
             while not stop.is_set():
+                if wd is not None and time.monotonic() - last_ping >= min(wd, 5.0):
+                    notify("WATCHDOG=1")
+                    last_ping = time.monotonic()
                 try:
                     p = q.get(timeout=1.0)
                 except queue.Empty:

@@ -169,3 +169,29 @@ class Keyring:
             raise KeyFileError(
                 f"no private key with id {kid.hex()} in the keyring (sealed to a key this vault does not hold)"
             ) from None
+
+
+class SealPublicFile:
+    """`seal.pub` as recorders use it: re-read when the file changes (after `keys rotate`).
+
+    Recorders call `.current()` at each segment start, so new segments are sealed to the new key
+    without a restart. (Under systemd the recorders see seal.pub through a bind mount, which pins
+    the old file; `keys rotate` restarts them there.)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._key: X25519PublicKey | None = None
+        self.current()
+
+    def current(self) -> X25519PublicKey:
+        try:
+            st = self.path.stat()
+            stamp = (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        if self._key is None or (stamp is not None and stamp != self._stamp):
+            self._key = load_seal_public(self.path)
+            self._stamp = stamp
+        return self._key

@@ -327,8 +327,15 @@ def sign_checkpoint(
     )
 
 
-def verify_checkpoint(cp: Checkpoint, public_key: Ed25519PublicKey) -> None:
-    """Raise CheckpointFormatError or CheckpointSignatureError unless ``public_key`` signed cp."""
+def verify_checkpoint(cp: Checkpoint, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey]) -> None:
+    """Raise CheckpointFormatError or CheckpointSignatureError unless ``public_key`` signed cp.
+
+    A sequence of keys is the chain of a rotated log signing key (vault/keyrotation.py,
+    ``trusted_sign_keys``): the checkpoint must be signed by the key its key_id names among them.
+    """
+    if not isinstance(public_key, Ed25519PublicKey):
+        chain = list(public_key)
+        public_key = next((k for k in chain if key_id(k) == cp.key_id), chain[-1])
     body = cp.body()
     if not isinstance(cp.signature, bytes):
         raise CheckpointFormatError("signature must be bytes")
@@ -640,7 +647,7 @@ def _confirmed_note(verified: int) -> str:
 def verify_log(
     entries: Sequence[bytes],
     checkpoints: Sequence[Checkpoint],
-    public_key: Ed25519PublicKey,
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
     *,
     origin: str | None = None,
 ) -> VerifyReport:

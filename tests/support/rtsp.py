@@ -19,7 +19,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+SERVER_SCRIPT = Path(__file__).resolve().parents[2] / "appliance" / "rtsp_server.py"
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
 

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""A real RTSP server for tests and benchmarks (GStreamer GstRtspServer).
+"""A real RTSP server for the demo, tests and benchmarks (GStreamer GstRtspServer).
 
 Run with Debian's /usr/bin/python3, which has the gi bindings (the venv does not):
 
-    /usr/bin/python3 tests/support/rtsp_server.py 8554 --mount /office-1 --mount /garage-1
+    /usr/bin/python3 appliance/rtsp_server.py 8554 --mount /office-1 --mount /garage-1
 
 Why a real server: the recorder talks to cameras over RTSP through ffmpeg, and the only honest
 test of timeouts, reconnects, wrong credentials and keyframe cutting is a real RTSP peer.

@@ -1,0 +1,334 @@
+"""`holdfast demo --dir DIR`: the whole appliance on one machine, supervised, stopped by Ctrl-C.
+
+Children, each in its own process group (so a signal to one never leaks, and the whole group,
+ffmpeg included, can be stopped): the RTSP test server (office-1, garage-1 on 127.0.0.1), one
+camera recorder per camera, a PulseAudio null sink with a call recorder on line cs-1 fed with
+espeak-ng speech and periodic `call start/stop`, ingest, the purger every interval, and the API
+with a `security` and an `auditor` user whose generated passwords are printed with the URL.
+
+A piece whose command is not installed (its issue not merged yet) is skipped with a message
+naming it; the rest still runs. Stop: SIGINT or SIGTERM -> SIGTERM to every group in reverse
+start order, wait up to 10 s, then SIGKILL the group; then wait for every child. No process is
+left behind (the acceptance test checks /proc).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+REPO = Path(__file__).resolve().parents[1]
+RTSP_SERVER = REPO / "appliance" / "rtsp_server.py"
+SYSTEM_PYTHON = "/usr/bin/python3"
+HOLDFAST = [sys.executable, "-m", "cli.main"]
+STOP_GRACE = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def available_commands() -> set[str]:
+    """Top-level `holdfast` subcommands in this installation (pieces land as issues merge)."""
+    from cli.main import build_parser
+
+    p = build_parser()
+    for a in p._subparsers._group_actions:  # type: ignore[union-attr]
+        if hasattr(a, "choices") and a.choices:
+            return set(a.choices)
+    return set()
+
+
+def has_subcommand(*path: str) -> bool:
+    """`holdfast record camera` exists? (the `record` group may hold only `calls` so far)."""
+    p = subprocess.run(
+        [*HOLDFAST, *path, "--help"], capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    return p.returncode == 0
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+
+@dataclass
+class Demo:
+    dir: Path
+    rtsp_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    children: list[Child] = field(default_factory=list)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def say(self, msg: str) -> None:
+        print(msg, flush=True)
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def prepare(self) -> Path:
+        self.dir = self.dir.resolve()
+        cfg = self.dir / "holdfast.toml"
+        base_env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        if not cfg.exists():
+            subprocess.run(
+                [*HOLDFAST, "init", str(self.dir)], check=True, env=base_env, stdout=subprocess.DEVNULL
+            )
+        text = cfg.read_text("utf-8")
+        text = re.sub(r'url = "rtsp://127\.0\.0\.1:\d+/', f'url = "rtsp://127.0.0.1:{self.rtsp_port}/', text)
+        text = re.sub(r"^port = \d+$", f"port = {self.api_port}", text, flags=re.M)
+        # The demo box has no NTP guarantee: the purger's clock guard is relaxed knowingly here.
+        text = re.sub(r"^require_clock_sync = true$", "require_clock_sync = false", text, flags=re.M)
+        text = re.sub(r"^interval_seconds = \d+$", "interval_seconds = 60", text, flags=re.M)
+        cfg.write_text(text, "utf-8")
+        run = self.dir / "run"
+        run.mkdir(mode=0o700, exist_ok=True)
+        (self.dir / "home").mkdir(exist_ok=True)
+        (self.dir / "logs").mkdir(exist_ok=True)
+        self.env = {
+            **base_env,
+            "HOLDFAST_CONFIG": str(cfg),
+            "HOME": str(self.dir / "home"),
+            "XDG_RUNTIME_DIR": str(run),
+        }
+        return cfg
+
+    def spawn(self, name: str, cmd: list[str]) -> Child:
+        log = open(self.dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        child = Child(name, proc, log)
+        self.children.append(child)
+        (self.dir / "run" / "demo.pids").open("a").write(f"{proc.pid} {name}\n")
+        return child
+
+    def holdfast(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([*HOLDFAST, *args], env=self.env, input=input, capture_output=True, timeout=120)
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def start_rtsp(self) -> bool:
+        if not os.access(SYSTEM_PYTHON, os.X_OK):
+            self.say(
+                f"skip cameras: {SYSTEM_PYTHON} missing (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0)"
+            )
+            return False
+        c = self.spawn(
+            "rtsp-server",
+            [
+                SYSTEM_PYTHON,
+                str(RTSP_SERVER),
+                str(self.rtsp_port),
+                "--mount",
+                "/office-1",
+                "--mount",
+                "/garage-1",
+                "--width",
+                "1280",
+                "--height",
+                "720",
+                "--pattern",
+                "ball",
+                "--bitrate",
+                "1000",
+            ],
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if c.proc.poll() is not None:
+                self.say(f"skip cameras: the RTSP test server exited (see {self.dir}/logs/rtsp-server.log)")
+                return False
+            try:
+                socket.create_connection(("127.0.0.1", self.rtsp_port), timeout=0.2).close()
+                self.say(f"rtsp: rtsp://127.0.0.1:{self.rtsp_port}/office-1 and /garage-1")
+                return True
+            except OSError:
+                time.sleep(0.1)
+        self.say("skip cameras: the RTSP test server did not open its port")
+        return False
+
+    def start_pulse(self) -> bool:
+        for tool in ("pulseaudio", "pactl", "paplay", "espeak-ng"):
+            if shutil.which(tool) is None:
+                self.say(
+                    f"skip calls: {tool} missing (apt-get install pulseaudio pulseaudio-utils espeak-ng)"
+                )
+                return False
+        c = self.spawn(
+            "pulseaudio",
+            [
+                "pulseaudio",
+                "--daemonize=no",
+                "--exit-idle-time=-1",
+                "-n",
+                "--use-pid-file=no",
+                "--load=module-null-sink sink_name=vsink",
+                "--load=module-native-protocol-unix",
+            ],
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and c.proc.poll() is None:
+            if (
+                subprocess.run(
+                    ["pactl", "set-default-source", "vsink.monitor"], env=self.env, capture_output=True
+                ).returncode
+                == 0
+            ):
+                return True
+            time.sleep(0.2)
+        self.say("skip calls: PulseAudio did not start (see logs/pulseaudio.log)")
+        return False
+
+    def call_loop(self, line: str) -> None:
+        """A call every ~20 s: start, 8 s of espeak-ng speech into the null sink, stop."""
+        n = 0
+        wav = self.dir / "run" / "call.wav"
+        subprocess.run(
+            ["espeak-ng", "-w", str(wav), "Hello, this is Holdfast customer service. Your call is recorded."],
+            capture_output=True,
+        )
+        self.stop_event.wait(8)  # let the recorder open its device
+        while not self.stop_event.is_set():
+            n += 1
+            r = self.holdfast(
+                "call",
+                "start",
+                "--line",
+                line,
+                "--agent",
+                "Demo Agent",
+                "--direction",
+                "in",
+                "--remote",
+                f"+35840000{n:04d}",
+            )
+            if r.returncode == 0:
+                subprocess.run(
+                    ["paplay", "--device=vsink", str(wav)], env=self.env, capture_output=True, timeout=60
+                )
+                self.stop_event.wait(2)
+                self.holdfast("call", "stop", "--line", line)
+            self.stop_event.wait(12)
+
+    def purge_loop(self, interval: float) -> None:
+        while not self.stop_event.wait(interval):
+            r = self.holdfast("purge")
+            if r.returncode != 0:
+                self.say(f"purge: {r.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
+
+    def add_user(self, name: str, role: str) -> str | None:
+        pw = secrets.token_urlsafe(12)
+        r = self.holdfast(
+            "users",
+            "add",
+            name,
+            "--role",
+            role,
+            "--site",
+            "demo",
+            "--password-stdin",
+            input=pw.encode() + b"\n",
+        )
+        if r.returncode != 0 and "exists" in r.stderr.decode(errors="replace"):
+            r = self.holdfast("users", "passwd", name, "--password-stdin", input=pw.encode() + b"\n")
+        if r.returncode != 0:
+            self.say(f"users add {name}: {r.stderr.decode(errors='replace').strip()}")
+            return None
+        return pw
+
+    # -- run / stop -----------------------------------------------------------------------------
+
+    def run(self, duration: float | None = None) -> int:
+        cfg_path = self.prepare()
+        cmds = available_commands()
+        import config as config_pkg
+
+        cfg = config_pkg.load(cfg_path)
+        self.say(f"holdfast demo in {self.dir} (logs in {self.dir}/logs)")
+        self.spawn("ingest", [*HOLDFAST, "ingest"])
+        cameras_ok = "record" in cmds and has_subcommand("record", "camera")
+        calls_ok = "record" in cmds and "call" in cmds and has_subcommand("record", "calls")
+        if not cameras_ok:
+            self.say("skip recorders: `holdfast record camera` is not installed here (issue #3 camera)")
+        if not calls_ok:
+            self.say("skip calls: `holdfast record calls` is not installed here (issue #6 calls)")
+        if cameras_ok and self.start_rtsp():
+            for cam in cfg.cameras:
+                self.spawn(f"recorder-{cam.id}", [*HOLDFAST, "record", "camera", cam.id])
+        if calls_ok and cfg.lines and self.start_pulse():
+            line = cfg.lines[0].id
+            self.spawn(f"calls-{line}", [*HOLDFAST, "record", "calls", line])
+            threading.Thread(target=self.call_loop, args=(line,), daemon=True).start()
+        if "purge" in cmds:
+            threading.Thread(
+                target=self.purge_loop, args=(float(cfg.purge.interval_seconds),), daemon=True
+            ).start()
+        else:
+            self.say("skip purger: `holdfast purge` is not installed here (issue #4 retention)")
+        if "serve" in cmds:
+            creds = {u: self.add_user(u, r) for u, r in (("security", "security"), ("auditor", "auditor"))}
+            self.spawn("api", [*HOLDFAST, "serve", "--port", str(self.api_port)])
+            self.say(f"open http://127.0.0.1:{self.api_port}")
+            for user, pw in creds.items():
+                if pw:
+                    self.say(f"  user {user}  password {pw}")
+        else:
+            self.say("skip API: `holdfast serve` is not installed here (issue #5 api)")
+        self.say("running; Ctrl-C stops everything")
+        old = {s: signal.signal(s, lambda *_: self.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            deadline = None if duration is None else time.monotonic() + duration
+            while not self.stop_event.wait(1.0):
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                for c in self.children:
+                    if c.proc.poll() is not None and not getattr(c, "reported", False):
+                        self.say(f"{c.name} exited with {c.proc.returncode} (see logs/{c.name}.log)")
+                        c.reported = True  # type: ignore[attr-defined]
+        finally:
+            self.stop()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.say("stopping...")
+        for c in reversed(self.children):
+            if c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for c in reversed(self.children):
+            try:
+                c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{c.name} did not stop in {STOP_GRACE:.0f} s: killed")
+            # Whatever is left in the group (ffmpeg under a recorder, paplay...) goes too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(c.proc.pid, signal.SIGKILL)
+            c.proc.wait()
+            c.log.close()
+        self.say("stopped")
