@@ -1,0 +1,25 @@
+"""`holdfast record camera CAMERA_ID`: the recorder daemons (one process per source)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.common import CommandError, load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    r = sub.add_parser("record", help="run a recorder daemon for one camera or call line")
+    rs = r.add_subparsers(dest="record_cmd", metavar="KIND", required=True)
+    c = rs.add_parser("camera", help="record one camera's RTSP stream into sealed segments (daemon)")
+    c.add_argument("camera_id", metavar="CAMERA_ID")
+    c.set_defaults(func=record_camera_cmd)
+
+
+def record_camera_cmd(args: argparse.Namespace) -> int:
+    from recorder.camera import RecorderError
+    from recorder.camera import main as record_camera
+
+    try:
+        return record_camera(load_config(args), args.camera_id)
+    except RecorderError as e:
+        raise CommandError(str(e), e.code) from None
