@@ -22,7 +22,6 @@ import pytest
 from tests.conftest import RtspServerFactory
 from tests.support.appliance import Appliance
 from tests.support.media import FFPROBE, make_h264_annexb, requires_ffmpeg
-from tests.support.scan import plaintext_media_files
 from vault.db import Gap, Segment
 
 pytestmark = [pytest.mark.slow, requires_ffmpeg]
@@ -123,6 +122,48 @@ def ffprobe_segment(appliance: Appliance, seg_id: str, tmp: Path) -> dict[str, o
     return json.loads(out.stdout)
 
 
+# -- invariant 1: no plaintext MP4 on disk ----------------------------------------------------
+
+MP4_BOX_TYPES = (b"ftyp", b"styp", b"moov", b"moof", b"mdat", b"sidx")
+
+
+def _box_header_ok(data: bytes, pos: int) -> bool:
+    if pos + 8 > len(data):
+        return False
+    size = int.from_bytes(data[pos : pos + 4], "big")
+    kind = data[pos + 4 : pos + 8]
+    return size >= 8 and pos + size <= len(data) and all(0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 for c in kind)
+
+
+def plaintext_media_files(*roots: Path) -> list[tuple[Path, int, bytes]]:
+    """Plaintext MP4 boxes in files under ``roots``: a box type whose size field fits the file and
+    is followed by another box or the end of the file.
+
+    Why not tests.support.scan: its bare 3- and 4-byte signatures occur by chance in megabytes of
+    AES-GCM output (``ID3`` about once per 16 MB), so it cannot judge a 30 MB spool. A real
+    leak has structure (ftyp followed by moov, moof by mdat), which random bytes do not.
+    """
+    hits: list[tuple[Path, int, bytes]] = []
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue  # renamed or ingested while we walked
+            for kind in MP4_BOX_TYPES:
+                i = data.find(kind, 4)
+                while i >= 0:
+                    pos = i - 4
+                    size = int.from_bytes(data[pos:i], "big")
+                    if size >= 8 and pos + size <= len(data):
+                        nxt = pos + size
+                        if nxt == len(data) or _box_header_ok(data, nxt):
+                            hits.append((path, pos, kind))
+                            break
+                    i = data.find(kind, i + 1)
+    return hits
+
+
 # -- 60 s of recording, SIGTERM, plaintext scans ------------------------------------------------
 
 
@@ -186,6 +227,11 @@ def test_sixty_seconds_six_segments_sigterm_and_no_plaintext(
                 head = reader.read(0, 64)
                 assert head[4:8] == b"ftyp"
             assert s.meta["codec"] == "h264" and (s.meta["width"], s.meta["height"]) == (1920, 1080)
+    # The scan is not blind: the decrypted segment, written out, is caught at once.
+    leak = tmp_path / "leak"
+    leak.mkdir()
+    (leak / "x.bin").write_bytes(appliance.cli("segments", "cat", segs[1].id).stdout)
+    assert plaintext_media_files(leak)
     for s in (segs[0], segs[-1]):
         info = ffprobe_segment(appliance, s.id, tmp_path)
         (video,) = [x for x in info["streams"] if x["codec_type"] == "video"]  # type: ignore[union-attr,index]
@@ -390,7 +436,9 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     (rw,) = re.findall(r"^ReadWritePaths=(.*)$", text, flags=re.M)
     assert rw.split() == ["/var/lib/holdfast/spool"]
     entry = Path(sys.executable).with_name("holdfast")
-    exec_start = f"{entry} record camera %i" if entry.exists() else f"{sys.executable} -m cli.main record camera %i"
+    exec_start = (
+        f"{entry} record camera %i" if entry.exists() else f"{sys.executable} -m cli.main record camera %i"
+    )
     unit = tmp_path / "holdfast-recorder@office-1.service"
     unit.write_text(text.replace("/opt/holdfast/.venv/bin/holdfast record camera %i", exec_start))
     p = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
