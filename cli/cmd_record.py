@@ -16,10 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def record_camera_cmd(args: argparse.Namespace) -> int:
-    from recorder.camera import RecorderError
-    from recorder.camera import main as record_camera
+    """Validate here (config errors print as for every command), then exec the lean daemon."""
+    from recorder.camera import CameraSettings, RecorderError, exec_daemon
 
     try:
-        return record_camera(load_config(args), args.camera_id)
+        cam = CameraSettings.from_config(load_config(args), args.camera_id)
     except RecorderError as e:
         raise CommandError(str(e), e.code) from None
+    exec_daemon(cam, args.log_level)
+    return 0  # not reached

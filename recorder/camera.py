@@ -34,25 +34,28 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from config.model import Camera, HoldfastConfig
 from recorder.mp4 import Box, Fragment, FragmentedMp4Reader, InitSegment, Mp4Error
 from vault.errors import HoldfastError
 from vault.fsutil import atomic_write_bytes
 from vault.keys import load_seal_public
-from vault.log import event
+from vault.log import event, setup_logging
 from vault.notify import notify, watchdog_interval
 from vault.spool import PARTIAL_DIR, SpoolSegment, ensure_spool, recover_partials, write_gap
 from vault.timeutil import iso, parse_iso, utcnow
+
+if TYPE_CHECKING:
+    from config.model import HoldfastConfig
 
 log = logging.getLogger("holdfast.recorder.camera")
 
@@ -67,6 +70,8 @@ MAX_DRIFT_SECONDS = 2.0
 READ_SIZE = 1 << 20
 STATE_DIR = ".recorder"
 EXIT_CONFIG = 78  # EX_CONFIG: the unit has RestartPreventExitStatus for it (no restart loop)
+#: How `holdfast record camera` hands the validated settings to the lean daemon it execs.
+SETTINGS_ENV = "HOLDFAST_CAMERA_SETTINGS"
 
 
 class RecorderError(HoldfastError):
@@ -154,6 +159,62 @@ def _tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class CameraSettings:
+    """Everything one camera's recorder needs, resolved from the validated configuration.
+
+    Why a separate object: the daemon runs without pydantic, SQLAlchemy or the CLI (half the
+    memory of a full `holdfast` process, and it runs once per camera), so the CLI validates the
+    config and passes just this along.
+    """
+
+    id: str
+    site: str
+    url: str
+    segment_seconds: float
+    stall_seconds: float
+    spool: Path
+    seal_pub: Path
+
+    @classmethod
+    def from_config(cls, cfg: HoldfastConfig, camera_id: str) -> CameraSettings:
+        from config.model import Camera
+
+        try:
+            cam = cfg.source(camera_id)
+        except KeyError as e:
+            raise RecorderError(str(e.args[0]), EXIT_CONFIG) from None
+        if not isinstance(cam, Camera):
+            raise RecorderError(f"{camera_id!r} is a call line, not a camera", EXIT_CONFIG)
+        if not cam.enabled:
+            raise RecorderError(f"camera {camera_id!r} is disabled in the configuration", EXIT_CONFIG)
+        return cls(
+            cam.id,
+            cam.site,
+            cam.url,
+            cam.segment_seconds,
+            cam.stall_seconds,
+            Path(cfg.paths.spool),
+            Path(cfg.keys.dir) / "seal.pub",
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> CameraSettings:
+        d = json.loads(text)
+        return cls(
+            str(d["id"]),
+            str(d["site"]),
+            str(d["url"]),
+            float(d["segment_seconds"]),
+            float(d["stall_seconds"]),
+            Path(d["spool"]),
+            Path(d["seal_pub"]),
+        )
+
+
 @dataclass
 class _Open:
     """The segment being written: its spool handle and what its trailer will say."""
@@ -170,24 +231,14 @@ class CameraRecorder:
 
     def __init__(
         self,
-        cfg: HoldfastConfig,
-        camera_id: str,
+        cam: CameraSettings,
         *,
         recipient: X25519PublicKey | None = None,
         ffmpeg: str = "ffmpeg",
     ) -> None:
-        try:
-            cam = cfg.source(camera_id)
-        except KeyError as e:
-            raise RecorderError(str(e.args[0]), EXIT_CONFIG) from None
-        if not isinstance(cam, Camera):
-            raise RecorderError(f"{camera_id!r} is a call line, not a camera", EXIT_CONFIG)
-        if not cam.enabled:
-            raise RecorderError(f"camera {camera_id!r} is disabled in the configuration", EXIT_CONFIG)
-        self.cfg = cfg
         self.cam = cam
-        self.spool = Path(cfg.paths.spool)
-        self.recipient = recipient or load_seal_public(Path(cfg.keys.dir) / "seal.pub")
+        self.spool = cam.spool
+        self.recipient = recipient or load_seal_public(cam.seal_pub)
         self.ffmpeg = ffmpeg
         self.stop = threading.Event()
         self.seg: _Open | None = None
@@ -538,9 +589,42 @@ class CameraRecorder:
             notify("WATCHDOG=1")
 
 
-def main(cfg: HoldfastConfig, camera_id: str) -> int:
-    """Entry point for the CLI: SIGTERM/SIGINT stop recording cleanly."""
-    rec = CameraRecorder(cfg, camera_id)
+def main(cam: CameraSettings) -> int:
+    """Record in this process: SIGTERM/SIGINT stop recording cleanly."""
+    rec = CameraRecorder(cam)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: rec.stop.set())
     return rec.run()
+
+
+def exec_daemon(cam: CameraSettings, log_level: str) -> None:
+    """Replace this (CLI) process with the lean daemon: same PID, so systemd's notify and
+    watchdog bookkeeping (NotifyAccess=main) carry over."""
+    env = {**os.environ, SETTINGS_ENV: cam.to_json()}
+    argv = [sys.executable, "-m", "recorder.camera", "--log-level", log_level]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
+def _daemon(argv: list[str]) -> int:
+    level = argv[argv.index("--log-level") + 1] if "--log-level" in argv else "INFO"
+    setup_logging(level)
+    text = os.environ.pop(SETTINGS_ENV, None)
+    if text is None:
+        print(
+            f"recorder.camera: run `holdfast record camera CAMERA_ID` ({SETTINGS_ENV} not set)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return main(CameraSettings.from_json(text))
+    except HoldfastError as e:
+        print(f"holdfast: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(_daemon(sys.argv[1:]))
