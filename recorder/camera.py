@@ -600,9 +600,7 @@ def main(cam: CameraSettings) -> int:
 def exec_daemon(cam: CameraSettings, log_level: str) -> None:
     """Replace this (CLI) process with the lean daemon: same PID, so systemd's notify and
     watchdog bookkeeping (NotifyAccess=main) carry over."""
-    # glibc: serve the ~1 MB fragment buffers with mmap and give them back, instead of letting
-    # its dynamic threshold grow the heap (measured: 25 -> 19.5 MB private per recorder).
-    env = {**os.environ, SETTINGS_ENV: cam.to_json(), "MALLOC_MMAP_THRESHOLD_": "65536"}
+    env = {**os.environ, SETTINGS_ENV: cam.to_json()}
     argv = [sys.executable, "-m", "recorder.camera", "--log-level", log_level]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -613,7 +611,6 @@ def _daemon(argv: list[str]) -> int:
     level = argv[argv.index("--log-level") + 1] if "--log-level" in argv else "INFO"
     setup_logging(level)
     text = os.environ.pop(SETTINGS_ENV, None)
-    os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)  # ours, not ffmpeg's
     if text is None:
         print(
             f"recorder.camera: run `holdfast record camera CAMERA_ID` ({SETTINGS_ENV} not set)",
