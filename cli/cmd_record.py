@@ -11,6 +11,7 @@ import importlib
 
 RECORD_MODULES = [
     "cli.record_calls",
+    "cli.record_camera",
 ]
 
 

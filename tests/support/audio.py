@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: Magic numbers of plaintext audio containers; none may appear in spool or store.
-PLAINTEXT_SIGNATURES = (b"RIFF", b"WAVE", b"OggS", b"OpusHead", b"ID3\x03", b"ID3\x04", b"fLaC", b"ftyp")
+from tests.support.scan import plaintext_media_files
 
 
 class Pulse:
@@ -146,22 +145,8 @@ def envelope_correlation(a: np.ndarray, b: np.ndarray, rate: int = 48000) -> flo
 
 
 def plaintext_hits(*dirs: Path) -> list[str]:
-    """Files under dirs containing a plaintext audio signature anywhere."""
-    hits = []
-    for d in dirs:
-        if not d.exists():
-            continue
-        for p in d.rglob("*"):
-            if not p.is_file():
-                continue
-            try:
-                data = p.read_bytes()
-            except OSError:
-                continue
-            for sig in PLAINTEXT_SIGNATURES:
-                if sig in data:
-                    hits.append(f"{p}: {sig!r}")
-    return hits
+    """Files under dirs holding plaintext media (structural scan: see tests.support.scan)."""
+    return [f"{p} @{off}: {fmt}" for p, off, fmt in plaintext_media_files(*dirs)]
 
 
 class PlaintextWatch:

@@ -1,0 +1,217 @@
+"""Camera recorder benchmark: Holdfast vs bare ffmpeg stream copy, N cameras, same server, same run.
+
+    PYTHONPATH=. /work/main/.venv/bin/python bench/recorder.py --cameras 1 8 32 --duration 60
+
+For each N, one GStreamer RTSP server loops a pre-encoded 1080p25 H.264 file at 4 Mbit/s (no
+per-camera encoding; the server's CPU is not counted). N Holdfast recorders (`holdfast record
+camera`, each with its own ffmpeg child) and N bare ffmpeg recorders writing 10 s segment files
+the way Frigate does (`-c copy -f segment -segment_time 10 -reset_timestamps 1`) run at the same
+time against it. Every second the benchmark reads /proc: CPU seconds (utime+stime, plus reaped
+children), RSS, and from smaps_rollup PSS and USS (Private_Clean + Private_Dirty). A Holdfast
+camera counts its recorder process plus its ffmpeg child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.media import make_h264_annexb  # noqa: E402
+from tests.support.rtsp import RtspServer  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+
+
+def _stat(pid: int) -> tuple[float, float] | None:
+    """(own CPU s, reaped children's CPU s) of a live process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    f = raw[raw.rindex(")") + 2 :].split()
+    return (int(f[11]) + int(f[12])) / TICK, (int(f[13]) + int(f[14])) / TICK
+
+
+def _mem(pid: int) -> tuple[int, int, int]:
+    """(RSS, PSS, USS) in kB from smaps_rollup (0s if the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0, 0, 0
+    kv = {m[0]: int(m[1]) for m in re.findall(r"^(\w+):\s+(\d+) kB", text, flags=re.M)}
+    return kv.get("Rss", 0), kv.get("Pss", 0), kv.get("Private_Clean", 0) + kv.get("Private_Dirty", 0)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+@dataclass
+class Tree:
+    """One camera's processes: a root (recorder or ffmpeg) and its live children."""
+
+    proc: subprocess.Popen[bytes]
+    cpu: float = 0.0
+    cpu_at_warm: float | None = None  # CPU when the measured window starts
+    peak: list[int] = field(default_factory=lambda: [0, 0, 0])  # RSS, PSS, USS kB (peak of sum)
+
+    def sample(self) -> None:
+        root = _stat(self.proc.pid)
+        if root is None:
+            return
+        cpu = root[0] + root[1]
+        mem = list(_mem(self.proc.pid))
+        for child in _children(self.proc.pid):
+            st = _stat(child)
+            if st is not None:
+                cpu += st[0] + st[1]
+                for i, v in enumerate(_mem(child)):
+                    mem[i] += v
+        self.cpu = max(self.cpu, cpu)
+        self.peak = [max(a, b) for a, b in zip(self.peak, mem, strict=True)]
+
+
+def _config(site: Path, url: str, n: int) -> Path:
+    """`holdfast init` config with N cameras, all on the benchmark's server."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(
+        [sys.executable, "-m", "cli.main", "init", str(site)], check=True, capture_output=True, env=env
+    )
+    path = site / "holdfast.toml"
+    text = re.sub(r"\[\[cameras\]\]\n(?:[^\[\n][^\n]*\n|\n)*", "", path.read_text())
+    cams = "".join(
+        f'[[cameras]]\nid = "cam-{i:03d}"\nsite = "demo"\nurl = "{url}"\nretention = "office-camera"\n\n'
+        for i in range(n)
+    )
+    path.write_text(cams + text)
+    return path
+
+
+def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
+    server = RtspServer(0, ["/cam"], file=str(stream)).start()
+    url = server.url("/cam")
+    site = work / f"site-{n}"
+    cfg = _config(site, url, n)
+    bare_dir = work / f"bare-{n}"
+    bare_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOLDFAST_CONFIG": str(cfg)}
+    logs = open(work / f"log-{n}.txt", "wb")  # noqa: SIM115 - closed below
+    holdfast: list[Tree] = []
+    bare: list[Tree] = []
+    try:
+        for i in range(n):
+            cmd = [sys.executable, "-m", "cli.main", "record", "camera", f"cam-{i:03d}"]
+            holdfast.append(Tree(subprocess.Popen(cmd, env=env, stdout=logs, stderr=logs)))
+            ff = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp"]
+            ff += ["-i", url, "-c", "copy", "-f", "segment", "-segment_time", "10", "-reset_timestamps", "1"]
+            ff.append(str(bare_dir / f"cam-{i:03d}-%05d.mp4"))
+            bare.append(Tree(subprocess.Popen(ff, stdin=subprocess.DEVNULL, stdout=logs, stderr=logs)))
+        # Start-up (a Python CLI, an RTSP handshake and ffmpeg's probing per camera) is paid once
+        # per daemon start and is not what a camera costs all day: measure it, then wait until
+        # every recorder is writing before the measured window starts.
+        t_start = time.monotonic()
+        spool = site / "spool"
+        while time.monotonic() - t_start < 180:
+            for t in holdfast + bare:
+                t.sample()
+            live = {p.name.split(".")[0] for p in (spool / ".partial").glob("*.seg.part")}
+            started = sum(1 for i in range(n) if any(x.startswith(f"cam-{i:03d}") for x in live))
+            bare_started = len({p.name[:7] for p in bare_dir.glob("*.mp4")})
+            if started == n and bare_started == n:
+                break
+            time.sleep(0.5)
+        startup = time.monotonic() - t_start
+        for t in holdfast + bare:
+            t.sample()
+            t.cpu_at_warm = t.cpu
+        segs_before = len(list(spool.glob("*.seg")))
+        files_before = len(list(bare_dir.glob("*.mp4")))
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < duration:
+            for t in holdfast + bare:
+                t.sample()
+            time.sleep(1.0)
+        for t in holdfast + bare:
+            t.sample()
+        segs = len(list(spool.glob("*.seg"))) - segs_before
+        files = len(list(bare_dir.glob("*.mp4"))) - files_before
+    finally:
+        for t in holdfast:
+            t.proc.send_signal(signal.SIGTERM)
+        for t in bare:
+            t.proc.send_signal(signal.SIGINT)
+        for t in holdfast + bare:
+            try:
+                t.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                t.proc.kill()
+        logs.close()
+        server.stop()
+
+    def per_cam(trees: list[Tree]) -> dict[str, float]:
+        window = [t.cpu - (t.cpu_at_warm or 0.0) for t in trees]
+        return {
+            "startup_cpu_s": sum(t.cpu_at_warm or 0.0 for t in trees) / n,
+            "cpu_s": sum(window) / n,
+            "pct_core": sum(window) / n / duration * 100,
+            "rss_mb": sum(t.peak[0] for t in trees) / n / 1024,
+            "pss_mb": sum(t.peak[1] for t in trees) / n / 1024,
+            "uss_mb": sum(t.peak[2] for t in trees) / n / 1024,
+        }
+
+    h, b = per_cam(holdfast), per_cam(bare)
+    total_pct_machine = h["cpu_s"] * n / duration / NCPU * 100
+    print(
+        f"\n== {n} camera(s): {duration:.0f} s window after all were recording ({startup:.1f} s to get there); "
+        f"1080p25 H.264 4 Mbit/s; closed in window: holdfast segments={segs}, bare files={files}"
+    )
+    print(f"{'per camera':24} {'holdfast':>10} {'bare ffmpeg':>12} {'ratio':>7}")
+    labels = {
+        "startup_cpu_s": "start-up CPU s (once)",
+        "cpu_s": "CPU s in the window",
+        "pct_core": "CPU % of one core",
+        "rss_mb": "peak RSS MB",
+        "pss_mb": "peak PSS MB",
+        "uss_mb": "peak USS MB",
+    }
+    for k, label in labels.items():
+        ratio = h[k] / b[k] if b[k] else float("nan")
+        print(f"{label:24} {h[k]:10.2f} {b[k]:12.2f} {ratio:7.2f}")
+    print(f"holdfast total CPU: {total_pct_machine:.1f} % of the machine ({NCPU} cores)")
+    return {**{f"h_{k}": v for k, v in h.items()}, **{f"b_{k}": v for k, v in b.items()}}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cameras", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--duration", type=float, default=60.0)
+    p.add_argument("--keep", type=Path, help="work in this (new) directory and keep logs and output")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="holdfast-bench-") as tmp:
+        work = Path(tmp)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True)
+            work = args.keep
+        stream = make_h264_annexb(work / "cam.h264", seconds=10, bitrate_kbps=4000)
+        for n in args.cameras:
+            run(n, args.duration, stream, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,630 @@
+"""`holdfast record camera CAMERA_ID`: one camera's RTSP stream, stream-copied into sealed segments.
+
+Pipeline (one process per camera, one ffmpeg child per connection)::
+
+    camera --RTSP/TCP--> ffmpeg -c copy -f mp4 (fragmented, stdout pipe)
+           --> FragmentedMp4Reader (top-level boxes only, nothing decoded)
+           --> SpoolSegment.write per fragment (sealed chunk by chunk, plaintext only in memory)
+           --> atomic rename into the spool when a segment closes; gaps as <id>.gap.json
+
+Segmenting rule: a segment starts at a keyframe fragment and is cut at the first keyframe
+fragment once it holds >= ``segment_seconds`` of media, so every segment is init (ftyp+moov) +
+fragments: a standalone playable fragmented MP4.
+
+Wall clock: at the first fragment of a connection the recorder anchors wall-clock time
+(arrival minus the fragment's duration: ffmpeg emits a fragment when the next keyframe arrives)
+and advances by media time after that, so consecutive segments abut exactly; every reconnect
+re-anchors, and a start never moves before what is already recorded (no overlap).
+
+Gaps: when ffmpeg exits or stalls the segment closes with its ``end_reason``; a gap from the last
+recorded instant to the next segment's start is written when recording resumes (or at shutdown),
+with the reason the stream ended and why reconnects failed. Retries back off 1 s doubling to 30 s,
+forever; a cheap TCP probe cuts the wait short when an unreachable camera's port comes back.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from recorder.mp4 import Box, Fragment, FragmentedMp4Reader, InitSegment, Mp4Error
+from vault.errors import HoldfastError
+from vault.fsutil import atomic_write_bytes
+from vault.keys import load_seal_public
+from vault.log import event, setup_logging
+from vault.notify import notify, watchdog_interval
+from vault.spool import PARTIAL_DIR, SpoolSegment, ensure_spool, recover_partials, write_gap
+from vault.timeutil import iso, parse_iso, utcnow
+
+if TYPE_CHECKING:
+    from config.model import HoldfastConfig
+
+log = logging.getLogger("holdfast.recorder.camera")
+
+#: Sample-entry fourccs of the codecs the recorder accepts (H.264, H.265).
+SUPPORTED_CODECS = {"avc1": "h264", "avc3": "h264", "hev1": "hevc", "hvc1": "hevc"}
+BACKOFF_START = 1.0
+BACKOFF_MAX = 30.0
+#: After SIGINT, ffmpeg flushes its last fragment in ~200 ms; give up on it after this long.
+STOP_DRAIN_SECONDS = 1.2
+#: Wall clock and media time may drift apart (camera clock); beyond this, re-anchor.
+MAX_DRIFT_SECONDS = 2.0
+READ_SIZE = 1 << 20
+STATE_DIR = ".recorder"
+EXIT_CONFIG = 78  # EX_CONFIG: the unit has RestartPreventExitStatus for it (no restart loop)
+#: How `holdfast record camera` hands the validated settings to the lean daemon it execs.
+SETTINGS_ENV = "HOLDFAST_CAMERA_SETTINGS"
+
+
+class RecorderError(HoldfastError):
+    """The recorder cannot run at all (unknown or disabled camera, no public key)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UnsupportedStream(Exception):
+    """The camera sends something the recorder must not store as video (not H.264/H.265)."""
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced: logs and STATUS must never carry credentials."""
+    return re.sub(r"(rtsps?://[^:/@\s]*):[^@/\s]*@", r"\1:***@", url)
+
+
+def ffmpeg_command(url: str, timeout_seconds: float, ffmpeg: str = "ffmpeg") -> list[str]:
+    """Stream copy (never decode) to fragmented MP4 on stdout; ``-timeout`` is the RTSP socket
+    I/O timeout in microseconds (ffmpeg 5.1's rtsp demuxer; ``-stimeout`` is gone)."""
+    return [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-rtsp_transport",
+        "tcp",
+        "-timeout",
+        str(int(timeout_seconds * 1_000_000)),
+        "-i",
+        url,
+        "-map",
+        "0:v",
+        "-map",
+        "0:a?",
+        "-c",
+        "copy",
+        "-f",
+        "mp4",
+        "-movflags",
+        "+frag_keyframe+empty_moov+default_base_moof",
+        "pipe:1",
+    ]
+
+
+_CAUSES: tuple[tuple[str, str], ...] = (
+    (r"\b401\b|Unauthorized", "wrong credentials (RTSP 401 Unauthorized)"),
+    (r"\b403\b|Forbidden", "access forbidden (RTSP 403 Forbidden)"),
+    (r"\b404\b|Not Found", "no such stream on the camera (RTSP 404 Not Found)"),
+    (r"Connection refused", "camera unreachable (connection refused)"),
+    (r"[Tt]imed out|timeout", "camera unreachable (timed out)"),
+    (r"No route to host|Network is unreachable|Host is unreachable", "camera unreachable (no route)"),
+    (
+        r"Name or service not known|Temporary failure in name resolution|not resolve",
+        "camera unreachable (unknown host)",
+    ),
+    (r"Invalid data found|Protocol not found", "not an RTSP stream (invalid data)"),
+)
+
+
+def classify_exit(returncode: int, stderr_lines: list[str]) -> str:
+    """Turn ffmpeg's exit status and last stderr lines into a cause an operator can act on."""
+    text = "\n".join(stderr_lines)
+    for pattern, cause in _CAUSES:
+        if re.search(pattern, text):
+            return cause
+    if returncode == 0:
+        return "stream ended"
+    last = redact_url(stderr_lines[-1].strip()) if stderr_lines else "no error message"
+    return f"ffmpeg exited {returncode}: {last}"
+
+
+def is_unreachable(cause: str) -> bool:
+    return cause.startswith("camera unreachable") or cause == "stream ended"
+
+
+def _tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """Everything one camera's recorder needs, resolved from the validated configuration.
+
+    Why a separate object: the daemon runs without pydantic, SQLAlchemy or the CLI (half the
+    memory of a full `holdfast` process, and it runs once per camera), so the CLI validates the
+    config and passes just this along.
+    """
+
+    id: str
+    site: str
+    url: str
+    segment_seconds: float
+    stall_seconds: float
+    spool: Path
+    seal_pub: Path
+
+    @classmethod
+    def from_config(cls, cfg: HoldfastConfig, camera_id: str) -> CameraSettings:
+        from config.model import Camera
+
+        try:
+            cam = cfg.source(camera_id)
+        except KeyError as e:
+            raise RecorderError(str(e.args[0]), EXIT_CONFIG) from None
+        if not isinstance(cam, Camera):
+            raise RecorderError(f"{camera_id!r} is a call line, not a camera", EXIT_CONFIG)
+        if not cam.enabled:
+            raise RecorderError(f"camera {camera_id!r} is disabled in the configuration", EXIT_CONFIG)
+        return cls(
+            cam.id,
+            cam.site,
+            cam.url,
+            cam.segment_seconds,
+            cam.stall_seconds,
+            Path(cfg.paths.spool),
+            Path(cfg.keys.dir) / "seal.pub",
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> CameraSettings:
+        d = json.loads(text)
+        return cls(
+            str(d["id"]),
+            str(d["site"]),
+            str(d["url"]),
+            float(d["segment_seconds"]),
+            float(d["stall_seconds"]),
+            Path(d["spool"]),
+            Path(d["seal_pub"]),
+        )
+
+
+@dataclass
+class _Open:
+    """The segment being written: its spool handle and what its trailer will say."""
+
+    spool: SpoolSegment
+    start: datetime
+    init_signature: str
+    duration: float = 0.0
+    fragments: int = 0
+
+
+class CameraRecorder:
+    """Records one camera until ``stop`` is set; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        cam: CameraSettings,
+        *,
+        recipient: X25519PublicKey | None = None,
+        ffmpeg: str = "ffmpeg",
+    ) -> None:
+        self.cam = cam
+        self.spool = cam.spool
+        self.recipient = recipient or load_seal_public(cam.seal_pub)
+        self.ffmpeg = ffmpeg
+        self.stop = threading.Event()
+        self.seg: _Open | None = None
+        #: (wall clock, media seconds) of this connection's first fragment.
+        self.anchor: tuple[datetime, float] | None = None
+        #: Everything before this instant is accounted for by a segment or a gap.
+        self.covered_until: datetime | None = None
+        #: A gap waiting for recording to resume: (start, reason).
+        self.pending_gap: tuple[datetime, str] | None = None
+        self.failed_attempts: list[str] = []
+        self.ready = False
+        self._wd_interval = watchdog_interval()
+        self._wd_last = 0.0
+        self._last_fragment = time.monotonic()
+        self._state_path = self.spool / STATE_DIR / f"{cam.id}.json"
+        self.segments_closed = 0
+        #: Cut at the first keyframe once this much is held: the target less a little slack, so a
+        #: connection's first fragment (a frame or two short of a GOP) does not add a whole GOP.
+        self._cut_at = cam.segment_seconds - min(0.5, 0.05 * cam.segment_seconds)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Record until SIGTERM (``stop``); never gives up on the camera."""
+        ensure_spool(self.spool)
+        (self.spool / STATE_DIR).mkdir(exist_ok=True, mode=0o750)
+        self._recover()
+        event(log, "camera.start", camera=self.cam.id, url=redact_url(self.cam.url))
+        notify(f"STATUS=connecting to {self.cam.id}")
+        delay = BACKOFF_START
+        while not self.stop.is_set():
+            started = utcnow()
+            cause, recorded = self._connection()
+            if self.stop.is_set():
+                break
+            if recorded:
+                delay = BACKOFF_START
+                self.failed_attempts = []
+            else:
+                self.failed_attempts.append(cause)
+                if self.pending_gap is None and self.covered_until is None:
+                    # Never recorded since start-up: the outage is explained from start-up on.
+                    self.pending_gap = (started, cause)
+            event(
+                log,
+                "camera.unavailable" if not recorded else "camera.disconnected",
+                logging.WARNING,
+                camera=self.cam.id,
+                cause=cause,
+                attempt=len(self.failed_attempts),
+                retry_in=delay,
+            )
+            notify(f"STATUS=reconnecting to {self.cam.id} in {delay:g} s: {cause}")
+            self._backoff(delay, watch_port=is_unreachable(cause))
+            if not recorded:
+                delay = min(delay * 2, BACKOFF_MAX)
+        self._shutdown()
+        return 0
+
+    def _recover(self) -> None:
+        """A killed predecessor's partial segment becomes a cut-short segment; its silence a gap."""
+        pdir = self.spool / PARTIAL_DIR
+        mtimes = [p.stat().st_mtime for p in pdir.glob(f"{self.cam.id}.*.seg.part")] if pdir.is_dir() else []
+        recovered, dropped = recover_partials(self.spool, self.cam.id, "recorder killed")
+        for p in dropped:
+            event(
+                log,
+                "camera.partial_dropped",
+                logging.WARNING,
+                camera=self.cam.id,
+                path=p.name,
+                reason="nothing complete was written before the recorder died",
+            )
+        last: datetime | None = None
+        try:
+            last = parse_iso(json.loads(self._state_path.read_text("utf-8"))["covered_until"], "state")
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError) as e:
+            event(log, "camera.state_unreadable", logging.WARNING, camera=self.cam.id, error=str(e))
+        if mtimes:
+            killed_at = datetime.fromtimestamp(max(mtimes)).astimezone()
+            last = max(last, killed_at) if last else killed_at
+        if last is not None:
+            self.covered_until = last
+            reason = "recorder killed" if (recovered or dropped) else "recorder not running"
+            self.pending_gap = (last, reason)
+        if recovered or dropped:
+            event(log, "camera.recovered", camera=self.cam.id, recovered=len(recovered), dropped=len(dropped))
+
+    def _shutdown(self) -> None:
+        if self.seg is not None:
+            self._close("sigterm")
+        if self.pending_gap is not None:
+            self._write_gap(utcnow(), suffix="; recorder stopped")
+        notify("STOPPING=1", f"STATUS=stopped {self.cam.id}")
+        event(log, "camera.stopped", camera=self.cam.id, segments=self.segments_closed)
+
+    def _backoff(self, delay: float, watch_port: bool) -> None:
+        """Wait ``delay`` (or until stopped); an unreachable camera whose port opens ends it early.
+
+        Why the probe: backoff keeps a dead camera from costing an ffmpeg start a second, but a
+        camera back from a reboot should be recorded within seconds, not after the 30 s step.
+        """
+        parts = urlsplit(self.cam.url)
+        host, port = parts.hostname or "", parts.port or (322 if parts.scheme == "rtsps" else 554)
+        was_closed = watch_port and not _tcp_open(host, port)
+        deadline = time.monotonic() + delay
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop.wait(min(left, 0.5))
+            self._watchdog()
+            if was_closed and _tcp_open(host, port):
+                event(log, "camera.port_open", camera=self.cam.id, waited=round(delay - left, 2))
+                return
+
+    # -- one connection ----------------------------------------------------------------------
+
+    def _connection(self) -> tuple[str, bool]:
+        """Run ffmpeg once, until it ends, stalls or we stop; returns (cause, recorded anything)."""
+        cmd = ffmpeg_command(self.cam.url, self.cam.stall_seconds, self.ffmpeg)
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # a terminal's Ctrl-C must not signal ffmpeg twice
+            )
+        except OSError as e:
+            return f"cannot start ffmpeg: {e}", False
+        assert proc.stdout is not None and proc.stderr is not None
+        stderr: collections.deque[str] = collections.deque(maxlen=20)
+        t = threading.Thread(target=self._read_stderr, args=(proc.stderr, stderr), daemon=True)
+        t.start()
+        reader = FragmentedMp4Reader()
+        self.anchor = None
+        recorded = False
+        cause: str | None = None
+        fd = proc.stdout.fileno()
+        self._last_fragment = time.monotonic()
+        drain_until: float | None = None
+        try:
+            while True:
+                if self.stop.is_set() and drain_until is None:
+                    self._signal(proc, signal.SIGINT)
+                    drain_until = time.monotonic() + STOP_DRAIN_SECONDS
+                    cause = "sigterm"
+                ready, _, _ = select.select([fd], [], [], 0.25)
+                if ready:
+                    data = os.read(fd, READ_SIZE)
+                    if not data:
+                        break
+                    try:
+                        for item in reader.feed(data):
+                            if self._on_item(item):
+                                recorded = True
+                    except (Mp4Error, UnsupportedStream) as e:
+                        cause = str(e) if isinstance(e, UnsupportedStream) else f"malformed stream: {e}"
+                        self._signal(proc, signal.SIGKILL)
+                        break
+                now = time.monotonic()
+                if drain_until is not None and now > drain_until:
+                    self._signal(proc, signal.SIGKILL)
+                    break
+                if drain_until is None and now - self._last_fragment > self.cam.stall_seconds:
+                    cause = f"stall (no fragment for {self.cam.stall_seconds:g} s)"
+                    self._signal(proc, signal.SIGKILL)
+                    break
+                self._watchdog()
+        finally:
+            proc.stdout.close()
+            rc = proc.wait()
+            t.join(2)
+        if cause is None:
+            cause = classify_exit(rc, list(stderr))
+        if self.seg is not None:
+            self._close(cause)
+        if self.covered_until is not None and self.pending_gap is None and cause != "sigterm":
+            self.pending_gap = (self.covered_until, cause)
+        return cause, recorded
+
+    def _read_stderr(self, pipe: Any, lines: collections.deque[str]) -> None:
+        """ffmpeg's error lines, kept for the exit cause and logged (credentials redacted)."""
+        for raw in pipe:
+            line = redact_url(raw.decode(errors="replace").rstrip())
+            if line:
+                lines.append(line)
+                event(log, "camera.ffmpeg", logging.DEBUG, camera=self.cam.id, line=line)
+        pipe.close()
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+
+    # -- boxes -------------------------------------------------------------------------------
+
+    def _on_item(self, item: InitSegment | Fragment | Box) -> bool:
+        """Handle one item from the reader; True when a fragment was recorded."""
+        if isinstance(item, InitSegment):
+            self._check_codec(item)
+            if self.seg is not None and self.seg.init_signature != item.init_signature:
+                self._close("parameters changed")
+            return False
+        if isinstance(item, Fragment):
+            return self._on_fragment(item)
+        return False  # sidx, free, ...: not needed for playback of fragments
+
+    def _check_codec(self, init: InitSegment) -> None:
+        video = init.video
+        if video is None:
+            raise UnsupportedStream("unsupported stream: no video track")
+        if video.codec not in SUPPORTED_CODECS:
+            raise UnsupportedStream(f"unsupported codec {video.codec!r} (only H.264 and H.265 are recorded)")
+
+    def _on_fragment(self, frag: Fragment) -> bool:
+        arrival = utcnow()
+        self._last_fragment = time.monotonic()
+        media = frag.decode_time_seconds
+        if self.seg is None and not frag.is_keyframe:
+            return False  # undecodable without its keyframe: a segment must start playable
+        if media is None:
+            media = (self.anchor[1] if self.anchor else 0.0) + (self.seg.duration if self.seg else 0.0)
+        if self.anchor is None:
+            self.anchor = (self._no_overlap(arrival - timedelta(seconds=frag.duration_seconds)), media)
+        if self.seg is not None and frag.is_keyframe and self.seg.duration >= self._cut_at:
+            self._close("segment length")
+        if self.seg is None:
+            start = self.anchor[0] + timedelta(seconds=media - self.anchor[1])
+            observed = arrival - timedelta(seconds=frag.duration_seconds)
+            if abs((observed - start).total_seconds()) > MAX_DRIFT_SECONDS:
+                event(
+                    log,
+                    "camera.clock_drift",
+                    logging.WARNING,
+                    camera=self.cam.id,
+                    drift=round((observed - start).total_seconds(), 3),
+                )
+                start = self._no_overlap(observed)
+                self.anchor = (start, media)
+            self._open(frag, start)
+        assert self.seg is not None
+        self.seg.spool.write(frag.data)
+        self.seg.duration += frag.duration_seconds
+        self.seg.fragments += 1
+        if not self.ready:
+            self.ready = True
+            notify("READY=1")
+        return True
+
+    def _no_overlap(self, start: datetime) -> datetime:
+        return max(start, self.covered_until) if self.covered_until is not None else start
+
+    def _open(self, frag: Fragment, start: datetime) -> None:
+        init = frag.init
+        video = init.video
+        assert video is not None
+        if self.pending_gap is not None:
+            self._write_gap(start)
+        meta: dict[str, Any] = {
+            "source": self.cam.id,
+            "site": self.cam.site,
+            "kind": "video",
+            "start": iso(start),
+            "codec": SUPPORTED_CODECS.get(video.codec, video.codec),
+            "sample_entry": video.codec,
+            "width": video.width,
+            "height": video.height,
+            "init_signature": init.init_signature,
+        }
+        if init.audio is not None:
+            meta["audio_codec"] = init.audio.codec
+        self.seg = _Open(SpoolSegment(self.spool, self.recipient, meta), start, init.init_signature)
+        self.seg.spool.write(init.data)
+        status = f"recording {self.cam.id} {video.width}x{video.height} {meta['codec']}"
+        notify(f"STATUS={status}")
+        event(
+            log,
+            "camera.segment_open",
+            logging.DEBUG,
+            camera=self.cam.id,
+            segment=self.seg.spool.segment_id,
+            start=iso(start),
+        )
+
+    def _close(self, reason: str) -> None:
+        seg, self.seg = self.seg, None
+        assert seg is not None
+        end = seg.start + timedelta(seconds=seg.duration)
+        trailer = {
+            "end": iso(end),
+            "duration": round(seg.duration, 6),
+            "end_reason": reason,
+            "fragments": seg.fragments,
+        }
+        path, _summary = seg.spool.close(trailer)
+        self.segments_closed += 1
+        self._covered(end)
+        event(
+            log,
+            "camera.segment",
+            camera=self.cam.id,
+            segment=seg.spool.segment_id,
+            start=iso(seg.start),
+            duration=round(seg.duration, 3),
+            end_reason=reason,
+            fragments=seg.fragments,
+        )
+
+    def _write_gap(self, end: datetime, suffix: str = "") -> None:
+        assert self.pending_gap is not None
+        start, first = self.pending_gap
+        self.pending_gap = None
+        reason = first
+        failures = [c for c in self.failed_attempts if c]
+        if failures:
+            reason += f"; {len(failures)} reconnect attempt(s) failed: {failures[-1]}"
+        reason += suffix
+        if end > start:
+            write_gap(self.spool, self.cam.id, start, end, reason)
+            event(
+                log,
+                "camera.gap",
+                camera=self.cam.id,
+                start=iso(start),
+                end=iso(end),
+                seconds=round((end - start).total_seconds(), 3),
+                reason=reason,
+            )
+        self._covered(end)
+
+    def _covered(self, until: datetime) -> None:
+        """Remember what is accounted for, across restarts (a tiny JSON, no media)."""
+        self.covered_until = until if self.covered_until is None else max(self.covered_until, until)
+        atomic_write_bytes(self._state_path, json.dumps({"covered_until": iso(self.covered_until)}).encode())
+
+    def _watchdog(self) -> None:
+        """Pings while the loop runs (fragments flowing, or deliberately backing off)."""
+        if self._wd_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._wd_last >= self._wd_interval / 2:
+            self._wd_last = now
+            notify("WATCHDOG=1")
+
+
+def main(cam: CameraSettings) -> int:
+    """Record in this process: SIGTERM/SIGINT stop recording cleanly."""
+    rec = CameraRecorder(cam)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: rec.stop.set())
+    return rec.run()
+
+
+def exec_daemon(cam: CameraSettings, log_level: str) -> None:
+    """Replace this (CLI) process with the lean daemon: same PID, so systemd's notify and
+    watchdog bookkeeping (NotifyAccess=main) carry over."""
+    env = {**os.environ, SETTINGS_ENV: cam.to_json()}
+    argv = [sys.executable, "-m", "recorder.camera", "--log-level", log_level]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)
+
+
+def _daemon(argv: list[str]) -> int:
+    level = argv[argv.index("--log-level") + 1] if "--log-level" in argv else "INFO"
+    setup_logging(level)
+    text = os.environ.pop(SETTINGS_ENV, None)
+    if text is None:
+        print(
+            f"recorder.camera: run `holdfast record camera CAMERA_ID` ({SETTINGS_ENV} not set)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return main(CameraSettings.from_json(text))
+    except HoldfastError as e:
+        print(f"holdfast: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(_daemon(sys.argv[1:]))
