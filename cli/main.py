@@ -21,6 +21,9 @@ COMMAND_MODULES = [
     "cli.cmd_config",
     "cli.cmd_keys",
     "cli.cmd_segments",
+    "cli.cmd_hold",
+    "cli.cmd_purge",
+    "cli.cmd_audit",
 ]
 
 
