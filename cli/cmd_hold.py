@@ -80,6 +80,7 @@ def add_cmd(args: argparse.Namespace) -> int:
                     segment_ids=args.segment,
                     incident=args.incident,
                     until=until,
+                    known_sources={c.id for c in v.cfg.cameras} | {ln.id for ln in v.cfg.lines},
                 )
                 v.access_log.checkpoint(s, v.sign_key, now)
                 d = holds.hold_dict(h, s)

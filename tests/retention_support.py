@@ -55,7 +55,9 @@ def make_segments(
     ids = []
     for i in range(count):
         s = start + timedelta(seconds=seconds * i)
-        seg = SpoolSegment(v.cfg.paths.spool, v.seal_public, {"source": source, "kind": "video", "start": iso(s)})
+        seg = SpoolSegment(
+            v.cfg.paths.spool, v.seal_public, {"source": source, "kind": "video", "start": iso(s)}
+        )
         seg.write(payload)
         seg.close({"end": iso(s + timedelta(seconds=seconds)), "duration": seconds, "end_reason": "test"})
         ids.append(seg.segment_id)

@@ -129,8 +129,13 @@ def add_hold(
     segment_ids: list[str] | None = None,
     incident: str | None = None,
     until: datetime | None = None,
+    known_sources: set[str] | None = None,
 ) -> Hold:
-    """Place a hold (in the caller's transaction, logged in the access log)."""
+    """Place a hold (in the caller's transaction, logged in the access log).
+
+    `known_sources`: the configured sources (the index knows only those that delivered footage);
+    a source retired from the config but still in the index can be held too.
+    """
     reason = (reason or "").strip()
     if not reason:
         raise HoldError("a hold needs a reason (why this footage must outlive its deadline)")
@@ -146,6 +151,7 @@ def add_hold(
         if end < start:
             raise HoldError(f"hold range ends ({iso(end)}) before it starts ({iso(start)})")
         known = set(session.scalars(select(Source.id).where(Source.id.in_(sources))))
+        known |= known_sources or set()
         unknown = [s for s in sources if s not in known]
         if unknown:
             raise HoldError(f"unknown source(s) {', '.join(unknown)}: not cameras or lines of this vault")
