@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -120,6 +120,25 @@ class AuditLog:
         acc.append(leaf)
         self._acc_tail = leaf.hex()
         return seq
+
+    def append_many(self, session: Session, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[int]:
+        """append() for a batch of (payload, columns): one tail check, one bulk insert."""
+        if not items:
+            return []
+        acc = self.accumulator(session)
+        prev = bytes.fromhex(self._acc_tail) if self._acc_tail else None
+        rows, seqs = [], []
+        work = acc.copy()
+        for payload, columns in items:
+            seq = work.size
+            data = tlog.make_entry(seq, prev, {**payload, "log": self.name})
+            prev = tlog.leaf_hash(data)
+            work.append(prev)
+            rows.append({"seq": seq, "entry": data.decode("utf-8"), "leaf_hash": prev.hex(), **columns})
+            seqs.append(seq)
+        session.execute(insert(self.model), rows)
+        self._acc, self._acc_tail = work, str(rows[-1]["leaf_hash"])
+        return seqs
 
     def checkpoint(
         self, session: Session, sign_key: Ed25519PrivateKey, now: datetime

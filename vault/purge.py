@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from importlib import metadata
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from config.model import HoldfastConfig
@@ -46,6 +46,7 @@ log = logging.getLogger("holdfast.purge")
 REASONS = ("expired", "disk-pressure", "erasure-request")
 #: A segment end this far in the future (a recorder or PBX on a slightly fast clock) is tolerated.
 SEGMENT_END_SKEW = timedelta(minutes=5)
+MAX_BATCH = 10_000
 STATE_LAST_RUN = "last_run"
 STATE_STORE_FULL = "store_full"
 
@@ -214,7 +215,8 @@ class Purger:
         self.vault = vault
         self.cfg = vault.cfg
         self.sync_check = sync_check
-        self.batch_size = batch_size or vault.cfg.purge.batch_size
+        # Bounded: a batch is one IN (...) list, and SQLite allows 32,766 parameters.
+        self.batch_size = min(batch_size or vault.cfg.purge.batch_size, MAX_BATCH)
         vault.migrate()
 
     # -- building blocks ---------------------------------------------------------------------
@@ -263,16 +265,34 @@ class Purger:
                 dirs.add(v.store.path(key).parent)
         v.store.sync_dirs(dirs)
         now = v.clock()
+        ids_ = [sid for sid, _key in rows]
         with v.sessions.begin() as s:
-            for sid, _key in rows:
-                seg = s.get(Segment, sid)
-                if seg is None or seg.state != "purging":
+            segs = list(
+                s.scalars(
+                    select(Segment)
+                    .where(Segment.id.in_(ids_), Segment.state == "purging")
+                    .order_by(Segment.deadline)
+                )
+            )
+            got = [seg.id for seg in segs]
+            reasons = dict(
+                s.execute(
+                    select(PurgePending.segment_id, PurgePending.reason).where(
+                        PurgePending.segment_id.in_(got)
+                    )
+                ).all()
+            )
+            logged = set(s.scalars(select(PurgeLogRow.segment_id).where(PurgeLogRow.segment_id.in_(got))))
+            items = []
+            for seg in segs:
+                reason = reasons.get(seg.id, "expired")
+                report.purged[reason] = report.purged.get(reason, 0) + 1
+                if seg.id in logged:
+                    # Defensive: entry and row deletion commit together, so this cannot happen;
+                    # if it ever does, the one entry stands and the row just goes.
                     continue
-                pending = s.get(PurgePending, sid)
-                reason = pending.reason if pending is not None else "expired"
-                if not v.purge_log.has_entry(s, sid):
-                    v.purge_log.append(
-                        s,
+                items.append(
+                    (
                         {
                             "segment": seg.id,
                             "source": seg.source,
@@ -287,14 +307,14 @@ class Purger:
                             "policy_version": policy_version(self.cfg, seg.retention_class),
                             "purger_version": PURGER_VERSION,
                         },
-                        segment_id=seg.id,
-                        reason=reason,
-                        purged_at=now,
+                        {"segment_id": seg.id, "reason": reason, "purged_at": now},
                     )
-                report.purged[reason] = report.purged.get(reason, 0) + 1
-                s.delete(seg)
-                if pending is not None:
-                    s.delete(pending)
+                )
+            v.purge_log.append_many(s, items)
+            s.execute(
+                delete(Segment).where(Segment.id.in_(got)), execution_options={"synchronize_session": False}
+            )
+            s.execute(delete(PurgePending).where(PurgePending.segment_id.in_(got)))
             s.flush()
             if v.purge_log.checkpoint(s, v.sign_key, now) is not None:
                 report.checkpoints += 1
