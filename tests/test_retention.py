@@ -364,3 +364,14 @@ def test_tampered_export_fails_and_names_the_entry(app: Appliance, tmp_path: Pat
     rc, out = _verify(app, d)
     assert rc == 1, out
     assert "purge-log: FAILED" in out and expect in out, out
+
+
+def test_dry_run_lists_and_changes_nothing(app: Appliance) -> None:
+    clock = Clock(T0)
+    v = _vault(app, clock)
+    [sid] = make_segments(v, "office-1", T0 - timedelta(days=30), 1)
+    out = app.cli("purge", "--dry-run").stdout.decode()  # the real clock: long past the deadline
+    assert f"{sid}  expired" in out and "would purge 1 segment(s)" in out
+    assert sid in _ids(v) and _log(v) == []
+    with v.sessions() as s:
+        assert v.get_segment(s, sid).envelope is not None
