@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "cli.cmd_config",
     "cli.cmd_keys",
     "cli.cmd_segments",
+    "cli.cmd_api",
 ]
 
 
