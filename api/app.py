@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import admin, audit, auth, footage, incidents
 from api.state import AppState
@@ -48,6 +49,17 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
             where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
             msgs.append(f"{where}: {e.get('msg')}")
         return JSONResponse({"detail": "; ".join(msgs) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such route: {request.url.path[:200]} (see /api/v1/openapi.json)"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"method {request.method} not allowed on {request.url.path[:200]}"
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(KeyDestroyed)
     async def _shredded(request: Request, exc: KeyDestroyed) -> JSONResponse:

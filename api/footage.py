@@ -7,6 +7,7 @@ segment on a pipe and writing the JPEG to a pipe.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import struct
@@ -280,14 +281,14 @@ def parse_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         return size - n, n
     a = int(first)
     b = int(last) if last else size - 1
-    if b < a:
-        raise HTTPException(400, f"Range {header!r}: last byte before first byte")
     if a >= size:
         raise HTTPException(
             416,
             f"range starts at byte {a}, past the end of the {size}-byte segment",
             headers={"Content-Range": f"bytes */{size}"},
         )
+    if b < a:
+        raise HTTPException(400, f"malformed Range {header[:100]!r}: last byte before first byte")
     b = min(b, size - 1)
     return a, b - a + 1
 
@@ -508,23 +509,23 @@ def make_thumbnail(st: AppState, seg: Segment, width: int = 320) -> bytes:
             with st.vault.open_segment(seg) as r:
                 for piece in r.iter_range(0, r.plaintext_size):
                     proc.stdin.write(piece)  # type: ignore[union-attr]
-        except (BrokenPipeError, OSError):
-            pass
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # ffmpeg has its frame and closed the pipe
         finally:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 proc.stdin.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
 
     t = threading.Thread(target=feed, daemon=True)
     t.start()
+    timer = threading.Timer(30, proc.kill)
+    timer.start()
     try:
-        out, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise HTTPException(504, "thumbnail took too long") from None
-    t.join(5)
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        err = proc.stderr.read()  # type: ignore[union-attr]
+        proc.wait()
+    finally:
+        timer.cancel()
+        t.join(5)
     if proc.returncode != 0 or not out:
         raise HTTPException(
             409,

@@ -8,6 +8,7 @@ copy does not log anyone in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -139,10 +140,8 @@ def authenticate(session: Session, name: str, password: str, now: datetime) -> L
     """Check a password, counting failures; LOCK_AFTER in a row lock the account for a while."""
     user = session.scalar(select(User).where(User.name == name)) if NAME_RE.match(name) else None
     if user is None:
-        try:
+        with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
-        except VerificationError:
-            pass
         return LoginResult(None, "bad_credentials")
     if user.disabled:
         return LoginResult(None, "disabled")
