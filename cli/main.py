@@ -22,6 +22,9 @@ COMMAND_MODULES = [
     "cli.cmd_keys",
     "cli.cmd_segments",
     "cli.cmd_api",
+    "cli.cmd_hold",
+    "cli.cmd_purge",
+    "cli.cmd_audit",
 ]
 
 

@@ -120,6 +120,9 @@ class Purge(_Strict):
     #: Store usage (percent of its filesystem) above which the oldest unheld segments go early.
     high_water_percent: float = Field(default=90.0, gt=0, le=100)
     interval_seconds: int = Field(default=300, ge=10)
+    #: Where the store's filesystem is shared or cannot be sized (no dedicated mount), count the
+    #: high-water mark against this many bytes of indexed segments instead of the filesystem.
+    store_quota_bytes: int | None = Field(default=None, ge=1)
 
 
 class Pbx(_Strict):

@@ -106,6 +106,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Crypto-shredding: a purged segment's key envelope must not linger in free pages.
+    cur.execute("PRAGMA secure_delete=ON")
     cur.close()
 
 

@@ -37,6 +37,8 @@ from vault import retention
 from vault.db import Gap, Segment, Source
 from vault.fsutil import fsync_dir
 from vault.log import event
+from vault.purge import store_full_reason
+from vault.retention_models import PurgeLogRow, PurgePending
 from vault.seal import SealError, SegmentReader, Truncated, detach_envelope
 from vault.spool import GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
 from vault.timeutil import iso, parse_iso
@@ -175,10 +177,24 @@ class Ingestor:
         }
 
     def _ingest_segment(self, path: Path) -> str:
+        with self.vault.sessions() as s:
+            full = store_full_reason(s)
+        if full is not None:
+            # Only held footage is left above the high-water mark: the spool keeps the segment.
+            event(log, "ingest.store_full", logging.WARNING, path=path.name, reason=full)
+            return "deferred"
         with open(path, "rb") as f:
             res = SegmentReader(f, self.vault.keyring).verify()
         fields = self._segment_fields(res, path)
         with self.vault.sessions() as s:
+            purged = s.execute(
+                select(PurgeLogRow.seq, PurgeLogRow.purged_at).where(PurgeLogRow.segment_id == res.segment_id)
+            ).first()
+            if purged is not None or s.get(PurgePending, res.segment_id) is not None:
+                when = f" at {iso(purged[1])} (purge-log seq {purged[0]})" if purged is not None else ""
+                raise Rejected(
+                    f"segment {res.segment_id} was purged{when}; a purged segment is never re-ingested"
+                )
             existing = s.get(Segment, res.segment_id)
             if existing is not None:
                 if existing.envelope == res.envelope:

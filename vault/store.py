@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -78,6 +78,20 @@ class LocalStore:
             return False
         fsync_dir(p.parent)
         return True
+
+    def delete_nosync(self, key: str) -> bool:
+        """Unlink only; the caller syncs each touched directory once (`sync_dirs`): a purge batch
+        pays one directory fsync per camera-day instead of one per segment."""
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def sync_dirs(self, dirs: Iterable[Path]) -> None:
+        for d in sorted(set(dirs)):
+            with suppress(FileNotFoundError):
+                fsync_dir(d)
 
     def usage(self) -> tuple[int, int]:
         """(used, total) bytes of the filesystem the store is on."""

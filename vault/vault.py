@@ -12,12 +12,14 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.model import HoldfastConfig
 from vault import keys
+from vault.auditlog import AccessLog, PurgeLog
 from vault.db import Segment, make_engine, migrate, session_factory
 from vault.errors import HoldfastError
 from vault.seal import SegmentReader
@@ -53,6 +55,24 @@ class Vault:
     @cached_property
     def seal_public(self) -> X25519PublicKey:
         return keys.load_seal_public(self.cfg.keys.dir / keys.SEAL_PUB)
+
+    @cached_property
+    def sign_key(self) -> Ed25519PrivateKey:
+        """Signs audit-log checkpoints; auditors verify with sign.pub alone."""
+        return keys.load_sign_private(self.cfg.keys.dir / keys.SIGN_KEY)
+
+    def _log_origin(self, name: str) -> str:
+        return f"holdfast/{self.cfg.sites[0].id}/{name}-log"
+
+    @cached_property
+    def purge_log(self) -> PurgeLog:
+        """The tamper-evident record of every purged segment (appended only by vault.purge)."""
+        return PurgeLog(self._log_origin("purge"))
+
+    @cached_property
+    def access_log(self) -> AccessLog:
+        """Who viewed, exported or held what, and why: `vault.access_log.record(session, user=...)`."""
+        return AccessLog(self._log_origin("access"), self.sessions)
 
     def get_segment(self, session: Session, segment_id: str) -> Segment:
         seg = session.get(Segment, segment_id)

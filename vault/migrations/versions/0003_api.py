@@ -1,7 +1,7 @@
 """API: users (argon2id), sessions and bearer tokens (hashed), incidents.
 
 Revision ID: 0003_api
-Revises: 0001_initial
+Revises: 0002_retention
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from vault.db import UTCDateTime
 
 revision = "0003_api"
-down_revision = "0001_initial"
+down_revision = "0002_retention"
 branch_labels = None
 depends_on = None
 

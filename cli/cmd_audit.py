@@ -1,0 +1,174 @@
+"""`holdfast audit export|verify|prove|report`: what an auditor or DPO runs."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from cli.common import CommandError, open_vault, print_json
+from vault import auditlog, holds, keys, tlog
+from vault.db import Segment
+from vault.purge import policy_version
+from vault.retention_models import Hold, HoldSegment, HoldSource
+from vault.timeutil import iso, parse_iso
+from vault.vault import Vault
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    a = sub.add_parser("audit", help="export, verify and prove the purge and access logs; compliance report")
+    s = a.add_subparsers(dest="audit_cmd", metavar="ACTION", required=True)
+    e = s.add_parser("export", help="write both logs and their signed checkpoints to DIR")
+    e.add_argument("dir", type=Path, metavar="DIR")
+    e.set_defaults(func=export_cmd)
+    v = s.add_parser("verify", help="verify an export offline with the public key alone")
+    v.add_argument("dir", type=Path, metavar="DIR")
+    v.add_argument("--pubkey", type=Path, required=True, metavar="FILE", help="sign.pub (Ed25519 PEM)")
+    v.set_defaults(func=verify_cmd)
+    p = s.add_parser("prove", help="inclusion proof of a purged segment's log entry")
+    p.add_argument("id", metavar="SEGMENT_ID")
+    p.set_defaults(func=prove_cmd)
+    r = s.add_parser("report", help="compliance report per retention class")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--since", metavar="ISO", help="count purges from this time (default: all)")
+    r.set_defaults(func=report_cmd)
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    d: Path = args.dir
+    d.mkdir(parents=True, exist_ok=True)
+    with open_vault(args) as v:
+        v.migrate()
+        now = v.clock()
+        with v.sessions.begin() as s:
+            # Sign whatever is not yet covered (access-log entries between batches), then export.
+            for lg in (v.purge_log, v.access_log):
+                lg.checkpoint(s, v.sign_key, now)
+        with v.sessions() as s:
+            summary = [v.purge_log.export(s, d), v.access_log.export(s, d)]
+        pub = v.sign_key.public_key()
+        auditlog.write_manifest(d, summary, pub, now)
+        shutil.copyfile(v.cfg.keys.dir / keys.SIGN_PUB, d / "sign.pub")
+    for x in summary:
+        print(f"{x['log']}-log: {x['entries']} entries, {x['checkpoints']} checkpoints")
+    print(f"exported to {d} (verify with: holdfast audit verify {d} --pubkey sign.pub from a trusted copy)")
+    return 0
+
+
+def verify_cmd(args: argparse.Namespace) -> int:
+    """Exit 0 only if every log verifies completely (no problem, no unsealed tail)."""
+    try:
+        pub = tlog.load_public_key(args.pubkey.read_bytes())
+    except (OSError, tlog.TlogError) as e:
+        raise CommandError(f"{args.pubkey}: {e}", 2) from None
+    ok = True
+    for name, rep in auditlog.verify_export(args.dir, pub):
+        if isinstance(rep, str):
+            ok = False
+            print(f"{name}-log: FAILED: {rep}")
+            continue
+        good = rep.ok and rep.unsealed_from is None
+        ok = ok and good
+        first = rep.first_bad_entry
+        if first is None and rep.unsealed_from is not None:
+            first = rep.unsealed_from
+        where = f" (first bad entry: seq {first})" if not good and first is not None else ""
+        print(f"{name}-log: {'OK' if good else 'FAILED'}{where}: " + rep.summary())
+    return 0 if ok else 1
+
+
+def prove_cmd(args: argparse.Namespace) -> int:
+    with open_vault(args) as v, v.sessions() as s:
+        try:
+            seq = v.purge_log.seq_for_segment(s, args.id)
+            print_json(v.purge_log.prove(s, seq))
+        except auditlog.ProofNotFound as e:
+            raise CommandError(str(e)) from None
+    return 0
+
+
+def compliance_report(v: Vault, now: datetime, since: datetime | None = None) -> dict[str, Any]:
+    """Per class: stored, held, overdue (past deadline, unheld, still here), oldest unheld age."""
+    held = holds.held_clause(now)
+    classes: dict[str, Any] = {}
+    with v.sessions() as s:
+        for name, cls in v.cfg.retention.items():
+            base = (Segment.retention_class == name, Segment.state == "stored")
+            n = s.scalar(select(func.count()).select_from(Segment).where(*base)) or 0
+            n_held = s.scalar(select(func.count()).select_from(Segment).where(*base, held)) or 0
+            overdue = (
+                s.scalar(
+                    select(func.count()).select_from(Segment).where(*base, ~held, Segment.deadline < now)
+                )
+                or 0
+            )
+            oldest = s.scalar(select(func.min(Segment.end)).where(*base, ~held))
+            classes[name] = {
+                "segments": n,
+                "held": n_held,
+                "overdue": overdue,
+                "oldest_unheld_age_days": round((now - oldest).total_seconds() / 86400, 3)
+                if oldest
+                else None,
+                "limit_days": cls.days,
+                "limit": cls.describe(),
+                "purpose": cls.purpose,
+                "policy_version": policy_version(v.cfg, name),
+            }
+        purges = {r: 0 for r in ("expired", "disk-pressure", "erasure-request")}
+        purges.update(v.purge_log.counts_by_reason(s, since))
+        hold_rows = []
+        for h in s.scalars(select(Hold).where(holds.active_clause(now)).order_by(Hold.created_at)):
+            d = holds.hold_dict(h, s)
+            by_seg = select(HoldSegment.segment_id).where(HoldSegment.hold_id == h.id)
+            by_src = select(HoldSource.source).where(HoldSource.hold_id == h.id)
+            cond = Segment.id.in_(by_seg)
+            if h.start is not None and h.end is not None:
+                cond = cond | (
+                    Segment.source.in_(by_src) & (Segment.start <= h.end) & (Segment.end >= h.start)
+                )
+            d["segments_held"] = s.scalar(
+                select(func.count()).select_from(Segment).where(Segment.state == "stored", cond)
+            )
+            hold_rows.append(d)
+        stuck = s.scalar(select(func.count()).select_from(Segment).where(Segment.state == "purging")) or 0
+    return {
+        "generated_at": iso(now),
+        "purges_since": iso(since) if since else None,
+        "classes": classes,
+        "purges": purges,
+        "purging_unfinished": stuck,
+        "holds": hold_rows,
+    }
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    since = None
+    if args.since:
+        try:
+            since = parse_iso(args.since, "--since")
+        except ValueError as e:
+            raise CommandError(str(e), 2) from None
+    with open_vault(args) as v:
+        v.migrate()
+        rep = compliance_report(v, v.clock(), since)
+    if args.json:
+        print_json(rep)
+        return 0
+    print(f"Compliance report at {rep['generated_at']}")
+    for name, c in rep["classes"].items():
+        age = "-" if c["oldest_unheld_age_days"] is None else f"{c['oldest_unheld_age_days']:.1f} d"
+        print(
+            f"  {name:16} segments={c['segments']} held={c['held']} overdue={c['overdue']} "
+            f"oldest unheld={age} limit={c['limit']}"
+        )
+    print("  purges: " + " ".join(f"{k}={n}" for k, n in rep["purges"].items()))
+    for h in rep["holds"]:
+        print(
+            f"  hold {h['id']}: {h['segments_held']} segment(s), {h['reason']} ({h['incident'] or 'no incident'})"
+        )
+    return 0

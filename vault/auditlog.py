@@ -1,0 +1,342 @@
+"""Tamper-evident, append-only audit logs (the purge log and the access log) stored in the index.
+
+Both logs are the same thing: vault.tlog entries (canonical JSON with `seq` and `prev`, the
+leaf hash of the previous entry), each an RFC 6962 leaf, with Ed25519-signed checkpoints
+(origin, size, root, time) stored beside them. This module is only the storage: the entry
+format, signing, export format and offline verification are vault.tlog's.
+The database only makes appending cheap and transactional (an entry commits together with the
+change it records); the proof is in the Merkle tree and the signatures, so an auditor verifies an
+export offline with the public key alone and a changed, dropped or reordered entry is named.
+
+Export layout (`export(dir)`): one vault.tlog export directory per log (`DIR/purge-log/`,
+`DIR/access-log/`: entries.jsonl with the exact hashed bytes per line, checkpoints.jsonl) and
+`DIR/manifest.json` naming them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from vault import tlog
+from vault.errors import HoldfastError
+from vault.fsutil import atomic_write_bytes, fsync_dir
+from vault.log import event
+from vault.retention_models import AccessLogRow, CheckpointRow, PurgeLogRow
+from vault.timeutil import iso
+
+log = logging.getLogger("holdfast.auditlog")
+
+EXPORT_FORMAT = "holdfast-auditlog-1"
+
+
+class AuditLogError(HoldfastError):
+    """The stored log is inconsistent (a gap in sequence numbers): restore the index from backup."""
+
+
+class ProofNotFound(HoldfastError):
+    """No entry (or no checkpoint covering it) to prove."""
+
+
+def _cp_from_row(r: CheckpointRow) -> tlog.Checkpoint:
+    return tlog.Checkpoint(
+        origin=r.origin,
+        size=int(r.size),
+        root=bytes.fromhex(r.root),
+        time=iso(r.time),
+        key_id=r.key_id,
+        signature=base64.b64decode(r.signature),
+    )
+
+
+class AuditLog:
+    """One log over one table. Appends join the caller's transaction: entry and change commit together.
+
+    The Merkle accumulator is restored from the stored leaf hashes once per process and then
+    kept in step; a rolled-back or concurrent append is noticed (tail mismatch) and triggers a rebuild.
+    """
+
+    def __init__(self, name: str, model: type[PurgeLogRow] | type[AccessLogRow], origin: str) -> None:
+        self.name = name
+        self.model = model
+        self.origin = origin
+        self._acc: tlog.MerkleAccumulator | None = None
+        self._acc_tail: str | None = None
+
+    # -- the accumulator -------------------------------------------------------------------
+
+    def _tail(self, session: Session) -> tuple[int, str | None]:
+        row = session.execute(
+            select(self.model.seq, self.model.leaf_hash).order_by(self.model.seq.desc()).limit(1)
+        ).first()
+        return (0, None) if row is None else (int(row[0]) + 1, str(row[1]))
+
+    def leaf_hashes(self, session: Session, upto: int | None = None) -> list[bytes]:
+        q = select(self.model.seq, self.model.leaf_hash).order_by(self.model.seq)
+        if upto is not None:
+            q = q.where(self.model.seq < upto)
+        out: list[bytes] = []
+        for seq, h in session.execute(q):
+            if seq != len(out):
+                raise AuditLogError(
+                    f"{self.name} log in the index jumps from seq {len(out) - 1} to {seq}: rows were "
+                    "deleted; restore the index from backup and run `holdfast audit verify`"
+                )
+            out.append(bytes.fromhex(h))
+        return out
+
+    def accumulator(self, session: Session) -> tlog.MerkleAccumulator:
+        size, tail = self._tail(session)
+        if self._acc is None or self._acc.size != size or self._acc_tail != tail:
+            self._acc = tlog.MerkleAccumulator.from_leaf_hashes(self.leaf_hashes(session))
+            self._acc_tail = tail
+        return self._acc
+
+    def size(self, session: Session) -> int:
+        return self._tail(session)[0]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, session: Session, payload: dict[str, Any], **columns: Any) -> int:
+        """Add one entry in the caller's transaction; returns its seq. `columns` fill index-only columns."""
+        acc = self.accumulator(session)
+        seq = acc.size
+        prev = bytes.fromhex(self._acc_tail) if self._acc_tail else None
+        data = tlog.make_entry(seq, prev, {**payload, "log": self.name})
+        leaf = tlog.leaf_hash(data)
+        session.add(self.model(seq=seq, entry=data.decode("utf-8"), leaf_hash=leaf.hex(), **columns))
+        session.flush()
+        acc.append(leaf)
+        self._acc_tail = leaf.hex()
+        return seq
+
+    def checkpoint(
+        self, session: Session, sign_key: Ed25519PrivateKey, now: datetime
+    ) -> tlog.Checkpoint | None:
+        """Sign the current head (in the caller's transaction); None if the head is already signed."""
+        acc = self.accumulator(session)
+        last = self.latest_checkpoint(session)
+        if last is not None and last.size == acc.size:
+            return None
+        cp = tlog.sign_checkpoint(sign_key, self.origin, acc.size, acc.root(), now)
+        session.add(
+            CheckpointRow(
+                log=self.name,
+                size=cp.size,
+                root=cp.root.hex(),
+                time=now,
+                origin=cp.origin,
+                key_id=cp.key_id,
+                signature=base64.b64encode(cp.signature).decode(),
+            )
+        )
+        session.flush()
+        event(log, "auditlog.checkpoint", log=self.name, size=cp.size, root=cp.root.hex())
+        return cp
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def latest_checkpoint(self, session: Session) -> tlog.Checkpoint | None:
+        row = session.scalars(
+            select(CheckpointRow)
+            .where(CheckpointRow.log == self.name)
+            .order_by(CheckpointRow.size.desc(), CheckpointRow.id.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else _cp_from_row(row)
+
+    def checkpoints(self, session: Session) -> list[tlog.Checkpoint]:
+        rows = session.scalars(
+            select(CheckpointRow).where(CheckpointRow.log == self.name).order_by(CheckpointRow.id)
+        )
+        return [_cp_from_row(r) for r in rows]
+
+    def entries(self, session: Session, batch: int = 10000) -> Iterator[tuple[int, str]]:
+        """(seq, entry text) in order, read in batches so a million entries stay cheap."""
+        last = -1
+        while True:
+            rows = session.execute(
+                select(self.model.seq, self.model.entry)
+                .where(self.model.seq > last)
+                .order_by(self.model.seq)
+                .limit(batch)
+            ).all()
+            if not rows:
+                return
+            for seq, text in rows:
+                yield int(seq), str(text)
+            last = int(rows[-1][0])
+
+    def prove(self, session: Session, seq: int) -> dict[str, Any]:
+        """Inclusion proof of entry `seq` in the latest signed checkpoint (verified before returning)."""
+        cp = self.latest_checkpoint(session)
+        if cp is None or cp.size <= seq:
+            raise ProofNotFound(
+                f"{self.name} log entry {seq} is not covered by a signed checkpoint yet "
+                "(run `holdfast purge` or `holdfast audit export`, which sign the head)"
+            )
+        leaves = self.leaf_hashes(session, upto=cp.size)
+        proof = tlog.inclusion_proof(seq, leaves)
+        tlog.verify_inclusion(leaves[seq], seq, cp.size, proof, cp.root)
+        text = session.scalar(select(self.model.entry).where(self.model.seq == seq))
+        return {
+            "log": self.name,
+            "seq": seq,
+            "entry": json.loads(str(text)),
+            "leaf": leaves[seq].hex(),
+            "tree_size": cp.size,
+            "proof": [p.hex() for p in proof],
+            "proof_bytes": 32 * len(proof),
+            "checkpoint": cp.to_dict(),
+        }
+
+    def export(self, session: Session, directory: Path) -> dict[str, Any]:
+        """Write a vault.tlog export (entries streamed, not held in memory); returns a summary."""
+        d = directory / f"{self.name}-log"
+        d.mkdir(parents=True, exist_ok=True)
+        n = 0
+        tmp = d / f".{tlog.ENTRIES_FILE}.tmp"
+        with open(tmp, "wb") as f:
+            for _seq, text in self.entries(session):
+                f.write(text.encode("utf-8") + b"\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / tlog.ENTRIES_FILE)
+        cps = self.checkpoints(session)
+        atomic_write_bytes(
+            d / tlog.CHECKPOINTS_FILE,
+            b"".join(tlog.canonical_json(c.to_dict()) + b"\n" for c in cps),
+            0o644,
+        )
+        fsync_dir(d)
+        return {"log": self.name, "origin": self.origin, "entries": n, "checkpoints": len(cps)}
+
+
+class PurgeLog(AuditLog):
+    def __init__(self, origin: str) -> None:
+        super().__init__("purge", PurgeLogRow, origin)
+
+    def has_entry(self, session: Session, segment_id: str) -> bool:
+        return session.scalar(select(PurgeLogRow.seq).where(PurgeLogRow.segment_id == segment_id)) is not None
+
+    def seq_for_segment(self, session: Session, segment_id: str) -> int:
+        seq = session.scalar(select(PurgeLogRow.seq).where(PurgeLogRow.segment_id == segment_id))
+        if seq is None:
+            raise ProofNotFound(f"segment {segment_id!r} has no purge-log entry (it was never purged here)")
+        return int(seq)
+
+    def counts_by_reason(self, session: Session, since: datetime | None = None) -> dict[str, int]:
+        q = select(PurgeLogRow.reason, func.count()).group_by(PurgeLogRow.reason)
+        if since is not None:
+            q = q.where(PurgeLogRow.purged_at >= since)
+        return {str(r): int(n) for r, n in session.execute(q)}
+
+
+class AccessLog(AuditLog):
+    """Who did what with which footage, and why. The API appends views and exports here."""
+
+    def __init__(self, origin: str, sessions: sessionmaker[Session] | None = None) -> None:
+        super().__init__("access", AccessLogRow, origin)
+        self._sessions = sessions
+
+    def record(
+        self,
+        session: Session | None = None,
+        *,
+        user: str,
+        role: str,
+        action: str,
+        purpose: str,
+        at: datetime,
+        source: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        result: str = "ok",
+        **details: Any,
+    ) -> int:
+        """Append one access event. Pass `session` to commit it with the change it records
+        (a hold change); without one it commits on its own, retrying a concurrent writer's race."""
+        if not user or not purpose or not action:
+            raise ValueError("an access-log entry needs a user, an action and a purpose")
+        payload: dict[str, Any] = {
+            "time": iso(at),
+            "user": user,
+            "role": role,
+            "action": action,
+            "purpose": purpose,
+            "source": source,
+            "start": iso(start) if start else None,
+            "end": iso(end) if end else None,
+            "result": result,
+        }
+        if details:
+            payload["details"] = {k: v for k, v in details.items() if v is not None}
+        if session is not None:
+            return self.append(session, payload, action=action, user=user, at=at)
+        if self._sessions is None:
+            raise ValueError("AccessLog.record without a session needs the log built with a sessionmaker")
+        for attempt in range(10):
+            try:
+                with self._sessions.begin() as s:
+                    return self.append(s, payload, action=action, user=user, at=at)
+            except (IntegrityError, OperationalError):
+                self._acc = None
+                if attempt == 9:
+                    raise
+        raise AssertionError("unreachable")
+
+
+# -- offline verification (vault.tlog does the work; this adds the two-log export layout) ----
+
+
+def verify_export(directory: Path, pub: Ed25519PublicKey) -> list[tuple[str, tlog.VerifyReport | str]]:
+    """Verify every log named in DIR/manifest.json; a str in place of a report is a fatal read error.
+
+    An unsealed tail counts as a failure here: `audit export` always signs the head first, so
+    entries no checkpoint covers were added after the export.
+    """
+    manifest_path = directory / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+        logs = [(str(x["log"]), str(x["origin"])) for x in manifest["summary"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return [("manifest", f"{manifest_path}: unreadable manifest ({e})")]
+    out: list[tuple[str, tlog.VerifyReport | str]] = []
+    for name, origin in logs:
+        try:
+            entries, cps = tlog.read_export(directory / f"{name}-log")
+        except tlog.TlogError as e:
+            out.append((name, str(e)))
+            continue
+        out.append((name, tlog.verify_log(entries, cps, pub, origin=origin)))
+    return out
+
+
+def write_manifest(directory: Path, logs: list[dict[str, Any]], pub: Ed25519PublicKey, now: datetime) -> None:
+    atomic_write_bytes(
+        directory / "manifest.json",
+        json.dumps(
+            {
+                "format": EXPORT_FORMAT,
+                "logs": [x["log"] for x in logs],
+                "summary": logs,
+                "exported_at": iso(now),
+                "key_id": tlog.key_id(pub),
+            },
+            indent=2,
+        ).encode()
+        + b"\n",
+        0o644,
+    )

@@ -1,0 +1,469 @@
+"""The purger: delete what the privacy notice says must go, never what a hold keeps, and log it.
+
+Crash-safe order for every segment (Moonfire's garbage-table idea, plus crypto-shredding):
+
+1. one transaction: row -> state 'purging', envelope -> NULL (the key is destroyed: the blob
+   and every copy of it are unreadable from here on), a `purge_pending` row records the reason;
+2. unlink the blob and fsync its directory (`False` if a previous run already did);
+3. one transaction: append the purge-log entry (skipped if one exists for the segment), delete
+   the segment row and the pending row, sign a checkpoint of the log.
+
+A kill -9 anywhere leaves either a 'stored' row (nothing happened) or a 'purging' row that the
+next run finishes first; the log entry and the row deletion commit together, so every purged
+segment has exactly one entry and every entry names a segment that is gone.
+
+Fails closed on an untrusted clock (`check_clock`): no NTP sync (unless configured off), or a
+clock behind the last purge run, the last purge-log entry or the newest segment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import metadata
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from config.model import HoldfastConfig
+from vault import holds
+from vault.db import Segment
+from vault.errors import HoldfastError
+from vault.log import event
+from vault.retention_models import PurgeLogRow, PurgePending, PurgerState
+from vault.seal import canonical_json
+from vault.timeutil import iso, parse_iso
+from vault.vault import Vault
+
+log = logging.getLogger("holdfast.purge")
+
+REASONS = ("expired", "disk-pressure", "erasure-request")
+#: A segment end this far in the future (a recorder or PBX on a slightly fast clock) is tolerated.
+SEGMENT_END_SKEW = timedelta(minutes=5)
+STATE_LAST_RUN = "last_run"
+STATE_STORE_FULL = "store_full"
+
+
+def _purger_version() -> str:
+    try:
+        return f"holdfast-purge/{metadata.version('holdfast')}"
+    except metadata.PackageNotFoundError:
+        return "holdfast-purge/0+unknown"
+
+
+PURGER_VERSION = _purger_version()
+
+
+class ClockUntrusted(HoldfastError):
+    """The purge refused to run because the clock cannot be trusted; nothing was deleted."""
+
+
+class PurgeError(HoldfastError):
+    """A purge request that cannot be carried out as asked."""
+
+
+# -- the clock guard -------------------------------------------------------------------------
+
+
+class _Timex(ctypes.Structure):
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time_sec", ctypes.c_long),
+        ("time_usec", ctypes.c_long),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("_pad", ctypes.c_int * 11),
+    ]
+
+
+_TIME_ERROR = 5
+_STA_UNSYNC = 0x0040
+
+
+def clock_synchronised() -> bool | None:
+    """The kernel's own verdict (adjtimex, read-only): what timedatectl's NTPSynchronized reports.
+
+    Works without systemd (containers, chrony, ntpd): the NTP daemon clears STA_UNSYNC when it
+    disciplines the clock. None means "cannot tell", which callers treat as not synchronised.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        tx = _Timex()
+        state = libc.adjtimex(ctypes.byref(tx))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state != _TIME_ERROR and not (tx.status & _STA_UNSYNC)
+
+
+def _state(session: Session, name: str) -> str | None:
+    row = session.get(PurgerState, name)
+    return None if row is None else row.value
+
+
+def _set_state(session: Session, name: str, value: str | None) -> None:
+    row = session.get(PurgerState, name)
+    if value is None:
+        if row is not None:
+            session.delete(row)
+    elif row is None:
+        session.add(PurgerState(name=name, value=value))
+    else:
+        row.value = value
+
+
+def check_clock(
+    session: Session,
+    now: datetime,
+    require_sync: bool,
+    sync_check: Callable[[], bool | None],
+) -> None:
+    """Raise ClockUntrusted unless `now` is synchronised and not behind anything we already saw."""
+    if require_sync:
+        synced = sync_check()
+        if synced is not True:
+            why = "cannot tell whether it is" if synced is None else "the kernel reports it is not"
+            raise ClockUntrusted(
+                f"purge refused: the system clock is not NTP-synchronised ({why}); a wrong clock would "
+                "delete footage early. Fix time sync (systemd-timesyncd or chrony), or, for a site "
+                "without NTP, set [purge] require_clock_sync = false knowingly"
+            )
+    marks: list[tuple[str, datetime | None, timedelta]] = []
+    last_run = _state(session, STATE_LAST_RUN)
+    marks.append(("last purge run", parse_iso(last_run) if last_run else None, timedelta(0)))
+    marks.append(
+        ("last purge-log entry", session.scalar(select(func.max(PurgeLogRow.purged_at))), timedelta(0))
+    )
+    marks.append(
+        ("newest segment's ingest time", session.scalar(select(func.max(Segment.ingested_at))), timedelta(0))
+    )
+    marks.append(("newest segment's end", session.scalar(select(func.max(Segment.end))), SEGMENT_END_SKEW))
+    for what, t, slack in marks:
+        if t is not None and now + slack < t:
+            raise ClockUntrusted(
+                f"purge refused: the clock went backwards: now is {iso(now)}, but the {what} is {iso(t)} "
+                f"({(t - now).total_seconds():.0f} s later). Fix the clock; the purge resumes by itself "
+                "once it is past that time"
+            )
+
+
+def policy_version(cfg: HoldfastConfig, class_name: str) -> str:
+    """Hash of the retention class settings: which promise a purge kept, without copying it each time."""
+    cls = cfg.retention.get(class_name)
+    body: dict[str, Any] = {"class": class_name, "settings": cls.model_dump() if cls else None}
+    return hashlib.sha256(canonical_json(body)).hexdigest()[:16]
+
+
+# -- the purger --------------------------------------------------------------------------------
+
+
+@dataclass
+class PurgeReport:
+    dry_run: bool = False
+    resumed: int = 0
+    purged: dict[str, int] = field(default_factory=lambda: {r: 0 for r in REASONS})
+    checkpoints: int = 0
+    holds_expired: int = 0
+    store_full: bool = False
+    would_purge: list[dict[str, str]] = field(default_factory=list)
+    usage_percent: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "resumed": self.resumed,
+            "purged": self.purged,
+            "checkpoints": self.checkpoints,
+            "holds_expired": self.holds_expired,
+            "store_full": self.store_full,
+            "usage_percent": self.usage_percent,
+            "would_purge": self.would_purge,
+        }
+
+
+class Purger:
+    def __init__(
+        self,
+        vault: Vault,
+        sync_check: Callable[[], bool | None] = clock_synchronised,
+        batch_size: int | None = None,
+    ) -> None:
+        self.vault = vault
+        self.cfg = vault.cfg
+        self.sync_check = sync_check
+        self.batch_size = batch_size or vault.cfg.purge.batch_size
+        vault.migrate()
+
+    # -- building blocks ---------------------------------------------------------------------
+
+    def _guard(self, session: Session, now: datetime) -> None:
+        try:
+            check_clock(session, now, self.cfg.purge.require_clock_sync, self.sync_check)
+        except ClockUntrusted as e:
+            event(log, "purge.refused", logging.ERROR, now=iso(now), reason=str(e))
+            raise
+
+    def _mark(self, ids: list[str], reason: str, now: datetime, session: Session) -> list[str]:
+        """Step 1 (caller's transaction): shred the keys and mark; only rows still 'stored' and unheld."""
+        if not ids:
+            return []
+        ok = list(
+            session.scalars(
+                select(Segment.id).where(
+                    Segment.id.in_(ids), Segment.state == "stored", ~holds.held_clause(now)
+                )
+            )
+        )
+        if not ok:
+            return []
+        session.execute(
+            update(Segment).where(Segment.id.in_(ok)).values(state="purging", envelope=None),
+            execution_options={"synchronize_session": False},
+        )
+        session.add_all(PurgePending(segment_id=i, reason=reason, marked_at=now) for i in ok)
+        session.flush()
+        return ok
+
+    def _finish(self, ids: Iterable[str] | None, report: PurgeReport) -> int:
+        """Steps 2 and 3 for marked rows (all of them when `ids` is None: the restart path)."""
+        v = self.vault
+        with v.sessions() as s:
+            q = select(Segment.id, Segment.storage_key).where(Segment.state == "purging")
+            if ids is not None:
+                q = q.where(Segment.id.in_(list(ids)))
+            rows = s.execute(q).all()
+        if not rows:
+            return 0
+        dirs = set()
+        for _sid, key in rows:
+            if v.store.delete_nosync(key):
+                dirs.add(v.store.path(key).parent)
+        v.store.sync_dirs(dirs)
+        now = v.clock()
+        with v.sessions.begin() as s:
+            for sid, _key in rows:
+                seg = s.get(Segment, sid)
+                if seg is None or seg.state != "purging":
+                    continue
+                pending = s.get(PurgePending, sid)
+                reason = pending.reason if pending is not None else "expired"
+                if not v.purge_log.has_entry(s, sid):
+                    v.purge_log.append(
+                        s,
+                        {
+                            "segment": seg.id,
+                            "source": seg.source,
+                            "class": seg.retention_class,
+                            "start": iso(seg.start),
+                            "end": iso(seg.end),
+                            "sha256": seg.sha256,
+                            "stored_bytes": seg.stored_bytes,
+                            "deadline": iso(seg.deadline),
+                            "purged_at": iso(now),
+                            "reason": reason,
+                            "policy_version": policy_version(self.cfg, seg.retention_class),
+                            "purger_version": PURGER_VERSION,
+                        },
+                        segment_id=seg.id,
+                        reason=reason,
+                        purged_at=now,
+                    )
+                report.purged[reason] = report.purged.get(reason, 0) + 1
+                s.delete(seg)
+                if pending is not None:
+                    s.delete(pending)
+            s.flush()
+            if v.purge_log.checkpoint(s, v.sign_key, now) is not None:
+                report.checkpoints += 1
+            _set_state(s, STATE_LAST_RUN, iso(max(now, self._last_run(s) or now)))
+        event(log, "purge.batch", segments=len(rows), log_size=self._log_size())
+        return len(rows)
+
+    def _last_run(self, s: Session) -> datetime | None:
+        v = _state(s, STATE_LAST_RUN)
+        return parse_iso(v) if v else None
+
+    def _log_size(self) -> int:
+        with self.vault.sessions() as s:
+            return self.vault.purge_log.size(s)
+
+    def usage(self, session: Session) -> tuple[int, int]:
+        """(used, total) of the store: its filesystem, or the configured quota over indexed bytes."""
+        quota = self.cfg.purge.store_quota_bytes
+        if quota:
+            used = session.scalar(select(func.coalesce(func.sum(Segment.stored_bytes), 0))) or 0
+            return int(used), int(quota)
+        return self.vault.store.usage()
+
+    def _expired_ids(self, s: Session, now: datetime, limit: int) -> list[str]:
+        return list(
+            s.scalars(
+                select(Segment.id)
+                .where(Segment.state == "stored", Segment.deadline <= now, ~holds.held_clause(now))
+                .order_by(Segment.deadline)
+                .limit(limit)
+            )
+        )
+
+    def _pressure_ids(self, s: Session, now: datetime, need: int, limit: int) -> list[str]:
+        out: list[str] = []
+        freed = 0
+        q = (
+            select(Segment.id, Segment.stored_bytes)
+            .where(Segment.state == "stored", ~holds.held_clause(now))
+            .order_by(Segment.start)
+            .limit(limit)
+        )
+        for sid, size in s.execute(q):
+            out.append(sid)
+            freed += int(size)
+            if freed >= need:
+                break
+        return out
+
+    # -- one pass ------------------------------------------------------------------------------
+
+    def run(self, dry_run: bool = False) -> PurgeReport:
+        """One pass: finish interrupted purges, purge expired, then relieve disk pressure."""
+        v = self.vault
+        report = PurgeReport(dry_run=dry_run)
+        now = v.clock()
+        if dry_run:
+            with v.sessions() as s:
+                self._guard(s, now)
+                for sid in self._expired_ids(s, now, 1_000_000):
+                    report.would_purge.append({"segment": sid, "reason": "expired"})
+            return report
+        with v.sessions.begin() as s:
+            self._guard(s, now)
+            report.holds_expired = len(holds.expire_holds(s, v.access_log, now))
+            _set_state(s, STATE_LAST_RUN, iso(now))
+        report.resumed = self._finish(None, report)
+        if report.resumed:
+            event(log, "purge.resumed", segments=report.resumed)
+        while True:
+            with v.sessions.begin() as s:
+                marked = self._mark(self._expired_ids(s, now, self.batch_size), "expired", now, s)
+            if not marked:
+                break
+            self._finish(marked, report)
+        self._relieve_pressure(now, report)
+        self._compact()
+        event(log, "purge.done", **{k: n for k, n in report.purged.items()}, resumed=report.resumed)
+        return report
+
+    def _relieve_pressure(self, now: datetime, report: PurgeReport) -> None:
+        v = self.vault
+        high = self.cfg.purge.high_water_percent
+        while True:
+            with v.sessions.begin() as s:
+                used, total = self.usage(s)
+                pct = 100.0 * used / total if total else 0.0
+                report.usage_percent = round(pct, 2)
+                if pct <= high:
+                    if _state(s, STATE_STORE_FULL) is not None:
+                        event(log, "purge.store_ok", usage_percent=round(pct, 2))
+                    _set_state(s, STATE_STORE_FULL, None)
+                    return
+                need = int(used - total * high / 100.0) + 1
+                marked = self._mark(
+                    self._pressure_ids(s, now, need, self.batch_size), "disk-pressure", now, s
+                )
+                if not marked:
+                    msg = (
+                        f"store at {pct:.1f}% (high-water {high}%) and everything left is under legal "
+                        "hold: nothing was deleted; ingest stops storing (new segments wait in the spool). "
+                        "Add storage or release holds"
+                    )
+                    _set_state(s, STATE_STORE_FULL, msg)
+                    report.store_full = True
+                    event(log, "purge.store_full", logging.CRITICAL, usage_percent=round(pct, 2), detail=msg)
+                    return
+            event(log, "purge.disk_pressure", usage_percent=round(pct, 2), segments=len(marked))
+            self._finish(marked, report)
+
+    def _compact(self) -> None:
+        """Fold the WAL back so shredded key pages are overwritten (with secure_delete) on disk too."""
+        if self.vault.engine.dialect.name == "sqlite":
+            with self.vault.engine.connect() as c:
+                c.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+
+    # -- a targeted delete (erasure request, operator) -------------------------------------------
+
+    def delete_segment(self, segment_id: str, *, actor: str, role: str, reason: str) -> None:
+        """Delete one segment now (GDPR erasure); refused, and the refusal logged, if it is held."""
+        if not (reason or "").strip():
+            raise PurgeError("deleting a segment needs a reason (the erasure request it answers)")
+        v = self.vault
+        now = v.clock()
+        with v.sessions.begin() as s:
+            self._guard(s, now)
+            seg = v.get_segment(s, segment_id)
+            covering = holds.holds_covering(s, seg, now)
+            if covering:
+                v.access_log.record(
+                    s,
+                    user=actor,
+                    role=role,
+                    action="segment.erase",
+                    purpose=reason,
+                    at=now,
+                    source=seg.source,
+                    start=seg.start,
+                    end=seg.end,
+                    result="denied: under legal hold",
+                    segment=seg.id,
+                    holds=[h.id for h in covering],
+                )
+            else:
+                v.access_log.record(
+                    s,
+                    user=actor,
+                    role=role,
+                    action="segment.erase",
+                    purpose=reason,
+                    at=now,
+                    source=seg.source,
+                    start=seg.start,
+                    end=seg.end,
+                    segment=seg.id,
+                )
+                if not self._mark([seg.id], "erasure-request", now, s):
+                    raise PurgeError(f"segment {segment_id} is already being purged")
+        if covering:
+            event(log, "purge.erase_refused", logging.WARNING, segment=segment_id, actor=actor)
+            raise holds.SegmentHeld(
+                f"segment {segment_id} is under legal hold ({', '.join(h.id for h in covering)}); "
+                "nobody can delete it until the hold is released by someone with the release permission"
+            )
+        self._finish([segment_id], PurgeReport())
+        with v.sessions.begin() as s:
+            v.access_log.checkpoint(s, v.sign_key, now)
+
+
+def store_full_reason(session: Session) -> str | None:
+    """Set by the purger when only held data is left above the high-water mark; ingest checks it."""
+    return _state(session, STATE_STORE_FULL)
