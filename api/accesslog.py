@@ -1,7 +1,9 @@
 """Invariant 9: every view, export and hold change names a user, a purpose and a time.
 
-Routes call `record()`; the entry goes to the vault's tamper-evident access log. Recording
-happens *before* footage leaves the box: if the log cannot be written, the view is refused.
+Routes call `record()`; the entry goes to the vault's tamper-evident access log
+(vault.auditlog.AccessLog, on vault.tlog). Recording happens *before* footage leaves the box:
+if the log cannot be written, the request fails and nothing is served. Hold changes are logged
+by vault.holds in the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 from api.deps import Principal
 from api.state import AppState
 from vault.log import event
-from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.api.access")
 
@@ -30,20 +31,19 @@ def record(
     **detail: Any,
 ) -> int:
     """Append one access-log entry; returns its sequence number."""
-    entry: dict[str, Any] = {
-        "time": iso(st.vault.clock()),
-        "user": who.name,
-        "role": who.role,
-        "action": action,
-        "purpose": purpose,
-        "source": source,
-        "start": iso(start) if start else None,
-        "end": iso(end) if end else None,
-        "result": result,
-    }
-    if detail:
-        entry["detail"] = detail
-    seq = st.access_log.append(entry)
+    seq = st.vault.access_log.record(
+        None,
+        user=who.name,
+        role=who.role,
+        action=action,
+        purpose=purpose,
+        at=st.vault.clock(),
+        source=source,
+        start=start,
+        end=end,
+        result=result,
+        **detail,
+    )
     event(
         log,
         "access." + action,

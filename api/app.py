@@ -39,7 +39,6 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
         openapi_url="/api/v1/openapi.json",
     )
     st = AppState(cfg=cfg, vault=v, tls=tls)
-    st.access_log = audit.open_access_log(v)
     app.state.holdfast = st
 
     @app.exception_handler(RequestValidationError)

@@ -1,47 +1,27 @@
 """Auditor views: access log, purge log with its latest checkpoint, verification, compliance.
 
-No footage here: auditors read *about* footage, never the footage itself.
+No footage here: auditors read *about* footage, never the footage itself. Verification is
+vault.tlog.verify_log, the same code `holdfast audit verify` runs offline on an export.
 """
 
 from __future__ import annotations
 
-import threading
+import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
+from sqlalchemy import select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from vault.vault import Vault
+from vault import keys, tlog
+from vault.auditlog import AuditLog
+from vault.log import event
 
+log = logging.getLogger("holdfast.api.audit")
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
-
-
-class _MemoryAccessLog:
-    """Placeholder until the tamper-evident access log (branch retention) is merged."""
-
-    def __init__(self) -> None:
-        self._entries: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def append(self, entry: dict[str, Any]) -> int:
-        with self._lock:
-            self._entries.append(entry)
-            return len(self._entries) - 1
-
-    def page(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
-        with self._lock:
-            return len(self._entries), [dict(e, seq=i) for i, e in enumerate(self._entries)][
-                offset : offset + limit
-            ]
-
-    def verify(self) -> dict[str, Any]:
-        return {"ok": True, "size": len(self._entries)}
-
-
-def open_access_log(v: Vault) -> Any:
-    return _MemoryAccessLog()
 
 
 class LogPage(BaseModel):
@@ -54,50 +34,89 @@ class LogPage(BaseModel):
 class VerifyOut(BaseModel):
     log: str
     ok: bool
-    detail: dict[str, Any]
+    entries: int
+    checkpoints: int
+    verified_size: int
+    summary: str
+
+
+def _page(st: Any, alog: AuditLog, offset: int, limit: int) -> LogPage:
+    with st.vault.sessions() as s:
+        total = alog.size(s)
+        rows = s.execute(
+            select(alog.model.seq, alog.model.entry)
+            .where(alog.model.seq >= offset)
+            .order_by(alog.model.seq)
+            .limit(limit)
+        ).all()
+        cp = alog.latest_checkpoint(s)
+    entries = [json.loads(text) for _seq, text in rows]
+    return LogPage(total=total, offset=offset, entries=entries, checkpoint=cp.to_dict() if cp else None)
+
+
+Offset = Annotated[int, Query(ge=0, le=2**53)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 @router.get("/access-log", response_model=LogPage, responses=ERRORS)
 def access_log(
     request: Request,
-    offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     who: Principal = Depends(require("auditor", "dpo")),
 ) -> LogPage:
     """Who viewed, exported or changed a hold on what, when, and why (paged, oldest first)."""
-    total, entries = state(request).access_log.page(offset, limit)
-    return LogPage(total=total, offset=offset, entries=entries)
+    st = state(request)
+    return _page(st, st.vault.access_log, offset, limit)
 
 
 @router.get("/purge-log", response_model=LogPage, responses=ERRORS)
 def purge_log(
     request: Request,
-    offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
     who: Principal = Depends(require("auditor", "dpo")),
 ) -> LogPage:
-    """Every purged segment, one entry each, with the latest signed checkpoint."""
-    return LogPage(total=0, offset=offset, entries=[], checkpoint=None)
+    """Every purged segment, one entry each (paged), with the latest signed checkpoint."""
+    st = state(request)
+    return _page(st, st.vault.purge_log, offset, limit)
 
 
 @router.get("/verify", response_model=list[VerifyOut], responses=ERRORS)
 def verify(request: Request, who: Principal = Depends(require("auditor", "dpo"))) -> list[VerifyOut]:
-    """Verify both logs against their signed checkpoints (the same check as the offline command)."""
+    """Sign the current heads, then verify both logs with the public key (as `holdfast audit verify`)."""
     st = state(request)
-    res = st.access_log.verify()
-    return [VerifyOut(log="access", ok=bool(res.get("ok")), detail=res)]
+    v = st.vault
+    pub = keys.load_sign_public(v.cfg.keys.dir / keys.SIGN_PUB)
+    out = []
+    for alog in (v.purge_log, v.access_log):
+        with v.sessions.begin() as s:
+            alog.checkpoint(s, v.sign_key, v.clock())
+        with v.sessions() as s:
+            entries = [text.encode("utf-8") for _seq, text in alog.entries(s)]
+            cps = alog.checkpoints(s)
+        rep = tlog.verify_log(entries, cps, pub, origin=alog.origin)
+        out.append(
+            VerifyOut(
+                log=alog.name,
+                ok=rep.ok,
+                entries=rep.entry_count,
+                checkpoints=rep.checkpoint_count,
+                verified_size=rep.verified_size,
+                summary=rep.summary(),
+            )
+        )
+        event(log, "audit.verified", log=alog.name, ok=rep.ok, entries=rep.entry_count, user=who.name)
+    return out
 
 
 @router.get("/compliance", response_model=dict[str, Any], responses=ERRORS)
 def compliance(request: Request, who: Principal = Depends(require("auditor", "dpo"))) -> dict[str, Any]:
-    """Nothing outlived its deadline without a hold: counts and any offenders."""
-    from sqlalchemy import func, select
-
-    from vault.db import Segment
+    """Per retention class: stored, held, overdue (past deadline, unheld): "nothing outlived its deadline"."""
+    # The report is defined once, with `holdfast audit report` (lives in cli.cmd_audit for now).
+    from cli.cmd_audit import compliance_report
 
     st = state(request)
-    now = st.vault.clock()
-    with st.vault.sessions() as s:
-        overdue = s.scalar(select(func.count()).select_from(Segment).where(Segment.deadline < now)) or 0
-        total = s.scalar(select(func.count()).select_from(Segment)) or 0
-    return {"segments": total, "past_deadline": overdue, "ok": overdue == 0}
+    rep = compliance_report(st.vault, st.vault.clock())
+    rep["ok"] = all(c["overdue"] == 0 for c in rep["classes"].values())
+    return rep

@@ -124,11 +124,6 @@ def open_incident(
         s.add(inc)
         s.flush()
         inc.hold_id = holds_bridge.place(st, s, inc, who)
-    purpose = f"incident:{inc.id}"
-    for c in cams:
-        accesslog.record(
-            st, who, "hold.place", purpose, source=c, start=a, end=b, incident=inc.id, hold=inc.hold_id
-        )
     event(log, "incident.opened", incident=inc.id, site=inc.site, cameras=",".join(cams), user=who.name)
     return out(inc)
 
@@ -188,18 +183,6 @@ def close_incident(
             who.name,
             st.vault.clock(),
             body.reason,
-        )
-    for c in inc.cameras:
-        accesslog.record(
-            st,
-            who,
-            "hold.release",
-            f"incident:{inc.id}: {body.reason}",
-            source=c,
-            start=inc.start,
-            end=inc.end,
-            incident=inc.id,
-            hold=inc.hold_id,
         )
     event(log, "incident.closed", incident=inc.id, user=who.name, reason=body.reason)
     return out(inc)

@@ -7,7 +7,6 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from config.model import HoldfastConfig
 from vault.vault import Vault
@@ -33,7 +32,6 @@ class AppState:
     _tickets: dict[str, ViewTicket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     init_cache: OrderedDict[str, int] = field(default_factory=OrderedDict)
-    access_log: Any = None
 
     def issue_ticket(self, user_id: int, source: str, segment_ids: set[str], now: datetime) -> str:
         token = secrets.token_urlsafe(24)

@@ -282,7 +282,7 @@ def test_one_access_entry_per_view_export_and_hold_change(
     assert r.status_code == 201
     inc = r.json()["id"]
     entries = access_entries(client, tokens)[before:]
-    assert [e["action"] for e in entries] == ["view", "view", "hold.place"]
+    assert [e["action"] for e in entries] == ["view", "view", "hold.add"]
     for e in entries:
         assert (
             e["user"] == "sec"
@@ -291,12 +291,18 @@ def test_one_access_entry_per_view_export_and_hold_change(
             and e["time"]
             and e["source"] == "office-1"
         )
-    assert entries[2]["purpose"] == f"incident:{inc}"
+    assert entries[2]["purpose"].startswith(f"incident:{inc}: ")
+    assert entries[2]["details"]["incident"] == str(inc)
     # Refused requests leave no footage trail but also no "ok" entry.
     assert client.get(f"/api/v1/segments/{seg}/media", headers=h(tokens, "sec")).status_code == 422
     assert len(access_entries(client, tokens)) == before + 3
     v = client.get("/api/v1/audit/verify", headers=h(tokens, "aud")).json()
-    assert all(x["ok"] for x in v)
+    assert all(x["ok"] for x in v), v
+    # The same log verifies offline with the public key alone.
+    out = api_site.app.dir / "audit-export"
+    api_site.app.cli("audit", "export", str(out))
+    p = api_site.app.cli("audit", "verify", str(out), "--pubkey", str(api_site.app.cfg.keys.dir / "sign.pub"))
+    assert b"OK" in p.stdout
 
 
 def test_export_verifies_and_one_flipped_byte_fails(

@@ -240,9 +240,7 @@ def test_inclusion_proof_for_wrong_leaf_index_or_size_fails(data: st.DataObject)
         verify_inclusion(leaf_hash(b"forged"), index, size, proof, r)
     with pytest.raises(InclusionProofError):
         verify_inclusion(leaves[index], other, size, proof, r)
-    bad_size = data.draw(
-        st.integers(min_value=index + 1, max_value=400).filter(lambda s: s != size)
-    )
+    bad_size = data.draw(st.integers(min_value=index + 1, max_value=400).filter(lambda s: s != size))
     # The size is bound by the root: a proof for one size never verifies against another's.
     with pytest.raises(InclusionProofError):
         verify_inclusion(leaves[index], index, bad_size, proof, root(hashes(bad_size)))
@@ -327,16 +325,12 @@ def test_checkpoint_sign_verify_and_roundtrip() -> None:
     assert (
         cp.key_id
         == key_id(PUB)
-        == hashlib.sha256(
-            PUB.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        )
+        == hashlib.sha256(PUB.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
         .digest()[:8]
         .hex()
     )
 
-    assert (
-        cp.body() == f"{ORIGIN}\n3\n{base64.b64encode(r).decode()}\n2026-05-01T12:00:00Z\n".encode()
-    )
+    assert cp.body() == f"{ORIGIN}\n3\n{base64.b64encode(r).decode()}\n2026-05-01T12:00:00Z\n".encode()
     verify_checkpoint(cp, PUB)
     again = Checkpoint.from_dict(json.loads(json.dumps(cp.to_dict())))
     assert again == cp
@@ -363,9 +357,7 @@ def test_checkpoint_sign_verify_and_roundtrip() -> None:
 
 def test_load_public_key_formats() -> None:
     raw = PUB.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    pem = PUB.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pem = PUB.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert key_id(load_public_key(raw)) == key_id(load_public_key(pem)) == key_id(PUB)
     with pytest.raises(CheckpointFormatError):
         load_public_key(b"garbage that is not a key")
@@ -556,9 +548,7 @@ def test_forked_checkpoint_signed_with_the_key_is_inconsistent() -> None:
     entries, cps = build_log(N, CPS)
     cps[0] = sign_checkpoint(KEY, ORIGIN, 5, root(hashes(5)), cps[0].time)
     report = verify_log(entries, cps, PUB)
-    assert [(p.kind, p.checkpoint_index) for p in report.problems] == [
-        ("checkpoint_inconsistent", 0)
-    ]
+    assert [(p.kind, p.checkpoint_index) for p in report.problems] == [("checkpoint_inconsistent", 0)]
     assert report.verified_size == N
 
 

@@ -219,9 +219,7 @@ def consistency_proof(old_size: int, new_size: int, leaf_hashes: Sequence[bytes]
     return proof
 
 
-def verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes
-) -> None:
+def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes) -> None:
     """Check an inclusion proof exactly as RFC 9162 2.1.3.2; raise InclusionProofError if bad."""
     _check_hash(leaf, "leaf hash")
     _check_hash(root_hash, "root hash")
@@ -272,9 +270,7 @@ def verify_consistency(
     if not isinstance(old_size, int) or not isinstance(new_size, int):
         raise ConsistencyProofError("tree sizes must be integers")
     if not 0 <= old_size <= new_size:
-        raise ConsistencyProofError(
-            f"tree size went from {old_size} to {new_size}: a log never shrinks"
-        )
+        raise ConsistencyProofError(f"tree size went from {old_size} to {new_size}: a log never shrinks")
     if old_size == new_size:
         if proof:
             raise ConsistencyProofError("proof between equal tree sizes must be empty")

@@ -132,9 +132,7 @@ class ExportFormatError(TlogError):
 def canonical_json(obj: Any) -> bytes:
     """One byte string per value (sorted keys, no whitespace, UTF-8), so hashes are reproducible."""
     try:
-        text = json.dumps(
-            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise EntryFormatError(f"value cannot be encoded as canonical JSON: {exc}") from exc
     return text.encode("utf-8")
@@ -578,9 +576,7 @@ def _pinpoint(
     seqs, prevs, leaves = cols
     n = len(seqs)
     bad_seq, bad_link = _first_anomalies(cols)
-    root_bad = [
-        (ci, cp) for ci, cp in evidence if cp.size > n or actual_roots.get(cp.size) != cp.root
-    ]
+    root_bad = [(ci, cp) for ci, cp in evidence if cp.size > n or actual_roots.get(cp.size) != cp.root]
     if bad_seq is None and bad_link is None and not root_bad:
         return None
     total = max((cp.size for _, cp in evidence), default=n)
@@ -685,9 +681,7 @@ def verify_log(
         try:
             verify_checkpoint(cp, public_key)
         except CheckpointFormatError as exc:
-            problems.append(
-                Problem("checkpoint_malformed", None, ci, f"checkpoint {ci} is malformed: {exc}")
-            )
+            problems.append(Problem("checkpoint_malformed", None, ci, f"checkpoint {ci} is malformed: {exc}"))
             continue
         except CheckpointSignatureError as exc:
             problems.append(Problem("checkpoint_signature", None, ci, f"checkpoint {ci}: {exc}"))
@@ -824,9 +818,7 @@ def write_export(
                 "(see make_entry), which never contains a raw newline"
             )
     _atomic_write(d / ENTRIES_FILE, b"".join(e + b"\n" for e in entries))
-    _atomic_write(
-        d / CHECKPOINTS_FILE, b"".join(canonical_json(cp.to_dict()) + b"\n" for cp in checkpoints)
-    )
+    _atomic_write(d / CHECKPOINTS_FILE, b"".join(canonical_json(cp.to_dict()) + b"\n" for cp in checkpoints))
 
 
 def read_export(directory: str | os.PathLike[str]) -> tuple[list[bytes], list[Checkpoint]]:

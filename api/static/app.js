@@ -203,7 +203,7 @@ async function loadAudit() {
 async function loadPurge() {
   const p = await getJSON(`/audit/purge-log?limit=50&offset=${purgeOffset}`); const tb = $("purge-rows"); tb.replaceChildren();
   $("checkpoint").textContent = p.checkpoint ? "Latest checkpoint: " + JSON.stringify(p.checkpoint, null, 2) : "No checkpoint yet (nothing purged)";
-  for (const e of p.entries) { const tr = document.createElement("tr"); tr.append(td(e.seq), td(JSON.stringify(e))); tb.append(tr); }
+  for (const e of p.entries) { const tr = document.createElement("tr"); tr.append(td(e.seq), td(`${e.purged_at || ""} ${e.segment || ""} ${e.source || ""} ${e.start || ""}–${e.end || ""} deadline ${e.deadline || "?"} (${e.reason || ""})`)); tb.append(tr); }
   $("purge-page").textContent = `${p.total ? purgeOffset + 1 : 0}–${purgeOffset + p.entries.length} of ${p.total}`;
 }
 $("purge-prev").addEventListener("click", async () => { purgeOffset = Math.max(0, purgeOffset - 50); await loadPurge().catch((e) => say(e.message)); });
@@ -213,7 +213,7 @@ async function verifyLogs() {
   try {
     const res = await getJSON("/audit/verify");
     const bad = res.filter((r) => !r.ok);
-    out.textContent = bad.length ? `FAILED: ${bad.map((r) => `${r.log}: ${JSON.stringify(r.detail)}`).join("; ")}` : `Verified: ${res.map((r) => `${r.log} log (${r.detail.size ?? "?"} entries)`).join(", ")}`;
+    out.textContent = bad.length ? `FAILED: ${bad.map((r) => `${r.log} log: ${r.summary}`).join("; ")}` : `Verified: ${res.map((r) => `${r.log} log (${r.entries} entries, ${r.checkpoints} checkpoints)`).join(", ")}`;
     out.className = bad.length ? "failed" : "verified";
   } catch (e) { out.textContent = e.message; out.className = "failed"; }
 }
