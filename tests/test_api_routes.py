@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the api_site fixture is imported by name)
 """The HTTP API through FastAPI's TestClient: contract, role matrix, bytes, bad input, access log, export."""
 
 from __future__ import annotations

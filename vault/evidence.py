@@ -63,9 +63,11 @@ def _is_tmpfs(path: Path) -> bool:
         with open("/proc/mounts", encoding="utf-8") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) >= 3 and (target == parts[1] or target.startswith(parts[1].rstrip("/") + "/")):
-                    if len(parts[1]) >= len(best):
-                        best, fstype = parts[1], parts[2]
+                mounted = len(parts) >= 3 and (
+                    target == parts[1] or target.startswith(parts[1].rstrip("/") + "/")
+                )
+                if mounted and len(parts[1]) >= len(best):
+                    best, fstype = parts[1], parts[2]
         return fstype in ("tmpfs", "ramfs")
     except OSError:
         return False
