@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from api import accesslog
@@ -396,7 +396,7 @@ def init_length(st: AppState, seg: Segment) -> int:
 
 @router.get(
     "/cameras/{camera_id}/playlist.m3u8",
-    response_class=PlainTextResponse,
+    response_class=Response,
     responses={**ERRORS, 200: {"content": {"application/vnd.apple.mpegurl": {}}}},
 )
 def playlist(
