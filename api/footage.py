@@ -20,6 +20,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api import accesslog
 from api.deps import Principal, require, state
@@ -27,7 +29,7 @@ from api.errors import ERRORS
 from api.state import AppState
 from config.model import ID_PATTERN, Camera
 from vault.db import Segment
-from vault.index import gaps_in_range, segments_in_range
+from vault.index import gaps_in_range
 from vault.media import require as require_tool
 from vault.seal import SegmentReader
 from vault.timeutil import iso, parse_iso
@@ -40,6 +42,8 @@ MAX_RANGE = timedelta(days=2)
 MAX_SEGMENTS = 5000
 #: Holes between consecutive segments shorter than this are encoder jitter, not gaps.
 GAP_TOLERANCE = 1.0
+#: How many segments starting before a range are checked for overlapping into it.
+PRECEDING = 8
 
 SourceId = Annotated[str, Query(pattern=ID_PATTERN, description="camera id", examples=["office-1"])]
 Purpose = Annotated[
@@ -84,6 +88,35 @@ class TimelineOut(BaseModel):
     end: str
     segments: list[SegmentOut]
     gaps: list[GapOut]
+
+
+def find_segments(
+    session: Session, source: str, a: datetime, b: datetime, limit: int = MAX_SEGMENTS
+) -> list[Segment]:
+    """Segments of `source` overlapping [a, b), oldest first, in two index range scans.
+
+    A plain `start < b AND end > a` filter reads every earlier row of the source (millions at
+    scale). Here: the few segments starting just before `a` (a camera's segments follow one
+    another, so only the last ones can reach into the range) plus those starting in [a, b),
+    both served by ix_segments_source_start.
+    """
+    before = list(
+        session.scalars(
+            select(Segment)
+            .where(Segment.source == source, Segment.start < a)
+            .order_by(Segment.start.desc())
+            .limit(PRECEDING)
+        )
+    )
+    inside = list(
+        session.scalars(
+            select(Segment)
+            .where(Segment.source == source, Segment.start >= a, Segment.start < b)
+            .order_by(Segment.start)
+            .limit(limit)
+        )
+    )
+    return ([x for x in reversed(before) if x.end > a] + inside)[:limit]
 
 
 def seg_out(s: Segment) -> SegmentOut:
@@ -190,7 +223,7 @@ def search_segments(
     camera_for(st, who, source)
     a, b = parse_range(start, end)
     with st.vault.sessions() as s:
-        return [seg_out(x) for x in segments_in_range(s, source, a, b, limit)]
+        return [seg_out(x) for x in find_segments(s, source, a, b, limit)]
 
 
 def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b: datetime) -> list[GapOut]:
@@ -248,7 +281,7 @@ def timeline(
     camera_for(st, who, source)
     a, b = parse_range(start, end)
     with st.vault.sessions() as s:
-        segs = segments_in_range(s, source, a, b, MAX_SEGMENTS)
+        segs = find_segments(s, source, a, b)
     return TimelineOut(
         source=source,
         start=iso(a),
@@ -420,11 +453,7 @@ def playlist(
     a, b = parse_range(start, end)
     purpose = check_purpose(st, who, purpose)
     with st.vault.sessions() as s:
-        segs = [
-            x
-            for x in segments_in_range(s, cam.id, a, b, MAX_SEGMENTS)
-            if x.kind == "video" and x.envelope is not None
-        ]
+        segs = [x for x in find_segments(s, cam.id, a, b) if x.kind == "video" and x.envelope is not None]
         for x in segs:
             s.expunge(x)
     if not segs:

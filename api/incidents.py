@@ -17,11 +17,10 @@ from starlette.background import BackgroundTask
 from api import accesslog, holds_bridge
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from api.footage import MAX_SEGMENTS, camera_for, parse_range, timeline_gaps
+from api.footage import camera_for, find_segments, parse_range, timeline_gaps
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import evidence
-from vault.index import segments_in_range
 from vault.log import event
 from vault.timeutil import iso
 from vault.users import Incident
@@ -209,7 +208,7 @@ def export(
     parts = []
     with st.vault.sessions() as s:
         for c in inc.cameras:
-            segs = [x for x in segments_in_range(s, c, a, b, MAX_SEGMENTS) if x.envelope is not None]
+            segs = [x for x in find_segments(s, c, a, b) if x.envelope is not None]
             for x in segs:
                 s.expunge(x)
             parts.append(evidence.CameraPart(c, segs))

@@ -18,7 +18,13 @@ from tests.support.appliance import REPO
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -30,7 +36,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(api_site: ApiSite) -> Iterator[str]:
     port = free_port()
-    proc = api_site.app.popen("serve", "--port", str(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = api_site.app.popen(
+        "serve", "--port", str(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -68,7 +76,9 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
-            ctx = browser.new_context(timezone_id="UTC", accept_downloads=True, viewport={"width": 1280, "height": 900})
+            ctx = browser.new_context(
+                timezone_id="UTC", accept_downloads=True, viewport={"width": 1280, "height": 900}
+            )
             ctx.set_default_timeout(30_000)
             page = ctx.new_page()
             login(page, server, "sec")
@@ -87,21 +97,30 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
             page.click("#play")
             page.wait_for_function("() => document.getElementById('video').currentTime > 1")
             page.evaluate("() => { document.getElementById('video').playbackRate = 8; }")
-            page.wait_for_function("() => document.getElementById('video').currentTime >= 120 || document.getElementById('video').ended", timeout=60_000)
+            page.wait_for_function(
+                "() => document.getElementById('video').currentTime >= 120 || document.getElementById('video').ended",
+                timeout=60_000,
+            )
             dur = page.evaluate("() => document.getElementById('video').duration")
             assert dur >= 120
             shot(page, "2-played")
 
             # Seek to media time 65 s = the 7th segment, after the gap: the wall clock shows 08:01:35.
-            page.evaluate("() => { const v = document.getElementById('video'); v.playbackRate = 1; v.currentTime = 65; v.play(); }")
-            page.wait_for_function("() => (document.getElementById('clock').textContent || '').startsWith('2026-11-21T08:01:3')")
+            page.evaluate(
+                "() => { const v = document.getElementById('video'); v.playbackRate = 1; v.currentTime = 65; v.play(); }"
+            )
+            page.wait_for_function(
+                "() => (document.getElementById('clock').textContent || '').startsWith('2026-11-21T08:01:3')"
+            )
             t0 = page.evaluate("() => document.getElementById('video').currentTime")
             page.wait_for_function(f"() => document.getElementById('video').currentTime > {t0} + 0.5")
             shot(page, "3-seeked")
 
             page.fill("#description", "Customer assaulted at the counter")
             page.click("#incident-form button[type=submit]")
-            page.wait_for_function("() => /Incident \\d+ opened/.test(document.getElementById('msg').textContent)")
+            page.wait_for_function(
+                "() => /Incident \\d+ opened/.test(document.getElementById('msg').textContent)"
+            )
             assert page.input_value("#purpose").startswith("incident:")
 
             page.click("a[data-tab=incidents]")
@@ -112,7 +131,9 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
             zpath = tmp_path / "export.zip"
             dl.value.save_as(zpath)
             (ARTIFACTS / "api-export.zip").write_bytes(zpath.read_bytes())
-            out = api_site.app.cli("verify-export", str(zpath), "--pubkey", str(api_site.app.cfg.keys.dir / "sign.pub"))
+            out = api_site.app.cli(
+                "verify-export", str(zpath), "--pubkey", str(api_site.app.cfg.keys.dir / "sign.pub")
+            )
             assert b"export OK" in out.stdout
             page.click("#logout")
 
@@ -127,7 +148,8 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
             page2.goto(server + "/#footage")
             page2.wait_for_function("() => document.getElementById('msg').textContent.includes('403')")
             r = page2.request.get(
-                server + "/api/v1/cameras/office-1/playlist.m3u8?start=2026-11-21T08:00:00Z&end=2026-11-21T08:03:00Z&purpose=curious"
+                server
+                + "/api/v1/cameras/office-1/playlist.m3u8?start=2026-11-21T08:00:00Z&end=2026-11-21T08:03:00Z&purpose=curious"
             )
             assert r.status == 403
             shot(page2, "6-auditor-403")

@@ -56,10 +56,16 @@ def test_api_conforms_to_its_schema(app_and_tokens) -> None:  # type: ignore[no-
 
         @given(case=op.as_strategy())
         @settings(
-            max_examples=6, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+            max_examples=6,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
         )
         def run(case) -> None:  # type: ignore[no-untyped-def]
-            case.call_and_validate(headers={"Authorization": f"Bearer {toks[who_for(case.path)]}"}, checks=CHECKS)
+            case.call_and_validate(
+                headers={"Authorization": f"Bearer {toks[who_for(case.path)]}"}, checks=CHECKS
+            )
 
         try:
             run()
