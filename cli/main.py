@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "cli.cmd_doctor",
     "cli.cmd_metrics",
     "cli.cmd_demo",
+    "cli.cmd_api",
     "cli.cmd_hold",
     "cli.cmd_purge",
     "cli.cmd_audit",

@@ -1,0 +1,113 @@
+"""The FastAPI app: everything under /api/v1, the web page from api/static, /healthz.
+
+`create_app(cfg)` is what `holdfast serve` runs under uvicorn and what tests drive directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api import admin, audit, auth, footage, incidents
+from api.state import AppState
+from config.model import HoldfastConfig
+from vault.errors import HoldfastError
+from vault.log import event
+from vault.seal import KeyDestroyed, SealError
+from vault.vault import Vault
+
+log = logging.getLogger("holdfast.api")
+STATIC = Path(__file__).with_name("static")
+
+
+def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = False) -> FastAPI:
+    v = vault or Vault(cfg)
+    v.migrate()
+    app = FastAPI(
+        title="Holdfast",
+        version="1",
+        description="Find, play and export footage for an incident; audit views. Every access is logged.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    st = AppState(cfg=cfg, vault=v, tls=tls)
+    app.state.holdfast = st
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        msgs = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            msgs.append(f"{where}: {e.get('msg')}")
+        return JSONResponse({"detail": "; ".join(msgs) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such route: {request.url.path[:200]} (see /api/v1/openapi.json)"
+        elif exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"method {request.method} not allowed on {request.url.path[:200]}"
+        return JSONResponse(
+            {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(KeyDestroyed)
+    async def _shredded(request: Request, exc: KeyDestroyed) -> JSONResponse:
+        return JSONResponse({"detail": f"footage no longer exists: {exc}"}, status_code=410)
+
+    @app.exception_handler(SealError)
+    async def _damaged(request: Request, exc: SealError) -> JSONResponse:
+        event(
+            log,
+            "api.segment_damaged",
+            logging.ERROR,
+            error=f"{type(exc).__name__}: {exc}",
+            path=request.url.path,
+        )
+        return JSONResponse(
+            {"detail": f"stored segment failed authentication ({type(exc).__name__}): {exc}"}, status_code=500
+        )
+
+    @app.exception_handler(HoldfastError)
+    async def _holdfast(request: Request, exc: HoldfastError) -> JSONResponse:
+        return JSONResponse({"detail": f"{type(exc).__name__}: {exc}"}, status_code=400)
+
+    @app.get("/healthz", tags=["health"], responses={200: {"content": {"application/json": {}}}})
+    def healthz() -> dict[str, Any]:
+        """Liveness for load balancers and systemd: no auth, no data."""
+        return {"status": "ok"}
+
+    for r in (auth.router, footage.router, incidents.router, audit.router, admin.router):
+        app.include_router(r)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> RedirectResponse:
+        return RedirectResponse("/static/favicon.svg")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next: Any) -> Any:
+        resp = await call_next(request)
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        )
+        return resp
+
+    return app

@@ -1,0 +1,122 @@
+"""Auditor views: access log, purge log with its latest checkpoint, verification, compliance.
+
+No footage here: auditors read *about* footage, never the footage itself. Verification is
+vault.tlog.verify_log, the same code `holdfast audit verify` runs offline on an export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from api.deps import Principal, require, state
+from api.errors import ERRORS
+from vault import keys, tlog
+from vault.auditlog import AuditLog
+from vault.log import event
+
+log = logging.getLogger("holdfast.api.audit")
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+
+class LogPage(BaseModel):
+    total: int
+    offset: int
+    entries: list[dict[str, Any]]
+    checkpoint: dict[str, Any] | None = None
+
+
+class VerifyOut(BaseModel):
+    log: str
+    ok: bool
+    entries: int
+    checkpoints: int
+    verified_size: int
+    summary: str
+
+
+def _page(st: Any, alog: AuditLog, offset: int, limit: int) -> LogPage:
+    with st.vault.sessions() as s:
+        total = alog.size(s)
+        rows = s.execute(
+            select(alog.model.seq, alog.model.entry)
+            .where(alog.model.seq >= offset)
+            .order_by(alog.model.seq)
+            .limit(limit)
+        ).all()
+        cp = alog.latest_checkpoint(s)
+    entries = [json.loads(text) for _seq, text in rows]
+    return LogPage(total=total, offset=offset, entries=entries, checkpoint=cp.to_dict() if cp else None)
+
+
+Offset = Annotated[int, Query(ge=0, le=2**53)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get("/access-log", response_model=LogPage, responses=ERRORS)
+def access_log(
+    request: Request,
+    offset: Offset = 0,
+    limit: Limit = 100,
+    who: Principal = Depends(require("auditor", "dpo")),
+) -> LogPage:
+    """Who viewed, exported or changed a hold on what, when, and why (paged, oldest first)."""
+    st = state(request)
+    return _page(st, st.vault.access_log, offset, limit)
+
+
+@router.get("/purge-log", response_model=LogPage, responses=ERRORS)
+def purge_log(
+    request: Request,
+    offset: Offset = 0,
+    limit: Limit = 100,
+    who: Principal = Depends(require("auditor", "dpo")),
+) -> LogPage:
+    """Every purged segment, one entry each (paged), with the latest signed checkpoint."""
+    st = state(request)
+    return _page(st, st.vault.purge_log, offset, limit)
+
+
+@router.get("/verify", response_model=list[VerifyOut], responses=ERRORS)
+def verify(request: Request, who: Principal = Depends(require("auditor", "dpo"))) -> list[VerifyOut]:
+    """Sign the current heads, then verify both logs with the public key (as `holdfast audit verify`)."""
+    st = state(request)
+    v = st.vault
+    pub = keys.load_sign_public(v.cfg.keys.dir / keys.SIGN_PUB)
+    out = []
+    for alog in (v.purge_log, v.access_log):
+        with v.sessions.begin() as s:
+            alog.checkpoint(s, v.sign_key, v.clock())
+        with v.sessions() as s:
+            entries = [text.encode("utf-8") for _seq, text in alog.entries(s)]
+            cps = alog.checkpoints(s)
+        rep = tlog.verify_log(entries, cps, pub, origin=alog.origin)
+        out.append(
+            VerifyOut(
+                log=alog.name,
+                ok=rep.ok,
+                entries=rep.entry_count,
+                checkpoints=rep.checkpoint_count,
+                verified_size=rep.verified_size,
+                summary=rep.summary(),
+            )
+        )
+        event(log, "audit.verified", log=alog.name, ok=rep.ok, entries=rep.entry_count, user=who.name)
+    return out
+
+
+@router.get("/compliance", response_model=dict[str, Any], responses=ERRORS)
+def compliance(request: Request, who: Principal = Depends(require("auditor", "dpo"))) -> dict[str, Any]:
+    """Per retention class: stored, held, overdue (past deadline, unheld): "nothing outlived its deadline"."""
+    # The report is defined once, with `holdfast audit report` (lives in cli.cmd_audit for now).
+    from cli.cmd_audit import compliance_report
+
+    st = state(request)
+    rep = compliance_report(st.vault, st.vault.clock())
+    rep["ok"] = all(c["overdue"] == 0 for c in rep["classes"].values())
+    return rep

@@ -1,0 +1,66 @@
+"""Who is asking, and may they: authentication (cookie or bearer) and deny-by-default roles.
+
+Every route declares the roles it admits with `require(...)`; a route that forgets to is
+unreachable rather than open, because `require()` with no roles admits nobody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.state import AppState
+from vault.users import session_user
+
+COOKIE = "holdfast_session"
+bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/token")
+cookie_scheme = APIKeyCookie(name=COOKIE, auto_error=False, description="session cookie from the web page")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    name: str
+    role: str
+    sites: frozenset[str]
+
+    def may_see_site(self, site: str) -> bool:
+        return self.role == "security" and site in self.sites
+
+
+def state(request: Request) -> AppState:
+    return request.app.state.holdfast  # type: ignore[no-any-return]
+
+
+def principal(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+    cookie: str | None = Security(cookie_scheme),
+) -> Principal:
+    token = bearer.credentials if bearer is not None else cookie
+    if not token:
+        raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+    st = state(request)
+    with st.vault.sessions.begin() as s:
+        user = session_user(s, token, st.vault.clock())
+        if user is None:
+            raise HTTPException(
+                401, "session expired or unknown token: log in again", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return Principal(user.id, user.name, user.role, frozenset(user.sites or ()))
+
+
+def require(*roles: str) -> Callable[..., Principal]:
+    allowed = frozenset(roles)
+
+    def check(p: Principal = Depends(principal)) -> Principal:
+        if p.role not in allowed:
+            raise HTTPException(
+                403, f"role {p.role!r} may not do this (allowed: {', '.join(sorted(allowed)) or 'nobody'})"
+            )
+        return p
+
+    return check

@@ -1,0 +1,586 @@
+"""Footage: cameras, segment search, timeline with gaps, media with HTTP Range, HLS, thumbnails.
+
+Reads decrypt only the chunks a byte range touches (SegmentReader.iter_range); plaintext is
+streamed to the client and never written to disk. Thumbnails are made by ffmpeg reading the
+segment on a pipe and writing the JPEG to a pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import struct
+import subprocess
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api import accesslog
+from api.deps import Principal, require, state
+from api.errors import ERRORS
+from api.state import AppState
+from config.model import ID_PATTERN, Camera
+from vault.db import Segment
+from vault.index import gaps_in_range
+from vault.media import require as require_tool
+from vault.seal import SegmentReader
+from vault.timeutil import iso, parse_iso
+from vault.vault import SegmentNotFound
+
+router = APIRouter(prefix="/api/v1", tags=["footage"])
+
+SEGMENT_ID = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_RANGE = timedelta(days=2)
+MAX_SEGMENTS = 5000
+#: Holes between consecutive segments shorter than this are encoder jitter, not gaps.
+GAP_TOLERANCE = 1.0
+#: How many segments starting before a range are checked for overlapping into it.
+PRECEDING = 8
+
+SourceId = Annotated[str, Query(pattern=ID_PATTERN, description="camera id", examples=["office-1"])]
+Purpose = Annotated[
+    str,
+    Query(
+        min_length=3, max_length=500, description="why you are viewing: `incident:ID` or a free-text reason"
+    ),
+]
+TimeParam = Annotated[
+    str, Query(max_length=64, description="ISO 8601 with offset, e.g. 2026-11-21T08:00:00Z")
+]
+
+
+class CameraOut(BaseModel):
+    id: str
+    site: str
+    retention: str
+    enabled: bool
+
+
+class SegmentOut(BaseModel):
+    id: str
+    source: str
+    start: str
+    end: str
+    duration: float
+    cut_short: bool
+    bytes: int
+
+
+class GapOut(BaseModel):
+    source: str
+    start: str
+    end: str
+    duration: float
+    reason: str
+
+
+class TimelineOut(BaseModel):
+    source: str
+    start: str
+    end: str
+    segments: list[SegmentOut]
+    gaps: list[GapOut]
+
+
+def find_segments(
+    session: Session, source: str, a: datetime, b: datetime, limit: int = MAX_SEGMENTS
+) -> list[Segment]:
+    """Segments of `source` overlapping [a, b), oldest first, in two index range scans.
+
+    A plain `start < b AND end > a` filter reads every earlier row of the source (millions at
+    scale). Here: the few segments starting just before `a` (a camera's segments follow one
+    another, so only the last ones can reach into the range) plus those starting in [a, b),
+    both served by ix_segments_source_start.
+    """
+    before = list(
+        session.scalars(
+            select(Segment)
+            .where(Segment.source == source, Segment.start < a)
+            .order_by(Segment.start.desc())
+            .limit(PRECEDING)
+        )
+    )
+    inside = list(
+        session.scalars(
+            select(Segment)
+            .where(Segment.source == source, Segment.start >= a, Segment.start < b)
+            .order_by(Segment.start)
+            .limit(limit)
+        )
+    )
+    return ([x for x in reversed(before) if x.end > a] + inside)[:limit]
+
+
+def seg_out(s: Segment) -> SegmentOut:
+    return SegmentOut(
+        id=s.id,
+        source=s.source,
+        start=iso(s.start),
+        end=iso(s.end),
+        duration=s.duration,
+        cut_short=s.cut_short,
+        bytes=s.plaintext_bytes,
+    )
+
+
+def parse_time(value: str, what: str) -> datetime:
+    try:
+        return parse_iso(value, what)
+    except ValueError as e:
+        raise HTTPException(400, str(e)) from None
+
+
+def parse_range(start: str, end: str) -> tuple[datetime, datetime]:
+    a, b = parse_time(start, "start"), parse_time(end, "end")
+    if b <= a:
+        raise HTTPException(400, f"end ({iso(b)}) must be after start ({iso(a)})")
+    if b - a > MAX_RANGE:
+        raise HTTPException(400, f"time range too long: at most {MAX_RANGE.days} days per request")
+    return a, b
+
+
+def camera_for(st: AppState, who: Principal, camera_id: str) -> Camera:
+    """The camera, if this user may see its site; 404 for unknown ids, 403 for other sites."""
+    cam = next((c for c in st.cfg.cameras if c.id == camera_id), None)
+    if cam is None:
+        raise HTTPException(404, f"no camera {camera_id!r}")
+    if who.role == "security" and cam.site not in who.sites:
+        raise HTTPException(403, f"you are not assigned to site {cam.site!r}")
+    return cam
+
+
+def check_purpose(st: AppState, who: Principal, purpose: str) -> str:
+    """`incident:N` must name an incident at a site of this user; free text is kept as given."""
+    purpose = purpose.strip()
+    if len(purpose) < 3:
+        raise HTTPException(422, "purpose is required: an incident (incident:ID) or a reason")
+    m = re.fullmatch(r"incident:(\d{1,12})", purpose)
+    if m:
+        from vault.users import Incident
+
+        with st.vault.sessions() as s:
+            inc = s.get(Incident, int(m.group(1)))
+            if inc is None or (who.role == "security" and inc.site not in who.sites):
+                raise HTTPException(
+                    400, f"purpose names incident {m.group(1)}, which you cannot see or does not exist"
+                )
+    return purpose
+
+
+def load_segment(st: AppState, who: Principal, segment_id: str) -> Segment:
+    if not re.match(SEGMENT_ID, segment_id):
+        raise HTTPException(400, f"malformed segment id {segment_id[:80]!r}")
+    with st.vault.sessions() as s:
+        try:
+            seg = st.vault.get_segment(s, segment_id)
+        except SegmentNotFound:
+            raise HTTPException(404, f"no segment {segment_id!r}") from None
+        s.expunge(seg)
+    camera_for(st, who, seg.source)
+    return seg
+
+
+# -- listing ------------------------------------------------------------------------------
+
+
+@router.get("/cameras", response_model=list[CameraOut], responses=ERRORS)
+def list_cameras(
+    request: Request,
+    site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    who: Principal = Depends(require("security", "admin")),
+) -> list[CameraOut]:
+    """Cameras this user may see (a security user: only its sites)."""
+    st = state(request)
+    out = []
+    for c in st.cfg.cameras:
+        if who.role == "security" and c.site not in who.sites:
+            continue
+        if site is not None and c.site != site:
+            continue
+        out.append(CameraOut(id=c.id, site=c.site, retention=c.retention, enabled=c.enabled))
+    return out
+
+
+@router.get("/segments", response_model=list[SegmentOut], responses=ERRORS)
+def search_segments(
+    request: Request,
+    source: SourceId,
+    start: TimeParam,
+    end: TimeParam,
+    limit: Annotated[int, Query(ge=1, le=MAX_SEGMENTS)] = 1000,
+    who: Principal = Depends(require("security")),
+) -> list[SegmentOut]:
+    """Segments of one camera overlapping [start, end), oldest first."""
+    st = state(request)
+    camera_for(st, who, source)
+    a, b = parse_range(start, end)
+    with st.vault.sessions() as s:
+        return [seg_out(x) for x in find_segments(s, source, a, b, limit)]
+
+
+def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b: datetime) -> list[GapOut]:
+    """Recorded gaps (with the recorder's reason) plus any other hole in coverage, explained as unknown."""
+    with st.vault.sessions() as s:
+        recorded = gaps_in_range(s, source, a, b)
+    gaps = [
+        GapOut(
+            source=source,
+            start=iso(max(g.start, a)),
+            end=iso(min(g.end, b)),
+            duration=(min(g.end, b) - max(g.start, a)).total_seconds(),
+            reason=g.reason,
+        )
+        for g in recorded
+    ]
+    covered = [(g.start, g.end) for g in recorded]
+    cursor = a
+    holes: list[tuple[datetime, datetime]] = []
+    for seg in segs:
+        if (seg.start - cursor).total_seconds() > GAP_TOLERANCE:
+            holes.append((cursor, seg.start))
+        cursor = max(cursor, seg.end)
+    if (b - cursor).total_seconds() > GAP_TOLERANCE:
+        holes.append((cursor, b))
+    for h0, h1 in holes:
+        if any(
+            c0 <= h0 + timedelta(seconds=GAP_TOLERANCE) and c1 >= h1 - timedelta(seconds=GAP_TOLERANCE)
+            for c0, c1 in covered
+        ):
+            continue
+        gaps.append(
+            GapOut(
+                source=source,
+                start=iso(h0),
+                end=iso(h1),
+                duration=(h1 - h0).total_seconds(),
+                reason="no recording (reason not recorded)",
+            )
+        )
+    gaps.sort(key=lambda g: g.start)
+    return gaps
+
+
+@router.get("/timeline", response_model=TimelineOut, responses=ERRORS)
+def timeline(
+    request: Request,
+    source: SourceId,
+    start: TimeParam,
+    end: TimeParam,
+    who: Principal = Depends(require("security")),
+) -> TimelineOut:
+    """What was recorded in a range and what was not, with the reason for each gap."""
+    st = state(request)
+    camera_for(st, who, source)
+    a, b = parse_range(start, end)
+    with st.vault.sessions() as s:
+        segs = find_segments(s, source, a, b)
+    return TimelineOut(
+        source=source,
+        start=iso(a),
+        end=iso(b),
+        segments=[seg_out(x) for x in segs],
+        gaps=timeline_gaps(st, source, segs, a, b),
+    )
+
+
+# -- bytes -----------------------------------------------------------------------------------
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range → (offset, length); None for the whole body. Clear 4xx otherwise."""
+    if header is None:
+        return None
+    m = _RANGE_RE.match(header.strip())
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        raise HTTPException(
+            400, f"malformed Range header {header[:100]!r}: expected bytes=START-END (one range)"
+        )
+    first, last = m.group(1), m.group(2)
+    if first == "":
+        n = int(last)
+        if n == 0:
+            raise HTTPException(416, "empty suffix range", headers={"Content-Range": f"bytes */{size}"})
+        n = min(n, size)
+        return size - n, n
+    a = int(first)
+    b = int(last) if last else size - 1
+    if a >= size:
+        raise HTTPException(
+            416,
+            f"range starts at byte {a}, past the end of the {size}-byte segment",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    if b < a:
+        raise HTTPException(400, f"malformed Range {header[:100]!r}: last byte before first byte")
+    b = min(b, size - 1)
+    return a, b - a + 1
+
+
+def _stream(
+    st: AppState, seg: Segment, reader_f: Any, reader: SegmentReader, offset: int, length: int
+) -> Iterator[bytes]:
+    try:
+        yield from reader.iter_range(offset, length)
+    finally:
+        reader_f.close()
+
+
+def media_response(st: AppState, seg: Segment, range_header: str | None, content_type: str) -> Response:
+    f = st.vault.store.open(seg.storage_key)
+    try:
+        reader = SegmentReader(f, st.vault.keyring, envelope=seg.envelope, expected_id=seg.id)
+        size = reader.plaintext_size
+        rng = parse_byte_range(range_header, size)
+    except BaseException:
+        f.close()
+        raise
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    if rng is None:
+        headers["Content-Length"] = str(size)
+        return StreamingResponse(
+            _stream(st, seg, f, reader, 0, size), 200, headers=headers, media_type=content_type
+        )
+    off, n = rng
+    headers["Content-Length"] = str(n)
+    headers["Content-Range"] = f"bytes {off}-{off + n - 1}/{size}"
+    return StreamingResponse(
+        _stream(st, seg, f, reader, off, n), 206, headers=headers, media_type=content_type
+    )
+
+
+def content_type_for(seg: Segment) -> str:
+    if seg.kind == "audio":
+        fmt = str((seg.meta or {}).get("format", ""))
+        return "audio/ogg" if "ogg" in fmt else ("audio/flac" if "flac" in fmt else "audio/mp4")
+    return "video/mp4"
+
+
+MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    200: {"content": {"video/mp4": {}, "audio/ogg": {}}, "description": "the whole segment"},
+    206: {"content": {"video/mp4": {}}, "description": "the requested byte range"},
+    416: ERRORS[400],
+}
+
+
+@router.get("/segments/{segment_id}/media", response_class=Response, responses=MEDIA_RESPONSES)
+def segment_media(
+    request: Request,
+    segment_id: str,
+    purpose: Purpose,
+    who: Principal = Depends(require("security")),
+) -> Response:
+    """The segment's plaintext bytes exactly as recorded; HTTP Range gives 206 and decrypts only touched chunks."""
+    st = state(request)
+    seg = load_segment(st, who, segment_id)
+    purpose = check_purpose(st, who, purpose)
+    rng = request.headers.get("range")
+    accesslog.record(
+        st,
+        who,
+        "view",
+        purpose,
+        source=seg.source,
+        start=seg.start,
+        end=seg.end,
+        segment=seg.id,
+        range=rng or "all",
+    )
+    return media_response(st, seg, rng, content_type_for(seg))
+
+
+# -- HLS -------------------------------------------------------------------------------------
+
+
+def init_length(st: AppState, seg: Segment) -> int:
+    """Bytes before the first `moof`: the segment's own init section (ftyp+moov) for EXT-X-MAP."""
+    cached = st.init_cache.get(seg.id)
+    if cached is not None:
+        return cached
+    with st.vault.open_segment(seg) as r:
+        pos, size = 0, r.plaintext_size
+        for _ in range(64):
+            if pos + 8 > size:
+                break
+            head = r.read(pos, 16)
+            box_size, kind = struct.unpack(">I4s", head[:8])
+            if box_size == 1:
+                box_size = struct.unpack(">Q", head[8:16])[0]
+            if kind == b"moof":
+                st.remember_init(seg.id, pos)
+                return pos
+            if box_size < 8:
+                break
+            pos += box_size
+    raise HTTPException(
+        409, f"segment {seg.id} is not fragmented MP4 (no moof box): play it with /media instead"
+    )
+
+
+@router.get(
+    "/cameras/{camera_id}/playlist.m3u8",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"application/vnd.apple.mpegurl": {}}}},
+)
+def playlist(
+    request: Request,
+    camera_id: str,
+    start: TimeParam,
+    end: TimeParam,
+    purpose: Purpose,
+    who: Principal = Depends(require("security")),
+) -> Response:
+    """An HLS VOD playlist for a time range: one access-log entry covers the whole view.
+
+    Every segment is a self-contained fMP4 (its own ftyp+moov), so each gets an EXT-X-MAP
+    (byte range of its init section) after an EXT-X-DISCONTINUITY; EXT-X-PROGRAM-DATE-TIME
+    gives its wall-clock start, and a `#HOLDFAST-GAP` comment names the gap before it.
+    """
+    st = state(request)
+    if not re.fullmatch(ID_PATTERN, camera_id):
+        raise HTTPException(400, f"malformed camera id {camera_id[:80]!r}")
+    cam = camera_for(st, who, camera_id)
+    a, b = parse_range(start, end)
+    purpose = check_purpose(st, who, purpose)
+    with st.vault.sessions() as s:
+        segs = [x for x in find_segments(s, cam.id, a, b) if x.kind == "video" and x.envelope is not None]
+        for x in segs:
+            s.expunge(x)
+    if not segs:
+        raise HTTPException(404, f"no footage from {cam.id} between {iso(a)} and {iso(b)}")
+    accesslog.record(st, who, "view", purpose, source=cam.id, start=a, end=b, segments=len(segs), via="hls")
+    ticket = st.issue_ticket(who.user_id, cam.id, {x.id for x in segs}, st.vault.clock())
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:7",
+        f"#EXT-X-TARGETDURATION:{max(1, math.ceil(max(x.duration for x in segs)))}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+    ]
+    prev_end: datetime | None = None
+    for i, x in enumerate(segs):
+        init = init_length(st, x)
+        uri = f"/api/v1/play/{ticket}/{x.id}"
+        if i > 0:
+            if prev_end is not None and (x.start - prev_end).total_seconds() > GAP_TOLERANCE:
+                lines.append(f"#HOLDFAST-GAP:{iso(prev_end)}/{iso(x.start)}")
+            lines.append("#EXT-X-DISCONTINUITY")
+        lines.append(f'#EXT-X-MAP:URI="{uri}",BYTERANGE="{init}@0"')
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(x.start)}")
+        lines.append(f"#EXTINF:{x.duration:.3f},")
+        lines.append(f"#EXT-X-BYTERANGE:{x.plaintext_bytes - init}@{init}")
+        lines.append(uri)
+        prev_end = x.end
+    lines.append("#EXT-X-ENDLIST")
+    return Response(
+        "\n".join(lines) + "\n",
+        media_type="application/vnd.apple.mpegurl",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/play/{ticket}/{segment_id}", response_class=Response, responses=MEDIA_RESPONSES)
+def play_segment(
+    request: Request,
+    ticket: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")],
+    segment_id: str,
+    who: Principal = Depends(require("security")),
+) -> Response:
+    """A segment of a logged view (playlist): same bytes as /media, no second log entry."""
+    st = state(request)
+    t = st.ticket(ticket, st.vault.clock())
+    if t is None or t.user_id != who.user_id:
+        raise HTTPException(403, "view ticket unknown or expired: reload the playlist (with a purpose)")
+    if segment_id not in t.segment_ids:
+        raise HTTPException(404, f"segment {segment_id[:80]!r} is not part of this view")
+    seg = load_segment(st, who, segment_id)
+    return media_response(st, seg, request.headers.get("range"), "video/mp4")
+
+
+# -- thumbnails ------------------------------------------------------------------------------
+
+
+def make_thumbnail(st: AppState, seg: Segment, width: int = 320) -> bytes:
+    """First keyframe as JPEG: ffmpeg reads the plaintext on stdin, writes the JPEG on stdout."""
+    cmd = [
+        require_tool("ffmpeg"),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-skip_frame",
+        "nokey",
+        "-i",
+        "pipe:0",
+        "-frames:v",
+        "1",
+        "-vf",
+        f"scale={width}:-2",
+        "-f",
+        "image2",
+        "-c:v",
+        "mjpeg",
+        "pipe:1",
+    ]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def feed() -> None:
+        try:
+            with st.vault.open_segment(seg) as r:
+                for piece in r.iter_range(0, r.plaintext_size):
+                    proc.stdin.write(piece)  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # ffmpeg has its frame and closed the pipe
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()  # type: ignore[union-attr]
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    timer = threading.Timer(30, proc.kill)
+    timer.start()
+    try:
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        err = proc.stderr.read()  # type: ignore[union-attr]
+        proc.wait()
+    finally:
+        timer.cancel()
+        t.join(5)
+    if proc.returncode != 0 or not out:
+        raise HTTPException(
+            409,
+            f"no thumbnail: ffmpeg could not decode segment {seg.id}: {err.decode(errors='replace')[-200:]}",
+        )
+    return out
+
+
+@router.get(
+    "/segments/{segment_id}/thumbnail",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
+)
+def segment_thumbnail(
+    request: Request,
+    segment_id: str,
+    purpose: Purpose,
+    who: Principal = Depends(require("security")),
+) -> Response:
+    """The segment's first keyframe as a JPEG, made on a pipe and never stored."""
+    st = state(request)
+    seg = load_segment(st, who, segment_id)
+    if seg.kind != "video":
+        raise HTTPException(409, f"segment {seg.id} is audio: no thumbnail")
+    purpose = check_purpose(st, who, purpose)
+    accesslog.record(
+        st, who, "thumbnail", purpose, source=seg.source, start=seg.start, end=seg.end, segment=seg.id
+    )
+    return Response(make_thumbnail(st, seg), media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,229 @@
+// Holdfast web page: plain JS, no build step. Talks to /api/v1 with the session cookie.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let me = null;
+let view = null; // {camera, start: Date, end: Date, segments, gaps}
+let purgeOffset = 0;
+
+function say(text, ok = false) { const m = $("msg"); m.textContent = text || ""; m.className = ok ? "ok" : ""; }
+
+async function api(path, opts = {}) {
+  const r = await fetch("/api/v1" + path, { credentials: "same-origin", ...opts });
+  if (!r.ok) {
+    let detail = r.statusText;
+    try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
+    const err = new Error(`${r.status}: ${detail}`); err.status = r.status; throw err;
+  }
+  return r;
+}
+const getJSON = async (path) => (await api(path)).json();
+const postJSON = async (path, body) => (await api(path, {
+  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })).json();
+
+function isoOf(local) { return new Date(local).toISOString().replace(".000Z", "Z"); }
+function localOf(date) {
+  const d = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
+  return d.toISOString().slice(0, 19);
+}
+function td(text) { const c = document.createElement("td"); c.textContent = text ?? ""; return c; }
+
+// -- login --------------------------------------------------------------------------------
+async function start() {
+  try { me = await getJSON("/auth/me"); } catch (e) { me = null; }
+  $("login").hidden = !!me; $("nav").hidden = !me; $("logout").hidden = !me;
+  $("who").textContent = me ? `${me.name} (${me.role}${me.sites.length ? ": " + me.sites.join(", ") : ""})` : "";
+  if (me) showTab(location.hash.slice(1) || defaultTab());
+}
+function defaultTab() { return { security: "footage", auditor: "audit", dpo: "incidents", admin: "admin" }[me.role]; }
+
+$("login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    await api("/auth/login", { method: "POST", body: new URLSearchParams(new FormData(ev.target)) });
+    say(""); ev.target.reset(); await start();
+  } catch (e) { say(e.message); }
+});
+$("logout").addEventListener("click", async () => { await api("/auth/logout", { method: "POST" }).catch(() => {}); location.hash = ""; location.reload(); });
+
+// -- tabs -----------------------------------------------------------------------------------
+window.addEventListener("hashchange", () => me && showTab(location.hash.slice(1)));
+async function showTab(name) {
+  for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== name;
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.tab === name);
+  say("");
+  try {
+    if (name === "footage") await loadCameras();
+    if (name === "incidents") await loadIncidents();
+    if (name === "audit") await loadAudit();
+    if (name === "admin") await loadAdmin();
+  } catch (e) { say(e.message); }
+}
+
+// -- footage --------------------------------------------------------------------------------
+async function loadCameras() {
+  const cams = await getJSON("/cameras");
+  const sel = $("camera"); const keep = sel.value; sel.replaceChildren();
+  for (const c of cams) { const o = document.createElement("option"); o.value = c.id; o.dataset.site = c.site; o.textContent = `${c.id} (${c.site})`; sel.append(o); }
+  if (keep) sel.value = keep;
+  if (!$("from").value) { const now = new Date(); $("to").value = localOf(now); $("from").value = localOf(new Date(now - 3600e3)); }
+}
+
+$("search-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const cam = $("camera").value, s = isoOf($("from").value), e = isoOf($("to").value);
+    const t = await getJSON(`/timeline?source=${encodeURIComponent(cam)}&start=${s}&end=${e}`);
+    view = { camera: cam, site: $("camera").selectedOptions[0].dataset.site, start: new Date(t.start), end: new Date(t.end), segments: t.segments, gaps: t.gaps };
+    drawTimeline();
+    say(`${t.segments.length} segments, ${t.gaps.length} gaps`, true);
+  } catch (e) { say(e.message); }
+});
+
+function frac(d) { return (new Date(d) - view.start) / (view.end - view.start); }
+function drawTimeline() {
+  const tl = $("timeline"); tl.replaceChildren();
+  for (const s of view.segments) {
+    const b = document.createElement("div"); b.className = "seg";
+    b.style.left = `${Math.max(0, frac(s.start)) * 100}%`; b.style.width = `${Math.max(0.1, (Math.min(1, frac(s.end)) - Math.max(0, frac(s.start))) * 100)}%`;
+    b.title = `${s.start} – ${s.end}`; tl.append(b);
+  }
+  const ul = $("gaps"); ul.replaceChildren();
+  for (const g of view.gaps) {
+    const b = document.createElement("div"); b.className = "gap";
+    b.style.left = `${Math.max(0, frac(g.start)) * 100}%`; b.style.width = `${(Math.min(1, frac(g.end)) - Math.max(0, frac(g.start))) * 100}%`;
+    b.title = `gap: ${g.reason}`; tl.append(b);
+    const li = document.createElement("li"); li.className = "gap-item";
+    li.textContent = `Gap ${g.start} – ${g.end} (${Math.round(g.duration)} s): ${g.reason}`; ul.append(li);
+  }
+  const cur = document.createElement("div"); cur.className = "cursor"; cur.id = "cursor"; tl.append(cur);
+  $("timeline-legend").innerHTML = "";
+  for (const d of [view.start, view.end]) { const s = document.createElement("span"); s.textContent = d.toISOString(); $("timeline-legend").append(s); }
+}
+
+// Media time ↔ wall clock: the playlist concatenates segments (gaps removed), in order.
+function wallAt(t) {
+  let acc = 0;
+  for (const s of view.played) { if (t < acc + s.duration) return new Date(new Date(s.start).getTime() + (t - acc) * 1000); acc += s.duration; }
+  return null;
+}
+function mediaAt(wall) {
+  let acc = 0;
+  for (const s of view.played) {
+    const a = new Date(s.start), b = new Date(s.end);
+    if (wall < a) return acc; // in a gap: jump to the next recorded moment
+    if (wall < b) return acc + (wall - a) / 1000;
+    acc += s.duration;
+  }
+  return acc;
+}
+
+$("play-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if (!view) { say("Find footage first"); return; }
+  const purpose = $("purpose").value.trim();
+  const url = `/api/v1/cameras/${encodeURIComponent(view.camera)}/playlist.m3u8?start=${view.start.toISOString()}&end=${view.end.toISOString()}&purpose=${encodeURIComponent(purpose)}`;
+  view.played = view.segments;
+  const v = $("video"); v.src = url; v.play().catch(() => {});
+  say(`Playing ${view.camera}; this view is logged with purpose “${purpose}”`, true);
+});
+
+$("video").addEventListener("timeupdate", () => {
+  if (!view || !view.played) return;
+  const w = wallAt($("video").currentTime);
+  $("clock").textContent = w ? w.toISOString() : "-";
+  if (w) $("cursor").style.left = `${frac(w) * 100}%`;
+});
+$("video").addEventListener("error", () => { const e = $("video").error; say(`Player could not load the footage (${e ? e.message || "error " + e.code : "error"}): check the purpose and your access`); });
+
+$("timeline").addEventListener("click", (ev) => {
+  if (!view) return;
+  const r = $("timeline").getBoundingClientRect();
+  const wall = new Date(view.start.getTime() + (ev.clientX - r.left) / r.width * (view.end - view.start));
+  if (view.played && $("video").src) $("video").currentTime = mediaAt(wall);
+});
+
+$("incident-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if (!view) { say("Find footage first: the incident covers the camera and range shown"); return; }
+  try {
+    const inc = await postJSON("/incidents", { site: view.site, cameras: [view.camera], start: view.start.toISOString(), end: view.end.toISOString(), description: $("description").value });
+    $("purpose").value = `incident:${inc.id}`;
+    say(`Incident ${inc.id} opened; its footage is on legal hold`, true);
+  } catch (e) { say(e.message); }
+});
+
+// -- incidents ------------------------------------------------------------------------------
+async function loadIncidents() {
+  const rows = await getJSON("/incidents"); const tb = $("incident-rows"); tb.replaceChildren();
+  for (const i of rows) {
+    const tr = document.createElement("tr");
+    tr.append(td(i.id), td(i.site), td(i.cameras.join(", ")), td(`${i.start} – ${i.end}`), td(i.description), td(i.state + (i.close_reason ? `: ${i.close_reason}` : "")));
+    const act = document.createElement("td");
+    if (me.role === "security") {
+      const b = document.createElement("button"); b.textContent = "Export evidence"; b.className = "export"; b.dataset.id = i.id;
+      b.addEventListener("click", () => exportIncident(i.id, b)); act.append(b);
+    }
+    if (me.role === "dpo" && i.state === "open") {
+      const b = document.createElement("button"); b.textContent = "Close and release hold";
+      b.addEventListener("click", async () => {
+        const reason = prompt("Reason for releasing the legal hold"); if (!reason) return;
+        try { await postJSON(`/incidents/${i.id}/close`, { reason }); await loadIncidents(); say(`Incident ${i.id} closed`, true); } catch (e) { say(e.message); }
+      });
+      act.append(b);
+    }
+    tr.append(act); tb.append(tr);
+  }
+}
+
+async function exportIncident(id, button) {
+  button.disabled = true; say(`Building the export for incident ${id}…`, true);
+  try {
+    const r = await api(`/incidents/${id}/export`, { method: "POST" });
+    const name = (r.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/)?.[1] || `incident-${id}.zip`;
+    const url = URL.createObjectURL(await r.blob());
+    const a = document.createElement("a"); a.href = url; a.download = name; document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    say(`Export ${name} downloaded; verify it with: holdfast verify-export ${name} --pubkey sign.pub`, true);
+  } catch (e) { say(e.message); } finally { button.disabled = false; }
+}
+
+// -- audit ----------------------------------------------------------------------------------
+async function loadAudit() {
+  await loadPurge();
+  const acc = await getJSON("/audit/access-log?limit=200&offset=0"); const tb = $("access-rows"); tb.replaceChildren();
+  for (const e of acc.entries) {
+    const tr = document.createElement("tr");
+    tr.append(td(e.seq), td(e.time), td(`${e.user} (${e.role})`), td(e.action), td(e.purpose), td(e.source), td(e.start ? `${e.start} – ${e.end}` : ""), td(e.result));
+    tb.append(tr);
+  }
+  $("compliance").textContent = JSON.stringify(await getJSON("/audit/compliance"), null, 2);
+  await verifyLogs();
+}
+async function loadPurge() {
+  const p = await getJSON(`/audit/purge-log?limit=50&offset=${purgeOffset}`); const tb = $("purge-rows"); tb.replaceChildren();
+  $("checkpoint").textContent = p.checkpoint ? "Latest checkpoint: " + JSON.stringify(p.checkpoint, null, 2) : "No checkpoint yet (nothing purged)";
+  for (const e of p.entries) { const tr = document.createElement("tr"); tr.append(td(e.seq), td(`${e.purged_at || ""} ${e.segment || ""} ${e.source || ""} ${e.start || ""}–${e.end || ""} deadline ${e.deadline || "?"} (${e.reason || ""})`)); tb.append(tr); }
+  $("purge-page").textContent = `${p.total ? purgeOffset + 1 : 0}–${purgeOffset + p.entries.length} of ${p.total}`;
+}
+$("purge-prev").addEventListener("click", async () => { purgeOffset = Math.max(0, purgeOffset - 50); await loadPurge().catch((e) => say(e.message)); });
+$("purge-next").addEventListener("click", async () => { purgeOffset += 50; await loadPurge().catch((e) => say(e.message)); });
+async function verifyLogs() {
+  const out = $("verify-result");
+  try {
+    const res = await getJSON("/audit/verify");
+    const bad = res.filter((r) => !r.ok);
+    out.textContent = bad.length ? `FAILED: ${bad.map((r) => `${r.log} log: ${r.summary}`).join("; ")}` : `Verified: ${res.map((r) => `${r.log} log (${r.entries} entries, ${r.checkpoints} checkpoints)`).join(", ")}`;
+    out.className = bad.length ? "failed" : "verified";
+  } catch (e) { out.textContent = e.message; out.className = "failed"; }
+}
+$("verify").addEventListener("click", verifyLogs);
+
+// -- admin ----------------------------------------------------------------------------------
+async function loadAdmin() {
+  $("health").textContent = JSON.stringify(await getJSON("/health"), null, 2);
+  const tb = $("user-rows"); tb.replaceChildren();
+  for (const u of await getJSON("/users")) { const tr = document.createElement("tr"); tr.append(td(u.name), td(u.role), td(u.sites.join(", ")), td(u.locked ? "locked" : "")); tb.append(tr); }
+}
+
+start();

@@ -1,0 +1,157 @@
+# ruff: noqa: F811  (the api_site fixture is imported by name)
+"""Acceptance in Debian's Chromium (Playwright): a security officer finds, plays, seeks, sees a gap,
+opens an incident and downloads its export; an auditor sees the logs verified and no player."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.apisite import PASSWORD, ApiSite, api_site  # noqa: F401
+from tests.support.appliance import REPO
+
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(api_site: ApiSite) -> Iterator[str]:
+    port = free_port()
+    proc = api_site.app.popen(
+        "serve", "--port", str(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("holdfast serve did not answer /healthz")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"api-{name}.png"), full_page=True)
+
+
+def login(page, base: str, user: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto(base + "/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#nav:not([hidden])")
+
+
+def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is not installed (`make test` installs it: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            ctx = browser.new_context(
+                timezone_id="UTC", accept_downloads=True, viewport={"width": 1280, "height": 900}
+            )
+            ctx.set_default_timeout(30_000)
+            page = ctx.new_page()
+            login(page, server, "sec")
+            page.wait_for_selector("#footage:not([hidden])")
+            page.select_option("#camera", "office-1")
+            page.fill("#from", "2026-11-21T08:00:00")
+            page.fill("#to", "2026-11-21T08:03:00")
+            page.click("#search-form button[type=submit]")
+            page.wait_for_selector(".gap-item")
+            assert "camera offline: network" in page.inner_text("#gaps")
+            assert page.locator(".timeline .gap").count() >= 1
+            shot(page, "1-timeline-gap")
+
+            # Play: two minutes of footage (played fast), crossing segment boundaries and the gap.
+            page.fill("#purpose", "checking the disturbance report")
+            page.click("#play")
+            page.wait_for_function("() => document.getElementById('video').currentTime > 1")
+            page.evaluate("() => { document.getElementById('video').playbackRate = 8; }")
+            page.wait_for_function(
+                "() => document.getElementById('video').currentTime >= 120 || document.getElementById('video').ended",
+                timeout=60_000,
+            )
+            dur = page.evaluate("() => document.getElementById('video').duration")
+            assert dur >= 120
+            shot(page, "2-played")
+
+            # Seek to media time 65 s = the 7th segment, after the gap: the wall clock shows 08:01:35.
+            page.evaluate(
+                "() => { const v = document.getElementById('video'); v.playbackRate = 1; v.currentTime = 65; v.play(); }"
+            )
+            page.wait_for_function(
+                "() => (document.getElementById('clock').textContent || '').startsWith('2026-11-21T08:01:3')"
+            )
+            t0 = page.evaluate("() => document.getElementById('video').currentTime")
+            page.wait_for_function(f"() => document.getElementById('video').currentTime > {t0} + 0.5")
+            shot(page, "3-seeked")
+
+            page.fill("#description", "Customer assaulted at the counter")
+            page.click("#incident-form button[type=submit]")
+            page.wait_for_function(
+                "() => /Incident \\d+ opened/.test(document.getElementById('msg').textContent)"
+            )
+            assert page.input_value("#purpose").startswith("incident:")
+
+            page.click("a[data-tab=incidents]")
+            page.wait_for_selector("button.export")
+            shot(page, "4-incidents")
+            with page.expect_download(timeout=120_000) as dl:
+                page.locator("button.export").first.click()
+            zpath = tmp_path / "export.zip"
+            dl.value.save_as(zpath)
+            (ARTIFACTS / "api-export.zip").write_bytes(zpath.read_bytes())
+            out = api_site.app.cli(
+                "verify-export", str(zpath), "--pubkey", str(api_site.app.cfg.keys.dir / "sign.pub")
+            )
+            assert b"export OK" in out.stdout
+            page.click("#logout")
+
+            # The auditor: purge log with verification, and a 403 where the player would be.
+            page2 = ctx.new_page()
+            login(page2, server, "aud")
+            page2.wait_for_selector("#audit:not([hidden])")
+            page2.wait_for_selector("#verify-result.verified")
+            assert "Verified" in page2.inner_text("#verify-result")
+            assert page2.locator("#access-rows tr").count() >= 3
+            shot(page2, "5-auditor-verified")
+            page2.goto(server + "/#footage")
+            page2.wait_for_function("() => document.getElementById('msg').textContent.includes('403')")
+            r = page2.request.get(
+                server
+                + "/api/v1/cameras/office-1/playlist.m3u8?start=2026-11-21T08:00:00Z&end=2026-11-21T08:03:00Z&purpose=curious"
+            )
+            assert r.status == 403
+            shot(page2, "6-auditor-403")
+        finally:
+            browser.close()

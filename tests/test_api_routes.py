@@ -1,0 +1,398 @@
+# ruff: noqa: F811  (the api_site fixture is imported by name)
+"""The HTTP API through FastAPI's TestClient: contract, role matrix, bytes, bad input, access log, export."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from tests.support.apisite import PASSWORD, USERS, ApiSite, api_site  # noqa: F401
+from vault.users import LOCK_AFTER
+
+START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
+
+
+@pytest.fixture(scope="module")
+def client(api_site: ApiSite) -> Iterator[TestClient]:  # noqa: F811
+    with TestClient(create_app(api_site.app.cfg)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tokens(client: TestClient) -> dict[str, str]:
+    out = {}
+    for name in USERS:
+        r = client.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["token_type"] == "bearer"
+        out[name] = body["access_token"]
+    return out
+
+
+def h(tokens: dict[str, str], user: str | None) -> dict[str, str]:
+    return {} if user is None else {"Authorization": f"Bearer {tokens[user]}"}
+
+
+def access_entries(client: TestClient, tokens: dict[str, str]) -> list[dict]:
+    r = client.get("/api/v1/audit/access-log?limit=1000", headers=h(tokens, "aud"))
+    assert r.status_code == 200
+    return r.json()["entries"]
+
+
+# -- contract ---------------------------------------------------------------------------------
+
+
+def test_healthz_and_bad_login(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    r = client.post("/api/v1/auth/token", data={"username": "sec", "password": "wrong password!"})
+    assert r.status_code == 401
+    assert "wrong user name or password" in r.json()["detail"]
+    assert (
+        client.post("/api/v1/auth/token", data={"username": "nobody", "password": "x" * 12}).status_code
+        == 401
+    )
+
+
+def test_cookie_login_flags(client: TestClient) -> None:
+    r = client.post("/api/v1/auth/login", data={"username": "sec", "password": PASSWORD})
+    assert r.status_code == 200
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    client.cookies.clear()
+
+
+def test_segments_search_and_media_exact_bytes(
+    api_site: ApiSite, client: TestClient, tokens: dict[str, str]
+) -> None:  # noqa: F811
+    r = client.get(f"/api/v1/segments?source=office-1&start={START}&end={END}", headers=h(tokens, "sec"))
+    assert r.status_code == 200
+    rows = r.json()
+    assert [x["id"] for x in rows] == api_site.segments
+    assert {"id", "start", "end"} <= set(rows[0])
+    seg = rows[0]["id"]
+    want = api_site.app.cli("segments", "cat", seg).stdout
+    r = client.get(f"/api/v1/segments/{seg}/media?purpose=checking", headers=h(tokens, "sec"))
+    assert r.status_code == 200 and r.content == want
+    assert r.headers["accept-ranges"] == "bytes"
+    # A range across a 64 KiB chunk boundary, a suffix range, an open-ended range.
+    for rng, (a, b) in {
+        "bytes=65000-70000": (65000, 70001),
+        f"bytes=-{100}": (len(want) - 100, len(want)),
+        "bytes=200000-": (200000, len(want)),
+    }.items():
+        r = client.get(
+            f"/api/v1/segments/{seg}/media?purpose=checking", headers={**h(tokens, "sec"), "Range": rng}
+        )
+        assert r.status_code == 206, rng
+        assert r.content == want[a:b]
+        assert r.headers["content-range"] == f"bytes {a}-{b - 1}/{len(want)}"
+    for missing in ("", "?purpose=", "?purpose=a"):
+        r = client.get(f"/api/v1/segments/{seg}/media{missing}", headers=h(tokens, "sec"))
+        assert r.status_code in (400, 422), missing
+        assert "purpose" in r.json()["detail"]
+
+
+def test_playlist_has_discontinuity_program_date_time_and_gap(
+    api_site: ApiSite, client: TestClient, tokens: dict[str, str]
+) -> None:  # noqa: F811
+    r = client.get(
+        f"/api/v1/cameras/office-1/playlist.m3u8?start={START}&end={END}&purpose=incident review",
+        headers=h(tokens, "sec"),
+    )
+    assert r.status_code == 200
+    text = r.text
+    assert text.startswith("#EXTM3U") and text.rstrip().endswith("#EXT-X-ENDLIST")
+    assert text.count("#EXT-X-PROGRAM-DATE-TIME:") == len(api_site.segments)
+    assert text.count("#EXT-X-DISCONTINUITY") == len(api_site.segments) - 1
+    assert "#HOLDFAST-GAP:2026-11-21T08:01:00Z/2026-11-21T08:01:30Z" in text
+    uri = [x for x in text.splitlines() if x.startswith("/api/v1/play/")][0]
+    seg = uri.rsplit("/", 1)[1]
+    r2 = client.get(uri, headers=h(tokens, "sec"))
+    assert r2.status_code == 200 and r2.content == api_site.app.cli("segments", "cat", seg).stdout
+    # The ticket belongs to its user: another user (even at the same site) is refused.
+    assert client.get(uri, headers=h(tokens, "north")).status_code == 403
+
+
+def test_timeline_gaps_with_reasons(client: TestClient, tokens: dict[str, str]) -> None:
+    r = client.get(f"/api/v1/timeline?source=office-1&start={START}&end={END}", headers=h(tokens, "sec"))
+    gaps = r.json()["gaps"]
+    assert gaps[0]["reason"] == "camera offline: network" and gaps[0]["start"] == "2026-11-21T08:01:00Z"
+    assert gaps[-1]["reason"].startswith("no recording")
+
+
+def test_thumbnail_is_jpeg(api_site: ApiSite, client: TestClient, tokens: dict[str, str]) -> None:  # noqa: F811
+    r = client.get(
+        f"/api/v1/segments/{api_site.segments[0]}/thumbnail?purpose=checking", headers=h(tokens, "sec")
+    )
+    assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
+
+
+# -- roles ------------------------------------------------------------------------------------
+
+
+def routes(site: ApiSite) -> list[tuple[str, str, dict | None, set[str]]]:
+    seg = site.segments[0]
+    q = f"start={START}&end={END}"
+    return [
+        ("GET", "/api/v1/auth/me", None, set(USERS)),
+        ("GET", "/api/v1/cameras", None, {"sec", "north", "adm"}),
+        ("GET", f"/api/v1/segments?source=office-1&{q}", None, {"sec"}),
+        ("GET", f"/api/v1/timeline?source=office-1&{q}", None, {"sec"}),
+        ("GET", f"/api/v1/segments/{seg}/media?purpose=matrix", None, {"sec"}),
+        ("GET", f"/api/v1/segments/{seg}/thumbnail?purpose=matrix", None, {"sec"}),
+        ("GET", f"/api/v1/cameras/office-1/playlist.m3u8?{q}&purpose=matrix", None, {"sec"}),
+        ("GET", f"/api/v1/segments/{site.north_segments[0]}/media?purpose=matrix", None, {"north"}),
+        ("GET", "/api/v1/incidents", None, {"sec", "north", "dpo"}),
+        (
+            "POST",
+            "/api/v1/incidents",
+            {"site": "demo", "cameras": ["office-1"], "start": START, "end": END, "description": "matrix"},
+            {"sec"},
+        ),
+        ("GET", "/api/v1/audit/access-log", None, {"aud", "dpo"}),
+        ("GET", "/api/v1/audit/purge-log", None, {"aud", "dpo"}),
+        ("GET", "/api/v1/audit/verify", None, {"aud", "dpo"}),
+        ("GET", "/api/v1/audit/compliance", None, {"aud", "dpo"}),
+        ("GET", "/api/v1/users", None, {"adm"}),
+        ("GET", "/api/v1/health", None, {"adm"}),
+    ]
+
+
+def test_every_route_every_role(api_site: ApiSite, client: TestClient, tokens: dict[str, str]) -> None:  # noqa: F811
+    failures = []
+    for method, path, body, allowed in routes(api_site):
+        for user in [None, *USERS]:
+            r = client.request(method, path, headers=h(tokens, user), json=body)
+            want = 401 if user is None else None
+            ok = (
+                (r.status_code == 401)
+                if user is None
+                else (r.status_code < 300 if user in allowed else r.status_code == 403)
+            )
+            if not ok:
+                failures.append(
+                    f"{method} {path} as {user}: {r.status_code} {r.text[:120]} (want {want or ('2xx' if user in allowed else 403)})"
+                )
+    assert not failures, "\n".join(failures)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path,status,words",
+    [
+        ("/api/v1/segments/..%2F..%2Fetc%2Fpasswd/media?purpose=test", 404, "no such route"),
+        ("/api/v1/segments/%2e%2e/media?purpose=test", 400, "malformed segment id"),
+        ("/api/v1/segments/a%00b/media?purpose=test", 400, "malformed segment id"),
+        ("/api/v1/segments/ffffffffffffffffffffffffffffffff/media?purpose=test", 404, "no segment"),
+        ("/api/v1/segments?source=../etc&start=2026-11-21T08:00:00Z&end=2026-11-21T09:00:00Z", 422, "source"),
+        (
+            "/api/v1/segments?source=nope&start=2026-11-21T08:00:00Z&end=2026-11-21T09:00:00Z",
+            404,
+            "no camera",
+        ),
+        ("/api/v1/segments?source=office-1&start=yesterday&end=2026-11-21T09:00:00Z", 400, "not an ISO 8601"),
+        (
+            "/api/v1/segments?source=office-1&start=2026-11-21T08:00:00&end=2026-11-21T09:00:00Z",
+            400,
+            "no UTC offset",
+        ),
+        (
+            "/api/v1/segments?source=office-1&start=2026-11-21T09:00:00Z&end=2026-11-21T08:00:00Z",
+            400,
+            "must be after",
+        ),
+        (
+            "/api/v1/cameras/..%2F..%2Fx/playlist.m3u8?start=2026-11-21T08:00:00Z&end=2026-11-21T09:00:00Z&purpose=abc",
+            404,
+            "no such route",
+        ),
+        ("/api/v1/incidents/999999", 404, "no incident"),
+        ("/api/v1/play/AAAAAAAAAAAAAAAAAAAAAAAAAAAA/x", 403, "ticket"),
+        ("/static/../vault/keys.py", 404, ""),
+    ],
+)
+def test_bad_input_is_4xx_with_message(
+    client: TestClient, tokens: dict[str, str], path: str, status: int, words: str
+) -> None:
+    r = client.get(path, headers=h(tokens, "sec"))
+    assert r.status_code == status, r.text
+    if words:
+        assert words in r.json()["detail"]
+
+
+def test_bad_ranges(api_site: ApiSite, client: TestClient, tokens: dict[str, str]) -> None:  # noqa: F811
+    seg = api_site.segments[0]
+    url = f"/api/v1/segments/{seg}/media?purpose=range tests"
+    r = client.get(url, headers={**h(tokens, "sec"), "Range": "bytes=999999999-"})
+    assert r.status_code == 416 and "past the end" in r.json()["detail"]
+    assert r.headers["content-range"].startswith("bytes */")
+    for bad in ("bytes=abc", "bytes=5-2", "items=0-1", "bytes=0-1,5-6"):
+        r = client.get(url, headers={**h(tokens, "sec"), "Range": bad})
+        assert r.status_code == 400, bad
+        assert "Range" in r.json()["detail"]
+
+
+def test_lockout_after_repeated_failures(client: TestClient) -> None:
+    from tests.support.apisite import PASSWORD as PW
+
+    for _ in range(LOCK_AFTER):
+        assert (
+            client.post(
+                "/api/v1/auth/token", data={"username": "dpo", "password": "not the password"}
+            ).status_code
+            == 401
+        )
+    r = client.post("/api/v1/auth/token", data={"username": "dpo", "password": PW})
+    assert r.status_code == 401 and "locked" in r.json()["detail"]
+
+
+# -- access log, incidents, export -----------------------------------------------------------------
+
+
+def test_one_access_entry_per_view_export_and_hold_change(
+    api_site: ApiSite, client: TestClient, tokens: dict[str, str]
+) -> None:  # noqa: F811
+    before = len(access_entries(client, tokens))
+    seg = api_site.segments[1]
+    client.get(f"/api/v1/segments/{seg}/media?purpose=counting", headers=h(tokens, "sec"))
+    client.get(
+        f"/api/v1/cameras/office-1/playlist.m3u8?start={START}&end={END}&purpose=counting",
+        headers=h(tokens, "sec"),
+    )
+    r = client.post(
+        "/api/v1/incidents",
+        json={
+            "site": "demo",
+            "cameras": ["office-1"],
+            "start": "2026-11-21T08:00:30Z",
+            "end": "2026-11-21T08:01:45Z",
+            "description": "fight at the counter",
+        },
+        headers=h(tokens, "sec"),
+    )
+    assert r.status_code == 201
+    inc = r.json()["id"]
+    entries = access_entries(client, tokens)[before:]
+    assert [e["action"] for e in entries] == ["view", "view", "hold.add"]
+    for e in entries:
+        assert (
+            e["user"] == "sec"
+            and e["role"] == "security"
+            and e["purpose"]
+            and e["time"]
+            and e["source"] == "office-1"
+        )
+    assert entries[2]["purpose"].startswith(f"incident:{inc}: ")
+    assert entries[2]["details"]["incident"] == str(inc)
+    # Refused requests leave no footage trail but also no "ok" entry.
+    assert client.get(f"/api/v1/segments/{seg}/media", headers=h(tokens, "sec")).status_code == 422
+    assert len(access_entries(client, tokens)) == before + 3
+    v = client.get("/api/v1/audit/verify", headers=h(tokens, "aud")).json()
+    assert all(x["ok"] for x in v), v
+    # The same log verifies offline with the public key alone.
+    out = api_site.app.dir / "audit-export"
+    api_site.app.cli("audit", "export", str(out))
+    p = api_site.app.cli("audit", "verify", str(out), "--pubkey", str(api_site.app.cfg.keys.dir / "sign.pub"))
+    assert b"OK" in p.stdout
+
+
+def test_export_verifies_and_one_flipped_byte_fails(
+    api_site: ApiSite, client: TestClient, tokens: dict[str, str], tmp_path: Path
+) -> None:  # noqa: F811
+    r = client.post(
+        "/api/v1/incidents",
+        json={
+            "site": "demo",
+            "cameras": ["office-1"],
+            "start": "2026-11-21T08:00:35Z",
+            "end": "2026-11-21T08:01:45Z",
+            "description": "export test",
+        },
+        headers=h(tokens, "sec"),
+    )
+    inc = r.json()["id"]
+    before = len(access_entries(client, tokens))
+    r = client.post(f"/api/v1/incidents/{inc}/export", headers=h(tokens, "sec"))
+    assert r.status_code == 200, r.text
+    assert [e["action"] for e in access_entries(client, tokens)[before:]] == ["export"]
+    zpath = tmp_path / "export.zip"
+    zpath.write_bytes(r.content)
+    pub = api_site.app.cfg.keys.dir / "sign.pub"
+    ok = api_site.app.cli("verify-export", str(zpath), "--pubkey", str(pub))
+    assert b"export OK" in ok.stdout
+    with zipfile.ZipFile(zpath) as z:
+        import json
+
+        m = json.loads(z.read("manifest.json"))
+        names = z.namelist()
+        mp4 = z.read("office-1.mp4")
+    cam = m["cameras"][0]
+    assert [g["reason"] for g in cam["gaps"]] == ["camera offline: network"]
+    assert m["incident"]["id"] == inc and m["exporter"]["user"] == "sec"
+    assert mp4[4:8] == b"ftyp" and mp4.find(b"moov") < mp4.find(b"mdat")  # faststart
+    dur = float(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", "pipe:0"],
+            input=mp4,
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    assert abs(dur - 10.0 * len(cam["segments"])) < 1.0
+    # One changed byte in any file of the zip fails verification.
+    for name in names:
+        with zipfile.ZipFile(zpath) as z:
+            items = {n: z.read(n) for n in z.namelist()}
+        data = bytearray(items[name])
+        data[len(data) // 2] ^= 0x01
+        items[name] = bytes(data)
+        bad = tmp_path / f"bad-{name}.zip"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for n, d in items.items():
+                z.writestr(n, d)
+        bad.write_bytes(buf.getvalue())
+        p = api_site.app.cli("verify-export", str(bad), "--pubkey", str(pub), check=False)
+        assert p.returncode != 0, name
+        assert b"INVALID" in p.stderr
+    # And a byte flipped in the raw zip (the stored MP4) fails too.
+    raw = bytearray(zpath.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (tmp_path / "raw.zip").write_bytes(raw)
+    assert (
+        api_site.app.cli(
+            "verify-export", str(tmp_path / "raw.zip"), "--pubkey", str(pub), check=False
+        ).returncode
+        != 0
+    )
+
+
+def test_close_incident_needs_dpo_and_reason(client: TestClient, tokens: dict[str, str]) -> None:
+    r = client.post(
+        "/api/v1/incidents",
+        json={"site": "demo", "cameras": ["office-1"], "start": START, "end": END, "description": "to close"},
+        headers=h(tokens, "sec"),
+    )
+    inc = r.json()["id"]
+    assert (
+        client.post(
+            f"/api/v1/incidents/{inc}/close", json={"reason": "done"}, headers=h(tokens, "sec")
+        ).status_code
+        == 403
+    )
+    assert client.post(f"/api/v1/incidents/{inc}/close", json={}, headers=h(tokens, "adm")).status_code in (
+        403,
+        422,
+    )
+    # The north security user cannot see demo's incidents.
+    assert client.get(f"/api/v1/incidents/{inc}", headers=h(tokens, "north")).status_code == 404

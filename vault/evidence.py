@@ -1,0 +1,246 @@
+"""Evidence export: one MP4 per camera, the gaps disclosed, a signed manifest, in one zip.
+
+Plaintext never touches persistent disk: segments are decrypted into the tmpfs scratch
+directory (ffmpeg's concat demuxer and `+faststart` both need seekable files), the zip is
+assembled there, streamed to the requester and deleted. The manifest lists the SHA-256 of every
+other file in the zip and is signed with the vault's Ed25519 key (`manifest.sig`), so
+`holdfast verify-export` needs only the public key, and one changed byte anywhere fails it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from vault import keys
+from vault.db import Segment
+from vault.errors import HoldfastError
+from vault.log import event
+from vault.media import require
+from vault.timeutil import iso
+from vault.vault import Vault
+
+log = logging.getLogger("holdfast.evidence")
+FORMAT = "holdfast-evidence/1"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+
+
+class ExportError(HoldfastError):
+    """An export could not be built."""
+
+
+class ExportInvalid(HoldfastError):
+    """An export zip fails verification: names what is wrong."""
+
+
+@dataclass
+class CameraPart:
+    camera: str
+    segments: list[Segment]
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _is_tmpfs(path: Path) -> bool:
+    """True when `path` is on a RAM filesystem (tmpfs/ramfs): the only place plaintext may sit."""
+    try:
+        target = os.path.realpath(path)
+        best, fstype = "", ""
+        with open("/proc/mounts", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                mounted = len(parts) >= 3 and (
+                    target == parts[1] or target.startswith(parts[1].rstrip("/") + "/")
+                )
+                if mounted and len(parts[1]) >= len(best):
+                    best, fstype = parts[1], parts[2]
+        return fstype in ("tmpfs", "ramfs")
+    except OSError:
+        return False
+
+
+def scratch_dir(scratch: Path) -> Path:
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _is_tmpfs(scratch):
+        raise ExportError(
+            f"scratch directory {scratch} is not on tmpfs: refusing to write plaintext there (set paths.scratch)"
+        )
+    return Path(tempfile.mkdtemp(prefix="export-", dir=scratch))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
+    """Decrypt this camera's segments into scratch, stream-copy them into one faststart MP4."""
+    listed = []
+    lines = []
+    for i, seg in enumerate(part.segments):
+        p = work / f"{part.camera}-{i:06d}.mp4"
+        h = hashlib.sha256()
+        with v.open_segment(seg) as r, open(p, "wb") as f:
+            for piece in r.iter_range(0, r.plaintext_size):
+                h.update(piece)
+                f.write(piece)
+        lines.append(f"file '{p}'\n")
+        listed.append(
+            {
+                "id": seg.id,
+                "start": iso(seg.start),
+                "end": iso(seg.end),
+                "duration": seg.duration,
+                "sha256": h.hexdigest(),
+            }
+        )
+    lst = work / f"{part.camera}.txt"
+    lst.write_text("".join(lines), "utf-8")
+    cmd = [
+        require("ffmpeg"),
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+        str(lst),
+        "-c",
+        "copy",
+        "-movflags",
+        "+faststart",
+        "-y",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, timeout=3600, check=False)
+    for i in range(len(part.segments)):
+        (work / f"{part.camera}-{i:06d}.mp4").unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise ExportError(
+            f"ffmpeg could not join {part.camera}: {proc.stderr.decode(errors='replace')[-300:]}"
+        )
+    return listed
+
+
+def build_export(
+    v: Vault,
+    parts: Sequence[CameraPart],
+    incident: dict[str, Any],
+    exporter: dict[str, Any],
+    start: datetime,
+    end: datetime,
+) -> Path:
+    """Build the zip in tmpfs scratch; the caller streams it and then calls `discard()`."""
+    work = scratch_dir(v.cfg.paths.scratch)
+    try:
+        files: dict[str, str] = {}
+        cams = []
+        for part in parts:
+            if not part.segments:
+                cams.append({"camera": part.camera, "file": None, "segments": [], "gaps": part.gaps})
+                continue
+            name = f"{part.camera}.mp4"
+            out = work / name
+            segs = _concat(v, part, work, out)
+            files[name] = sha256_file(out)
+            cams.append({"camera": part.camera, "file": name, "segments": segs, "gaps": part.gaps})
+        gaps_txt = (
+            "".join(
+                f"{c['camera']}\t{g['start']}\t{g['end']}\t{g['reason']}\n" for c in cams for g in c["gaps"]
+            )
+            or "no gaps in the exported range\n"
+        )
+        (work / "gaps.txt").write_text("camera\tstart\tend\treason\n" + gaps_txt, "utf-8")
+        files["gaps.txt"] = sha256_file(work / "gaps.txt")
+        sign_key = keys.load_sign_private(v.cfg.keys.dir / keys.SIGN_KEY)
+        manifest = {
+            "format": FORMAT,
+            "incident": incident,
+            "range": {"start": iso(start), "end": iso(end)},
+            "cameras": cams,
+            "files": files,
+            "exporter": exporter,
+            "created": iso(v.clock()),
+            "signing_key_id": keys.key_id(sign_key.public_key()).hex(),
+        }
+        body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+        zpath = work / "export.zip"
+        with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as z:
+            z.writestr(MANIFEST, body)
+            z.writestr(SIGNATURE, sign_key.sign(body).hex() + "\n")
+            for name in files:
+                z.write(work / name, name)
+                (work / name).unlink()
+        event(
+            log, "evidence.built", incident=incident.get("id"), cameras=len(parts), bytes=zpath.stat().st_size
+        )
+        return zpath
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def discard(zpath: Path) -> None:
+    shutil.rmtree(zpath.parent, ignore_errors=True)
+
+
+def verify_export(zpath: Path, pub: Ed25519PublicKey) -> dict[str, Any]:
+    """Offline check: signature over the manifest, then every file's SHA-256; no extra files."""
+    try:
+        z = zipfile.ZipFile(zpath)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ExportInvalid(f"{zpath}: not a readable zip ({e})") from None
+    with z:
+        names = set(z.namelist())
+        for need in (MANIFEST, SIGNATURE):
+            if need not in names:
+                raise ExportInvalid(f"{need} is missing from the export")
+        try:
+            body = z.read(MANIFEST)
+            sig = bytes.fromhex(z.read(SIGNATURE).decode("ascii").strip())
+        except (zipfile.BadZipFile, ValueError, UnicodeDecodeError) as e:
+            raise ExportInvalid(f"manifest or signature unreadable: {e}") from None
+        try:
+            pub.verify(sig, body)
+        except InvalidSignature:
+            raise ExportInvalid(
+                "manifest.json signature does not verify: the manifest was changed or signed by another key"
+            ) from None
+        manifest = json.loads(body)
+        files: dict[str, str] = manifest.get("files", {})
+        extra = names - set(files) - {MANIFEST, SIGNATURE}
+        if extra:
+            raise ExportInvalid(f"files not listed in the manifest: {', '.join(sorted(extra))}")
+        for name, want in files.items():
+            if name not in names:
+                raise ExportInvalid(f"{name} is listed in the manifest but missing")
+            h = hashlib.sha256()
+            try:
+                with z.open(name) as f:
+                    while b := f.read(1 << 20):
+                        h.update(b)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise ExportInvalid(f"{name}: unreadable in the zip ({e})") from None
+            if h.hexdigest() != want:
+                raise ExportInvalid(f"{name}: SHA-256 {h.hexdigest()} does not match the manifest ({want})")
+    return manifest
