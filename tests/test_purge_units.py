@@ -60,7 +60,12 @@ def test_units_are_hardened_and_scheduled() -> None:
     assert s["Type"] == "oneshot" and s["ExecStart"] == f"{EXEC} purge"
     assert s["ProtectSystem"] == "strict" and s["NoNewPrivileges"] == "yes" and s["PrivateTmp"] == "yes"
     assert s["ProtectHome"] == "yes" and s["CapabilityBoundingSet"] == ""
-    assert s["ReadWritePaths"].split() == ["/var/lib/holdfast/store", "/var/lib/holdfast/db"]
+    # keys: each pass ends with the key prune, which destroys old seal-<id>.key files.
+    assert s["ReadWritePaths"].split() == [
+        "/var/lib/holdfast/store",
+        "/var/lib/holdfast/db",
+        "/var/lib/holdfast/keys",
+    ]
     assert "@system-service" in (REPO / "systemd/holdfast-purge.service").read_text()
     tmr = configparser.ConfigParser(strict=False, interpolation=None)
     tmr.read(REPO / "systemd/holdfast-purge.timer")

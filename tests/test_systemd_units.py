@@ -127,3 +127,20 @@ def test_ingest_and_api_work_under_memory_deny_write_execute(appliance: Applianc
     )
     p = _mdwe_run(code, appliance)
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+def test_units_and_install_agree_on_key_and_state_paths() -> None:
+    """One layout everywhere: the units name the directories `holdfast install` creates and writes
+    into the config (a unit pointing at /etc/holdfast/keys would bind-mount a file that is not there)."""
+    from appliance import install
+
+    keys_dir = str(install.STATE / "keys")
+    rendered = install.Installer(root=Path("/nonexistent")).render_config()
+    assert f'dir = "{keys_dir}"' in rendered
+    made = {str(p) for p, _mode, _owned in install.DIRECTORIES}
+    for unit in units.unit_files():
+        text = unit.read_text("utf-8")
+        assert "/etc/holdfast/keys" not in text, unit.name
+        for path in re.findall(r"/var/lib/holdfast/[\w./-]+", text):
+            top = "/".join(path.split("/")[:5])  # /var/lib/holdfast/<dir>
+            assert top in made, f"{unit.name} names {path}, but install makes no {top}"
