@@ -19,6 +19,7 @@ from api.errors import ERRORS
 from vault import keys, tlog
 from vault.auditlog import AuditLog
 from vault.log import event
+from vault.report import compliance_report
 
 log = logging.getLogger("holdfast.api.audit")
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -113,9 +114,6 @@ def verify(request: Request, who: Principal = Depends(require("auditor", "dpo"))
 @router.get("/compliance", response_model=dict[str, Any], responses=ERRORS)
 def compliance(request: Request, who: Principal = Depends(require("auditor", "dpo"))) -> dict[str, Any]:
     """Per retention class: stored, held, overdue (past deadline, unheld): "nothing outlived its deadline"."""
-    # The report is defined once, with `holdfast audit report` (lives in cli.cmd_audit for now).
-    from cli.cmd_audit import compliance_report
-
     st = state(request)
     rep = compliance_report(st.vault, st.vault.clock())
     rep["ok"] = all(c["overdue"] == 0 for c in rep["classes"].values())

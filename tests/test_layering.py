@@ -1,0 +1,50 @@
+"""Dependencies flow one way: config <- vault <- (recorder, api) <- cli (docs/design.md).
+
+Checked on the source (ast), including imports inside functions, so a lazy `from cli... import`
+cannot hide a cycle: vault never imports api, recorder or cli; recorder and api never import cli.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.support.appliance import REPO
+
+FORBIDDEN = {
+    "vault": {"api", "recorder", "cli", "appliance"},
+    "recorder": {"cli"},
+    "api": {"cli"},
+}
+
+
+def imported_packages(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level package) of every import in the file, wherever it sits."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name.split(".")[0]) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.lineno, node.module.split(".")[0]))
+    return out
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_upward_imports(package: str) -> None:
+    files = sorted((REPO / package).rglob("*.py"))
+    assert files, f"no Python files under {package}/"
+    bad = [
+        f"{p.relative_to(REPO)}:{line} imports {mod}"
+        for p in files
+        for line, mod in imported_packages(p)
+        if mod in FORBIDDEN[package]
+    ]
+    assert bad == [], f"{package}/ must not import {sorted(FORBIDDEN[package])}:\n" + "\n".join(bad)
+
+
+def test_the_walker_sees_lazy_imports(tmp_path: Path) -> None:
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from cli.cmd_audit import x\n    import api.app\n")
+    assert imported_packages(f) == [(2, "cli"), (3, "api")]
