@@ -5,26 +5,39 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import admin, audit, auth, footage, incidents
+from api.deps import bearer_scheme, cookie_scheme, principal
 from api.state import AppState
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
 from vault.log import event
+from vault.metrics import CONTENT_TYPE, exposition
 from vault.seal import KeyDestroyed, SealError
 from vault.vault import Vault
 
 log = logging.getLogger("holdfast.api")
 STATIC = Path(__file__).with_name("static")
+
+
+def _is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8 or ::1. A reverse proxy on the box makes every client look local: do not proxy
+    /metrics (docs/design.md, "Metrics")."""
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = False) -> FastAPI:
@@ -85,6 +98,24 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
     def healthz() -> dict[str, Any]:
         """Liveness for load balancers and systemd: no auth, no data."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], responses={200: {"content": {CONTENT_TYPE: {}}}})
+    def metrics(
+        request: Request,
+        bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+        cookie: str | None = Security(cookie_scheme),
+    ) -> Response:
+        """Prometheus metrics (`holdfast_*`): counts, ages and bytes from the index, never footage,
+        names of people or call numbers. Loopback clients (a Prometheus or node exporter on the box)
+        need no login; any other client needs an admin's bearer token (Prometheus
+        `authorization: {credentials: ...}`), because camera ids and activity are still site facts."""
+        if not _is_loopback(request.client.host if request.client else None):
+            who = principal(request, bearer, cookie)
+            if who.role != "admin":
+                raise HTTPException(
+                    403, f"role {who.role!r} may not read /metrics from off the box (allowed: admin)"
+                )
+        return Response(exposition(v), media_type=CONTENT_TYPE)
 
     for r in (auth.router, footage.router, incidents.router, audit.router, admin.router):
         app.include_router(r)

@@ -6,8 +6,11 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from tests.support.appliance import Appliance
+from vault import holds
+from vault.db import Segment
 from vault.metrics import exposition
 from vault.spool import write_gap
 from vault.vault import Vault
@@ -44,6 +47,19 @@ def test_last_segment_age_grows_and_overdue_counts(appliance: Appliance, ffmpeg:
         m2 = samples(exposition(v).decode())
         now[0] += timedelta(days=15)  # past the office class's 14 days; no purger ran
         m3 = samples(exposition(v).decode())
+        # A legal hold (vault.holds, the purger's own query) moves it from overdue to held.
+        with v.sessions.begin() as s:
+            seg_id = s.scalars(select(Segment.id)).one()
+            holds.add_hold(
+                s,
+                v.access_log,
+                actor="dpo",
+                role="dpo",
+                reason="incident 7",
+                now=now[0],
+                segment_ids=[seg_id],
+            )
+        m4 = samples(exposition(v).decode())
     finally:
         v.close()
     key = ("holdfast_camera_last_segment_age_seconds", (("camera", "office-1"),))
@@ -56,6 +72,9 @@ def test_last_segment_age_grows_and_overdue_counts(appliance: Appliance, ffmpeg:
     assert m1[("holdfast_class_segments", (("class", "office-camera"),))] == 1
     assert m1[("holdfast_class_overdue", (("class", "office-camera"),))] == 0
     assert m3[("holdfast_class_overdue", (("class", "office-camera"),))] == 1
+    assert m3[("holdfast_class_held", (("class", "office-camera"),))] == 0
+    assert m4[("holdfast_class_held", (("class", "office-camera"),))] == 1
+    assert m4[("holdfast_class_overdue", (("class", "office-camera"),))] == 0
     assert 0 < m1[("holdfast_store_used_ratio", ())] <= 1
 
     # The CLI prints the same exposition (real clock: the age is now large).

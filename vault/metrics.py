@@ -11,8 +11,9 @@ gap and purge, so a scrape of the API is always complete and survives restarts.
   `holdfast_camera_reconnects_total{camera}`: gaps that ended with the recorder reconnecting, i.e.
   every gap whose reason is not a clean stop. A gap is written when the recorder reconnects (or
   restarts) after losing the stream, so reconnects = gaps minus those ending a clean shutdown.
-- `holdfast_class_segments{class}`, `holdfast_class_held{class}` (covered by an active legal hold),
-  `holdfast_class_overdue{class}` (deadline passed, not held: should be 0 between purges).
+- `holdfast_class_segments{class}`, `holdfast_class_held{class}` (covered by an active legal hold,
+  `vault.holds.held_clause`), `holdfast_class_overdue{class}` (stored, deadline passed, not held:
+  should be 0 between purges); the same definitions as the compliance report (vault/report.py).
 - `holdfast_purges_total{reason}` from the purge log.
 - `holdfast_store_used_bytes`, `holdfast_store_size_bytes`, `holdfast_store_used_ratio`,
   `holdfast_store_high_water_ratio`.
@@ -21,34 +22,21 @@ gap and purge, so a scrape of the API is always complete and survives restarts.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
-from sqlalchemy import func, not_, select
+from sqlalchemy import func, select
 
+from vault import holds
 from vault.db import Gap, Segment
+from vault.retention_models import PurgeLogRow
 from vault.vault import Vault
+
+#: The Prometheus text exposition format (version 0.0.4) that `exposition()` returns.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Gap reasons that are a deliberate stop, not a lost stream (not counted as reconnects).
 CLEAN_STOP_REASONS = ("shutdown", "stopped", "recorder stopped")
-
-
-def _held_clause(now: Any) -> Any:
-    """Held = covered by an active hold (vault.holds, the retention code); None before it exists."""
-    try:
-        from vault.holds import held_clause
-    except ImportError:
-        return None
-    return held_clause(now)
-
-
-def _purges_by_reason(session: Any) -> dict[str, int] | None:
-    try:
-        from vault.retention_models import PurgeLogRow
-    except ImportError:
-        return None
-    return dict(session.execute(select(PurgeLogRow.reason, func.count()).group_by(PurgeLogRow.reason)).all())
 
 
 class HoldfastCollector:
@@ -130,30 +118,26 @@ class HoldfastCollector:
                 end = per_source.get(ln.id, (None, 0, 0))[0]
                 if end is not None:
                     line_age.add_metric([ln.id], max(0.0, (now - end).total_seconds()))
-            held = _held_clause(now)
-            per_class = dict(
+            # Same definitions as the compliance report (vault/report.py): stored rows only;
+            # held = covered by an active hold now (vault.holds); overdue = deadline passed, unheld.
+            held = holds.held_clause(now)
+            stored = Segment.state == "stored"
+            by_class = select(Segment.retention_class, func.count()).where(stored)
+            per_class = dict(s.execute(by_class.group_by(Segment.retention_class)).all())
+            held_counts = dict(s.execute(by_class.where(held).group_by(Segment.retention_class)).all())
+            overdue = dict(
                 s.execute(
-                    select(Segment.retention_class, func.count()).group_by(Segment.retention_class)
+                    by_class.where(~held, Segment.deadline < now).group_by(Segment.retention_class)
                 ).all()
             )
-            overdue_q = select(Segment.retention_class, func.count()).where(Segment.deadline < now)
-            if held is not None:
-                overdue_q = overdue_q.where(not_(held))
-                held_counts = dict(
-                    s.execute(
-                        select(Segment.retention_class, func.count())
-                        .where(held)
-                        .group_by(Segment.retention_class)
-                    ).all()
-                )
-            overdue = dict(s.execute(overdue_q.group_by(Segment.retention_class)).all())
             for name in cfg.retention:
                 cls_seg.add_metric([name], float(per_class.get(name, 0)))
+                cls_held.add_metric([name], float(held_counts.get(name, 0)))
                 cls_over.add_metric([name], float(overdue.get(name, 0)))
-                if held is not None:
-                    cls_held.add_metric([name], float(held_counts.get(name, 0)))
-            by_reason = _purges_by_reason(s)
-        for reason, n in sorted((by_reason or {}).items()):
+            by_reason = dict(
+                s.execute(select(PurgeLogRow.reason, func.count()).group_by(PurgeLogRow.reason)).all()
+            )
+        for reason, n in sorted(by_reason.items()):
             purges.add_metric([reason], float(n))
         used, total = v.store.usage()
         store = [
@@ -174,11 +158,7 @@ class HoldfastCollector:
                 value=cfg.purge.high_water_percent / 100.0,
             ),
         ]
-        yield from (age, nbytes, nseg, gaps, reconn, line_age, cls_seg, cls_over)
-        if held is not None:
-            yield cls_held
-        if by_reason is not None:
-            yield purges
+        yield from (age, nbytes, nseg, gaps, reconn, line_age, cls_seg, cls_held, cls_over, purges)
         yield from store
 
 
