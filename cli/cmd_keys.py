@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 
 from cli.common import load_config, open_vault, print_json
 from vault import keyrotation, keys
@@ -39,12 +40,6 @@ def init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latest_checkpoint(v: object) -> object | None:
-    """The newest checkpoint of the purge log, when the retention code keeps one (else None)."""
-    latest = getattr(getattr(v, "purge_log", None), "latest_checkpoint", None)
-    return latest() if callable(latest) else None
-
-
 def rotate(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
         d = v.cfg.keys.dir
@@ -53,12 +48,14 @@ def rotate(args: argparse.Namespace) -> int:
             print(f"seal key rotated: {old} -> {new}; seal-{old}.key kept until its segments are purged")
             _restart_recorders()
         if args.only in (None, "sign"):
-            rec = keyrotation.rotate_sign(d, _latest_checkpoint(v))  # type: ignore[arg-type]
+            v.migrate()
+            rec = keyrotation.rotate_sign(d, keyrotation.sign_over_latest(v))
             print(
                 f"sign key rotated: {rec['old_key_id']} -> {rec['new_key_id']}; transition appended to "
                 f"{d / keyrotation.TRANSITIONS}"
                 + (" (latest checkpoint signed over)" if rec["checkpoint"] else "")
             )
+            _restart_api()
     return 0
 
 
@@ -76,9 +73,23 @@ def _restart_recorders() -> None:
         print("systemd not running: recorders started by hand re-read seal.pub at their next segment")
 
 
+def _restart_api() -> None:
+    """The API and the purger load sign.key once per process: the API restarts to sign with the new key."""
+    import subprocess
+
+    from appliance.install import systemd_running
+
+    if systemd_running():
+        subprocess.run(["systemctl", "try-restart", "holdfast-api.service"], check=False)
+        print("holdfast-api restarted to sign with the new key")
+    else:
+        print("systemd not running: restart `holdfast serve` by hand so it signs with the new key")
+
+
 def prune(args: argparse.Namespace) -> int:
     with open_vault(args) as v:
-        for kid in keyrotation.prune_seal_keys(v):
+        v.migrate()
+        for kid in keyrotation.prune_and_log(v, actor=getpass.getuser(), role="local-operator"):
             print(f"destroyed seal-{kid}.key")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import sys
 
 from cli.common import CommandError, open_vault, print_json
 from vault import holds
@@ -57,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         counts = " ".join(f"{k}={n}" for k, n in report.purged.items())
         print(f"purged {counts} resumed={report.resumed} checkpoints={report.checkpoints}")
+        for kid in report.keys_destroyed:
+            print(f"destroyed seal-{kid}.key (no segment sealed to it keeps its envelope; logged)")
+    if report.keys_error:
+        print(f"WARNING: {report.keys_error}", file=sys.stderr)
     if report.store_full:
         print(
             "ALERT: the store is above its high-water mark and only held segments are left; "

@@ -3,17 +3,21 @@ key is destroyed and that is logged; a rotated log signing key verifies through 
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import update
 
 from tests.support.appliance import Appliance
 from vault import keyrotation, keys, merkle, tlog
 from vault.db import Segment
+from vault.purge import Purger
+from vault.timeutil import iso, utcnow
+from vault.vault import Vault
 
 
 def clip(appliance: Appliance, ffmpeg: str, name: str) -> Path:
@@ -25,29 +29,34 @@ def clip(appliance: Appliance, ffmpeg: str, name: str) -> Path:
     return p
 
 
-def test_rotate_then_prune_after_purge(appliance: Appliance, ffmpeg: str) -> None:
+def test_rotate_then_a_real_purge_destroys_the_old_key_and_logs_it(
+    appliance: Appliance, ffmpeg: str, caplog: pytest.LogCaptureFixture
+) -> None:
     kdir = appliance.cfg.keys.dir
     old_kid = keys.key_id(keys.load_seal_public(kdir / "seal.pub")).hex()
+    t0 = utcnow().replace(microsecond=0)
+    # Old footage (10 days ago: 14-day office class, deadline in 4 days), sealed to the first key.
     appliance.cli(
         "seal",
         "--source",
         "office-1",
         "--start",
-        "2026-01-01T08:00:00Z",
+        iso(t0 - timedelta(days=10)),
         str(clip(appliance, ffmpeg, "a.mp4")),
     )
     appliance.cli("ingest", "--once")
-    out = appliance.cli("keys", "rotate").stdout.decode()
+    out = appliance.cli("keys", "rotate", "--only", "seal").stdout.decode()
     assert f"seal-{old_kid}.key kept" in out
     new_kid = keys.key_id(keys.load_seal_public(kdir / "seal.pub")).hex()
     assert new_kid != old_kid and (kdir / f"seal-{old_kid}.key").exists()
     assert (kdir / f"seal-{old_kid}.key").stat().st_mode & 0o777 == 0o600
+    # New footage (a minute ago: deadline in 14 days), sealed to the new key.
     appliance.cli(
         "seal",
         "--source",
         "office-1",
         "--start",
-        "2026-01-01T08:01:00Z",
+        iso(t0 - timedelta(minutes=1)),
         str(clip(appliance, ffmpeg, "b.mp4")),
     )
     appliance.cli("ingest", "--once")
@@ -55,6 +64,7 @@ def test_rotate_then_prune_after_purge(appliance: Appliance, ffmpeg: str) -> Non
     with appliance.vault() as v, v.sessions() as s:
         segs = sorted(s.query(Segment).all(), key=lambda x: x.start)
         assert [x.key_id for x in segs] == [old_kid, new_kid]
+        old_id = segs[0].id
         for seg in segs:  # both open and verify
             with v.open_segment(seg) as r:
                 assert r.verify().chunks > 0
@@ -63,19 +73,61 @@ def test_rotate_then_prune_after_purge(appliance: Appliance, ffmpeg: str) -> Non
     p = appliance.cli("keys", "prune")
     assert (kdir / f"seal-{old_kid}.key").exists() and "keys.kept" in p.stderr.decode()
 
-    # Purge the old segment. The purger crypto-shreds it by NULLing its envelope; that is what
-    # prune looks at (with the retention code merged, the real purger does this and calls prune).
-    with appliance.vault() as v, v.sessions.begin() as s:
-        s.execute(update(Segment).where(Segment.key_id == old_kid).values(envelope=None))
-    p = appliance.cli("keys", "prune")
-    assert f"destroyed seal-{old_kid}.key" in p.stdout.decode()
-    err = p.stderr.decode()
-    assert "keys.destroyed" in err and f"key={old_kid}" in err
+    # A real purger pass five days on (past the old deadline, before the new one), on a clock
+    # the test declares synchronised: it purges the old segment and then prunes its key.
+    later = t0 + timedelta(days=5)
+    caplog.set_level(logging.INFO, logger="holdfast.keys")
+    with Vault(appliance.cfg, clock=lambda: later) as v:
+        report = Purger(v, sync_check=lambda: True).run()
+        assert report.purged["expired"] == 1 and report.keys_destroyed == [old_kid], report.as_dict()
+        with v.sessions() as s:
+            assert [x.id for x in s.query(Segment).all()] != [old_id]
+            assert v.purge_log.has_entry(s, old_id)
+            entries = [json.loads(e) for _seq, e in v.access_log.entries(s)]
+            assert v.access_log.latest_checkpoint(s).size == len(entries)  # the entry is signed
     assert not (kdir / f"seal-{old_kid}.key").exists()
+    destroyed = [e for e in entries if e["action"] == "key.destroyed"]
+    assert len(destroyed) == 1 and destroyed[0]["details"]["key_id"] == old_kid, entries
+    assert destroyed[0]["user"] == "holdfast-purge" and destroyed[0]["time"] == iso(later)
+    # ...and the structured journal line (vault.log.event: message = event name, fields in kv).
+    lines = [r for r in caplog.records if r.getMessage() == "keys.destroyed"]
+    assert len(lines) == 1 and lines[0].kv["key"] == old_kid, caplog.text  # type: ignore[attr-defined]
+
     with appliance.vault() as v, v.sessions() as s:  # the new segment still opens
         seg = s.query(Segment).filter(Segment.key_id == new_kid).one()
         with v.open_segment(seg) as r:
             assert r.read(0, 8)
+    # The access log with the destruction verifies offline.
+    appliance.cli("audit", "export", str(appliance.dir / "export"))
+    appliance.cli("audit", "verify", str(appliance.dir / "export"), "--pubkey", str(kdir / "sign.pub"))
+
+
+def test_sign_rotation_signs_over_the_purge_logs_latest_checkpoint(appliance: Appliance, ffmpeg: str) -> None:
+    """`keys rotate --only sign` re-signs the retention code's real latest checkpoint
+    (`PurgeLog.latest_checkpoint(session)`) with the new key."""
+    t0 = utcnow().replace(microsecond=0)
+    appliance.cli(
+        "seal",
+        "--source",
+        "office-1",
+        "--start",
+        iso(t0 - timedelta(days=20)),
+        str(clip(appliance, ffmpeg, "a.mp4")),
+    )
+    appliance.cli("ingest", "--once")
+    with Vault(appliance.cfg, clock=lambda: t0 + timedelta(minutes=1)) as v:
+        assert Purger(v, sync_check=lambda: True).run().purged["expired"] == 1
+        with v.sessions() as s:
+            latest = v.purge_log.latest_checkpoint(s)
+    assert latest is not None and latest.size == 1
+    root_pub = keys.load_sign_public(appliance.cfg.keys.dir / "sign.pub")
+    out = appliance.cli("keys", "rotate", "--only", "sign").stdout.decode()
+    assert "latest checkpoint signed over" in out
+    (t,) = keyrotation.read_transitions(appliance.cfg.keys.dir)
+    cp = tlog.Checkpoint.from_dict(t["checkpoint"])
+    assert (cp.origin, cp.size, cp.root) == (latest.origin, latest.size, latest.root)
+    chain = keyrotation.trusted_sign_keys(root_pub, [t])
+    assert tlog.key_id(chain[-1]) == cp.key_id == t["new_key_id"]
 
 
 def test_prune_keeps_a_key_a_spooled_segment_needs(appliance: Appliance, ffmpeg: str) -> None:

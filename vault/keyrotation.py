@@ -8,7 +8,7 @@ Seal key (`rotate_seal`), crash-safe order, every step atomic (rename) and fsync
 3. rename `seal.next.key` -> `seal.key`, then `seal.next.pub` -> `seal.pub`.
 Recorders read `seal.pub` when a segment starts, so new segments use the new key.
 
-Pruning (`prune_seal_keys`, run by the purger after each run and by `holdfast keys prune`): an
+Pruning (`prune_and_log` -> `prune_seal_keys`, run by the purger after each run and by `holdfast keys prune`): an
 old `seal-<keyid>.key` is destroyed once no indexed segment sealed to it still has its envelope
 (purging NULLs the envelope) and no spooled file waits for ingest under it. Destroying is:
 overwrite with random bytes, fsync, unlink, fsync the directory; logged as the structured event
@@ -142,6 +142,52 @@ def prune_seal_keys(vault: Any, audit: Callable[[str, dict[str, Any]], None] | N
     if destroyed:
         vault.__dict__.pop("keyring", None)  # the cached keyring still held the destroyed key
     return destroyed
+
+
+PRUNE_ACTOR = "holdfast-purge"
+PRUNE_PURPOSE = "crypto-shredding: no segment sealed to this key keeps its key envelope"
+
+
+def prune_and_log(vault: Any, actor: str = PRUNE_ACTOR, role: str = "system") -> list[str]:
+    """`prune_seal_keys` with every destruction appended to the tamper-evident access log
+    (action `key.destroyed`) and the log's head signed, so an auditor sees when each seal key
+    went, not only the journal. Run by the purger after each pass and by `holdfast keys prune`.
+
+    Order: destroy, then log. A kill between the two leaves a destroyed key without its entry
+    (the structured `keys.destroyed` line is already in the journal); logging first would risk
+    an entry for a key that still exists. Each destroyed key is logged in its own transaction.
+    """
+
+    def audit(action: str, details: dict[str, Any]) -> None:
+        now = vault.clock()
+        kid = details.get("key_id")
+        with vault.sessions.begin() as s:
+            vault.access_log.record(
+                s,
+                user=actor,
+                role=role,
+                action="key.destroyed" if action == "key-destroyed" else action,
+                purpose=PRUNE_PURPOSE,
+                at=now,
+                key_id=kid,
+                reason=details.get("reason"),
+            )
+            vault.access_log.checkpoint(s, vault.sign_key, now)
+
+    return prune_seal_keys(vault, audit=audit)
+
+
+def sign_over_latest(vault: Any) -> tlog.Checkpoint | None:
+    """Before a sign-key rotation: sign both logs' heads with the current key, and return the
+    purge log's latest checkpoint for `rotate_sign` to re-sign with the new key (the handover
+    point an auditor can check against both keys). None when the purge log is still empty."""
+    now = vault.clock()
+    with vault.sessions.begin() as s:
+        for lg in (vault.purge_log, vault.access_log):
+            lg.checkpoint(s, vault.sign_key, now)
+    with vault.sessions() as s:
+        cp: tlog.Checkpoint | None = vault.purge_log.latest_checkpoint(s)
+    return cp
 
 
 # -- log signing key ------------------------------------------------------------------------

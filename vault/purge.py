@@ -32,7 +32,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from config.model import HoldfastConfig
-from vault import holds
+from vault import holds, keyrotation
 from vault.db import Segment
 from vault.errors import HoldfastError
 from vault.log import event
@@ -191,6 +191,8 @@ class PurgeReport:
     store_full: bool = False
     would_purge: list[dict[str, str]] = field(default_factory=list)
     usage_percent: float | None = None
+    keys_destroyed: list[str] = field(default_factory=list)
+    keys_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +204,8 @@ class PurgeReport:
             "store_full": self.store_full,
             "usage_percent": self.usage_percent,
             "would_purge": self.would_purge,
+            "keys_destroyed": self.keys_destroyed,
+            "keys_error": self.keys_error,
         }
 
 
@@ -391,8 +395,15 @@ class Purger:
                 break
             self._finish(marked, report)
         self._relieve_pressure(now, report)
+        self._prune_keys(report)
         self._compact()
-        event(log, "purge.done", **{k: n for k, n in report.purged.items()}, resumed=report.resumed)
+        event(
+            log,
+            "purge.done",
+            **{k: n for k, n in report.purged.items()},
+            resumed=report.resumed,
+            keys_destroyed=",".join(report.keys_destroyed) or None,
+        )
         return report
 
     def _relieve_pressure(self, now: datetime, report: PurgeReport) -> None:
@@ -424,6 +435,20 @@ class Purger:
                     return
             event(log, "purge.disk_pressure", usage_percent=round(pct, 2), segments=len(marked))
             self._finish(marked, report)
+
+    def _prune_keys(self, report: PurgeReport) -> None:
+        """Destroy old seal keys whose last envelope this (or an earlier) pass shredded.
+
+        A failure here does not undo or fail the purge (its log is committed); it is reported
+        with the fix, and the next pass tries again."""
+        try:
+            report.keys_destroyed = keyrotation.prune_and_log(self.vault)
+        except OSError as e:
+            report.keys_error = (
+                f"key prune failed: {e}; the purger needs write access to {self.cfg.keys.dir} "
+                "(holdfast-purge.service: ReadWritePaths=/var/lib/holdfast/keys); retried next pass"
+            )
+            event(log, "keys.prune_failed", logging.ERROR, error=str(e), fix=report.keys_error)
 
     def _compact(self) -> None:
         """Fold the WAL back so shredded key pages are overwritten (with secure_delete) on disk too."""
