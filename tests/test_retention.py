@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from vault.db import Segment, current_revision
 from vault.ingest import Ingestor
 from vault.purge import ClockUntrusted, Purger, clock_synchronised
 from vault.retention_models import AccessLogRow, PurgeLogRow
-from vault.seal import KeyDestroyed, SegmentReader
+from vault.seal import KeyDestroyed, SegmentReader, read_header
 from vault.spool import SpoolSegment
 from vault.timeutil import iso
 from vault.vault import Vault
@@ -60,9 +61,16 @@ def _add_hold(v: Vault, **kw: object) -> str:
         return h.id
 
 
-def test_migration_head_is_0002(app: Appliance) -> None:
+def test_migrated_to_head_through_0002(app: Appliance) -> None:
+    """The retention tables come with 0002_retention; later revisions (0003_api) build on it."""
+    from alembic.script import ScriptDirectory
+
+    from vault.db import alembic_config, head_revision
+
     with app.vault() as v:
-        assert current_revision(v.engine) == "0002_retention"
+        assert current_revision(v.engine) == head_revision(v.engine)
+        chain = [r.revision for r in ScriptDirectory.from_config(alembic_config(v.engine)).walk_revisions()]
+        assert "0002_retention" in chain
 
 
 def test_one_second_before_deadline_stays_one_after_goes(app: Appliance) -> None:
@@ -278,8 +286,18 @@ def test_purged_segment_is_never_reingested(app: Appliance) -> None:
     path.write_bytes(redelivery)
     st = Ingestor(v).scan()
     assert st.rejected == 1 and seg.segment_id not in _ids(v)
+    rejected = v.cfg.paths.spool / "rejected" / path.name
     reason = (v.cfg.paths.spool / "rejected" / f"{path.name}.reason.txt").read_text()
-    assert "was purged" in reason
+    assert "already purged: key envelope destroyed" in reason and "was purged" in reason
+    # The rejected copy kept everything but its key envelope (zeroed in place before the move):
+    # not even the vault's private key opens it, and the envelope's bytes are nowhere in it.
+    original_envelope = read_header(io.BytesIO(redelivery)).envelope
+    assert original_envelope is not None and original_envelope not in rejected.read_bytes()
+    assert len(rejected.read_bytes()) == len(redelivery)
+    with open(rejected, "rb") as f, pytest.raises(KeyDestroyed):
+        SegmentReader(f, v.keyring)
+    with open(rejected, "rb") as f:  # still a well-formed, diagnosable (keyless) sealed file
+        assert read_header(f).segment_id == seg.segment_id
 
 
 def test_report_overdue_zero_normally_and_counts_when_purger_stopped(app: Appliance) -> None:

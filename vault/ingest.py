@@ -40,7 +40,7 @@ from vault.log import event
 from vault.notify import notify, watchdog_interval
 from vault.purge import store_full_reason
 from vault.retention_models import PurgeLogRow, PurgePending
-from vault.seal import SealError, SegmentReader, Truncated, detach_envelope
+from vault.seal import SealError, SegmentReader, Truncated, detach_envelope, read_header, shred_envelope
 from vault.spool import GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
 from vault.timeutil import iso, parse_iso
 from vault.vault import Vault
@@ -184,18 +184,11 @@ class Ingestor:
             # Only held footage is left above the high-water mark: the spool keeps the segment.
             event(log, "ingest.store_full", logging.WARNING, path=path.name, reason=full)
             return "deferred"
+        self._refuse_if_purged(path)
         with open(path, "rb") as f:
             res = SegmentReader(f, self.vault.keyring).verify()
         fields = self._segment_fields(res, path)
         with self.vault.sessions() as s:
-            purged = s.execute(
-                select(PurgeLogRow.seq, PurgeLogRow.purged_at).where(PurgeLogRow.segment_id == res.segment_id)
-            ).first()
-            if purged is not None or s.get(PurgePending, res.segment_id) is not None:
-                when = f" at {iso(purged[1])} (purge-log seq {purged[0]})" if purged is not None else ""
-                raise Rejected(
-                    f"segment {res.segment_id} was purged{when}; a purged segment is never re-ingested"
-                )
             existing = s.get(Segment, res.segment_id)
             if existing is not None:
                 if existing.envelope == res.envelope:
@@ -258,6 +251,45 @@ class Ingestor:
                 s.add(Gap(id=gid, source=source, start=start, end=end, reason=reason[:2000]))
         self._unlink(path)
         event(log, "ingest.gap", gap=gid, source=source, start=iso(start), end=iso(end), reason=reason)
+
+    def _refuse_if_purged(self, path: Path) -> None:
+        """A re-delivered copy of a purged segment: destroy its key envelope, then reject it.
+
+        Checked on the keyless header before verification (which needs a key the prune may
+        already have destroyed). The purge shredded the index's envelope; this spool copy still
+        carries its own, which the vault's private key would open, so it is zeroed in place and
+        fsynced before the file is set aside (nothing readable is kept, the file itself is kept
+        for a person to look at). A header that cannot be read is left to verification."""
+        try:
+            with open(path, "rb") as f:
+                segment_id = read_header(f).segment_id
+        except (SealError, OSError):
+            return
+        with self.vault.sessions() as s:
+            purged = s.execute(
+                select(PurgeLogRow.seq, PurgeLogRow.purged_at).where(PurgeLogRow.segment_id == segment_id)
+            ).first()
+            pending = s.get(PurgePending, segment_id) is not None
+        if purged is None and not pending:
+            return
+        had_envelope = shred_envelope(path)
+        when = (
+            f" at {iso(purged[1])} (purge-log seq {purged[0]})"
+            if purged is not None
+            else " (purge in progress)"
+        )
+        event(
+            log,
+            "ingest.envelope_destroyed",
+            logging.WARNING,
+            segment=segment_id,
+            path=path.name,
+            had_envelope=had_envelope,
+        )
+        raise Rejected(
+            f"already purged: key envelope destroyed; segment {segment_id} was purged{when}, and a purged "
+            "segment is never re-ingested (this copy can no longer be opened, with any key)"
+        )
 
     def _unlink(self, path: Path) -> None:
         path.unlink(missing_ok=True)

@@ -643,6 +643,29 @@ def recover_partial(f: BinaryIO, trailer: dict[str, Any]) -> int:
     return count
 
 
+def shred_envelope(path: str | os.PathLike[str]) -> bool:
+    """Overwrite a sealed file's key envelope with zeros in place (and clear its flag), fsynced.
+
+    Why: a spool copy of a segment that was already purged must not survive anywhere with its
+    envelope, or the vault's private key would still open it (crypto-shredding would have a hole).
+    The header stays valid (its tag covers the envelope-less form), so the file remains a
+    diagnosable, keyless sealed segment. Returns False if it carried no envelope.
+    On copy-on-write filesystems and SSDs the old bytes may survive physically; the spool should
+    live on a plain filesystem (ext4/xfs), as the design assumes for key destruction too.
+    """
+    with open(path, "r+b") as f:
+        hdr = read_header(f)
+        if hdr.envelope is None:
+            return False
+        f.seek(9)
+        f.write(bytes([hdr.flags & ~FLAG_ENVELOPE & 0xFF]))
+        f.seek(_ENV_OFF)
+        f.write(bytes(ENVELOPE_LEN))
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
 def detach_envelope(src: BinaryIO, dst: BinaryIO, bufsize: int = 1024 * 1024) -> tuple[HeaderInfo, str, int]:
     """Copy a spooled segment into its stored form with the key envelope removed.
 
