@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 RTSP_SERVER = REPO / "appliance" / "rtsp_server.py"
@@ -76,6 +76,9 @@ class Demo:
     children: list[Child] = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
     env: dict[str, str] = field(default_factory=dict)
+    _helpers: set[subprocess.Popen[bytes]] = field(default_factory=set)
+    _helpers_lock: threading.Lock = field(default_factory=threading.Lock)
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def say(self, msg: str) -> None:
         print(msg, flush=True)
@@ -124,8 +127,43 @@ class Demo:
         (self.dir / "run" / "demo.pids").open("a").write(f"{proc.pid} {name}\n")
         return child
 
+    def helper(
+        self, cmd: list[str], input: bytes | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[bytes]:
+        """A short-lived command from a helper thread (call start/stop, paplay, purge), tracked so
+        that stop() can end it too: a daemon thread dies with the supervisor, its child would not."""
+        with self._helpers_lock:
+            if self.stop_event.is_set():
+                return subprocess.CompletedProcess(cmd, 1, b"", b"demo stopping")
+            proc = subprocess.Popen(
+                cmd,
+                env=self.env,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            self._helpers.add(proc)
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        finally:
+            with self._helpers_lock:
+                self._helpers.discard(proc)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
     def holdfast(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([*HOLDFAST, *args], env=self.env, input=input, capture_output=True, timeout=120)
+        return self.helper([*HOLDFAST, *args], input=input)
+
+    def stop_helpers(self) -> None:
+        with self._helpers_lock:
+            helpers = list(self._helpers)
+        for proc in helpers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -205,9 +243,8 @@ class Demo:
         """A call every ~20 s: start, 8 s of espeak-ng speech into the null sink, stop."""
         n = 0
         wav = self.dir / "run" / "call.wav"
-        subprocess.run(
-            ["espeak-ng", "-w", str(wav), "Hello, this is Holdfast customer service. Your call is recorded."],
-            capture_output=True,
+        self.helper(
+            ["espeak-ng", "-w", str(wav), "Hello, this is Holdfast customer service. Your call is recorded."]
         )
         self.stop_event.wait(8)  # let the recorder open its device
         while not self.stop_event.is_set():
@@ -225,9 +262,7 @@ class Demo:
                 f"+35840000{n:04d}",
             )
             if r.returncode == 0:
-                subprocess.run(
-                    ["paplay", "--device=vsink", str(wav)], env=self.env, capture_output=True, timeout=60
-                )
+                self.helper(["paplay", "--device=vsink", str(wav)], timeout=60)
                 self.stop_event.wait(2)
                 self.holdfast("call", "stop", "--line", line)
             self.stop_event.wait(12)
@@ -238,25 +273,39 @@ class Demo:
             if r.returncode != 0:
                 self.say(f"purge: {r.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
 
-    def add_user(self, name: str, role: str) -> str | None:
+    def add_user(self, name: str, role: str, cfg: Any) -> str | None:
+        """A demo account with a fresh generated password (printed with the URL).
+
+        Only `security` is bound to sites (vault.users refuses sites on other roles). On a rerun
+        in the same --dir the account exists: its password is reset to a new one here, in the
+        index, because there is no `holdfast users passwd` command to do it."""
+        from sqlalchemy import select
+
+        from vault.users import User, UserError, add_user, hash_password
+        from vault.vault import Vault
+
         pw = secrets.token_urlsafe(12)
-        r = self.holdfast(
-            "users",
-            "add",
-            name,
-            "--role",
-            role,
-            "--site",
-            "demo",
-            "--password-stdin",
-            input=pw.encode() + b"\n",
-        )
-        if r.returncode != 0 and "exists" in r.stderr.decode(errors="replace"):
-            r = self.holdfast("users", "passwd", name, "--password-stdin", input=pw.encode() + b"\n")
-        if r.returncode != 0:
-            self.say(f"users add {name}: {r.stderr.decode(errors='replace').strip()}")
+        sites = [cfg.sites[0].id] if role == "security" else []
+        try:
+            with Vault(cfg) as v:
+                v.migrate()
+                with v.sessions.begin() as s:
+                    user = s.scalar(select(User).where(User.name == name))
+                    if user is None:
+                        add_user(s, name, role, sites, pw, v.clock())
+                    else:
+                        user.password_hash = hash_password(pw)
+                        user.failed_logins = 0
+                        user.locked_until = None
+        except (UserError, OSError) as e:
+            self.say(f"users: could not create {name}: {e}")
             return None
         return pw
+
+    def _thread(self, target: Any, *args: Any) -> None:
+        th = threading.Thread(target=target, args=args, daemon=True)
+        th.start()
+        self._threads.append(th)
 
     # -- run / stop -----------------------------------------------------------------------------
 
@@ -280,15 +329,15 @@ class Demo:
         if calls_ok and cfg.lines and self.start_pulse():
             line = cfg.lines[0].id
             self.spawn(f"calls-{line}", [*HOLDFAST, "record", "calls", line])
-            threading.Thread(target=self.call_loop, args=(line,), daemon=True).start()
+            self._thread(self.call_loop, line)
         if "purge" in cmds:
-            threading.Thread(
-                target=self.purge_loop, args=(float(cfg.purge.interval_seconds),), daemon=True
-            ).start()
+            self._thread(self.purge_loop, float(cfg.purge.interval_seconds))
         else:
             self.say("skip purger: `holdfast purge` is not installed here (issue #4 retention)")
         if "serve" in cmds:
-            creds = {u: self.add_user(u, r) for u, r in (("security", "security"), ("auditor", "auditor"))}
+            creds = {
+                u: self.add_user(u, r, cfg) for u, r in (("security", "security"), ("auditor", "auditor"))
+            }
             self.spawn("api", [*HOLDFAST, "serve", "--port", str(self.api_port)])
             self.say(f"open http://127.0.0.1:{self.api_port}")
             for user, pw in creds.items():
@@ -314,18 +363,28 @@ class Demo:
         return 0
 
     def stop(self) -> None:
+        """Stop children one by one in reverse start order, each group SIGTERM then SIGKILL.
+
+        One at a time, not all at once: a consumer must stop before what it reads from (the call
+        recorder before PulseAudio, recorders before the RTSP server) or it dies on a read error
+        instead of sealing its last segment, and ingest (started first) goes last so it indexes
+        what the recorders closed on the way out."""
         self.stop_event.set()
         self.say("stopping...")
+        with self._helpers_lock:  # stop_event set under the lock: no helper starts after this
+            pass
+        self.stop_helpers()
+        for th in self._threads:
+            th.join(timeout=5)
+        deadline = time.monotonic() + STOP_GRACE * 2
         for c in reversed(self.children):
             if c.proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(c.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
-        for c in reversed(self.children):
-            try:
-                c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.say(f"{c.name} did not stop in {STOP_GRACE:.0f} s: killed")
+                try:
+                    c.proc.wait(timeout=max(2.0, min(STOP_GRACE, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    self.say(f"{c.name} did not stop in time: killed")
             # Whatever is left in the group (ffmpeg under a recorder, paplay...) goes too.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(c.proc.pid, signal.SIGKILL)
