@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import units
-from config.load import EXAMPLE_PATH
+from config.load import render_example
 from vault import keys
 from vault.errors import HoldfastError
 
@@ -159,20 +158,14 @@ class Installer:
     # -- 4. config ----------------------------------------------------------------------------
 
     def render_config(self) -> str:
-        text = EXAMPLE_PATH.read_text("utf-8")
-        subs = {
-            r'^spool = ".*"$': f'spool = "{STATE / "spool"}"',
-            r'^store = ".*"$': f'store = "{STATE / "store"}"',
-            r'^scratch = ".*"$': f'scratch = "{SCRATCH}"',
-            r'^dir = "keys"$': f'dir = "{STATE / "keys"}"',
-            r'^dir = "pbx"$': f'dir = "{PBX_DIR}"',
-            r'^url = "sqlite:///.*"$': f'url = "sqlite:///{STATE / "db" / "holdfast.db"}"',
-        }
-        for pattern, repl in subs.items():
-            text, n = re.subn(pattern, repl, text, flags=re.M)
-            if n != 1:
-                raise InstallError(f"the example config has no unique line matching {pattern}")
-        return text
+        return render_example(
+            spool=STATE / "spool",
+            store=STATE / "store",
+            scratch=SCRATCH,
+            keys=STATE / "keys",
+            pbx=PBX_DIR,
+            database=STATE / "db" / "holdfast.db",
+        )
 
     def ensure_config(self) -> None:
         p = self.at(CONFIG)
