@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from cli.common import CommandError, open_vault, print_json
-from vault import auditlog, keys, tlog
+from vault import auditlog, keyrotation, keys, tlog
 from vault.report import compliance_report
 from vault.timeutil import parse_iso
 
@@ -46,6 +46,7 @@ def export_cmd(args: argparse.Namespace) -> int:
         pub = v.sign_key.public_key()
         auditlog.write_manifest(d, summary, pub, now)
         shutil.copyfile(v.cfg.keys.dir / keys.SIGN_PUB, d / "sign.pub")
+        keyrotation.export_sign_history(v.cfg.keys.dir, d)
     for x in summary:
         print(f"{x['log']}-log: {x['entries']} entries, {x['checkpoints']} checkpoints")
     print(f"exported to {d} (verify with: holdfast audit verify {d} --pubkey sign.pub from a trusted copy)")
@@ -58,8 +59,19 @@ def verify_cmd(args: argparse.Namespace) -> int:
         pub = tlog.load_public_key(args.pubkey.read_bytes())
     except (OSError, tlog.TlogError) as e:
         raise CommandError(f"{args.pubkey}: {e}", 2) from None
+    transitions, known = keyrotation.load_sign_history(args.dir)
+    try:
+        chain = keyrotation.trust_chain(pub, transitions, known)
+    except keyrotation.TransitionError as e:
+        print(f"sign-key transitions: FAILED: {e}")
+        return 1
+    if len(chain) > 1:
+        print(
+            f"signing keys trusted through {len(transitions)} signed hand-over(s): "
+            + ", ".join(tlog.key_id(k) for k in chain)
+        )
     ok = True
-    for name, rep in auditlog.verify_export(args.dir, pub):
+    for name, rep in auditlog.verify_export(args.dir, chain):
         if isinstance(rep, str):
             ok = False
             print(f"{name}-log: FAILED: {rep}")

@@ -185,3 +185,32 @@ def test_recorders_pick_up_the_new_public_key(tmp_path: Path) -> None:
     before = keys.key_id(watched.current())
     _old, new = keyrotation.rotate_seal(tmp_path)
     assert keys.key_id(watched.current()).hex() == new != before.hex()
+
+
+def test_audit_verify_across_a_sign_key_rotation(appliance: Appliance, tmp_path: Path) -> None:
+    """An auditor holding the old or the new sign.pub verifies a log signed by both keys in turn;
+    a forged hand-over fails the verify."""
+    old_pub = tmp_path / "old-sign.pub"
+    old_pub.write_bytes((appliance.cfg.keys.dir / "sign.pub").read_bytes())
+    hold = ("hold", "add", "--source", "office-1", "--from", "2026-11-21T08:00:00Z", "--to",
+            "2026-11-21T09:00:00Z", "--reason", "incident in the office")
+    appliance.cli(*hold, "--incident", "INC-1")
+    appliance.cli("audit", "export", str(tmp_path / "before"))  # signs the head with the old key
+    appliance.cli("keys", "rotate", "--only", "sign")
+    appliance.cli(*hold, "--incident", "INC-2")  # signed with the new key from here on
+    export = tmp_path / "after"
+    appliance.cli("audit", "export", str(export))
+    for anchor in (old_pub, appliance.cfg.keys.dir / "sign.pub"):
+        out = appliance.cli("audit", "verify", str(export), "--pubkey", str(anchor)).stdout.decode()
+        assert "hand-over" in out and "access-log: OK" in out, out
+    # without the hand-overs, the old key alone cannot vouch for the new checkpoints
+    (export / keyrotation.TRANSITIONS).rename(tmp_path / "moved.jsonl")
+    r = appliance.cli("audit", "verify", str(export), "--pubkey", str(old_pub), check=False)
+    assert r.returncode == 1
+    # a hand-over not signed by the trusted key is refused, not skipped
+    lines = (tmp_path / "moved.jsonl").read_text().splitlines()
+    forged = json.loads(lines[0])
+    forged["at"] = "2020-01-01T00:00:00Z"
+    (export / keyrotation.TRANSITIONS).write_text(json.dumps(forged) + "\n")
+    r = appliance.cli("audit", "verify", str(export), "--pubkey", str(old_pub), check=False)
+    assert r.returncode == 1 and b"does not verify" in r.stdout

@@ -19,7 +19,7 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -320,7 +320,9 @@ class AccessLog(AuditLog):
 # -- offline verification (vault.tlog does the work; this adds the two-log export layout) ----
 
 
-def verify_export(directory: Path, pub: Ed25519PublicKey) -> list[tuple[str, tlog.VerifyReport | str]]:
+def verify_export(
+    directory: Path, pub: Ed25519PublicKey | Sequence[Ed25519PublicKey]
+) -> list[tuple[str, tlog.VerifyReport | str]]:
     """Verify every log named in DIR/manifest.json; a str in place of a report is a fatal read error.
 
     An unsealed tail counts as a failure here: `audit export` always signs the head first, so

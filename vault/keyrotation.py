@@ -28,6 +28,7 @@ import base64
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,71 @@ def trusted_sign_keys(
             tlog.verify_checkpoint(tlog.Checkpoint.from_dict(t["checkpoint"]), new)
         chain.append(new)
     return chain
+
+
+def _verify_transition(i: int, t: dict[str, Any], old: Ed25519PublicKey) -> Ed25519PublicKey:
+    """Check one hand-over signed by both keys; returns the new key."""
+    try:
+        new = Ed25519PublicKey.from_public_bytes(base64.b64decode(t["new_public_key"]))
+        body = {k: t[k] for k in ("old_key_id", "new_key_id", "new_public_key", "at", "checkpoint")}
+        stmt = _statement(body)
+        old.verify(base64.b64decode(t["old_signature"]), stmt)
+        new.verify(base64.b64decode(t["new_signature"]), stmt)
+    except (KeyError, ValueError, TypeError, InvalidSignature) as e:
+        raise TransitionError(
+            f"transition {i} ({t.get('old_key_id')} -> {t.get('new_key_id')}) does not verify: {e!r}"
+        ) from None
+    if tlog.key_id(old) != t["old_key_id"] or tlog.key_id(new) != t["new_key_id"]:
+        raise TransitionError(f"transition {i}: key ids do not match the keys that signed it")
+    return new
+
+
+def trust_chain(
+    anchor: Ed25519PublicKey,
+    transitions: Sequence[dict[str, Any]],
+    known: Sequence[Ed25519PublicKey] = (),
+) -> list[Ed25519PublicKey]:
+    """Every signing key linked to the auditor's key by hand-overs that both keys signed.
+
+    Works from any key in the chain: forward (the statement carries the new public key) and
+    backward (the old public key comes from `known`, e.g. the exported `sign-<id>.pub` files,
+    and is trusted only because the already-trusted new key signed a statement naming its id).
+    A transition that does not verify is an error, never skipped.
+    """
+    by_id = {tlog.key_id(k): k for k in known}
+    trusted = {tlog.key_id(anchor): anchor}
+    changed = True
+    while changed:
+        changed = False
+        for i, t in enumerate(transitions):
+            old_id, new_id = t.get("old_key_id"), t.get("new_key_id")
+            if old_id in trusted and new_id not in trusted:
+                new = _verify_transition(i, t, trusted[old_id])
+                trusted[tlog.key_id(new)] = new
+                changed = True
+            elif new_id in trusted and old_id not in trusted and old_id in by_id:
+                new = _verify_transition(i, t, by_id[old_id])
+                if tlog.key_id(new) != new_id or keys.raw_public(new) != keys.raw_public(trusted[new_id]):
+                    raise TransitionError(f"transition {i} names a different key as {new_id}")
+                trusted[old_id] = by_id[old_id]
+                changed = True
+    return list(trusted.values())
+
+
+def export_sign_history(keys_dir: Path, dest: Path) -> None:
+    """Put the hand-overs and the archived public keys beside an audit export."""
+    src = keys_dir / TRANSITIONS
+    if src.exists():
+        shutil.copyfile(src, dest / TRANSITIONS)
+    for pub in sorted(keys_dir.glob("sign-*.pub")):
+        shutil.copyfile(pub, dest / pub.name)
+
+
+def load_sign_history(directory: Path) -> tuple[list[dict[str, Any]], list[Ed25519PublicKey]]:
+    known = []
+    for p in sorted(directory.glob("sign*.pub")):
+        try:
+            known.append(keys.load_sign_public(p))
+        except keys.KeyFileError:
+            continue
+    return read_transitions(directory), known
