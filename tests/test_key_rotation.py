@@ -192,8 +192,18 @@ def test_audit_verify_across_a_sign_key_rotation(appliance: Appliance, tmp_path:
     a forged hand-over fails the verify."""
     old_pub = tmp_path / "old-sign.pub"
     old_pub.write_bytes((appliance.cfg.keys.dir / "sign.pub").read_bytes())
-    hold = ("hold", "add", "--source", "office-1", "--from", "2026-11-21T08:00:00Z", "--to",
-            "2026-11-21T09:00:00Z", "--reason", "incident in the office")
+    hold = (
+        "hold",
+        "add",
+        "--source",
+        "office-1",
+        "--from",
+        "2026-11-21T08:00:00Z",
+        "--to",
+        "2026-11-21T09:00:00Z",
+        "--reason",
+        "incident in the office",
+    )
     appliance.cli(*hold, "--incident", "INC-1")
     appliance.cli("audit", "export", str(tmp_path / "before"))  # signs the head with the old key
     appliance.cli("keys", "rotate", "--only", "sign")
