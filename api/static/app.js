@@ -54,6 +54,8 @@ async function showTab(name) {
   say("");
   try {
     if (name === "footage") await loadCameras();
+    if (name === "calls") await loadLines();
+    if (name === "subjects") await loadSubjects();
     if (name === "incidents") await loadIncidents();
     if (name === "audit") await loadAudit();
     if (name === "admin") await loadAdmin();
@@ -152,6 +154,44 @@ $("incident-form").addEventListener("submit", async (ev) => {
     say(`Incident ${inc.id} opened; its footage is on legal hold`, true);
   } catch (e) { say(e.message); }
 });
+
+// -- calls ----------------------------------------------------------------------------------
+async function loadLines() {
+  const lines = await getJSON("/lines");
+  const sel = $("line"); const keep = sel.value; sel.replaceChildren();
+  for (const l of lines) { const o = document.createElement("option"); o.value = l.id; o.textContent = `${l.id} (${l.site})`; sel.append(o); }
+  if (keep) sel.value = keep;
+  if (!$("call-from").value) { const now = new Date(); $("call-to").value = localOf(now); $("call-from").value = localOf(new Date(now - 86400e3)); }
+}
+
+$("call-search").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const q = new URLSearchParams({ source: $("line").value, start: isoOf($("call-from").value), end: isoOf($("call-to").value) });
+    for (const [k, id] of [["agent", "call-agent"], ["direction", "call-direction"], ["remote", "call-remote"]]) { const v = $(id).value.trim(); if (v) q.set(k, v); }
+    const rows = await getJSON(`/segments?${q}`); const tb = $("call-rows"); tb.replaceChildren();
+    for (const s of rows) {
+      const c = s.call || {}; const tr = document.createElement("tr"); tr.className = "call-row";
+      tr.append(td(c.call_start || s.start), td(`${Math.round(s.duration)} s`), td(c.agent), td(c.direction),
+        td(c.remote ?? (c.remote_hash ? "(hashed)" : "")), td(`${c.call_id || ""}${c.part ? ` part ${c.part + 1}` : ""}`));
+      const act = document.createElement("td"); const b = document.createElement("button"); b.textContent = "Play"; b.className = "play-call";
+      b.addEventListener("click", () => playCall(s)); act.append(b); tr.append(act); tb.append(tr);
+    }
+    say(`${rows.length} calls`, true);
+  } catch (e) { say(e.message); }
+});
+
+async function playCall(seg) {
+  const purpose = $("call-purpose").value.trim();
+  if (purpose.length < 3) { say("State the purpose of listening first"); $("call-purpose").focus(); return; }
+  try {
+    const v = await postJSON(`/segments/${encodeURIComponent(seg.id)}/views`, { purpose });
+    const a = $("call-audio"); const src = document.createElement("source");
+    src.src = v.url; src.type = v.mime; a.replaceChildren(src); a.load(); a.play().catch(() => {});
+    say(`Playing call ${seg.call?.call_id || seg.id}; this view is logged with purpose “${purpose}”`, true);
+  } catch (e) { say(e.message); }
+}
+$("call-audio").addEventListener("error", () => say("Player could not load the call"), true);
 
 // -- incidents ------------------------------------------------------------------------------
 async function loadIncidents() {
