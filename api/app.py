@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import admin, audit, auth, footage, incidents
+from api import admin, audit, auth, footage, incidents, subjects
 from api.state import AppState
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
@@ -86,7 +86,7 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
         """Liveness for load balancers and systemd: no auth, no data."""
         return {"status": "ok"}
 
-    for r in (auth.router, footage.router, incidents.router, audit.router, admin.router):
+    for r in (auth.router, footage.router, incidents.router, subjects.router, audit.router, admin.router):
         app.include_router(r)
 
     @app.get("/", include_in_schema=False)
