@@ -182,12 +182,12 @@ class Redactor:
 class _Drain(threading.Thread):
     """Reads a pipe to the end (ffmpeg's stderr) so the child never blocks on it."""
 
-    def __init__(self, pipe: IO[bytes]) -> None:
+    def __init__(self, pipe: IO[bytes], keep: int = 2000) -> None:
         super().__init__(daemon=True)
-        self.pipe, self.data = pipe, b""
+        self.pipe, self.keep, self.data = pipe, keep, b""
 
     def run(self) -> None:
-        self.data = self.pipe.read()[-2000:]
+        self.data = self.pipe.read()[-self.keep :]
 
 
 class _Feed(threading.Thread):
@@ -221,12 +221,18 @@ def probe(v: Vault, seg: Segment) -> tuple[int, int, str]:
     cmd = [require("ffprobe"), "-v", "error", "-select_streams", "v:0"]
     cmd += ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate", "-of", "json", "pipe:0"]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Not communicate(): it would close stdin under the feeding thread.
     feed = _Feed(v, seg, proc.stdin)  # type: ignore[arg-type]
-    feed.start()
+    out_r, err_r = _Drain(proc.stdout, 1 << 20), _Drain(proc.stderr)  # type: ignore[arg-type]
+    for t in (feed, out_r, err_r):
+        t.start()
     try:
-        out, err = proc.communicate(timeout=120)
+        proc.wait(120)
     finally:
-        feed.join(10)
+        proc.kill()
+        for t in (feed, out_r, err_r):
+            t.join(10)
+    out, err = out_r.data, err_r.data
     if feed.error is not None:
         raise feed.error
     try:
