@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 from pathlib import Path
 
 import config as config_pkg
 from cli.common import CommandError
-from config.load import EXAMPLE_PATH
+from config.load import render_example
 from vault import keys
 from vault.spool import ensure_spool
 from vault.vault import Vault
@@ -28,20 +27,14 @@ def render_config(directory: Path) -> str:
     """The example config with every path made absolute under `directory` (scratch on tmpfs)."""
     d = directory.resolve()
     scratch = Path("/dev/shm") / f"holdfast-{hashlib.sha256(str(d).encode()).hexdigest()[:12]}"
-    text = EXAMPLE_PATH.read_text("utf-8")
-    subs = {
-        r'^spool = ".*"$': f'spool = "{d / "spool"}"',
-        r'^store = ".*"$': f'store = "{d / "store"}"',
-        r'^scratch = ".*"$': f'scratch = "{scratch}"',
-        r'^dir = "keys"$': f'dir = "{d / "keys"}"',
-        r'^dir = "pbx"$': f'dir = "{d / "pbx"}"',
-        r'^url = "sqlite:///holdfast.db"$': f'url = "sqlite:///{d / "holdfast.db"}"',
-    }
-    for pattern, repl in subs.items():
-        text, n = re.subn(pattern, repl.replace("\\", "\\\\"), text, flags=re.M)
-        if n != 1:
-            raise RuntimeError(f"example config has no unique line matching {pattern}")
-    return text
+    return render_example(
+        spool=d / "spool",
+        store=d / "store",
+        scratch=scratch,
+        keys=d / "keys",
+        pbx=d / "pbx",
+        database=d / "holdfast.db",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

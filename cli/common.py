@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import config as config_pkg
 from config.model import HoldfastConfig
-from vault.vault import Vault
+
+if TYPE_CHECKING:
+    from vault.vault import Vault
 
 
 class CommandError(Exception):
@@ -25,6 +27,8 @@ def load_config(args: argparse.Namespace) -> HoldfastConfig:
 
 
 def open_vault(args: argparse.Namespace) -> Vault:
+    from vault.vault import Vault  # SQLAlchemy only for the commands that touch the index
+
     return Vault(load_config(args))
 
 

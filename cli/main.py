@@ -16,26 +16,49 @@ from config.load import ConfigError
 from vault.errors import HoldfastError
 from vault.log import setup_logging
 
-COMMAND_MODULES = [
-    "cli.cmd_init",
-    "cli.cmd_config",
-    "cli.cmd_keys",
-    "cli.cmd_segments",
-    "cli.cmd_record",
-    "cli.cmd_call",
-    "cli.cmd_pbx",
-    "cli.cmd_install",
-    "cli.cmd_doctor",
-    "cli.cmd_metrics",
-    "cli.cmd_demo",
-    "cli.cmd_api",
-    "cli.cmd_hold",
-    "cli.cmd_purge",
-    "cli.cmd_audit",
-]
+#: Which module registers each top-level command. Running a command imports only its module
+#: (a recorder daemon does not load the web app, argon2 or SQLAlchemy it never uses); `--help`
+#: and errors import them all. tests/test_cli.py keeps this map complete.
+COMMANDS: dict[str, str] = {
+    "init": "cli.cmd_init",
+    "config": "cli.cmd_config",
+    "keys": "cli.cmd_keys",
+    "seal": "cli.cmd_segments",
+    "segments": "cli.cmd_segments",
+    "ingest": "cli.cmd_segments",
+    "record": "cli.cmd_record",
+    "call": "cli.cmd_call",
+    "ingest-pbx": "cli.cmd_pbx",
+    "install": "cli.cmd_install",
+    "uninstall": "cli.cmd_install",
+    "doctor": "cli.cmd_doctor",
+    "metrics": "cli.cmd_metrics",
+    "demo": "cli.cmd_demo",
+    "users": "cli.cmd_api",
+    "serve": "cli.cmd_api",
+    "verify-export": "cli.cmd_api",
+    "hold": "cli.cmd_hold",
+    "purge": "cli.cmd_purge",
+    "audit": "cli.cmd_audit",
+}
+COMMAND_MODULES = list(dict.fromkeys(COMMANDS.values()))
+_GLOBAL_OPTIONS_WITH_VALUE = ("--config", "--log-level")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_word(argv: list[str]) -> str | None:
+    """The subcommand named in argv, skipping global options and their values."""
+    skip = False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok in _GLOBAL_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not tok.startswith("-"):
+            return tok
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="holdfast",
         description="Holdfast: record cameras and calls, keep each recording exactly as long as promised, prove it.",
@@ -47,13 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    word = command_word(argv) if argv is not None else None
+    modules = [COMMANDS[word]] if word in COMMANDS else COMMAND_MODULES
+    for name in modules:
         importlib.import_module(name).register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:

@@ -111,3 +111,23 @@ def load(path: str | os.PathLike[str] | None = None) -> HoldfastConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(p, [f"TOML syntax: {e}"]) from None
     return parse(data, p)
+
+
+def render_example(*, spool: Path, store: Path, scratch: Path, keys: Path, pbx: Path, database: Path) -> str:
+    """The example config with its paths replaced: what `init` and `install` write for a site."""
+    import re
+
+    text = EXAMPLE_PATH.read_text("utf-8")
+    subs = {
+        r'^spool = ".*"$': f'spool = "{spool}"',
+        r'^store = ".*"$': f'store = "{store}"',
+        r'^scratch = ".*"$': f'scratch = "{scratch}"',
+        r'^dir = "keys"$': f'dir = "{keys}"',
+        r'^dir = "pbx"$': f'dir = "{pbx}"',
+        r'^url = "sqlite:///.*"$': f'url = "sqlite:///{database}"',
+    }
+    for pattern, repl in subs.items():
+        text, n = re.subn(pattern, repl.replace("\\", "\\\\"), text, flags=re.M)
+        if n != 1:
+            raise ConfigError(EXAMPLE_PATH, [f"the example config has no unique line matching {pattern}"])
+    return text

@@ -12,12 +12,16 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from vault.errors import KeyFileError
+
+_Priv = TypeVar("_Priv", X25519PrivateKey, Ed25519PrivateKey)
+_Pub = TypeVar("_Pub", X25519PublicKey, Ed25519PublicKey)
 
 SEAL_KEY = "seal.key"
 SEAL_PUB = "seal.pub"
@@ -101,44 +105,40 @@ def _read_public(path: Path) -> bytes:
         raise KeyFileError(f"{path}: public key not found (run `holdfast keys init`)") from None
 
 
-def load_seal_private(path: Path) -> X25519PrivateKey:
+def _load_private(path: Path, kind: type[_Priv], name: str) -> _Priv:
     try:
         key = serialization.load_pem_private_key(_read_private(path), password=None)
     except ValueError as e:
         raise KeyFileError(f"{path}: not a PEM private key ({e})") from None
-    if not isinstance(key, X25519PrivateKey):
-        raise KeyFileError(f"{path}: expected an X25519 private key")
+    if not isinstance(key, kind):
+        raise KeyFileError(f"{path}: expected an {name} private key")
     return key
+
+
+def _load_public(path: Path, kind: type[_Pub], name: str) -> _Pub:
+    try:
+        key = serialization.load_pem_public_key(_read_public(path))
+    except ValueError as e:
+        raise KeyFileError(f"{path}: not a PEM public key ({e})") from None
+    if not isinstance(key, kind):
+        raise KeyFileError(f"{path}: expected an {name} public key")
+    return key
+
+
+def load_seal_private(path: Path) -> X25519PrivateKey:
+    return _load_private(path, X25519PrivateKey, "X25519")
 
 
 def load_seal_public(path: Path) -> X25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(_read_public(path))
-    except ValueError as e:
-        raise KeyFileError(f"{path}: not a PEM public key ({e})") from None
-    if not isinstance(key, X25519PublicKey):
-        raise KeyFileError(f"{path}: expected an X25519 public key")
-    return key
+    return _load_public(path, X25519PublicKey, "X25519")
 
 
 def load_sign_private(path: Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(_read_private(path), password=None)
-    except ValueError as e:
-        raise KeyFileError(f"{path}: not a PEM private key ({e})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: expected an Ed25519 private key")
-    return key
+    return _load_private(path, Ed25519PrivateKey, "Ed25519")
 
 
 def load_sign_public(path: Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(_read_public(path))
-    except ValueError as e:
-        raise KeyFileError(f"{path}: not a PEM public key ({e})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path}: expected an Ed25519 public key")
-    return key
+    return _load_public(path, Ed25519PublicKey, "Ed25519")
 
 
 @dataclass

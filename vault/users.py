@@ -9,6 +9,7 @@ copy does not log anyone in.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -37,7 +38,13 @@ MIN_PASSWORD = 10
 
 _hasher = PasswordHasher()  # argon2id
 #: Verified against when the user does not exist, so timing does not reveal which names exist.
-_DUMMY_HASH = _hasher.hash("holdfast-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against for unknown users so timing does not reveal which names exist; made
+    lazily because an argon2 hash costs 64 MiB and tens of milliseconds every CLI start would pay."""
+    return _hasher.hash("holdfast-no-such-user")
 
 
 class UserError(HoldfastError):
@@ -141,7 +148,7 @@ def authenticate(session: Session, name: str, password: str, now: datetime) -> L
     user = session.scalar(select(User).where(User.name == name)) if NAME_RE.match(name) else None
     if user is None:
         with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password)
+            _hasher.verify(_dummy_hash(), password)
         return LoginResult(None, "bad_credentials")
     if user.disabled:
         return LoginResult(None, "disabled")

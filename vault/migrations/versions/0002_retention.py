@@ -1,6 +1,6 @@
 """Retention enforcement: holds, purge log, access log, signed checkpoints, purger state.
 
-Also installs (SQLite) triggers that refuse to delete or shred a segment covered by an
+Also installs (SQLite and PostgreSQL) triggers that refuse to delete or shred a segment covered by an
 unreleased hold: the last line of defence if any code path, or a person with the database
 file, tries to delete held footage. A row already 'purging' has lost its key, so a hold placed
 after the mark cannot save it and does not block finishing the purge.
@@ -107,12 +107,42 @@ def upgrade() -> None:
             WHEN OLD.state != 'purging' AND (NEW.envelope IS NULL OR NEW.state != OLD.state) AND ({_HELD})
             BEGIN SELECT RAISE(ABORT, 'holdfast: segment is under legal hold; its key cannot be destroyed'); END"""
         )
+    elif op.get_bind().dialect.name == "postgresql":
+        # The same guard on PostgreSQL; SQLSTATE 23000 so both backends raise IntegrityError.
+        op.execute(
+            f"""CREATE FUNCTION holdfast_hold_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF OLD.state <> 'purging' AND ({_HELD}) THEN
+                IF TG_OP = 'DELETE' THEN
+                  RAISE EXCEPTION 'holdfast: segment is under legal hold; it cannot be deleted'
+                    USING ERRCODE = 'integrity_constraint_violation';
+                ELSIF NEW.envelope IS NULL OR NEW.state <> OLD.state THEN
+                  RAISE EXCEPTION 'holdfast: segment is under legal hold; its key cannot be destroyed'
+                    USING ERRCODE = 'integrity_constraint_violation';
+                END IF;
+              END IF;
+              IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+              RETURN NEW;
+            END $$"""
+        )
+        op.execute(
+            "CREATE TRIGGER segments_hold_guard_delete BEFORE DELETE ON segments "
+            "FOR EACH ROW EXECUTE FUNCTION holdfast_hold_guard()"
+        )
+        op.execute(
+            "CREATE TRIGGER segments_hold_guard_shred BEFORE UPDATE OF envelope, state ON segments "
+            "FOR EACH ROW EXECUTE FUNCTION holdfast_hold_guard()"
+        )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TRIGGER IF EXISTS segments_hold_guard_delete")
         op.execute("DROP TRIGGER IF EXISTS segments_hold_guard_shred")
+    elif op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS segments_hold_guard_delete ON segments")
+        op.execute("DROP TRIGGER IF EXISTS segments_hold_guard_shred ON segments")
+        op.execute("DROP FUNCTION IF EXISTS holdfast_hold_guard()")
     for t in (
         "purger_state",
         "purge_pending",
