@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import admin, audit, auth, footage, incidents
+from api import admin, audit, auth, footage, incidents, subjects
 from api.deps import bearer_scheme, cookie_scheme, principal
 from api.state import AppState
 from config.model import HoldfastConfig
@@ -117,7 +117,7 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
                 )
         return Response(exposition(v), media_type=CONTENT_TYPE)
 
-    for r in (auth.router, footage.router, incidents.router, audit.router, admin.router):
+    for r in (auth.router, footage.router, incidents.router, subjects.router, audit.router, admin.router):
         app.include_router(r)
 
     @app.get("/", include_in_schema=False)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -27,8 +27,10 @@ from api import accesslog
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.state import AppState
-from config.model import ID_PATTERN, Camera
+from config.model import ID_PATTERN, CallLine, Camera
+from recorder import callmeta
 from vault.db import Segment
+from vault.errors import KeyFileError
 from vault.index import gaps_in_range
 from vault.media import require as require_tool
 from vault.seal import SegmentReader
@@ -45,7 +47,9 @@ GAP_TOLERANCE = 1.0
 #: How many segments starting before a range are checked for overlapping into it.
 PRECEDING = 8
 
-SourceId = Annotated[str, Query(pattern=ID_PATTERN, description="camera id", examples=["office-1"])]
+SourceId = Annotated[
+    str, Query(pattern=ID_PATTERN, description="camera or call-line id", examples=["office-1", "cs-1"])
+]
 Purpose = Annotated[
     str,
     Query(
@@ -64,14 +68,38 @@ class CameraOut(BaseModel):
     enabled: bool
 
 
+class LineOut(BaseModel):
+    id: str
+    site: str
+    retention: str
+    hash_remote: bool
+
+
+class CallOut(BaseModel):
+    """Call metadata of an audio segment (recorder.callmeta): the remote party as stored."""
+
+    line: str | None = None
+    call_id: str | None = None
+    agent: str | None = None
+    direction: str | None = None
+    remote: str | None = None
+    remote_hash: str | None = None
+    part: int | None = None
+    call_start: str | None = None
+    call_duration: float | None = None
+
+
 class SegmentOut(BaseModel):
     id: str
     source: str
+    kind: str
+    mime: str
     start: str
     end: str
     duration: float
     cut_short: bool
     bytes: int
+    call: CallOut | None = None
 
 
 class GapOut(BaseModel):
@@ -91,19 +119,26 @@ class TimelineOut(BaseModel):
 
 
 def find_segments(
-    session: Session, source: str, a: datetime, b: datetime, limit: int = MAX_SEGMENTS
+    session: Session,
+    source: str,
+    a: datetime,
+    b: datetime,
+    limit: int = MAX_SEGMENTS,
+    meta: dict[str, str] | None = None,
 ) -> list[Segment]:
     """Segments of `source` overlapping [a, b), oldest first, in two index range scans.
 
     A plain `start < b AND end > a` filter reads every earlier row of the source (millions at
     scale). Here: the few segments starting just before `a` (a camera's segments follow one
     another, so only the last ones can reach into the range) plus those starting in [a, b),
-    both served by ix_segments_source_start.
+    both served by ix_segments_source_start. `meta` filters on top-level meta fields (calls:
+    agent, direction, call_id, remote/remote_hash), as vault.index.segments_in_range does.
     """
+    conds = [Segment.meta[k].as_string() == v for k, v in (meta or {}).items()]
     before = list(
         session.scalars(
             select(Segment)
-            .where(Segment.source == source, Segment.start < a)
+            .where(Segment.source == source, Segment.start < a, *conds)
             .order_by(Segment.start.desc())
             .limit(PRECEDING)
         )
@@ -111,7 +146,7 @@ def find_segments(
     inside = list(
         session.scalars(
             select(Segment)
-            .where(Segment.source == source, Segment.start >= a, Segment.start < b)
+            .where(Segment.source == source, Segment.start >= a, Segment.start < b, *conds)
             .order_by(Segment.start)
             .limit(limit)
         )
@@ -119,10 +154,38 @@ def find_segments(
     return ([x for x in reversed(before) if x.end > a] + inside)[:limit]
 
 
+def _num(value: Any, kind: type) -> Any:
+    try:
+        return kind(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def call_out(s: Segment) -> CallOut | None:
+    if s.kind != "audio":
+        return None
+    m = s.meta or {}
+    text = {k: (str(m[k]) if m.get(k) is not None else None) for k in CallOut.model_fields}
+    return CallOut(
+        line=text["line"] or s.source,
+        call_id=text["call_id"],
+        agent=text["agent"],
+        direction=text["direction"],
+        remote=text["remote"],
+        remote_hash=text["remote_hash"],
+        part=_num(m.get("part"), int),
+        call_start=text["call_start"] or iso(s.start),
+        call_duration=_num(m.get("call_duration"), float),
+    )
+
+
 def seg_out(s: Segment) -> SegmentOut:
     return SegmentOut(
         id=s.id,
         source=s.source,
+        kind=s.kind,
+        mime=content_type_for(s),
+        call=call_out(s),
         start=iso(s.start),
         end=iso(s.end),
         duration=s.duration,
@@ -157,6 +220,21 @@ def camera_for(st: AppState, who: Principal, camera_id: str) -> Camera:
     return cam
 
 
+def source_for(st: AppState, who: Principal, source_id: str) -> Camera | CallLine:
+    """A camera or call line, if this user may see its site; 404 unknown, 403 other sites.
+
+    The DPO reaches footage only through a subject request (api.subjects), never here.
+    """
+    src: Camera | CallLine | None = next((c for c in st.cfg.cameras if c.id == source_id), None)
+    if src is None:
+        src = next((x for x in st.cfg.lines if x.id == source_id), None)
+    if src is None:
+        raise HTTPException(404, f"no camera or call line {source_id!r}")
+    if who.role == "security" and src.site not in who.sites:
+        raise HTTPException(403, f"you are not assigned to site {src.site!r}")
+    return src
+
+
 def check_purpose(st: AppState, who: Principal, purpose: str) -> str:
     """`incident:N` must name an incident at a site of this user; free text is kept as given."""
     purpose = purpose.strip()
@@ -184,7 +262,7 @@ def load_segment(st: AppState, who: Principal, segment_id: str) -> Segment:
         except SegmentNotFound:
             raise HTTPException(404, f"no segment {segment_id!r}") from None
         s.expunge(seg)
-    camera_for(st, who, seg.source)
+    source_for(st, who, seg.source)
     return seg
 
 
@@ -209,6 +287,59 @@ def list_cameras(
     return out
 
 
+@router.get("/lines", response_model=list[LineOut], responses=ERRORS)
+def list_lines(
+    request: Request,
+    site: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    who: Principal = Depends(require("security", "admin")),
+) -> list[LineOut]:
+    """Call lines this user may see (a security user: only its sites)."""
+    st = state(request)
+    return [
+        LineOut(id=x.id, site=x.site, retention=x.retention, hash_remote=x.hash_remote)
+        for x in st.cfg.lines
+        if (who.role != "security" or x.site in who.sites) and (site is None or x.site == site)
+    ]
+
+
+CallText = Annotated[str | None, Query(min_length=1, max_length=200)]
+
+
+def call_filters(
+    st: AppState,
+    src: Camera | CallLine,
+    agent: str | None,
+    direction: str | None,
+    call_id: str | None,
+    remote: str | None,
+) -> dict[str, str]:
+    """Meta filters for a call search; the remote party is hashed as the recorder stored it.
+
+    On a `hash_remote` line the index holds only `remote_hash`, so the number asked for is
+    hashed with the same keyed hash (recorder.callmeta) and compared: the number itself is
+    never stored nor logged.
+    """
+    meta = {k: v for k, v in (("agent", agent), ("direction", direction), ("call_id", call_id)) if v}
+    if not meta and not remote:
+        return {}
+    if not isinstance(src, CallLine):
+        raise HTTPException(
+            400, f"{src.id} is a camera: agent, direction, call_id and remote filter call lines"
+        )
+    if direction is not None and direction not in callmeta.DIRECTIONS:
+        raise HTTPException(400, f"direction must be one of {', '.join(callmeta.DIRECTIONS)}")
+    if remote:
+        if src.hash_remote:
+            try:
+                key = callmeta.load_remote_hash_key(st.cfg.keys.dir)
+            except KeyFileError as e:
+                raise HTTPException(409, f"cannot search by remote party on {src.id}: {e}") from None
+            meta["remote_hash"] = callmeta.hash_remote(key, remote)
+        else:
+            meta["remote"] = remote.strip()
+    return meta
+
+
 @router.get("/segments", response_model=list[SegmentOut], responses=ERRORS)
 def search_segments(
     request: Request,
@@ -216,14 +347,24 @@ def search_segments(
     start: TimeParam,
     end: TimeParam,
     limit: Annotated[int, Query(ge=1, le=MAX_SEGMENTS)] = 1000,
+    agent: CallText = None,
+    direction: Annotated[str | None, Query(pattern="^(in|out)$")] = None,
+    call_id: CallText = None,
+    remote: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="remote party number")
+    ] = None,
     who: Principal = Depends(require("security")),
 ) -> list[SegmentOut]:
-    """Segments of one camera overlapping [start, end), oldest first."""
+    """Segments of one camera or call line overlapping [start, end), oldest first.
+
+    On a call line, `agent`, `direction`, `call_id` and `remote` narrow the search (all must match).
+    """
     st = state(request)
-    camera_for(st, who, source)
+    src = source_for(st, who, source)
     a, b = parse_range(start, end)
+    meta = call_filters(st, src, agent, direction, call_id, remote)
     with st.vault.sessions() as s:
-        return [seg_out(x) for x in find_segments(s, source, a, b, limit)]
+        return [seg_out(x) for x in find_segments(s, source, a, b, limit, meta=meta)]
 
 
 def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b: datetime) -> list[GapOut]:
@@ -278,7 +419,7 @@ def timeline(
 ) -> TimelineOut:
     """What was recorded in a range and what was not, with the reason for each gap."""
     st = state(request)
-    camera_for(st, who, source)
+    source_for(st, who, source)
     a, b = parse_range(start, end)
     with st.vault.sessions() as s:
         segs = find_segments(s, source, a, b)
@@ -358,17 +499,33 @@ def media_response(st: AppState, seg: Segment, range_header: str | None, content
     )
 
 
+_AUDIO_MIME = {"ogg": "audio/ogg", "flac": "audio/flac", "wav": "audio/wav", "mp3": "audio/mpeg"}
+
+
 def content_type_for(seg: Segment) -> str:
+    """The recorder's `meta.mime` when present (calls: `audio/ogg; codecs=opus`), else from the format."""
+    m = seg.meta or {}
+    mime = m.get("mime")
+    if isinstance(mime, str) and re.fullmatch(r"(audio|video)/[a-z0-9.+-]+(; ?codecs=[a-z0-9.,\"-]+)?", mime):
+        return mime
     if seg.kind == "audio":
-        fmt = str((seg.meta or {}).get("format", ""))
-        return "audio/ogg" if "ogg" in fmt else ("audio/flac" if "flac" in fmt else "audio/mp4")
+        fmt = str(m.get("format", ""))
+        return next((v for k, v in _AUDIO_MIME.items() if k in fmt), "audio/mp4")
     return "video/mp4"
 
 
+_MEDIA_TYPES = {
+    "video/mp4": {},
+    "audio/ogg": {},
+    "audio/flac": {},
+    "audio/wav": {},
+    "audio/mpeg": {},
+    "audio/mp4": {},
+}
 MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    200: {"content": {"video/mp4": {}, "audio/ogg": {}}, "description": "the whole segment"},
-    206: {"content": {"video/mp4": {}}, "description": "the requested byte range"},
+    200: {"content": _MEDIA_TYPES, "description": "the whole segment"},
+    206: {"content": _MEDIA_TYPES, "description": "the requested byte range"},
     416: ERRORS[400],
 }
 
@@ -397,6 +554,53 @@ def segment_media(
         range=rng or "all",
     )
     return media_response(st, seg, rng, content_type_for(seg))
+
+
+class ViewIn(BaseModel):
+    purpose: str = Field(min_length=3, max_length=500, description="`incident:ID` or a free-text reason")
+
+
+class ViewOut(BaseModel):
+    segment: str
+    url: str
+    mime: str
+    expires: str
+
+
+@router.post("/segments/{segment_id}/views", status_code=201, response_model=ViewOut, responses=ERRORS)
+def open_view(
+    request: Request, segment_id: str, body: ViewIn, who: Principal = Depends(require("security"))
+) -> ViewOut:
+    """Open one logged view of a segment (a call, for the page's `<audio>`): one access-log entry.
+
+    A media element fetches a file in several Range requests; logging each would turn one
+    listening into many entries. The view's ticket URL serves the same bytes as `/media`, for
+    this user only, for an hour, without further entries (as the HLS playlist does for video).
+    """
+    st = state(request)
+    seg = load_segment(st, who, segment_id)
+    purpose = check_purpose(st, who, body.purpose)
+    accesslog.record(
+        st,
+        who,
+        "view",
+        purpose,
+        source=seg.source,
+        start=seg.start,
+        end=seg.end,
+        segment=seg.id,
+        via="ticket",
+    )
+    now = st.vault.clock()
+    ticket = st.issue_ticket(who.user_id, seg.source, {seg.id}, now)
+    t = st.ticket(ticket, now)
+    assert t is not None
+    return ViewOut(
+        segment=seg.id,
+        url=f"/api/v1/play/{ticket}/{seg.id}",
+        mime=content_type_for(seg),
+        expires=iso(t.expires),
+    )
 
 
 # -- HLS -------------------------------------------------------------------------------------
@@ -504,7 +708,7 @@ def play_segment(
     if segment_id not in t.segment_ids:
         raise HTTPException(404, f"segment {segment_id[:80]!r} is not part of this view")
     seg = load_segment(st, who, segment_id)
-    return media_response(st, seg, request.headers.get("range"), "video/mp4")
+    return media_response(st, seg, request.headers.get("range"), content_type_for(seg))
 
 
 # -- thumbnails ------------------------------------------------------------------------------

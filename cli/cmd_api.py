@@ -113,6 +113,15 @@ def verify_export(args: argparse.Namespace) -> int:
     except ExportInvalid as e:
         print(f"holdfast: export INVALID: {e}", file=sys.stderr)
         return 1
+    if "subject_request" in m:  # vault.subject_export: redacted video and call audio
+        srcs = ", ".join(
+            f"{x['source']} ({len(x['segments'])} segments, redaction {x.get('redaction', {}).get('mode', 'none') if isinstance(x.get('redaction'), dict) else 'none'})"
+            for x in m.get("sources", [])
+        )
+        print(
+            f"export OK: subject request {m['subject_request'].get('id')}, {len(m.get('files', {}))} files, sources: {srcs}"
+        )
+        return 0
     cams = ", ".join(
         f"{c['camera']} ({len(c['segments'])} segments, {len(c['gaps'])} gaps)" for c in m.get("cameras", [])
     )

@@ -137,6 +137,8 @@ class Api(_Strict):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     session_minutes: int = Field(default=480, ge=1)
+    #: Days a data subject's access request must be answered in (Heka: 30 days; Kunta-asunnot: 14).
+    subject_request_days: int = Field(default=30, ge=1, le=90)
 
 
 class HoldfastConfig(_Strict):

@@ -155,3 +155,51 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
             shot(page2, "6-auditor-403")
         finally:
             browser.close()
+
+
+def test_security_officer_plays_a_call_in_chromium(api_site: ApiSite, server: str) -> None:
+    """The Calls view: pick a line, list calls, play one in an <audio> element; one logged view."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian chromium is not installed (`make test` installs it: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[*FLAGS, "--autoplay-policy=no-user-gesture-required"],
+        )
+        try:
+            ctx = browser.new_context(timezone_id="UTC", viewport={"width": 1280, "height": 900})
+            ctx.set_default_timeout(30_000)
+            page = ctx.new_page()
+            login(page, server, "sec")
+            page.click("a[data-tab=calls]")
+            page.wait_for_selector("#line option[value=cs-1]", state="attached")
+            page.select_option("#line", "cs-1")
+            page.fill("#call-from", "2026-11-21T08:00:00")
+            page.fill("#call-to", "2026-11-21T08:10:00")
+            page.select_option("#call-direction", "in")
+            page.click("#call-search button[type=submit]")
+            page.wait_for_selector("tr.call-row")
+            assert page.locator("tr.call-row").count() == 1
+            row = page.inner_text("tr.call-row")
+            assert "anna" in row and "+358 40 123 4567" in row and "6 s" in row
+            page.fill("#call-purpose", "customer complaint about the agreed repair")
+            page.click("button.play-call")
+            page.wait_for_function("() => document.getElementById('call-audio').currentTime > 1")
+            mime = page.evaluate("() => document.querySelector('#call-audio source').type")
+            assert mime == "audio/ogg; codecs=opus"
+            shot(page, "7-call-playing")
+        finally:
+            browser.close()
+    import json
+
+    v = api_site.app.vault()
+    try:
+        with v.sessions() as s:
+            payloads = [json.loads(x) for _, x in v.access_log.entries(s)]
+    finally:
+        v.close()
+    entries = [e for e in payloads if e.get("purpose") == "customer complaint about the agreed repair"]
+    assert len(entries) == 1 and entries[0]["source"] == "cs-1"

@@ -140,6 +140,7 @@ def test_thumbnail_is_jpeg(api_site: ApiSite, client: TestClient, tokens: dict[s
 
 def routes(site: ApiSite) -> list[tuple[str, str, dict | None, set[str]]]:
     seg = site.segments[0]
+    call = site.calls["call-1"]
     q = f"start={START}&end={END}"
     return [
         ("GET", "/api/v1/auth/me", None, set(USERS)),
@@ -150,6 +151,23 @@ def routes(site: ApiSite) -> list[tuple[str, str, dict | None, set[str]]]:
         ("GET", f"/api/v1/segments/{seg}/thumbnail?purpose=matrix", None, {"sec"}),
         ("GET", f"/api/v1/cameras/office-1/playlist.m3u8?{q}&purpose=matrix", None, {"sec"}),
         ("GET", f"/api/v1/segments/{site.north_segments[0]}/media?purpose=matrix", None, {"north"}),
+        ("GET", "/api/v1/lines", None, {"sec", "north", "adm"}),
+        ("GET", f"/api/v1/segments?source=cs-1&{q}&agent=anna&direction=in", None, {"sec"}),
+        ("GET", f"/api/v1/segments/{call}/media?purpose=matrix", None, {"sec"}),
+        ("POST", f"/api/v1/segments/{call}/views", {"purpose": "matrix"}, {"sec"}),
+        ("GET", "/api/v1/subject-requests", None, {"dpo"}),
+        (
+            "POST",
+            "/api/v1/subject-requests",
+            {
+                "subject": "matrix",
+                "identity_verified": True,
+                "sources": ["office-1"],
+                "start": START,
+                "end": END,
+            },
+            {"dpo"},
+        ),
         ("GET", "/api/v1/incidents", None, {"sec", "north", "dpo"}),
         (
             "POST",

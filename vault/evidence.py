@@ -172,25 +172,14 @@ def build_export(
         )
         (work / "gaps.txt").write_text("camera\tstart\tend\treason\n" + gaps_txt, "utf-8")
         files["gaps.txt"] = sha256_file(work / "gaps.txt")
-        sign_key = keys.load_sign_private(v.cfg.keys.dir / keys.SIGN_KEY)
         manifest = {
             "format": FORMAT,
             "incident": incident,
             "range": {"start": iso(start), "end": iso(end)},
             "cameras": cams,
-            "files": files,
             "exporter": exporter,
-            "created": iso(v.clock()),
-            "signing_key_id": keys.key_id(sign_key.public_key()).hex(),
         }
-        body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
-        zpath = work / "export.zip"
-        with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as z:
-            z.writestr(MANIFEST, body)
-            z.writestr(SIGNATURE, sign_key.sign(body).hex() + "\n")
-            for name in files:
-                z.write(work / name, name)
-                (work / name).unlink()
+        zpath = sign_and_zip(v, work, files, manifest)
         event(
             log, "evidence.built", incident=incident.get("id"), cameras=len(parts), bytes=zpath.stat().st_size
         )
@@ -198,6 +187,30 @@ def build_export(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def sign_and_zip(v: Vault, work: Path, files: dict[str, str], manifest: dict[str, Any]) -> Path:
+    """Add the file hashes, time and key id to `manifest`, sign it, zip it with the files.
+
+    Shared by evidence and subject-access exports, so one `verify-export` checks both. Each
+    file is removed from scratch as soon as it is in the zip.
+    """
+    sign_key = keys.load_sign_private(v.cfg.keys.dir / keys.SIGN_KEY)
+    manifest = {
+        **manifest,
+        "files": files,
+        "created": iso(v.clock()),
+        "signing_key_id": keys.key_id(sign_key.public_key()).hex(),
+    }
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    zpath = work / "export.zip"
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr(MANIFEST, body)
+        z.writestr(SIGNATURE, sign_key.sign(body).hex() + "\n")
+        for name in files:
+            z.write(work / name, name)
+            (work / name).unlink()
+    return zpath
 
 
 def discard(zpath: Path) -> None:

@@ -35,7 +35,7 @@ async function start() {
   $("who").textContent = me ? `${me.name} (${me.role}${me.sites.length ? ": " + me.sites.join(", ") : ""})` : "";
   if (me) showTab(location.hash.slice(1) || defaultTab());
 }
-function defaultTab() { return { security: "footage", auditor: "audit", dpo: "incidents", admin: "admin" }[me.role]; }
+function defaultTab() { return { security: "footage", auditor: "audit", dpo: "subjects", admin: "admin" }[me.role]; }
 
 $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -54,6 +54,8 @@ async function showTab(name) {
   say("");
   try {
     if (name === "footage") await loadCameras();
+    if (name === "calls") await loadLines();
+    if (name === "subjects") await loadSubjects();
     if (name === "incidents") await loadIncidents();
     if (name === "audit") await loadAudit();
     if (name === "admin") await loadAdmin();
@@ -150,6 +152,95 @@ $("incident-form").addEventListener("submit", async (ev) => {
     const inc = await postJSON("/incidents", { site: view.site, cameras: [view.camera], start: view.start.toISOString(), end: view.end.toISOString(), description: $("description").value });
     $("purpose").value = `incident:${inc.id}`;
     say(`Incident ${inc.id} opened; its footage is on legal hold`, true);
+  } catch (e) { say(e.message); }
+});
+
+// -- calls ----------------------------------------------------------------------------------
+async function loadLines() {
+  const lines = await getJSON("/lines");
+  const sel = $("line"); const keep = sel.value; sel.replaceChildren();
+  for (const l of lines) { const o = document.createElement("option"); o.value = l.id; o.textContent = `${l.id} (${l.site})`; sel.append(o); }
+  if (keep) sel.value = keep;
+  if (!$("call-from").value) { const now = new Date(); $("call-to").value = localOf(now); $("call-from").value = localOf(new Date(now - 86400e3)); }
+}
+
+$("call-search").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const q = new URLSearchParams({ source: $("line").value, start: isoOf($("call-from").value), end: isoOf($("call-to").value) });
+    for (const [k, id] of [["agent", "call-agent"], ["direction", "call-direction"], ["remote", "call-remote"]]) { const v = $(id).value.trim(); if (v) q.set(k, v); }
+    const rows = await getJSON(`/segments?${q}`); const tb = $("call-rows"); tb.replaceChildren();
+    for (const s of rows) {
+      const c = s.call || {}; const tr = document.createElement("tr"); tr.className = "call-row";
+      tr.append(td(c.call_start || s.start), td(`${Math.round(s.duration)} s`), td(c.agent), td(c.direction),
+        td(c.remote ?? (c.remote_hash ? "(hashed)" : "")), td(`${c.call_id || ""}${c.part ? ` part ${c.part + 1}` : ""}`));
+      const act = document.createElement("td"); const b = document.createElement("button"); b.textContent = "Play"; b.className = "play-call";
+      b.addEventListener("click", () => playCall(s)); act.append(b); tr.append(act); tb.append(tr);
+    }
+    say(`${rows.length} calls`, true);
+  } catch (e) { say(e.message); }
+});
+
+async function playCall(seg) {
+  const purpose = $("call-purpose").value.trim();
+  if (purpose.length < 3) { say("State the purpose of listening first"); $("call-purpose").focus(); return; }
+  try {
+    const v = await postJSON(`/segments/${encodeURIComponent(seg.id)}/views`, { purpose });
+    const a = $("call-audio"); const src = document.createElement("source");
+    src.src = v.url; src.type = v.mime; a.replaceChildren(src); a.load(); a.play().catch(() => {});
+    say(`Playing call ${seg.call?.call_id || seg.id}; this view is logged with purpose “${purpose}”`, true);
+  } catch (e) { say(e.message); }
+}
+$("call-audio").addEventListener("error", () => say("Player could not load the call"), true);
+
+// -- subject access requests (DPO) -----------------------------------------------------------
+async function loadSubjects() {
+  if (!$("sar-from").value) { const now = new Date(); $("sar-to").value = localOf(now); $("sar-from").value = localOf(new Date(now - 3600e3)); }
+  const rows = await getJSON("/subject-requests"); const tb = $("sar-rows"); tb.replaceChildren();
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    tr.append(td(r.id), td(r.subject), td(r.identity_verified ? `verified: ${r.identity_note}` : "NOT verified"), td(r.sources.join(", ")),
+      td(`${r.start} – ${r.end}`), td(r.deadline + (r.overdue ? " (OVERDUE)" : "")), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")));
+    const act = document.createElement("td");
+    if (r.state === "open" && !r.identity_verified) {
+      const b = document.createElement("button"); b.textContent = "Identity verified…";
+      b.addEventListener("click", async () => { const note = prompt("How was the identity verified?"); if (!note) return;
+        try { await postJSON(`/subject-requests/${r.id}/identity`, { note }); await loadSubjects(); } catch (e) { say(e.message); } });
+      act.append(b);
+    }
+    if (r.state === "open") {
+      const b = document.createElement("button"); b.textContent = "Answered: release hold";
+      b.addEventListener("click", async () => { const reason = prompt("How was the request answered?"); if (!reason) return;
+        try { await postJSON(`/subject-requests/${r.id}/close`, { reason }); await loadSubjects(); say(`Request ${r.id} answered; hold released`, true); } catch (e) { say(e.message); } });
+      act.append(b);
+    }
+    tr.append(act); tb.append(tr);
+  }
+}
+
+$("sar-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const r = await postJSON("/subject-requests", { subject: $("sar-subject").value, identity_verified: $("sar-verified").checked,
+      identity_note: $("sar-note").value, sources: $("sar-sources").value.split(",").map((x) => x.trim()).filter(Boolean),
+      start: isoOf($("sar-from").value), end: isoOf($("sar-to").value) });
+    $("sar-id").value = r.id; say(`Subject request ${r.id} opened; its footage is on legal hold; answer by ${r.deadline}`, true); await loadSubjects();
+  } catch (e) { say(e.message); }
+});
+
+$("sar-export").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const id = $("sar-id").value; const body = { blur: $("sar-blur").value };
+  const rect = $("sar-rect").value.trim();
+  if (rect) { const [x, y, w, h] = rect.split(",").map(Number); body.subject_rect = { x, y, w, h }; }
+  say(`Building the redacted export for request ${id} (every frame is decoded and blurred: this takes a while)…`, true);
+  try {
+    const r = await api(`/subject-requests/${id}/export`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    const name = (r.headers.get("Content-Disposition") || "").match(/filename="([^"]+)"/)?.[1] || `subject-request-${id}.zip`;
+    const url = URL.createObjectURL(await r.blob());
+    const a = document.createElement("a"); a.href = url; a.download = name; document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    say(`Export ${name} downloaded; verify it with: holdfast verify-export ${name} --pubkey sign.pub`, true); await loadSubjects();
   } catch (e) { say(e.message); }
 });
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,20 @@ id = "north-1"
 site = "north"
 url = "rtsp://127.0.0.1:8554/north-1"
 retention = "office-camera"
+
+[[lines]]
+id = "cs-2"
+site = "demo"
+retention = "call-audio"
+hash_remote = true
 """
+#: Calls sealed into the site: (call_id, line, agent, direction, remote, minutes after T0).
+CALLS = [
+    ("call-1", "cs-1", "anna", "in", "+358 40 123 4567", 1),
+    ("call-2", "cs-1", "bert", "out", "+358 50 765 4321", 2),
+    ("call-3", "cs-2", "anna", "in", "+358 40 123 4567", 3),
+]
+CALL_SECONDS = 6.0
 
 
 @dataclass
@@ -40,6 +54,7 @@ class ApiSite:
     app: Appliance
     segments: list[str]
     north_segments: list[str]
+    calls: dict[str, str]  # call_id -> segment id
 
 
 def build_site(directory: Path, count: int = 14) -> ApiSite:
@@ -54,14 +69,52 @@ def build_site(directory: Path, count: int = 14) -> ApiSite:
         app.cli(*args, input=(PASSWORD + "\n").encode())
     record(app, "office-1", T0, count, 10.0, gap_after={5: 30.0}, gap_reason="camera offline: network")
     record(app, "north-1", T0, 2, 10.0)
+    record_calls(app)
     v = app.vault()
     from vault.index import segments_in_range
 
     with v.sessions() as s:
         segs = [x.id for x in segments_in_range(s, "office-1")]
         north = [x.id for x in segments_in_range(s, "north-1")]
+        calls = {
+            str(x.meta["call_id"]): x.id for line in ("cs-1", "cs-2") for x in segments_in_range(s, line)
+        }
     v.close()
-    return ApiSite(app, segs, north)
+    return ApiSite(app, segs, north, calls)
+
+
+def record_calls(app: Appliance) -> None:
+    """Ogg Opus calls (ffmpeg), sealed with call metadata as the recorder writes it; cs-2 hashes the remote."""
+    from recorder.callmeta import hash_remote, load_remote_hash_key
+    from vault.timeutil import iso
+
+    audio = app.dir / "media" / "call.ogg"
+    audio.parent.mkdir(exist_ok=True)
+    make_call_audio(audio, CALL_SECONDS)
+    app.cli("call", "hash-key", "--init")
+    key = load_remote_hash_key(app.cfg.keys.dir)
+    for call_id, line, agent, direction, remote, minutes in CALLS:
+        start = iso(T0 + timedelta(minutes=minutes))
+        party = f"remote_hash={hash_remote(key, remote)}" if line == "cs-2" else f"remote={remote}"
+        meta = [f"agent={agent}", f"direction={direction}", f"call_id={call_id}", f"line={line}", party]
+        meta += ["mime=audio/ogg; codecs=opus", f"call_start={start}", "container=ogg"]
+        args = ["seal", "--source", line, "--start", start, "--duration", str(CALL_SECONDS)]
+        for m in meta:
+            args += ["--meta", m]
+        app.cli(*args, str(audio))
+    app.cli("ingest", "--once")
+
+
+def make_call_audio(out: Path, seconds: float) -> Path:
+    """A 440 Hz tone encoded as the call recorder does: Opus in Ogg, 24 kbit/s."""
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"]
+        + ["-i", f"sine=frequency=440:duration={seconds}:sample_rate=48000"]
+        + ["-c:a", "libopus", "-b:a", "24k", "-application", "voip", "-f", "ogg", str(out)],
+        check=True,
+        timeout=60,
+    )
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,130 @@
+"""The answer to a subject access request: redacted video, call audio as recorded, signed like evidence.
+
+Video: one re-encoded MP4 per camera with everyone but the subject blurred (vault.redact).
+Calls: the subject is a party to the call, so the recording is handed over as it was sealed
+(the other party is the company's own agent acting for it; the seeds keep "the name of the
+employee who answered" with every call). Each call part is its own file, bytes exactly as
+recorded. The zip carries `manifest.json` (format `holdfast-subject-access/1`) signed with the
+vault's Ed25519 key, so `holdfast verify-export` checks it with the public key alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from vault.db import Segment
+from vault.evidence import scratch_dir, sha256_file, sign_and_zip
+from vault.log import event
+from vault.redact import Redactor, redact_video
+from vault.timeutil import iso
+from vault.vault import Vault
+
+log = logging.getLogger("holdfast.subject_export")
+FORMAT = "holdfast-subject-access/1"
+_EXT = {"audio/ogg": "ogg", "audio/wav": "wav", "audio/mpeg": "mp3", "audio/flac": "flac"}
+
+
+@dataclass
+class SourcePart:
+    source: str
+    kind: str  # camera | line
+    segments: list[Segment]
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _seg_entry(seg: Segment) -> dict[str, Any]:
+    return {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration}
+
+
+def _audio_ext(seg: Segment) -> str:
+    mime = str((seg.meta or {}).get("mime", "")).split(";")[0].strip()
+    return _EXT.get(mime, "bin")
+
+
+def build_subject_export(
+    v: Vault,
+    parts: list[SourcePart],
+    request: dict[str, Any],
+    exporter: dict[str, Any],
+    start: datetime,
+    end: datetime,
+    redactor_for: Any,
+) -> Path:
+    """Build the zip in tmpfs scratch; the caller streams it and then calls `evidence.discard()`.
+
+    `redactor_for()` makes a fresh Redactor per camera (detector state is per video).
+    """
+    work = scratch_dir(v.cfg.paths.scratch)
+    try:
+        files: dict[str, str] = {}
+        listed = []
+        for part in parts:
+            entry: dict[str, Any] = {"source": part.source, "kind": part.kind, "gaps": part.gaps}
+            if part.kind == "camera":
+                videos = [s for s in part.segments if s.kind == "video"]
+                if videos:
+                    name = f"{part.source}-redacted.mp4"
+                    red: Redactor = redactor_for()
+                    done = redact_video(v, videos, red, work / name)
+                    files[name] = sha256_file(work / name)
+                    entry["file"] = name
+                    entry["redaction"] = red.summary()
+                    entry["segments"] = [{**_seg_entry(s), **d} for s, d in zip(videos, done, strict=True)]
+                else:
+                    entry["file"], entry["segments"] = None, []
+            else:
+                entry["files"], entry["segments"] = [], []
+                for seg in part.segments:
+                    name = f"{part.source}-{seg.id}.{_audio_ext(seg)}"
+                    h = hashlib.sha256()
+                    with v.open_segment(seg) as r, open(work / name, "wb") as f:
+                        for piece in r.iter_range(0, r.plaintext_size):
+                            h.update(piece)
+                            f.write(piece)
+                    files[name] = h.hexdigest()
+                    m = seg.meta or {}
+                    call = {
+                        k: m.get(k)
+                        for k in ("call_id", "agent", "direction", "remote", "remote_hash", "part")
+                    }
+                    entry["files"].append(name)
+                    entry["segments"].append(
+                        {
+                            **_seg_entry(seg),
+                            "sha256": h.hexdigest(),
+                            "file": name,
+                            "call": call,
+                            "redaction": "none",
+                        }
+                    )
+            listed.append(entry)
+        manifest = {
+            "format": FORMAT,
+            "subject_request": request,
+            "range": {"start": iso(start), "end": iso(end)},
+            "sources": listed,
+            "exporter": exporter,
+            "note": (
+                "Video is re-encoded with everyone but the subject irreversibly blurred; segment sha256 "
+                "values are of the original recordings it was made from. Call audio is exported as "
+                "recorded: the subject is a party to the call."
+            ),
+        }
+        zpath = sign_and_zip(v, work, files, manifest)
+        event(
+            log,
+            "subject_export.built",
+            request=request.get("id"),
+            sources=len(parts),
+            bytes=zpath.stat().st_size,
+        )
+        return zpath
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
