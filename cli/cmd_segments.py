@@ -171,7 +171,7 @@ def ingest_cmd(args: argparse.Namespace) -> int:
             st = ing.scan()
             print(
                 f"indexed={st.indexed} duplicates={st.duplicates} gaps={st.gaps} rejected={st.rejected} "
-                f"deferred={st.deferred}"
+                f"deferred={st.deferred} erasures={st.erasures}"
             )
             return 0
         stop = threading.Event()

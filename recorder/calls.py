@@ -48,7 +48,7 @@ from vault.errors import HoldfastError
 from vault.fsutil import fsync_dir
 from vault.log import event
 from vault.notify import notify, watchdog_interval
-from vault.spool import SEG_SUFFIX, SpoolSegment, ensure_spool, recover_partials
+from vault.spool import SEG_SUFFIX, SpoolSegment, ensure_spool, recover_partials, write_erasure
 from vault.timeutil import iso, utcnow
 
 log = logging.getLogger("holdfast.calls")
@@ -334,6 +334,14 @@ class LineRecorder:
         call.current.discard()
         removed = self._remove_closed(call)
         already = [sid for sid, p in call.closed if p not in removed]
+        if already:
+            # Parts ingest already took: the vault shreds and purges them (reason erasure-request).
+            write_erasure(
+                self.cfg.paths.spool,
+                already,
+                f"caller opted out of call {call.meta.call_id}",
+                f"call-line:{self.line.id}",
+            )
         event(
             log,
             "call.optout",
@@ -341,6 +349,7 @@ class LineRecorder:
             call_id=call.meta.call_id,
             parts_discarded=1 + len(removed),
             already_ingested=",".join(already) or "none",
+            erasure_requested=bool(already),
         )
         return {"call_id": call.meta.call_id, "discarded": 1 + len(removed), "already_ingested": already}
 

@@ -238,6 +238,45 @@ def test_short_call_dropped_and_optout_discards_everything(
     assert not any(appliance.cfg.paths.store.rglob("*.seg*"))
 
 
+def test_optout_after_a_part_was_ingested_erases_it_through_the_vault(
+    appliance: Appliance, pulse: Pulse, media: dict[str, Path], watch: PlaintextWatch
+) -> None:
+    """A long call's early parts may be ingested before the caller opts out: the recorder cannot
+    touch the index, so it spools an erasure request; ingest shreds, the purger deletes and logs."""
+    from sqlalchemy import select
+
+    from tests.retention_support import set_purge
+    from vault.db import Segment
+    from vault.retention_models import PurgeLogRow
+
+    _configure(appliance, max_segment_seconds="2")
+    set_purge(appliance, require_clock_sync=False)
+    rec = Recorder(appliance, pulse)
+    try:
+        status, _ = rec.req(
+            "/calls/start", {"agent": "Anna", "direction": "in", "remote": "4", "call_id": "late"}
+        )
+        assert status == 200
+        pulse.play(media["tone3"])  # > 2 s: the first part closes
+        assert "indexed=1" in appliance.cli("ingest", "--once").stdout.decode()
+        (first,) = [s["id"] for s in _segments(appliance)]
+        status, body = rec.req("/calls/optout")
+        assert status == 200 and body["already_ingested"] == [first], body
+    finally:
+        rec.stop()
+    out = appliance.cli("ingest", "--once").stdout.decode()
+    assert "erasures=1" in out, out
+    with appliance.vault() as v, v.sessions() as s:
+        seg = s.get(Segment, first)
+        assert seg is not None and seg.state == "purging" and seg.envelope is None  # shredded now
+    appliance.cli("purge")
+    assert _segments(appliance) == []
+    with appliance.vault() as v, v.sessions() as s:
+        (row,) = s.scalars(select(PurgeLogRow)).all()
+        assert row.segment_id == first and row.reason == "erasure-request"
+    assert not any(p.is_file() for p in appliance.cfg.paths.store.rglob("*"))
+
+
 @pytest.mark.slow
 def test_sigkill_mid_call_leaves_cut_short_readable_segment(
     appliance: Appliance, pulse: Pulse, media: dict[str, Path], watch: PlaintextWatch

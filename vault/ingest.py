@@ -41,7 +41,7 @@ from vault.notify import notify, watchdog_interval
 from vault.purge import store_full_reason
 from vault.retention_models import PurgeLogRow, PurgePending
 from vault.seal import SealError, SegmentReader, Truncated, detach_envelope, read_header, shred_envelope
-from vault.spool import GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
+from vault.spool import ERASE_SUFFIX, GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
 from vault.timeutil import iso, parse_iso
 from vault.vault import Vault
 
@@ -64,6 +64,7 @@ class IngestStats:
     gaps: int = 0
     rejected: int = 0
     deferred: int = 0
+    erasures: int = 0
     rejected_files: list[str] = field(default_factory=list)
 
 
@@ -99,14 +100,16 @@ class Ingestor:
         return [
             self.spool / n
             for n in names
-            if not n.startswith(".") and (n.endswith(SEG_SUFFIX) or n.endswith(GAP_SUFFIX))
+            if not n.startswith(".") and n.endswith((SEG_SUFFIX, GAP_SUFFIX, ERASE_SUFFIX))
         ]
 
     def process(self, path: Path) -> str:
-        """Ingest one spool file; returns indexed | duplicate | gap | rejected | deferred | gone."""
+        """Ingest one spool file; returns indexed | duplicate | gap | erasure | rejected | deferred | gone."""
         if not path.exists():
             return "gone"
         try:
+            if path.name.endswith(ERASE_SUFFIX):
+                return self._ingest_erasure(path)
             if path.name.endswith(GAP_SUFFIX):
                 self._ingest_gap(path)
                 return "gap"
@@ -291,6 +294,40 @@ class Ingestor:
             "segment is never re-ingested (this copy can no longer be opened, with any key)"
         )
 
+    def _ingest_erasure(self, path: Path) -> str:
+        """A recorder's erasure request (caller opt-out): shred now, the purger deletes and logs."""
+        from vault.purge import ClockUntrusted, Purger
+
+        try:
+            body = json.loads(path.read_text("utf-8"))
+            ids = [str(x) for x in body["segments"]]
+            reason, actor = str(body["reason"]), str(body["actor"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise Rejected(f"erasure request is malformed: {e}") from None
+        if not reason.strip() or not all(SEGMENT_ID_RE.match(i) for i in ids):
+            raise Rejected("erasure request needs a reason and safe segment ids")
+        for sid in ids:  # a part still waiting in the spool is indexed first, then erased with the rest
+            waiting = self.spool / f"{sid}{SEG_SUFFIX}"
+            if waiting.exists():
+                self.process(waiting)
+        try:
+            marked, refused = Purger(self.vault).mark_for_erasure(
+                ids, actor=actor, role="system", reason=reason
+            )
+        except ClockUntrusted as e:
+            event(log, "ingest.erasure_deferred", logging.WARNING, path=path.name, reason=str(e))
+            return "deferred"  # kept in the spool: retried on the next pass, never dropped
+        self._unlink(path)
+        event(
+            log,
+            "ingest.erasure",
+            path=path.name,
+            marked=",".join(marked) or "none",
+            refused_held=",".join(refused) or "none",
+            reason=reason,
+        )
+        return "erasure"
+
     def _unlink(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
@@ -330,6 +367,8 @@ class Ingestor:
                 stats.duplicates += 1
             elif outcome == "gap":
                 stats.gaps += 1
+            elif outcome == "erasure":
+                stats.erasures += 1
             elif outcome == "rejected":
                 stats.rejected += 1
                 stats.rejected_files.append(p.name)

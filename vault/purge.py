@@ -458,6 +458,47 @@ class Purger:
 
     # -- a targeted delete (erasure request, operator) -------------------------------------------
 
+    def mark_for_erasure(
+        self, segment_ids: list[str], *, actor: str, role: str, reason: str
+    ) -> tuple[list[str], list[str]]:
+        """Step 1 only (shred + mark, reason `erasure-request`) for requests that arrive through
+        the spool; the next `run()` finishes them like any interrupted purge. Needs no signing
+        key. Returns (marked, refused because held); ids not (or no longer) stored are skipped.
+        Fails closed on an untrusted clock (a hold's end date is judged by it)."""
+        v = self.vault
+        now = v.clock()
+        with v.sessions.begin() as s:
+            self._guard(s, now)
+            segs = list(
+                s.scalars(select(Segment).where(Segment.id.in_(segment_ids), Segment.state == "stored"))
+            )
+            refused: list[str] = []
+            for seg in segs:
+                covering = holds.holds_covering(s, seg, now)
+                extra: dict[str, Any] = (
+                    {"result": "denied: under legal hold", "holds": [h.id for h in covering]}
+                    if covering
+                    else {}
+                )
+                v.access_log.record(
+                    s,
+                    user=actor,
+                    role=role,
+                    action="segment.erase",
+                    purpose=reason,
+                    at=now,
+                    source=seg.source,
+                    start=seg.start,
+                    end=seg.end,
+                    segment=seg.id,
+                    **extra,
+                )
+                if covering:
+                    refused.append(seg.id)
+            marked = self._mark([x.id for x in segs if x.id not in refused], "erasure-request", now, s)
+        event(log, "purge.erasure_marked", marked=len(marked), refused=len(refused), actor=actor)
+        return marked, refused
+
     def delete_segment(self, segment_id: str, *, actor: str, role: str, reason: str) -> None:
         """Delete one segment now (GDPR erasure); refused, and the refusal logged, if it is held."""
         if not (reason or "").strip():

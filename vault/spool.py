@@ -30,6 +30,7 @@ PARTIAL_DIR = ".partial"
 REJECTED_DIR = "rejected"
 SEG_SUFFIX = ".seg"
 GAP_SUFFIX = ".gap.json"
+ERASE_SUFFIX = ".erase.json"
 SEGMENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -131,3 +132,18 @@ def recover_partials(spool: Path, source: str, reason: str) -> tuple[list[Path],
         recovered.append(final)
         event(log, "spool.partial_recovered", source=source, segment=seg_id, chunks=kept)
     return recovered, dropped
+
+
+def write_erasure(spool: Path, segment_ids: list[str], reason: str, actor: str) -> Path:
+    """Ask the vault to erase already-spooled-and-ingested segments (a caller's opt-out).
+
+    Recorders never touch the index, so the request travels like a gap: a small file that
+    ingest acts on. Ingest shreds the keys at once; the next purge run deletes the blobs and
+    writes the purge-log entries (reason `erasure-request`). Held segments are refused and the
+    refusal is logged, as for any erasure.
+    """
+    ensure_spool(spool)
+    body = {"id": new_segment_id(), "segments": list(segment_ids), "reason": reason, "actor": actor}
+    path = spool / f"{body['id']}{ERASE_SUFFIX}"
+    atomic_write_bytes(path, json.dumps(body).encode())
+    return path
