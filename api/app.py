@@ -99,7 +99,15 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
         """Liveness for load balancers and systemd: no auth, no data."""
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["health"], responses={200: {"content": {CONTENT_TYPE: {}}}})
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        responses={
+            200: {"content": {CONTENT_TYPE: {}}},
+            401: {"description": "an off-box client that is not logged in"},
+            403: {"description": "an off-box client that is not an admin"},
+        },
+    )
     def metrics(
         request: Request,
         bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
