@@ -245,7 +245,7 @@ def test_optout_after_a_part_was_ingested_erases_it_through_the_vault(
     touch the index, so it spools an erasure request; ingest shreds, the purger deletes and logs."""
     from sqlalchemy import select
 
-    from tests.retention_support import set_purge
+    from tests.support.retention import set_purge
     from vault.db import Segment
     from vault.retention_models import PurgeLogRow
 

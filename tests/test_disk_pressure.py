@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.retention_support import Clock, make_segments, set_purge, set_store
 from tests.support.appliance import Appliance
+from tests.support.retention import Clock, make_segments, set_purge, set_store
 from vault import holds
 from vault.db import Segment
 from vault.ingest import Ingestor

@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from tests.retention_support import make_segments, set_purge
 from tests.support.appliance import Appliance, make_appliance
+from tests.support.retention import make_segments, set_purge
 from vault import holds
 from vault.db import Segment
 from vault.retention_models import PurgeLogRow, PurgePending

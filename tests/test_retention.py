@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from tests.retention_support import Clock, make_segments, set_purge
 from tests.support.appliance import Appliance
+from tests.support.retention import Clock, make_segments, set_purge
 from vault import holds
 from vault.db import Segment, current_revision
 from vault.ingest import Ingestor

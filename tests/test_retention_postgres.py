@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import use_database
-from tests.retention_support import Clock, make_segments, set_purge
 from tests.support.appliance import make_appliance
+from tests.support.retention import Clock, make_segments, set_purge
 from vault import holds
 from vault.db import Segment
 from vault.purge import Purger
