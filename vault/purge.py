@@ -460,11 +460,11 @@ class Purger:
 
     def mark_for_erasure(
         self, segment_ids: list[str], *, actor: str, role: str, reason: str
-    ) -> tuple[list[str], list[str]]:
-        """Step 1 only (shred + mark, reason `erasure-request`) for requests that arrive through
-        the spool; the next `run()` finishes them like any interrupted purge. Needs no signing
-        key. Returns (marked, refused because held); ids not (or no longer) stored are skipped.
-        Fails closed on an untrusted clock (a hold's end date is judged by it)."""
+    ) -> tuple[list[str], dict[str, list[str]]]:
+        """Step 1 only (shred + mark, reason `erasure-request`), each attempt in the access log;
+        `run()` (or `delete_segment`) finishes them like any interrupted purge. Needs no signing
+        key. Returns (marked, {refused id: covering hold ids}); ids not (or no longer) stored are
+        skipped. Fails closed on an untrusted clock (a hold's end date is judged by it)."""
         v = self.vault
         now = v.clock()
         with v.sessions.begin() as s:
@@ -472,7 +472,7 @@ class Purger:
             segs = list(
                 s.scalars(select(Segment).where(Segment.id.in_(segment_ids), Segment.state == "stored"))
             )
-            refused: list[str] = []
+            refused: dict[str, list[str]] = {}
             for seg in segs:
                 covering = holds.holds_covering(s, seg, now)
                 extra: dict[str, Any] = (
@@ -494,7 +494,7 @@ class Purger:
                     **extra,
                 )
                 if covering:
-                    refused.append(seg.id)
+                    refused[seg.id] = [h.id for h in covering]
             marked = self._mark([x.id for x in segs if x.id not in refused], "erasure-request", now, s)
         event(log, "purge.erasure_marked", marked=len(marked), refused=len(refused), actor=actor)
         return marked, refused
@@ -504,50 +504,20 @@ class Purger:
         if not (reason or "").strip():
             raise PurgeError("deleting a segment needs a reason (the erasure request it answers)")
         v = self.vault
-        now = v.clock()
-        with v.sessions.begin() as s:
-            self._guard(s, now)
-            seg = v.get_segment(s, segment_id)
-            covering = holds.holds_covering(s, seg, now)
-            if covering:
-                v.access_log.record(
-                    s,
-                    user=actor,
-                    role=role,
-                    action="segment.erase",
-                    purpose=reason,
-                    at=now,
-                    source=seg.source,
-                    start=seg.start,
-                    end=seg.end,
-                    result="denied: under legal hold",
-                    segment=seg.id,
-                    holds=[h.id for h in covering],
-                )
-            else:
-                v.access_log.record(
-                    s,
-                    user=actor,
-                    role=role,
-                    action="segment.erase",
-                    purpose=reason,
-                    at=now,
-                    source=seg.source,
-                    start=seg.start,
-                    end=seg.end,
-                    segment=seg.id,
-                )
-                if not self._mark([seg.id], "erasure-request", now, s):
-                    raise PurgeError(f"segment {segment_id} is already being purged")
-        if covering:
+        with v.sessions() as s:
+            v.get_segment(s, segment_id)  # SegmentNotFound for an unknown id
+        marked, refused = self.mark_for_erasure([segment_id], actor=actor, role=role, reason=reason)
+        if segment_id in refused:
             event(log, "purge.erase_refused", logging.WARNING, segment=segment_id, actor=actor)
             raise holds.SegmentHeld(
-                f"segment {segment_id} is under legal hold ({', '.join(h.id for h in covering)}); "
+                f"segment {segment_id} is under legal hold ({', '.join(refused[segment_id])}); "
                 "nobody can delete it until the hold is released by someone with the release permission"
             )
+        if not marked:
+            raise PurgeError(f"segment {segment_id} is already being purged")
         self._finish([segment_id], PurgeReport())
         with v.sessions.begin() as s:
-            v.access_log.checkpoint(s, v.sign_key, now)
+            v.access_log.checkpoint(s, v.sign_key, v.clock())
 
 
 def store_full_reason(session: Session) -> str | None:
