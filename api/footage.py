@@ -154,6 +154,15 @@ def find_segments(
     return ([x for x in reversed(before) if x.end > a] + inside)[:limit]
 
 
+def exportable_segments(session: Session, source: str, a: datetime, b: datetime) -> list[Segment]:
+    """Segments of [a, b) that can still be opened (key not shredded), detached from the session
+    so an export can stream them after it closes."""
+    segs = [x for x in find_segments(session, source, a, b) if x.envelope is not None]
+    for x in segs:
+        session.expunge(x)
+    return segs
+
+
 def _num(value: Any, kind: type) -> Any:
     try:
         return kind(value) if value is not None else None

@@ -17,7 +17,7 @@ from starlette.background import BackgroundTask
 from api import accesslog, holds_bridge
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from api.footage import camera_for, find_segments, parse_range, timeline_gaps
+from api.footage import camera_for, exportable_segments, parse_range, timeline_gaps
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import evidence
@@ -208,10 +208,7 @@ def export(
     parts = []
     with st.vault.sessions() as s:
         for c in inc.cameras:
-            segs = [x for x in find_segments(s, c, a, b) if x.envelope is not None]
-            for x in segs:
-                s.expunge(x)
-            parts.append(evidence.CameraPart(c, segs))
+            parts.append(evidence.CameraPart(c, exportable_segments(s, c, a, b)))
     for p in parts:
         p.gaps = [g.model_dump() for g in timeline_gaps(st, p.camera, p.segments, a, b)]
     purpose = f"incident:{inc.id}"

@@ -23,7 +23,7 @@ from starlette.background import BackgroundTask
 from api import accesslog
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from api.footage import find_segments, parse_time, timeline_gaps
+from api.footage import exportable_segments, parse_time, timeline_gaps
 from api.incidents import _zip_stream
 from api.state import AppState
 from config.model import ID_PATTERN
@@ -306,10 +306,7 @@ def export(
     parts: list[SourcePart] = []
     with st.vault.sessions() as s:
         for src in srcs:
-            segs = [x for x in find_segments(s, src, a, b) if x.envelope is not None]
-            for x in segs:
-                s.expunge(x)
-            parts.append(SourcePart(src, kinds.get(src, "camera"), segs))
+            parts.append(SourcePart(src, kinds.get(src, "camera"), exportable_segments(s, src, a, b)))
     for p in parts:
         p.gaps = [g.model_dump() for g in timeline_gaps(st, p.source, p.segments, a, b)]
     purpose = purpose_of(req.id)
