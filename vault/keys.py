@@ -7,7 +7,6 @@ the way ssh refuses a private key that others can read.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from vault.errors import KeyFileError
+from vault.keyid import key_id, raw_public  # noqa: F401 - raw_public re-exported for callers
 
 _Priv = TypeVar("_Priv", X25519PrivateKey, Ed25519PrivateKey)
 _Pub = TypeVar("_Pub", X25519PublicKey, Ed25519PublicKey)
@@ -27,15 +27,6 @@ SEAL_KEY = "seal.key"
 SEAL_PUB = "seal.pub"
 SIGN_KEY = "sign.key"
 SIGN_PUB = "sign.pub"
-
-
-def raw_public(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
-    """8 bytes naming a public key: enough to pick the right private key, stored in every header."""
-    return hashlib.sha256(raw_public(key)).digest()[:8]
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:

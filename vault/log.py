@@ -1,24 +1,23 @@
-"""Structured logs: one event per line, key=value, so journald and grep both read them."""
+"""Structured logs: one event per line, key=value, so journald and grep both read them.
+
+The format lives in vault.events, shared with the lean daemons that write lines without logging.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
+from vault.events import event, format_line, timestamp
 
-def _fmt(v: Any) -> str:
-    s = str(v)
-    if s == "" or any(c in s for c in ' "=\n\t'):
-        s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return s
+__all__ = ["KeyValueFormatter", "event", "setup_logging"]
 
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -26,7 +25,7 @@ class KeyValueFormatter(logging.Formatter):
         fields.update(getattr(record, "kv", {}))
         if record.exc_info and record.exc_info[1] is not None:
             fields["exc"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
+        return format_line(fields)
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -39,8 +38,3 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # Migration chatter is not an event an operator acts on.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, **kv: Any) -> None:
-    """Log one event with fields: `event(log, "ingest.indexed", segment=id, source=src)`."""
-    logger.log(level, name, extra={"kv": kv})

@@ -15,23 +15,24 @@ copy of the blob. The byte layout is documented in docs/design.md ("Sealed segme
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vault.errors import HoldfastError
-from vault.keys import Keyring, key_id, raw_public
+from vault.keyid import key_id, raw_public
+
+if TYPE_CHECKING:
+    from vault.keys import Keyring
 
 MAGIC = b"HOLDFAST"
 VERSION = 1
@@ -116,8 +117,7 @@ class TrailerDamaged(SealError):
 # -- key schedule ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _SubKeys:
+class _SubKeys(NamedTuple):
     aead: AESGCM
     prefix: bytes
     header_mac: bytes
@@ -136,6 +136,24 @@ def _kek(shared: bytes, salt: bytes, epk: bytes, recipient: bytes) -> AESGCM:
         algorithm=hashes.SHA256(), length=32, salt=salt, info=b"holdfast-v1 wrap" + epk + recipient
     ).derive(shared)
     return AESGCM(key)
+
+
+def _mac(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 through cryptography (hashlib would load a second OpenSSL into the recorder)."""
+    h = crypto_hmac.HMAC(key, hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+def _mac_ok(key: bytes, data: bytes, tag: bytes) -> bool:
+    """Constant-time check of an HMAC-SHA256 tag."""
+    h = crypto_hmac.HMAC(key, hashes.SHA256())
+    h.update(data)
+    try:
+        h.verify(tag)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
@@ -157,8 +175,7 @@ def _canonical_header(fixed_and_meta: bytes) -> bytes:
 # -- writing --------------------------------------------------------------------------------
 
 
-@dataclass
-class SealSummary:
+class SealSummary(NamedTuple):
     segment_id: str
     chunks: int
     plaintext_bytes: int
@@ -199,7 +216,7 @@ class SegmentWriter:
         self._keys = _derive(file_key, salt)
         fixed = _FIXED.pack(MAGIC, VERSION, FLAG_ENVELOPE, chunk_size, kid, salt)
         body = fixed + epk + wrapped + _META_LEN.pack(len(meta_bytes)) + meta_bytes
-        self._header_tag = hmac.digest(self._keys.header_mac, _canonical_header(body), "sha256")
+        self._header_tag = _mac(self._keys.header_mac, _canonical_header(body))
         header = body + self._header_tag
         sink.write(header)
         self._written = len(header)
@@ -252,10 +269,9 @@ class SegmentWriter:
         self._emit(bytes(self._buf), last=True)
         self._buf.clear()
         tjson = canonical_json(trailer or {})
-        tag = hmac.digest(
+        tag = _mac(
             self._keys.trailer_mac,
             self._header_tag + _trailer_binding(self._counter, STATUS_COMPLETE) + tjson,
-            "sha256",
         )
         tail = tjson + tag + _FOOTER.pack(self._counter, len(tjson), STATUS_COMPLETE, END_MAGIC)
         self._sink.write(tail)
@@ -271,8 +287,7 @@ def _trailer_binding(chunks: int, status: int) -> bytes:
 # -- reading the header without a key -------------------------------------------------------
 
 
-@dataclass
-class HeaderInfo:
+class HeaderInfo(NamedTuple):
     version: int
     flags: int
     chunk_size: int
@@ -341,8 +356,7 @@ def read_header(f: BinaryIO) -> HeaderInfo:
     )
 
 
-@dataclass
-class Layout:
+class Layout(NamedTuple):
     """Where the chunks, trailer and footer are, from the file size and footer alone."""
 
     chunks: int
@@ -395,8 +409,7 @@ def _layout(f: BinaryIO, hdr: HeaderInfo, size: int) -> Layout:
 # -- reading --------------------------------------------------------------------------------
 
 
-@dataclass
-class VerifyResult:
+class VerifyResult(NamedTuple):
     segment_id: str
     meta: dict[str, Any]
     trailer: dict[str, Any]
@@ -405,7 +418,12 @@ class VerifyResult:
     plaintext_bytes: int
     cut_short: bool
     key_id: bytes
-    envelope: bytes | None = field(repr=False, default=None)
+    envelope: bytes | None = None
+
+    def __repr__(self) -> str:  # the envelope is key material: keep it out of logs
+        return (
+            f"VerifyResult(segment_id={self.segment_id!r}, chunks={self.chunks}, cut_short={self.cut_short})"
+        )
 
 
 class SegmentReader:
@@ -456,8 +474,7 @@ class SegmentReader:
                 f"segment {hdr.segment_id}: the key envelope does not open (damaged, or from another segment)"
             ) from None
         self._keys = _derive(file_key, hdr.salt)
-        expect = hmac.digest(self._keys.header_mac, _canonical_header(hdr.body), "sha256")
-        if not hmac.compare_digest(expect, hdr.tag):
+        if not _mac_ok(self._keys.header_mac, _canonical_header(hdr.body), hdr.tag):
             raise HeaderDamaged(
                 f"segment {hdr.segment_id}: header fails authentication: its bytes were changed"
             )
@@ -477,12 +494,11 @@ class SegmentReader:
                 ) from None
             self.trailer = t if isinstance(t, dict) else {}
         if lay.status == STATUS_COMPLETE:
-            want = hmac.digest(
+            if not _mac_ok(
                 self._keys.trailer_mac,
                 hdr.tag + _trailer_binding(lay.chunks, lay.status) + lay.trailer_json,
-                "sha256",
-            )
-            if not hmac.compare_digest(want, lay.trailer_tag):
+                lay.trailer_tag,
+            ):
                 if lay.chunks and not self._any_chunk_authenticates():
                     raise HeaderMismatch(
                         f"segment {hdr.segment_id}: no chunk authenticates under this header's key: "
@@ -677,7 +693,8 @@ def detach_envelope(src: BinaryIO, dst: BinaryIO, bufsize: int = 1024 * 1024) ->
     if hdr.envelope is None:
         raise HeaderDamaged(f"segment {hdr.segment_id} carries no key envelope (already stored form?)")
     stored_head = _canonical_header(hdr.body) + hdr.tag
-    h = hashlib.sha256(stored_head)
+    h = hashes.Hash(hashes.SHA256())
+    h.update(stored_head)
     dst.write(stored_head)
     n = len(stored_head)
     src.seek(hdr.header_len)
@@ -688,4 +705,4 @@ def detach_envelope(src: BinaryIO, dst: BinaryIO, bufsize: int = 1024 * 1024) ->
         h.update(b)
         dst.write(b)
         n += len(b)
-    return hdr, h.hexdigest(), n
+    return hdr, h.finalize().hex(), n

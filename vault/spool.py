@@ -9,22 +9,21 @@ down the spool simply grows. Files ingest cannot accept go to `spool/rejected/` 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from vault.events import WARNING, EventLog, event
 from vault.fsutil import atomic_write_bytes, fsync_dir
-from vault.log import event
 from vault.seal import DEFAULT_CHUNK_SIZE, SealError, SealSummary, SegmentWriter, recover_partial
 from vault.timeutil import iso
 
-log = logging.getLogger("holdfast.spool")
+#: Not a logging.Logger: recorders import this module and budget their memory (vault.events).
+log = EventLog("holdfast.spool")
 
 PARTIAL_DIR = ".partial"
 REJECTED_DIR = "rejected"
@@ -35,7 +34,7 @@ SEGMENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def new_segment_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as uuid4 (whose module a recorder cannot afford)
 
 
 def ensure_spool(spool: Path) -> None:
@@ -113,14 +112,14 @@ def recover_partials(spool: Path, source: str, reason: str) -> tuple[list[Path],
                 os.fsync(f.fileno())
         except SealError as e:
             kept = 0
-            event(log, "spool.partial_unreadable", logging.WARNING, path=str(part), error=str(e))
+            event(log, "spool.partial_unreadable", WARNING, path=str(part), error=str(e))
         if kept == 0:
             part.unlink()
             dropped.append(part)
             event(
                 log,
                 "spool.partial_dropped",
-                logging.WARNING,
+                WARNING,
                 source=source,
                 segment=seg_id,
                 reason="no complete chunk was written before the recorder died",
