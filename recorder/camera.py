@@ -20,6 +20,15 @@ Gaps: when ffmpeg exits or stalls the segment closes with its ``end_reason``; a 
 recorded instant to the next segment's start is written when recording resumes (or at shutdown),
 with the reason the stream ended and why reconnects failed. Retries back off 1 s doubling to 30 s,
 forever; a cheap TCP probe cuts the wait short when an unreachable camera's port comes back.
+
+Memory budget: this process runs once per camera, next to its ffmpeg, and the benchmark target is
+at most 1.5x bare ffmpeg's memory per camera (docs/benchmarks.md). So the daemon runs with
+``python -S`` on an explicit path, and its import closure leaves out what it can do without:
+``logging`` (vault.events writes the same lines), ``subprocess`` (``os.posix_spawnp``),
+``dataclasses``, ``hashlib`` (cryptography hashes) and cryptography's ``serialization`` (the CLI
+loads the PEM key and hands over its raw bytes). tests/test_camera_budget.py keeps it so.
+Fragments are cut every FRAGMENT_SECONDS as well as at keyframes, so the plaintext held in
+memory is half a second of video whatever the camera's GOP length.
 """
 
 from __future__ import annotations
@@ -27,29 +36,24 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import logging
 import os
 import re
 import select
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from recorder.mp4 import Box, Fragment, FragmentedMp4Reader, InitSegment, Mp4Error
 from vault.errors import HoldfastError
+from vault.events import DEBUG, WARNING, EventLog, event, write_directly
 from vault.fsutil import atomic_write_bytes
-from vault.keys import load_seal_public
-from vault.log import event, setup_logging
 from vault.notify import notify, watchdog_interval
 from vault.spool import PARTIAL_DIR, SpoolSegment, ensure_spool, recover_partials, write_gap
 from vault.timeutil import iso, parse_iso, utcnow
@@ -57,7 +61,7 @@ from vault.timeutil import iso, parse_iso, utcnow
 if TYPE_CHECKING:
     from config.model import HoldfastConfig
 
-log = logging.getLogger("holdfast.recorder.camera")
+log = EventLog("holdfast.recorder.camera")
 
 #: Sample-entry fourccs of the codecs the recorder accepts (H.264, H.265).
 SUPPORTED_CODECS = {"avc1": "h264", "avc3": "h264", "hev1": "hevc", "hvc1": "hevc"}
@@ -67,7 +71,12 @@ BACKOFF_MAX = 30.0
 STOP_DRAIN_SECONDS = 1.2
 #: Wall clock and media time may drift apart (camera clock); beyond this, re-anchor.
 MAX_DRIFT_SECONDS = 2.0
-READ_SIZE = 1 << 20
+READ_SIZE = 1 << 16  # a pipe holds 64 KiB: a larger read only allocates more
+#: ffmpeg cuts a fragment at every keyframe and at least this often (``-frag_duration``), which
+#: bounds what it and this process buffer to half a second of video, whatever the GOP length
+#: (a camera with a 10 s GOP at 8 Mbit/s would otherwise hand over 10 MB fragments). 0.2 s
+#: saved another 0.8 MB of heap per recorder but cost 0.1x of bare ffmpeg's CPU (bench/recorder.py).
+FRAGMENT_SECONDS = 0.5
 STATE_DIR = ".recorder"
 EXIT_CONFIG = 78  # EX_CONFIG: the unit has RestartPreventExitStatus for it (no restart loop)
 #: How `holdfast record camera` hands the validated settings to the lean daemon it execs.
@@ -116,6 +125,8 @@ def ffmpeg_command(url: str, timeout_seconds: float, ffmpeg: str = "ffmpeg") -> 
         "mp4",
         "-movflags",
         "+frag_keyframe+empty_moov+default_base_moof",
+        "-frag_duration",
+        str(int(FRAGMENT_SECONDS * 1_000_000)),
         "pipe:1",
     ]
 
@@ -152,20 +163,21 @@ def is_unreachable(cause: str) -> bool:
 
 
 def _tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    # An ASCII host goes as bytes: a str host makes socket load the IDNA codec (0.3 MB).
+    address = host.encode("ascii") if host.isascii() else host
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((address, port), timeout=timeout):
             return True
     except OSError:
         return False
 
 
-@dataclass(frozen=True)
-class CameraSettings:
+class CameraSettings(NamedTuple):
     """Everything one camera's recorder needs, resolved from the validated configuration.
 
-    Why a separate object: the daemon runs without pydantic, SQLAlchemy or the CLI (half the
-    memory of a full `holdfast` process, and it runs once per camera), so the CLI validates the
-    config and passes just this along.
+    Why a separate object: the daemon runs without pydantic, SQLAlchemy or the CLI (it runs once
+    per camera), so the CLI validates the config, loads and checks the public key, and passes
+    just this along.
     """
 
     id: str
@@ -175,10 +187,14 @@ class CameraSettings:
     stall_seconds: float
     spool: Path
     seal_pub: Path
+    #: The raw X25519 public key read from ``seal_pub`` (hex): the only key the recorder holds.
+    seal_key: str
 
     @classmethod
     def from_config(cls, cfg: HoldfastConfig, camera_id: str) -> CameraSettings:
         from config.model import Camera
+        from vault.keyid import raw_public
+        from vault.keys import load_seal_public
 
         try:
             cam = cfg.source(camera_id)
@@ -188,6 +204,11 @@ class CameraSettings:
             raise RecorderError(f"{camera_id!r} is a call line, not a camera", EXIT_CONFIG)
         if not cam.enabled:
             raise RecorderError(f"camera {camera_id!r} is disabled in the configuration", EXIT_CONFIG)
+        seal_pub = Path(cfg.keys.dir) / "seal.pub"
+        try:
+            key = raw_public(load_seal_public(seal_pub)).hex()
+        except HoldfastError as e:
+            raise RecorderError(str(e)) from None
         return cls(
             cam.id,
             cam.site,
@@ -195,11 +216,12 @@ class CameraSettings:
             cam.segment_seconds,
             cam.stall_seconds,
             Path(cfg.paths.spool),
-            Path(cfg.keys.dir) / "seal.pub",
+            seal_pub,
+            key,
         )
 
     def to_json(self) -> str:
-        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()})
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in self._asdict().items()})
 
     @classmethod
     def from_json(cls, text: str) -> CameraSettings:
@@ -212,18 +234,117 @@ class CameraSettings:
             float(d["stall_seconds"]),
             Path(d["spool"]),
             Path(d["seal_pub"]),
+            str(d["seal_key"]),
         )
 
+    def recipient(self) -> X25519PublicKey:
+        return X25519PublicKey.from_public_bytes(bytes.fromhex(self.seal_key))
 
-@dataclass
+
 class _Open:
     """The segment being written: its spool handle and what its trailer will say."""
 
-    spool: SpoolSegment
-    start: datetime
-    init_signature: str
-    duration: float = 0.0
-    fragments: int = 0
+    __slots__ = ("spool", "start", "init_signature", "duration", "fragments")
+
+    def __init__(self, spool: SpoolSegment, start: datetime, init_signature: str) -> None:
+        self.spool = spool
+        self.start = start
+        self.init_signature = init_signature
+        self.duration = 0.0
+        self.fragments = 0
+
+
+class _Stop:
+    """Set by a signal handler or another thread; wakes whatever the recorder is waiting on."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self.fd, self._wake = os.pipe()
+        os.set_blocking(self._wake, False)
+
+    def set(self) -> None:
+        self._set = True
+        with contextlib.suppress(BlockingIOError):  # full: already woken
+            os.write(self._wake, b"x")
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        if not self._set:
+            select.select([self.fd], [], [], max(0.0, timeout))
+        return self._set
+
+
+class _Ffmpeg:
+    """One ffmpeg child: stdout and stderr on pipes, stdin on /dev/null, its own session.
+
+    ``os.posix_spawnp`` rather than ``subprocess`` (0.4 MB per recorder; see the module doc).
+    """
+
+    def __init__(self, cmd: list[str]) -> None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            self.pid = os.posix_spawnp(
+                cmd[0],
+                cmd,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                ],
+                setsid=True,  # a terminal's Ctrl-C must not signal ffmpeg twice
+            )
+        except OSError:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        self.stdout = out_r
+        self.stderr: int | None = err_r
+        self.returncode: int | None = None
+        self._err_tail = b""
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def signal(self, sig: int) -> None:
+        if self.poll() is None:  # never signal a reaped pid: it may be someone else's now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def read_stderr(self) -> list[str]:
+        """Complete lines now readable on stderr (all that is left, at end of file)."""
+        if self.stderr is None:
+            return []
+        data = os.read(self.stderr, READ_SIZE)
+        if not data:
+            os.close(self.stderr)
+            self.stderr = None
+            data, self._err_tail = self._err_tail + b"\n", b""
+        else:
+            data, self._err_tail = self._err_tail + data, b""
+        *lines, self._err_tail = data.split(b"\n")
+        return [line.decode(errors="replace").rstrip() for line in lines]
+
+    def close_stdout(self) -> None:
+        if self.stdout >= 0:
+            os.close(self.stdout)
+            self.stdout = -1
 
 
 class CameraRecorder:
@@ -238,9 +359,9 @@ class CameraRecorder:
     ) -> None:
         self.cam = cam
         self.spool = cam.spool
-        self.recipient = recipient or load_seal_public(cam.seal_pub)
+        self.recipient = recipient or cam.recipient()
         self.ffmpeg = ffmpeg
-        self.stop = threading.Event()
+        self.stop = _Stop()
         self.seg: _Open | None = None
         #: (wall clock, media seconds) of this connection's first fragment.
         self.anchor: tuple[datetime, float] | None = None
@@ -285,7 +406,7 @@ class CameraRecorder:
             event(
                 log,
                 "camera.unavailable" if not recorded else "camera.disconnected",
-                logging.WARNING,
+                WARNING,
                 camera=self.cam.id,
                 cause=cause,
                 attempt=len(self.failed_attempts),
@@ -307,7 +428,7 @@ class CameraRecorder:
             event(
                 log,
                 "camera.partial_dropped",
-                logging.WARNING,
+                WARNING,
                 camera=self.cam.id,
                 path=p.name,
                 reason="nothing complete was written before the recorder died",
@@ -318,7 +439,7 @@ class CameraRecorder:
         except FileNotFoundError:
             pass
         except (ValueError, KeyError, TypeError) as e:
-            event(log, "camera.state_unreadable", logging.WARNING, camera=self.cam.id, error=str(e))
+            event(log, "camera.state_unreadable", WARNING, camera=self.cam.id, error=str(e))
         if mtimes:
             killed_at = datetime.fromtimestamp(max(mtimes)).astimezone()
             last = max(last, killed_at) if last else killed_at
@@ -363,35 +484,30 @@ class CameraRecorder:
         """Run ffmpeg once, until it ends, stalls or we stop; returns (cause, recorded anything)."""
         cmd = ffmpeg_command(self.cam.url, self.cam.stall_seconds, self.ffmpeg)
         try:
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # a terminal's Ctrl-C must not signal ffmpeg twice
-            )
+            proc = _Ffmpeg(cmd)
         except OSError as e:
             return f"cannot start ffmpeg: {e}", False
-        assert proc.stdout is not None and proc.stderr is not None
         stderr: collections.deque[str] = collections.deque(maxlen=20)
-        t = threading.Thread(target=self._read_stderr, args=(proc.stderr, stderr), daemon=True)
-        t.start()
         reader = FragmentedMp4Reader()
         self.anchor = None
         recorded = False
         cause: str | None = None
-        fd = proc.stdout.fileno()
         self._last_fragment = time.monotonic()
         drain_until: float | None = None
         try:
             while True:
                 if self.stop.is_set() and drain_until is None:
-                    self._signal(proc, signal.SIGINT)
+                    proc.signal(signal.SIGINT)
                     drain_until = time.monotonic() + STOP_DRAIN_SECONDS
                     cause = "sigterm"
-                ready, _, _ = select.select([fd], [], [], 0.25)
-                if ready:
-                    data = os.read(fd, READ_SIZE)
+                fds = [proc.stdout] + ([proc.stderr] if proc.stderr is not None else [])
+                if drain_until is None:
+                    fds.append(self.stop.fd)  # readable for good once set: only until we act on it
+                ready, _, _ = select.select(fds, [], [], 0.25)
+                if proc.stderr is not None and proc.stderr in ready:
+                    self._log_stderr(proc.read_stderr(), stderr)
+                if proc.stdout in ready:
+                    data = os.read(proc.stdout, READ_SIZE)
                     if not data:
                         break
                     try:
@@ -400,21 +516,22 @@ class CameraRecorder:
                                 recorded = True
                     except (Mp4Error, UnsupportedStream) as e:
                         cause = str(e) if isinstance(e, UnsupportedStream) else f"malformed stream: {e}"
-                        self._signal(proc, signal.SIGKILL)
+                        proc.signal(signal.SIGKILL)
                         break
                 now = time.monotonic()
                 if drain_until is not None and now > drain_until:
-                    self._signal(proc, signal.SIGKILL)
+                    proc.signal(signal.SIGKILL)
                     break
                 if drain_until is None and now - self._last_fragment > self.cam.stall_seconds:
                     cause = f"stall (no fragment for {self.cam.stall_seconds:g} s)"
-                    self._signal(proc, signal.SIGKILL)
+                    proc.signal(signal.SIGKILL)
                     break
                 self._watchdog()
         finally:
-            proc.stdout.close()
+            proc.close_stdout()  # an ffmpeg still writing gets EPIPE and exits
             rc = proc.wait()
-            t.join(2)
+            while proc.stderr is not None:  # ffmpeg is gone: the rest of its stderr is in the pipe
+                self._log_stderr(proc.read_stderr(), stderr)
         if cause is None:
             cause = classify_exit(rc, list(stderr))
         if self.seg is not None:
@@ -423,20 +540,13 @@ class CameraRecorder:
             self.pending_gap = (self.covered_until, cause)
         return cause, recorded
 
-    def _read_stderr(self, pipe: Any, lines: collections.deque[str]) -> None:
+    def _log_stderr(self, lines: list[str], keep: collections.deque[str]) -> None:
         """ffmpeg's error lines, kept for the exit cause and logged (credentials redacted)."""
-        for raw in pipe:
-            line = redact_url(raw.decode(errors="replace").rstrip())
+        for raw in lines:
+            line = redact_url(raw)
             if line:
-                lines.append(line)
-                event(log, "camera.ffmpeg", logging.DEBUG, camera=self.cam.id, line=line)
-        pipe.close()
-
-    @staticmethod
-    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
+                keep.append(line)
+                event(log, "camera.ffmpeg", DEBUG, camera=self.cam.id, line=line)
 
     # -- boxes -------------------------------------------------------------------------------
 
@@ -477,7 +587,7 @@ class CameraRecorder:
                 event(
                     log,
                     "camera.clock_drift",
-                    logging.WARNING,
+                    WARNING,
                     camera=self.cam.id,
                     drift=round((observed - start).total_seconds(), 3),
                 )
@@ -485,7 +595,8 @@ class CameraRecorder:
                 self.anchor = (start, media)
             self._open(frag, start)
         assert self.seg is not None
-        self.seg.spool.write(frag.data)
+        self.seg.spool.write(frag.moof.data)  # two writes: joining them would copy the fragment
+        self.seg.spool.write(frag.mdat.data)
         self.seg.duration += frag.duration_seconds
         self.seg.fragments += 1
         if not self.ready:
@@ -522,7 +633,7 @@ class CameraRecorder:
         event(
             log,
             "camera.segment_open",
-            logging.DEBUG,
+            DEBUG,
             camera=self.cam.id,
             segment=self.seg.spool.segment_id,
             start=iso(start),
@@ -597,11 +708,25 @@ def main(cam: CameraSettings) -> int:
     return rec.run()
 
 
+def daemon_path() -> list[str]:
+    """Where the daemon finds Holdfast and its few third-party modules when run with ``-S``."""
+    import sysconfig
+
+    here = str(Path(__file__).resolve().parents[1])
+    paths = sysconfig.get_paths()
+    out: list[str] = []
+    for p in (here, paths["purelib"], paths["platlib"]):
+        if p not in out:
+            out.append(p)
+    return out
+
+
 def exec_daemon(cam: CameraSettings, log_level: str) -> None:
     """Replace this (CLI) process with the lean daemon: same PID, so systemd's notify and
-    watchdog bookkeeping (NotifyAccess=main) carry over."""
-    env = {**os.environ, SETTINGS_ENV: cam.to_json()}
-    argv = [sys.executable, "-m", "recorder.camera", "--log-level", log_level]
+    watchdog bookkeeping (NotifyAccess=main) carry over. ``-S`` skips site (0.8 MB: the .pth
+    hooks of the venv) for an explicit path; see the module doc on the memory budget."""
+    env = {**os.environ, SETTINGS_ENV: cam.to_json(), "PYTHONPATH": os.pathsep.join(daemon_path())}
+    argv = [sys.executable, "-S", "-m", "recorder.camera", "--log-level", log_level]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
@@ -609,7 +734,7 @@ def exec_daemon(cam: CameraSettings, log_level: str) -> None:
 
 def _daemon(argv: list[str]) -> int:
     level = argv[argv.index("--log-level") + 1] if "--log-level" in argv else "INFO"
-    setup_logging(level)
+    write_directly(level)
     text = os.environ.pop(SETTINGS_ENV, None)
     if text is None:
         print(
@@ -622,8 +747,6 @@ def _daemon(argv: list[str]) -> int:
     except HoldfastError as e:
         print(f"holdfast: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    finally:
-        logging.shutdown()
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ Layers:
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+from cryptography.hazmat.primitives import hashes
 
 DEFAULT_MAX_BOX_SIZE = 64 * 1024 * 1024
 
@@ -69,8 +70,7 @@ class BoxTooLargeError(Mp4Error):
 # Boxes
 
 
-@dataclass(frozen=True, slots=True)
-class Box:
+class Box(NamedTuple):
     """One complete box: its type, raw bytes (header included) and stream offset."""
 
     type: str
@@ -200,7 +200,9 @@ class BoxReader:
                     )
                 if end - self._pos < size:
                     break
-                boxes.append(Box(box_type, bytes(buf[self._pos : self._pos + size]), self.offset, header))
+                with memoryview(buf) as view:  # one copy out of the buffer, not two
+                    raw = bytes(view[self._pos : self._pos + size])
+                boxes.append(Box(box_type, raw, self.offset, header))
                 self._pos += size
         except Mp4Error as exc:
             self._failed = exc
@@ -221,8 +223,7 @@ class BoxReader:
 # Init segment
 
 
-@dataclass(frozen=True, slots=True)
-class TrackInfo:
+class TrackInfo(NamedTuple):
     """What the recorder needs to know about one track of the init segment."""
 
     track_id: int
@@ -245,8 +246,7 @@ class TrackInfo:
         return self.handler == "soun"
 
 
-@dataclass(frozen=True, slots=True)
-class InitSegment:
+class InitSegment(NamedTuple):
     """ftyp + moov: what a player needs before any fragment; changes when the stream does."""
 
     data: bytes
@@ -337,11 +337,11 @@ def _parse_trak(trak: Box) -> tuple[TrackInfo, bytes]:
     if handler == "vide":
         _need(entry, 20, e)
         width, height = struct.unpack_from(">HH", entry.data, e + 16)
-        info = replace(info, width=width, height=height)
+        info = info._replace(width=width, height=height)
     elif handler == "soun":
         _need(entry, 20, e)
         channels, _, _, _, rate = struct.unpack_from(">HHHHI", entry.data, e + 8)
-        info = replace(info, channels=channels, sample_rate=rate >> 16)
+        info = info._replace(channels=channels, sample_rate=rate >> 16)
     return info, stsd.data
 
 
@@ -354,7 +354,7 @@ def parse_init(data: bytes, offset: int = 0) -> InitSegment:
     if moov is None:
         raise Mp4Error("init segment has no moov", None, offset)
     tracks: dict[int, TrackInfo] = {}
-    signature = hashlib.sha256()
+    signature = hashes.Hash(hashes.SHA256())  # not hashlib: see recorder.camera's import budget
     trex: dict[int, tuple[int, int]] = {}
     for child in iter_boxes(moov.data, moov.header_size, base=moov.offset):
         if child.type == "trak":
@@ -377,16 +377,15 @@ def parse_init(data: bytes, offset: int = 0) -> InitSegment:
         raise Mp4Error("moov has no tracks", moov.type, moov.offset)
     for tid, (duration, flags) in trex.items():
         if tid in tracks:
-            tracks[tid] = replace(tracks[tid], default_sample_duration=duration, default_sample_flags=flags)
-    return InitSegment(bytes(data), tracks, signature.hexdigest(), offset)
+            tracks[tid] = tracks[tid]._replace(default_sample_duration=duration, default_sample_flags=flags)
+    return InitSegment(bytes(data), tracks, signature.finalize().hex(), offset)
 
 
 # ---------------------------------------------------------------------------------------------
 # Fragments
 
 
-@dataclass(frozen=True, slots=True)
-class TrackFragment:
+class TrackFragment(NamedTuple):
     """One traf of a moof, reduced to timing and the first sample's sync flag."""
 
     track_id: int
@@ -401,15 +400,14 @@ class TrackFragment:
         return self.first_sample_flags is not None and not self.first_sample_flags & SAMPLE_IS_NON_SYNC
 
 
-@dataclass(frozen=True, slots=True)
-class Fragment:
+class Fragment(NamedTuple):
     """moof + mdat: the unit the recorder seals and cuts segments at."""
 
     moof: Box
     mdat: Box
     sequence_number: int
     tracks: dict[int, TrackFragment]
-    init: InitSegment = field(repr=False)
+    init: InitSegment
 
     @property
     def data(self) -> bytes:
