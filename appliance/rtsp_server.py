@@ -31,7 +31,17 @@ PATTERNS = ("snow", "ball", "smpte", "black", "white", "gradient", "pinwheel", "
 
 
 def live_pipeline(args: argparse.Namespace) -> str:
-    """A live x264 encode: the RTP timestamps follow the wall clock like a real camera."""
+    """A live x264 encode: the RTP timestamps follow the wall clock like a real camera.
+
+    ``--codec mjpeg`` serves Motion JPEG instead, as older cameras do: what a recorder that
+    keeps only H.264/H.265 must refuse clearly.
+    """
+    if args.codec == "mjpeg":
+        return (
+            f"( videotestsrc is-live=true pattern={args.pattern} "
+            f"! video/x-raw,format=I420,width={args.width},height={args.height},framerate={args.fps}/1 "
+            "! jpegenc ! rtpjpegpay name=pay0 pt=26 )"  # RFC 2435 carries 4:2:0 or 4:2:2 only
+        )
     return (
         f"( videotestsrc is-live=true pattern={args.pattern} "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
@@ -144,6 +154,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--password", help="password for --user")
     p.add_argument("--auth", choices=("digest", "basic"), default="digest", help="method offered with --user")
     p.add_argument("--file", help="loop this Annex-B .h264 file instead of encoding live")
+    p.add_argument("--codec", choices=("h264", "mjpeg"), default="h264", help="codec of the live encode")
     args = p.parse_args(argv)
     args.mounts = args.mounts or ["/office-1"]
     args.mounts = [m if m.startswith("/") else "/" + m for m in args.mounts]

@@ -65,6 +65,14 @@ log = EventLog("holdfast.recorder.camera")
 
 #: Sample-entry fourccs of the codecs the recorder accepts (H.264, H.265).
 SUPPORTED_CODECS = {"avc1": "h264", "avc3": "h264", "hev1": "hevc", "hvc1": "hevc"}
+#: What other sample entries ffmpeg writes for a camera's stream are, for the log line.
+OTHER_CODECS = {
+    "mp4v": "MPEG-4 Part 2 or Motion JPEG",
+    "jpeg": "Motion JPEG",
+    "vp08": "VP8",
+    "vp09": "VP9",
+    "av01": "AV1",
+}
 BACKOFF_START = 1.0
 BACKOFF_MAX = 30.0
 #: After SIGINT, ffmpeg flushes its last fragment in ~200 ms; give up on it after this long.
@@ -566,7 +574,11 @@ class CameraRecorder:
         if video is None:
             raise UnsupportedStream("unsupported stream: no video track")
         if video.codec not in SUPPORTED_CODECS:
-            raise UnsupportedStream(f"unsupported codec {video.codec!r} (only H.264 and H.265 are recorded)")
+            name = OTHER_CODECS.get(video.codec, "an unknown codec")
+            raise UnsupportedStream(
+                f"unsupported codec: the camera sends {name} ({video.codec!r}); only H.264 and H.265 "
+                "are recorded: set the camera's stream to H.264 or H.265"
+            )
 
     def _on_fragment(self, frag: Fragment) -> bool:
         arrival = utcnow()

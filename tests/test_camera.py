@@ -349,6 +349,62 @@ def test_bad_camera_gives_a_clear_error_with_backoff(
     assert rc == 0 and took < 2.0
 
 
+def test_stream_that_is_not_h264_or_h265_is_refused_with_backoff(
+    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    """A Motion JPEG camera: named in the log, retried with backoff, nothing stored."""
+    server = rtsp_server_factory([f"/{CAMERA}"], codec="mjpeg", width=320, height=240, pattern="ball")
+    point_camera_at(appliance, server.url())
+    rec = Recorder(appliance, tmp_path / "recorder.log").start()
+    recorders.append(rec)
+    t0 = time.monotonic()
+    assert wait_for(lambda: _failures(rec.text()), 10), rec.text()
+    first = _failures(rec.text())[0]
+    assert first["camera"] == CAMERA, first
+    assert "unsupported codec" in first["cause"] and "Motion JPEG" in first["cause"], first
+    assert "H.264 or H.265" in first["cause"], first
+    time.sleep(max(0.0, t0 + 9 - time.monotonic()))
+    delays = [float(r["retry_in"]) for r in _failures(rec.text())]
+    assert 2 <= len(delays) <= 6 and delays == sorted(delays) and delays[-1] >= 2.0, delays
+    spool = appliance.cfg.paths.spool
+    assert list(spool.glob("*.seg")) == [] and partials(appliance) == []
+    rc, took = rec.terminate()
+    assert rc == 0 and took < 2.0
+
+
+def test_new_stream_parameters_start_segments_with_the_new_init(
+    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    """The camera is reconfigured from 640x360 to 1280x720 (it restarts its stream, as cameras
+    do): segments after the change carry the new init and play at the new size."""
+    small = make_h264_annexb(tmp_path / "360p.h264", seconds=6, width=640, height=360, gop=25)
+    large = make_h264_annexb(tmp_path / "720p.h264", seconds=6, width=1280, height=720, gop=25)
+    server = rtsp_server_factory([f"/{CAMERA}"], file=str(small))
+    point_camera_at(appliance, server.url())
+    rec = Recorder(appliance, tmp_path / "recorder.log").start()
+    recorders.append(rec)
+    assert wait_for(lambda: partials(appliance), 20), rec.text()
+    time.sleep(3)
+    server.stop()
+    before = set(partials(appliance))
+    rtsp_server_factory([f"/{CAMERA}"], port=server.port, file=str(large))
+    assert wait_for(lambda: set(partials(appliance)) - before, 15), rec.text()
+    time.sleep(3)
+    rc, _ = rec.terminate()
+    assert rc == 0, rec.text()
+
+    assert "rejected=0" in ingest(appliance)
+    segs, _gaps = indexed(appliance)
+    sizes = [(s.meta["width"], s.meta["height"]) for s in segs]
+    assert sizes[0] == (640, 360) and sizes[-1] == (1280, 720), sizes
+    assert sizes == sorted(sizes), "no segment mixes or reverts the sizes"
+    assert segs[0].meta["init_signature"] != segs[-1].meta["init_signature"]
+    for s, size in ((segs[0], (640, 360)), (segs[-1], (1280, 720))):
+        info = ffprobe_segment(appliance, s.id, tmp_path)
+        (video,) = [x for x in info["streams"] if x["codec_type"] == "video"]  # type: ignore[union-attr,index]
+        assert (video["width"], video["height"]) == size
+
+
 def test_non_rtsp_url_is_refused_with_a_clear_error(appliance: Appliance) -> None:
     point_camera_at(appliance, "http://127.0.0.1:1/office-1")
     p = appliance.cli("record", "camera", CAMERA, check=False, timeout=10)

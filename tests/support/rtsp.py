@@ -35,6 +35,7 @@ OPTIONS = (
     "password",
     "auth",
     "file",
+    "codec",
 )
 
 
@@ -83,7 +84,8 @@ class RtspServer:
 
     Options (keyword arguments): width, height, fps, bitrate (kbit/s), gop (key-int-max),
     pattern ("snow" = real bitrate, "ball" compresses), user + password (+ auth="digest" or
-    "basic") to require credentials, file (loop a pre-encoded Annex-B .h264 file).
+    "basic") to require credentials, file (loop a pre-encoded Annex-B .h264 file), codec ("h264"
+    or "mjpeg" for the live encode).
     Port 0 lets the server pick; ``port`` then holds the real one and restart() reuses it.
     """
 
