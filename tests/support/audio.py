@@ -133,14 +133,21 @@ def peak_frequency(x: np.ndarray, rate: int = 48000) -> float:
     return float(np.argmax(spec) * rate / len(x))
 
 
-def envelope_correlation(a: np.ndarray, b: np.ndarray, rate: int = 48000) -> float:
-    """Best normalised correlation of two signals' 10 ms envelopes over all lags."""
+def envelope_correlation(a: np.ndarray, b: np.ndarray, rate: int = 48000, overhang: float = 0.25) -> float:
+    """Best normalised correlation of two signals' 10 ms envelopes over all lags.
+
+    The shorter signal may stick out of the longer one by up to ``overhang`` seconds at either
+    end: a PulseAudio null sink's monitor can miss the first sink-latency's worth (~80 ms) of a
+    stream that starts playing into it (the sink rewinds what it had already rendered), which is
+    the test rig's loss, not the recorder's.
+    """
     ea, eb = envelope(a, rate), envelope(b, rate)
     ea = (ea - ea.mean()) / (ea.std() or 1)
     eb = (eb - eb.mean()) / (eb.std() or 1)
     if len(ea) < len(eb):
         ea, eb = eb, ea
-    c = np.correlate(ea, eb, mode="valid") / len(eb)
+    pad = np.zeros(int(overhang * 100))  # envelope samples are 10 ms
+    c = np.correlate(np.concatenate([pad, ea, pad]), eb, mode="valid") / len(eb)
     return float(c.max())
 
 
