@@ -86,6 +86,14 @@ def point_camera_at(appliance: Appliance, url: str, **fields: float) -> None:
     appliance.config_path.write_text(text)
 
 
+def start_recorder(appliance: Appliance, url: str, recorders: list[Recorder], tmp_path: Path) -> Recorder:
+    """Point office-1 at URL and start its recorder (stopped at teardown by `recorders`)."""
+    point_camera_at(appliance, url)
+    rec = Recorder(appliance, tmp_path / "recorder.log").start()
+    recorders.append(rec)
+    return rec
+
+
 def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -136,9 +144,7 @@ def test_sixty_seconds_six_segments_sigterm_and_no_plaintext(
     tmp_path: Path,
 ) -> None:
     server = rtsp_server_factory([f"/{CAMERA}"], file=str(stream_1080p))
-    point_camera_at(appliance, server.url())
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
+    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
     cfg = appliance.cfg
     roots = (cfg.paths.spool, cfg.paths.store)
 
@@ -210,9 +216,7 @@ def test_outage_of_twenty_seconds_is_one_gap_and_recording_resumes(
     tmp_path: Path,
 ) -> None:
     server = rtsp_server_factory([f"/{CAMERA}"], file=str(stream_1080p))
-    point_camera_at(appliance, server.url())
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
+    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
     assert wait_for(lambda: partials(appliance), 20), rec.text()
     time.sleep(4)
 
@@ -257,11 +261,9 @@ def test_sigkill_mid_segment_recovers_the_partial_and_carries_on(
     tmp_path: Path,
 ) -> None:
     server = rtsp_server_factory([f"/{CAMERA}"], file=str(stream_1080p))
-    point_camera_at(appliance, server.url())
     spool = appliance.cfg.paths.spool
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
-    # Mid-segment: at least two fragments (~1 MB each) sealed, well before the 10 s cut.
+    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
+    # Mid-segment: several fragments (0.5 s, ~250 kB each) sealed, well before the 10 s cut.
     assert wait_for(lambda: partials(appliance) and partials(appliance)[0].stat().st_size > 1_500_000, 20)
     time.sleep(0.5)
     (partial,) = partials(appliance)
@@ -329,9 +331,7 @@ def test_bad_camera_gives_a_clear_error_with_backoff(
         "wrong port": (f"rtsp://127.0.0.1:{free_port()}/{CAMERA}", "camera unreachable"),
         "wrong path": (server.url("/nope"), "no such stream"),
     }[case]
-    point_camera_at(appliance, url)
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
+    rec = start_recorder(appliance, url, recorders, tmp_path)
     t0 = time.monotonic()
     assert wait_for(lambda: _failures(rec.text()), 10), rec.text()
     first = _failures(rec.text())[0]
@@ -354,9 +354,7 @@ def test_stream_that_is_not_h264_or_h265_is_refused_with_backoff(
 ) -> None:
     """A Motion JPEG camera: named in the log, retried with backoff, nothing stored."""
     server = rtsp_server_factory([f"/{CAMERA}"], codec="mjpeg", width=320, height=240, pattern="ball")
-    point_camera_at(appliance, server.url())
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
+    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
     t0 = time.monotonic()
     assert wait_for(lambda: _failures(rec.text()), 10), rec.text()
     first = _failures(rec.text())[0]
@@ -380,9 +378,7 @@ def test_new_stream_parameters_start_segments_with_the_new_init(
     small = make_h264_annexb(tmp_path / "360p.h264", seconds=6, width=640, height=360, gop=25)
     large = make_h264_annexb(tmp_path / "720p.h264", seconds=6, width=1280, height=720, gop=25)
     server = rtsp_server_factory([f"/{CAMERA}"], file=str(small))
-    point_camera_at(appliance, server.url())
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
+    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
     assert wait_for(lambda: partials(appliance), 20), rec.text()
     time.sleep(3)
     server.stop()
