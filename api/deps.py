@@ -27,8 +27,9 @@ class Principal:
     role: str
     sites: frozenset[str]
 
-    def may_see_site(self, site: str) -> bool:
-        return self.role == "security" and site in self.sites
+    def barred_from(self, site: str) -> bool:
+        """Security staff see only their assigned sites; other roles are limited by role, not site."""
+        return self.role == "security" and site not in self.sites
 
 
 def state(request: Request) -> AppState:

@@ -224,7 +224,7 @@ def camera_for(st: AppState, who: Principal, camera_id: str) -> Camera:
     cam = next((c for c in st.cfg.cameras if c.id == camera_id), None)
     if cam is None:
         raise HTTPException(404, f"no camera {camera_id!r}")
-    if who.role == "security" and cam.site not in who.sites:
+    if who.barred_from(cam.site):
         raise HTTPException(403, f"you are not assigned to site {cam.site!r}")
     return cam
 
@@ -239,7 +239,7 @@ def source_for(st: AppState, who: Principal, source_id: str) -> Camera | CallLin
         src = next((x for x in st.cfg.lines if x.id == source_id), None)
     if src is None:
         raise HTTPException(404, f"no camera or call line {source_id!r}")
-    if who.role == "security" and src.site not in who.sites:
+    if who.barred_from(src.site):
         raise HTTPException(403, f"you are not assigned to site {src.site!r}")
     return src
 
@@ -255,7 +255,7 @@ def check_purpose(st: AppState, who: Principal, purpose: str) -> str:
 
         with st.vault.sessions() as s:
             inc = s.get(Incident, int(m.group(1)))
-            if inc is None or (who.role == "security" and inc.site not in who.sites):
+            if inc is None or who.barred_from(inc.site):
                 raise HTTPException(
                     400, f"purpose names incident {m.group(1)}, which you cannot see or does not exist"
                 )
@@ -286,14 +286,11 @@ def list_cameras(
 ) -> list[CameraOut]:
     """Cameras this user may see (a security user: only its sites)."""
     st = state(request)
-    out = []
-    for c in st.cfg.cameras:
-        if who.role == "security" and c.site not in who.sites:
-            continue
-        if site is not None and c.site != site:
-            continue
-        out.append(CameraOut(id=c.id, site=c.site, retention=c.retention, enabled=c.enabled))
-    return out
+    return [
+        CameraOut(id=c.id, site=c.site, retention=c.retention, enabled=c.enabled)
+        for c in st.cfg.cameras
+        if not who.barred_from(c.site) and (site is None or c.site == site)
+    ]
 
 
 @router.get("/lines", response_model=list[LineOut], responses=ERRORS)
@@ -307,7 +304,7 @@ def list_lines(
     return [
         LineOut(id=x.id, site=x.site, retention=x.retention, hash_remote=x.hash_remote)
         for x in st.cfg.lines
-        if (who.role != "security" or x.site in who.sites) and (site is None or x.site == site)
+        if not who.barred_from(x.site) and (site is None or x.site == site)
     ]
 
 
