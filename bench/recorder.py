@@ -72,6 +72,8 @@ class Tree:
     own_cpu: float = 0.0  # the root process alone (for Holdfast: the Python recorder, no ffmpeg)
     own_cpu_at_warm: float | None = None
     peak: list[int] = field(default_factory=lambda: [0, 0, 0])  # RSS, PSS, USS kB (peak of sum)
+    own_uss: int = 0  # peak USS kB of the root process alone
+    startup_peak: list[int] = field(default_factory=lambda: [0, 0, 0])  # before the window
 
     def sample(self) -> None:
         root = _stat(self.proc.pid)
@@ -80,6 +82,7 @@ class Tree:
         cpu = root[0] + root[1]
         self.own_cpu = max(self.own_cpu, root[0])
         mem = list(_mem(self.proc.pid))
+        self.own_uss = max(self.own_uss, mem[2])
         for child in _children(self.proc.pid):
             st = _stat(child)
             if st is not None:
@@ -144,6 +147,9 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
             t.sample()
             t.cpu_at_warm = t.cpu
             t.own_cpu_at_warm = t.own_cpu
+            # Memory, like CPU, is measured in the window: the CLI's validation before it execs
+            # the lean daemon (same PID) is a start-up transient, reported apart.
+            t.startup_peak, t.peak, t.own_uss = t.peak, [0, 0, 0], 0
         segs_before = len(list(spool.glob("*.seg")))
         files_before = len(list(bare_dir.glob("*.mp4")))
         t0 = time.monotonic()
@@ -178,6 +184,8 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
             "rss_mb": sum(t.peak[0] for t in trees) / n / 1024,
             "pss_mb": sum(t.peak[1] for t in trees) / n / 1024,
             "uss_mb": sum(t.peak[2] for t in trees) / n / 1024,
+            "own_uss_mb": sum(t.own_uss for t in trees) / n / 1024,
+            "startup_pss_mb": sum(t.startup_peak[1] for t in trees) / n / 1024,
         }
 
     h, b = per_cam(holdfast), per_cam(bare)
@@ -195,6 +203,8 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
         "rss_mb": "peak RSS MB",
         "pss_mb": "peak PSS MB",
         "uss_mb": "peak USS MB",
+        "own_uss_mb": "  of which root process",
+        "startup_pss_mb": "start-up peak PSS MB",
     }
     for k, label in labels.items():
         ratio = h[k] / b[k] if b[k] else float("nan")
