@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import config as config_pkg
 from appliance import rtsp_probe
 from appliance.install import USER, systemd_running
+from appliance.units import recorder_units
 from config.load import ConfigError
 from config.model import HoldfastConfig
 
@@ -206,7 +207,7 @@ def check_cameras(cfg: HoldfastConfig, timeout: float = 3.0) -> list[Check]:
 
 def unit_names(cfg: HoldfastConfig) -> list[str]:
     names = ["holdfast-ingest.service", "holdfast-api.service", "holdfast-purge.timer"]
-    names += [f"holdfast-recorder@{c.id}.service" for c in cfg.cameras if c.enabled]
+    names += recorder_units(cfg)[0]
     names += [f"holdfast-calls@{ln.id}.service" for ln in cfg.lines]
     return names
 

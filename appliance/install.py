@@ -209,11 +209,25 @@ class Installer:
         except Exception as e:  # noqa: BLE001 - a bad config must not stop the unit install
             self.say(f"units: config not loadable ({e}); no recorder instances enabled")
             return names
-        if "holdfast-recorder@.service" in present:
-            names += [f"holdfast-recorder@{c.id}.service" for c in cfg.cameras if c.enabled]
+        wanted, other = units.recorder_units(cfg)
+        names += [n for n in wanted if n.split("@")[0] + "@.service" in present]
+        self._retire(other)
         if "holdfast-calls@.service" in present:
             names += [f"holdfast-calls@{ln.id}.service" for ln in cfg.lines]
         return names
+
+    def _retire(self, names: list[str]) -> None:
+        """Disable (and stop) recorder instances of the layout not configured, if enabled."""
+        wants = self.at(SYSTEMD_DIR) / "multi-user.target.wants"
+        enabled = [n for n in names if (wants / n).is_symlink()]
+        if not enabled:
+            return
+        now = [] if self.staged or not systemd_running() else ["--now"]
+        cmd = ["systemctl", *([f"--root={self.root}"] if self.staged else []), "disable", *now, *enabled]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise InstallError(f"`{' '.join(cmd)}` failed: {p.stderr.strip()}")
+        self.say(f"disabled (other recorder layout): {' '.join(enabled)}")
 
     def install_units(self) -> None:
         sd = self.at(SYSTEMD_DIR)

@@ -11,6 +11,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config.model import HoldfastConfig
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT_DIR = REPO / "systemd"
@@ -27,6 +31,15 @@ def unit_files(unit_dir: Path = UNIT_DIR) -> list[Path]:
 
 def services(unit_dir: Path = UNIT_DIR) -> list[Path]:
     return [p for p in unit_files(unit_dir) if p.suffix == ".service"]
+
+
+def recorder_units(cfg: HoldfastConfig) -> tuple[list[str], list[str]]:
+    """(camera recorder instances to run, those of the other layout to stop) per the config's
+    ``[recorder] process_per``: a camera recorded by both would have two writers."""
+    cams = [c for c in cfg.cameras if c.enabled]
+    per_camera = [f"holdfast-recorder@{c.id}.service" for c in cams]
+    per_site = [f"holdfast-site-recorder@{s}.service" for s in dict.fromkeys(c.site for c in cams)]
+    return (per_site, per_camera) if cfg.recorder.process_per == "site" else (per_camera, per_site)
 
 
 def rewrite_exec(text: str, holdfast_bin: str) -> str:

@@ -65,7 +65,12 @@ def _restart_recorders() -> None:
 
     from appliance.install import systemd_running
 
-    units = ["holdfast-recorder@*.service", "holdfast-calls@*.service", "holdfast-pbx-ingest.service"]
+    units = [
+        "holdfast-recorder@*.service",
+        "holdfast-site-recorder@*.service",
+        "holdfast-calls@*.service",
+        "holdfast-pbx-ingest.service",
+    ]
     if systemd_running():
         subprocess.run(["systemctl", "try-restart", *units], check=False)
         print("recorders restarted to pick up the new seal.pub")

@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import json
 import os
 import re
 import select
 import signal
 import socket
-import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,9 +52,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from recorder.mp4 import Box, Fragment, FragmentedMp4Reader, InitSegment, Mp4Error
 from vault.errors import HoldfastError
-from vault.events import DEBUG, WARNING, EventLog, event, write_directly
+from vault.events import DEBUG, ERROR, WARNING, EventLog, event
 from vault.fsutil import atomic_write_bytes
-from vault.notify import notify, watchdog_interval
 from vault.spool import PARTIAL_DIR, SpoolSegment, ensure_spool, recover_partials, write_gap
 from vault.timeutil import iso, parse_iso, utcnow
 
@@ -87,8 +86,6 @@ READ_SIZE = 1 << 16  # a pipe holds 64 KiB: a larger read only allocates more
 FRAGMENT_SECONDS = 0.5
 STATE_DIR = ".recorder"
 EXIT_CONFIG = 78  # EX_CONFIG: the unit has RestartPreventExitStatus for it (no restart loop)
-#: How `holdfast record camera` hands the validated settings to the lean daemon it execs.
-SETTINGS_ENV = "HOLDFAST_CAMERA_SETTINGS"
 
 
 class RecorderError(HoldfastError):
@@ -228,12 +225,11 @@ class CameraSettings(NamedTuple):
             key,
         )
 
-    def to_json(self) -> str:
-        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in self._asdict().items()})
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self._asdict().items()}
 
     @classmethod
-    def from_json(cls, text: str) -> CameraSettings:
-        d = json.loads(text)
+    def from_dict(cls, d: dict[str, Any]) -> CameraSettings:
         return cls(
             str(d["id"]),
             str(d["site"]),
@@ -378,11 +374,15 @@ class CameraRecorder:
         #: A gap waiting for recording to resume: (start, reason).
         self.pending_gap: tuple[datetime, str] | None = None
         self.failed_attempts: list[str] = []
+        # What the daemon (recorder/daemon.py) reads to speak for the unit to systemd: READY once
+        # a fragment was recorded, STATUS, and a heartbeat the watchdog ping depends on.
         self.ready = False
-        self._wd_interval = watchdog_interval()
-        self._wd_last = 0.0
+        self.recording = False
+        self.status = f"connecting to {cam.id}"
+        self.heartbeat = time.monotonic()
         self._last_fragment = time.monotonic()
         self._state_path = self.spool / STATE_DIR / f"{cam.id}.json"
+        self._lock_fd: int | None = None
         self.segments_closed = 0
         #: Cut at the first keyframe once this much is held: the target less a little slack, so a
         #: connection's first fragment (a frame or two short of a GOP) does not add a whole GOP.
@@ -394,13 +394,21 @@ class CameraRecorder:
         """Record until SIGTERM (``stop``); never gives up on the camera."""
         ensure_spool(self.spool)
         (self.spool / STATE_DIR).mkdir(exist_ok=True, mode=0o750)
+        try:
+            if self._lock():
+                self._record()
+        finally:
+            self._unlock()
+        return 0
+
+    def _record(self) -> None:
         self._recover()
         event(log, "camera.start", camera=self.cam.id, url=redact_url(self.cam.url))
-        notify(f"STATUS=connecting to {self.cam.id}")
         delay = BACKOFF_START
         while not self.stop.is_set():
             started = utcnow()
             cause, recorded = self._connection()
+            self.recording = False
             if self.stop.is_set():
                 break
             if recorded:
@@ -420,12 +428,52 @@ class CameraRecorder:
                 attempt=len(self.failed_attempts),
                 retry_in=delay,
             )
-            notify(f"STATUS=reconnecting to {self.cam.id} in {delay:g} s: {cause}")
+            self.status = f"reconnecting to {self.cam.id} in {delay:g} s: {cause}"
             self._backoff(delay, watch_port=is_unreachable(cause))
             if not recorded:
                 delay = min(delay * 2, BACKOFF_MAX)
         self._shutdown()
-        return 0
+
+    def _lock(self) -> bool:
+        """Take the camera's lock, waiting while another process holds it; False if stopped first.
+
+        Why: two recorders of one camera (a per-camera and a per-site unit both enabled, or a copy
+        run by hand) would each recover the other's live partial segment as if it were killed.
+        """
+        path = self.spool / STATE_DIR / f"{self.cam.id}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        delay = BACKOFF_START
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                event(
+                    log,
+                    "camera.busy",
+                    ERROR,
+                    camera=self.cam.id,
+                    holder_pid=holder,
+                    fix="another recorder is recording this camera: stop it (holdfast-recorder@"
+                    f"{self.cam.id} or holdfast-site-recorder@{self.cam.site}) or this one",
+                    retry_in=delay,
+                )
+                self.status = f"waiting: {self.cam.id} is being recorded by pid {holder}"
+                self._backoff(delay, watch_port=False)
+                delay = min(delay * 2, BACKOFF_MAX)
+                if self.stop.is_set():
+                    os.close(fd)
+                    return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        return True
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _recover(self) -> None:
         """A killed predecessor's partial segment becomes a cut-short segment; its silence a gap."""
@@ -463,7 +511,7 @@ class CameraRecorder:
             self._close("sigterm")
         if self.pending_gap is not None:
             self._write_gap(utcnow(), suffix="; recorder stopped")
-        notify("STOPPING=1", f"STATUS=stopped {self.cam.id}")
+        self.status = f"stopped {self.cam.id}"
         event(log, "camera.stopped", camera=self.cam.id, segments=self.segments_closed)
 
     def _backoff(self, delay: float, watch_port: bool) -> None:
@@ -611,9 +659,7 @@ class CameraRecorder:
         self.seg.spool.write(frag.mdat.data)
         self.seg.duration += frag.duration_seconds
         self.seg.fragments += 1
-        if not self.ready:
-            self.ready = True
-            notify("READY=1")
+        self.ready = self.recording = True
         return True
 
     def _no_overlap(self, start: datetime) -> datetime:
@@ -640,8 +686,7 @@ class CameraRecorder:
             meta["audio_codec"] = init.audio.codec
         self.seg = _Open(SpoolSegment(self.spool, self.recipient, meta), start, init.init_signature)
         self.seg.spool.write(init.data)
-        status = f"recording {self.cam.id} {video.width}x{video.height} {meta['codec']}"
-        notify(f"STATUS={status}")
+        self.status = f"recording {self.cam.id} {video.width}x{video.height} {meta['codec']}"
         event(
             log,
             "camera.segment_open",
@@ -703,63 +748,14 @@ class CameraRecorder:
         atomic_write_bytes(self._state_path, json.dumps({"covered_until": iso(self.covered_until)}).encode())
 
     def _watchdog(self) -> None:
-        """Pings while the loop runs (fragments flowing, or deliberately backing off)."""
-        if self._wd_interval is None:
-            return
-        now = time.monotonic()
-        if now - self._wd_last >= self._wd_interval / 2:
-            self._wd_last = now
-            notify("WATCHDOG=1")
+        """The loop is turning (fragments flowing, or deliberately backing off): the daemon pings
+        systemd's watchdog only while every camera's heartbeat is fresh."""
+        self.heartbeat = time.monotonic()
 
-
-def main(cam: CameraSettings) -> int:
-    """Record in this process: SIGTERM/SIGINT stop recording cleanly."""
-    rec = CameraRecorder(cam)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: rec.stop.set())
-    return rec.run()
-
-
-def daemon_path() -> list[str]:
-    """Where the daemon finds Holdfast and its few third-party modules when run with ``-S``."""
-    import sysconfig
-
-    here = str(Path(__file__).resolve().parents[1])
-    paths = sysconfig.get_paths()
-    out: list[str] = []
-    for p in (here, paths["purelib"], paths["platlib"]):
-        if p not in out:
-            out.append(p)
-    return out
-
-
-def exec_daemon(cam: CameraSettings, log_level: str) -> None:
-    """Replace this (CLI) process with the lean daemon: same PID, so systemd's notify and
-    watchdog bookkeeping (NotifyAccess=main) carry over. ``-S`` skips site (0.8 MB: the .pth
-    hooks of the venv) for an explicit path; see the module doc on the memory budget."""
-    env = {**os.environ, SETTINGS_ENV: cam.to_json(), "PYTHONPATH": os.pathsep.join(daemon_path())}
-    argv = [sys.executable, "-S", "-m", "recorder.camera", "--log-level", log_level]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, argv, env)
-
-
-def _daemon(argv: list[str]) -> int:
-    level = argv[argv.index("--log-level") + 1] if "--log-level" in argv else "INFO"
-    write_directly(level)
-    text = os.environ.pop(SETTINGS_ENV, None)
-    if text is None:
-        print(
-            f"recorder.camera: run `holdfast record camera CAMERA_ID` ({SETTINGS_ENV} not set)",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        return main(CameraSettings.from_json(text))
-    except HoldfastError as e:
-        print(f"holdfast: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(_daemon(sys.argv[1:]))
+    def abandon(self) -> None:
+        """After an unexpected error: let go of the open segment the way a kill would, so the next
+        recorder for this camera recovers it (cut short, readable to its last whole chunk)."""
+        seg, self.seg = self.seg, None
+        if seg is not None:
+            seg.spool.detach()
+        self._unlock()

@@ -417,10 +417,15 @@ def test_unknown_camera_exits_with_ex_config(appliance: Appliance) -> None:
 # -- systemd unit ---------------------------------------------------------------------------------
 
 
-UNIT = REPO / "systemd" / "holdfast-recorder@.service"
+#: Unit template -> (its holdfast arguments, an instance to verify).
+UNITS = {
+    "holdfast-recorder@.service": ("record camera %i", "office-1"),
+    "holdfast-site-recorder@.service": ("record camera --site %i", "hq"),
+}
 
 
-def test_systemd_unit_verifies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("template", sorted(UNITS))
+def test_systemd_unit_verifies(tmp_path: Path, template: str) -> None:
     """`systemd-analyze verify` checks that ExecStart's binary exists and is executable.
 
     /opt/holdfast is where the package installs; in this checkout the entry point is the venv's
@@ -430,10 +435,12 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         pytest.skip("systemd-analyze not installed")
-    text = UNIT.read_text()
-    assert "ExecStart=/opt/holdfast/.venv/bin/holdfast record camera %i\n" in text
+    command, instance = UNITS[template]
+    text = (REPO / "systemd" / template).read_text()
+    assert f"ExecStart=/opt/holdfast/.venv/bin/holdfast {command}\n" in text
     for directive in (
         "Type=notify",
+        "NotifyAccess=main",
         "WatchdogSec=30",
         "Restart=always",
         "User=holdfast",
@@ -444,15 +451,14 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
         "CapabilityBoundingSet=\n",
         "SystemCallFilter=@system-service",
         "RuntimeDirectory=",
+        "BindReadOnlyPaths=/var/lib/holdfast/keys/seal.pub\n",
     ):
         assert directive in text, directive
     (rw,) = re.findall(r"^ReadWritePaths=(.*)$", text, flags=re.M)
     assert rw.split() == ["/var/lib/holdfast/spool"]
     entry = Path(sys.executable).with_name("holdfast")
-    exec_start = (
-        f"{entry} record camera %i" if entry.exists() else f"{sys.executable} -m cli.main record camera %i"
-    )
-    unit = tmp_path / "holdfast-recorder@office-1.service"
-    unit.write_text(text.replace("/opt/holdfast/.venv/bin/holdfast record camera %i", exec_start))
+    exec_start = f"{entry} {command}" if entry.exists() else f"{sys.executable} -m cli.main {command}"
+    unit = tmp_path / template.replace("@.", f"@{instance}.")
+    unit.write_text(text.replace(f"/opt/holdfast/.venv/bin/holdfast {command}", exec_start))
     p = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr

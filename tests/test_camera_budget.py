@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from recorder.camera import SETTINGS_ENV, CameraSettings, daemon_path
+from recorder.camera import CameraSettings
+from recorder.daemon import daemon_env, daemon_path
 from tests.conftest import RtspServerFactory
 from tests.support.appliance import Appliance
 from tests.support.media import make_h264_annexb, requires_ffmpeg
@@ -48,10 +49,10 @@ HEAVY = {
 #: Run the daemon's own entry point for a few seconds, then report what it had loaded.
 PROBE = """
 import json, os, signal, sys
-import recorder.camera as camera
+import recorder.daemon as daemon
 signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
 signal.alarm(int(sys.argv[1]))
-rc = camera._daemon(["--log-level", "INFO"])
+rc = daemon._daemon(["--log-level", "INFO"])
 print(json.dumps({"rc": rc, "modules": sorted(sys.modules)}))
 """
 
@@ -72,11 +73,7 @@ def test_recording_daemon_stays_within_its_import_budget(
     server = rtsp_server_factory(mounts=("/office-1",), file=str(stream))
     point_at(appliance, server.url("/office-1"))
     settings = CameraSettings.from_config(appliance.cfg, "office-1")
-    env = {
-        **os.environ,
-        SETTINGS_ENV: settings.to_json(),
-        "PYTHONPATH": os.pathsep.join(daemon_path()),
-    }
+    env = daemon_env([settings])
     out = subprocess.run(
         [sys.executable, "-S", "-c", PROBE, "6"], env=env, capture_output=True, timeout=60, check=False
     )
@@ -93,7 +90,7 @@ def test_recording_daemon_stays_within_its_import_budget(
 
 
 def test_cli_execs_the_lean_daemon(appliance: Appliance) -> None:
-    """`holdfast record camera` becomes `python -S -m recorder.camera` in the same process."""
+    """`holdfast record camera` becomes `python -S -m recorder.daemon` in the same process."""
     proc = appliance.popen(
         "record", "camera", "office-1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -102,10 +99,10 @@ def test_cli_execs_the_lean_daemon(appliance: Appliance) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode().split("\0")
-            if "recorder.camera" in cmdline:
+            if "recorder.daemon" in cmdline:
                 break
             time.sleep(0.05)
-        assert cmdline[1:4] == ["-S", "-m", "recorder.camera"], cmdline
+        assert cmdline[1:4] == ["-S", "-m", "recorder.daemon"], cmdline
         environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
         paths = next(e for e in environ if e.startswith(b"PYTHONPATH=")).decode()[len("PYTHONPATH=") :]
         assert paths.split(os.pathsep) == daemon_path()

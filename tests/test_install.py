@@ -94,3 +94,32 @@ def test_install_refuses_a_missing_executable(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert p.returncode == 1 and "does not exist" in p.stderr and "make install" in p.stderr
+
+
+def test_install_switches_the_recorder_layout_per_config(tmp_path: Path) -> None:
+    """`[recorder] process_per = "site"`: one site unit instead of one unit per camera, and the
+    per-camera instances are disabled (a camera recorded by two processes would have two writers);
+    switching back reverses it."""
+    root = tmp_path / "root"
+    fake_bin = tmp_path / "holdfast"
+    fake_bin.write_text("#!/bin/sh\n")
+    fake_bin.chmod(0o755)
+    run("install", "--root", str(root), "--bin", str(fake_bin))
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    config = root / "etc/holdfast/holdfast.toml"
+    cams = [c.id for c in config_pkg.load(config).cameras if c.enabled]
+    assert cams and all((wants / f"holdfast-recorder@{c}.service").is_symlink() for c in cams)
+    assert not list(wants.glob("holdfast-site-recorder@*"))
+
+    text = config.read_text()
+    assert 'process_per = "camera"' in text  # the shipped default
+    config.write_text(text.replace('process_per = "camera"', 'process_per = "site"'))
+    out = run("install", "--root", str(root), "--bin", str(fake_bin)).stdout
+    assert (wants / "holdfast-site-recorder@demo.service").is_symlink()
+    assert not list(wants.glob("holdfast-recorder@*")), sorted(p.name for p in wants.iterdir())
+    assert "disabled (other recorder layout): holdfast-recorder@" in out
+
+    config.write_text(config.read_text().replace('process_per = "site"', 'process_per = "camera"'))
+    run("install", "--root", str(root), "--bin", str(fake_bin))
+    assert all((wants / f"holdfast-recorder@{c}.service").is_symlink() for c in cams)
+    assert not list(wants.glob("holdfast-site-recorder@*"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from typing import Any
 
@@ -20,6 +21,8 @@ LEVEL_NAMES = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error",
 
 #: Threshold of the direct writer, or None while events go to ``logging``.
 _direct_level: int | None = None
+#: One line at a time from the recorder's camera threads (logging has its own handler lock).
+_write_lock = threading.Lock()
 
 
 def fmt_value(v: Any) -> str:
@@ -81,8 +84,10 @@ class EventLog:
             "event": msg,
         }
         fields.update((extra or {}).get("kv", {}))
-        sys.stderr.write(format_line(fields) + "\n")
-        sys.stderr.flush()
+        line = format_line(fields) + "\n"
+        with _write_lock:
+            sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def event(logger: Any, name: str, level: int = INFO, **kv: Any) -> None:

@@ -76,6 +76,13 @@ class SpoolSegment:
         fsync_dir(self.spool)
         return final, summary
 
+    def detach(self) -> None:
+        """Stop writing and leave the partial file where it is, as a killed writer would: its
+        whole chunks are on disk and `recover_partials` closes it as cut short. Plaintext not yet
+        sealed into a whole chunk is dropped with this object."""
+        if not self._f.closed:
+            self._f.close()
+
     def abort(self) -> None:
         """Discard (a caller's opt-out, or nothing worth keeping): the partial file is removed."""
         if not self._f.closed:

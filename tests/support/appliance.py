@@ -48,8 +48,9 @@ class Appliance:
             )
         return p
 
-    def popen(self, *args: str, **kw: object) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([*HOLDFAST, *args], env=self.env(), **kw)  # type: ignore[call-overload]
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[bytes]:
+        """`holdfast ARGS` in the background; ``env`` adds to the appliance's environment."""
+        return subprocess.Popen([*HOLDFAST, *args], env={**self.env(), **(env or {})}, **kw)  # type: ignore[call-overload]
 
 
 def make_appliance(directory: Path) -> Appliance:
