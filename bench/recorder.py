@@ -3,12 +3,19 @@
     PYTHONPATH=. /work/main/.venv/bin/python bench/recorder.py --cameras 1 8 32 --duration 60
 
 For each N, one GStreamer RTSP server loops a pre-encoded 1080p25 H.264 file at 4 Mbit/s (no
-per-camera encoding; the server's CPU is not counted). N Holdfast recorders (`holdfast record
-camera`, each with its own ffmpeg child) and N bare ffmpeg recorders writing 10 s segment files
-the way Frigate does (`-c copy -f segment -segment_time 10 -reset_timestamps 1`) run at the same
-time against it. Every second the benchmark reads /proc: CPU seconds (utime+stime, plus reaped
-children), RSS, and from smaps_rollup PSS and USS (Private_Clean + Private_Dirty). A Holdfast
-camera counts its recorder process plus its ffmpeg child.
+per-camera encoding; the server's CPU is not counted). Three recorders of N cameras each run at
+the same time against it:
+
+- Holdfast, one process per camera (`holdfast record camera CAM`, the holdfast-recorder@ unit),
+  each with its ffmpeg child;
+- Holdfast, one process for the site (`holdfast record camera --site SITE`, the
+  holdfast-site-recorder@ unit): one Python process, a thread and an ffmpeg child per camera;
+- bare ffmpeg writing 10 s segment files the way Frigate does (`-c copy -f segment
+  -segment_time 10 -reset_timestamps 1`), one process per camera.
+
+Every second the benchmark reads /proc: CPU seconds (utime+stime, plus reaped children), RSS, and
+from smaps_rollup PSS and USS (Private_Clean + Private_Dirty). A Holdfast camera counts its share
+of the recorder process(es) plus its ffmpeg child.
 """
 
 from __future__ import annotations
@@ -56,10 +63,14 @@ def _mem(pid: int) -> tuple[int, int, int]:
 
 
 def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        return []
+    """Children of every thread of `pid` (a recorder's ffmpeg is spawned by its camera thread)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
 
 
 @dataclass
@@ -94,7 +105,8 @@ class Tree:
 
 
 def _config(site: Path, url: str, n: int) -> Path:
-    """`holdfast init` config with N cameras, all on the benchmark's server."""
+    """`holdfast init` config with N cameras at site demo (cam-000...) and N at site shared
+    (shared-000...), all on the benchmark's server."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run(
         [sys.executable, "-m", "cli.main", "init", str(site)], check=True, capture_output=True, env=env
@@ -102,10 +114,11 @@ def _config(site: Path, url: str, n: int) -> Path:
     path = site / "holdfast.toml"
     text = re.sub(r"\[\[cameras\]\]\n(?:[^\[\n][^\n]*\n|\n)*", "", path.read_text())
     cams = "".join(
-        f'[[cameras]]\nid = "cam-{i:03d}"\nsite = "demo"\nurl = "{url}"\nretention = "office-camera"\n\n'
+        f'[[cameras]]\nid = "{prefix}-{i:03d}"\nsite = "{site_id}"\nurl = "{url}"\nretention = "office-camera"\n\n'
+        for prefix, site_id in (("cam", "demo"), ("shared", "shared"))
         for i in range(n)
     )
-    path.write_text(cams + text)
+    path.write_text('[[sites]]\nid = "shared"\n\n' + cams + text)
     return path
 
 
@@ -120,6 +133,8 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
     logs = open(work / f"log-{n}.txt", "wb")  # noqa: SIM115 - closed below
     holdfast: list[Tree] = []
     bare: list[Tree] = []
+    cmd = [sys.executable, "-m", "cli.main", "record", "camera", "--site", "shared"]
+    shared = Tree(subprocess.Popen(cmd, env=env, stdout=logs, stderr=logs))
     try:
         for i in range(n):
             cmd = [sys.executable, "-m", "cli.main", "record", "camera", f"cam-{i:03d}"]
@@ -134,16 +149,17 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
         t_start = time.monotonic()
         spool = site / "spool"
         while time.monotonic() - t_start < 180:
-            for t in holdfast + bare:
+            for t in [*holdfast, shared, *bare]:
                 t.sample()
             live = {p.name.split(".")[0] for p in (spool / ".partial").glob("*.seg.part")}
-            started = sum(1 for i in range(n) if any(x.startswith(f"cam-{i:03d}") for x in live))
+            started = sum(1 for x in live if x.startswith("cam-"))
+            shared_started = sum(1 for x in live if x.startswith("shared-"))
             bare_started = len({p.name[:7] for p in bare_dir.glob("*.mp4")})
-            if started == n and bare_started == n:
+            if started == n and shared_started == n and bare_started == n:
                 break
             time.sleep(0.5)
         startup = time.monotonic() - t_start
-        for t in holdfast + bare:
+        for t in [*holdfast, shared, *bare]:
             t.sample()
             t.cpu_at_warm = t.cpu
             t.own_cpu_at_warm = t.own_cpu
@@ -154,19 +170,19 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
         files_before = len(list(bare_dir.glob("*.mp4")))
         t0 = time.monotonic()
         while time.monotonic() - t0 < duration:
-            for t in holdfast + bare:
+            for t in [*holdfast, shared, *bare]:
                 t.sample()
             time.sleep(1.0)
-        for t in holdfast + bare:
+        for t in [*holdfast, shared, *bare]:
             t.sample()
         segs = len(list(spool.glob("*.seg"))) - segs_before
         files = len(list(bare_dir.glob("*.mp4"))) - files_before
     finally:
-        for t in holdfast:
+        for t in [*holdfast, shared]:
             t.proc.send_signal(signal.SIGTERM)
         for t in bare:
             t.proc.send_signal(signal.SIGINT)
-        for t in holdfast + bare:
+        for t in [*holdfast, shared, *bare]:
             try:
                 t.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -174,7 +190,7 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
         logs.close()
         server.stop()
 
-    def per_cam(trees: list[Tree]) -> dict[str, float]:
+    def per_cam(trees: list[Tree], n: int = n) -> dict[str, float]:
         window = [t.cpu - (t.cpu_at_warm or 0.0) for t in trees]
         return {
             "startup_cpu_s": sum(t.cpu_at_warm or 0.0 for t in trees) / n,
@@ -188,13 +204,14 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
             "startup_pss_mb": sum(t.startup_peak[1] for t in trees) / n / 1024,
         }
 
-    h, b = per_cam(holdfast), per_cam(bare)
-    total_pct_machine = h["cpu_s"] * n / duration / NCPU * 100
+    h, st, b = per_cam(holdfast), per_cam([shared]), per_cam(bare)
     print(
         f"\n== {n} camera(s): {duration:.0f} s window after all were recording ({startup:.1f} s to get there); "
-        f"1080p25 H.264 4 Mbit/s; closed in window: holdfast segments={segs}, bare files={files}"
+        f"1080p25 H.264 4 Mbit/s; closed in window: holdfast segments={segs} (both layouts), bare files={files}"
     )
-    print(f"{'per camera':24} {'holdfast':>10} {'bare ffmpeg':>12} {'ratio':>7}")
+    head = ("per camera", "unit/camera", "site process", "bare ffmpeg", "ratio", "ratio")
+    print(f"{head[0]:24} {head[1]:>12} {head[2]:>12} {head[3]:>12} {head[4]:>6} {head[5]:>6}")
+    print(f"{'':24} {'(A)':>12} {'(B)':>12} {'(C)':>12} {'A/C':>6} {'B/C':>6}")
     labels = {
         "startup_cpu_s": "start-up CPU s (once)",
         "cpu_s": "CPU s in the window",
@@ -207,10 +224,18 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
         "startup_pss_mb": "start-up peak PSS MB",
     }
     for k, label in labels.items():
-        ratio = h[k] / b[k] if b[k] else float("nan")
-        print(f"{label:24} {h[k]:10.2f} {b[k]:12.2f} {ratio:7.2f}")
-    print(f"holdfast total CPU: {total_pct_machine:.1f} % of the machine ({NCPU} cores)")
-    return {**{f"h_{k}": v for k, v in h.items()}, **{f"b_{k}": v for k, v in b.items()}}
+        ra = h[k] / b[k] if b[k] else float("nan")
+        rb = st[k] / b[k] if b[k] else float("nan")
+        print(f"{label:24} {h[k]:12.2f} {st[k]:12.2f} {b[k]:12.2f} {ra:6.2f} {rb:6.2f}")
+    for name, x in (("unit per camera", h), ("site process", st)):
+        print(
+            f"holdfast ({name}) total CPU: {x['cpu_s'] * n / duration / NCPU * 100:.1f} % of the machine ({NCPU} cores)"
+        )
+    return {
+        **{f"h_{k}": v for k, v in h.items()},
+        **{f"s_{k}": v for k, v in st.items()},
+        **{f"b_{k}": v for k, v in b.items()},
+    }
 
 
 def main() -> int:

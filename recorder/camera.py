@@ -1,6 +1,7 @@
-"""`holdfast record camera CAMERA_ID`: one camera's RTSP stream, stream-copied into sealed segments.
+"""One camera's RTSP stream, stream-copied into sealed segments (`holdfast record camera`).
 
-Pipeline (one process per camera, one ffmpeg child per connection)::
+Pipeline (one `CameraRecorder` per camera, in its own thread of recorder/daemon.py's process, and
+one ffmpeg child per connection)::
 
     camera --RTSP/TCP--> ffmpeg -c copy -f mp4 (fragmented, stdout pipe)
            --> FragmentedMp4Reader (top-level boxes only, nothing decoded)
@@ -21,8 +22,8 @@ recorded instant to the next segment's start is written when recording resumes (
 with the reason the stream ended and why reconnects failed. Retries back off 1 s doubling to 30 s,
 forever; a cheap TCP probe cuts the wait short when an unreachable camera's port comes back.
 
-Memory budget: this process runs once per camera, next to its ffmpeg, and the benchmark target is
-at most 1.5x bare ffmpeg's memory per camera (docs/benchmarks.md). So the daemon runs with
+Memory budget: with per-camera units the process runs once per camera, next to its ffmpeg, and the
+benchmark target is at most 1.5x bare ffmpeg's memory per camera (docs/benchmarks.md). So the daemon runs with
 ``python -S`` on an explicit path, and its import closure leaves out what it can do without:
 ``logging`` (vault.events writes the same lines), ``subprocess`` (``os.posix_spawnp``),
 ``dataclasses``, ``hashlib`` (cryptography hashes) and cryptography's ``serialization`` (the CLI
