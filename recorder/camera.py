@@ -22,12 +22,13 @@ recorded instant to the next segment's start is written when recording resumes (
 with the reason the stream ended and why reconnects failed. Retries back off 1 s doubling to 30 s,
 forever; a cheap TCP probe cuts the wait short when an unreachable camera's port comes back.
 
-Memory budget: with per-camera units the process runs once per camera, next to its ffmpeg, and the
-benchmark target is at most 1.5x bare ffmpeg's memory per camera (docs/benchmarks.md). So the daemon runs with
-``python -S`` on an explicit path, and its import closure leaves out what it can do without:
-``logging`` (vault.events writes the same lines), ``subprocess`` (``os.posix_spawnp``),
-``dataclasses``, ``hashlib`` (cryptography hashes) and cryptography's ``serialization`` (the CLI
-loads the PEM key and hands over its raw bytes). tests/test_camera_budget.py keeps it so.
+Memory budget: with per-camera units the process runs once per camera, next to its ffmpeg, and
+the benchmark target is at most 1.5x bare ffmpeg's memory per camera (docs/benchmarks.md). So the
+daemon runs with ``python -S`` on an explicit path, and its import closure leaves out what it can
+do without: ``logging`` (vault.events writes the same lines), ``subprocess``
+(``os.posix_spawnp``), ``dataclasses``, ``hashlib`` (cryptography hashes) and cryptography's
+``serialization`` (the CLI loads the PEM key and hands over its raw bytes).
+tests/test_camera_budget.py keeps it so.
 Fragments are cut every FRAGMENT_SECONDS as well as at keyframes, so the plaintext held in
 memory is half a second of video whatever the camera's GOP length.
 """
