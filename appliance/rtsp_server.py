@@ -37,19 +37,31 @@ def live_pipeline(args: argparse.Namespace) -> str:
     keeps only H.264/H.265 must refuse clearly.
     """
     if args.codec == "mjpeg":
-        return (
-            f"( videotestsrc is-live=true pattern={args.pattern} "
+        video = (
+            f"videotestsrc is-live=true pattern={args.pattern} "
             f"! video/x-raw,format=I420,width={args.width},height={args.height},framerate={args.fps}/1 "
-            "! jpegenc ! rtpjpegpay name=pay0 pt=26 )"  # RFC 2435 carries 4:2:0 or 4:2:2 only
+            "! jpegenc ! rtpjpegpay name=pay0 pt=26"  # RFC 2435 carries 4:2:0 or 4:2:2 only
         )
-    return (
-        f"( videotestsrc is-live=true pattern={args.pattern} "
-        f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast bitrate={args.bitrate} "
-        f"key-int-max={args.gop} "
-        "! video/x-h264,profile=baseline "
-        "! rtph264pay name=pay0 pt=96 config-interval=1 )"
-    )
+    else:
+        video = (
+            f"videotestsrc is-live=true pattern={args.pattern} "
+            f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
+            f"! x264enc tune=zerolatency speed-preset=ultrafast bitrate={args.bitrate} "
+            f"key-int-max={args.gop} "
+            "! video/x-h264,profile=baseline "
+            "! rtph264pay name=pay0 pt=96 config-interval=1"
+        )
+    return f"( {video} {AUDIO[args.audio]} )" if args.audio else f"( {video} )"
+
+
+#: A camera's microphone track: a live 440 Hz tone in the codecs IP cameras send (G.711 mu-law
+#: and A-law at 8 kHz, the RTP static payload types 0 and 8; AAC at 16 kHz).
+_TONE = "audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample"
+AUDIO = {
+    "pcmu": f"{_TONE} ! audio/x-raw,rate=8000,channels=1 ! mulawenc ! rtppcmupay name=pay1 pt=0",
+    "pcma": f"{_TONE} ! audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay1 pt=8",
+    "aac": f"{_TONE} ! audio/x-raw,rate=16000,channels=1 ! avenc_aac ! rtpmp4gpay name=pay1 pt=97",
+}
 
 
 class FileMediaFactory(GstRtspServer.RTSPMediaFactory):
@@ -155,6 +167,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--auth", choices=("digest", "basic"), default="digest", help="method offered with --user")
     p.add_argument("--file", help="loop this Annex-B .h264 file instead of encoding live")
     p.add_argument("--codec", choices=("h264", "mjpeg"), default="h264", help="codec of the live encode")
+    p.add_argument("--audio", choices=sorted(AUDIO), help="add a live audio track in this codec (not with --file)")
     args = p.parse_args(argv)
     args.mounts = args.mounts or ["/office-1"]
     args.mounts = [m if m.startswith("/") else "/" + m for m in args.mounts]
@@ -188,6 +201,9 @@ def main(argv: list[str]) -> int:
     Gst.init(None)
 
     access_units: list[bytes] | None = None
+    if args.file is not None and args.audio:
+        print("--audio needs the live encode: it cannot be combined with --file", file=sys.stderr)
+        return 2
     if args.file is not None:
         with open(args.file, "rb") as f:
             access_units = split_access_units(f.read())

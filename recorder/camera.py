@@ -107,9 +107,21 @@ def redact_url(url: str) -> str:
     return re.sub(r"(rtsps?://[^:/@\s]*):[^@/\s]*@", r"\1:***@", url)
 
 
-def ffmpeg_command(url: str, timeout_seconds: float, ffmpeg: str = "ffmpeg") -> list[str]:
+#: ffmpeg's words when MP4 has no sample entry for a stream's codec: G.711 (pcm_mulaw, pcm_alaw)
+#: and G.726, the audio many IP cameras send. With plain ``-c copy`` such a camera would never be
+#: recorded at all.
+NOT_IN_MP4 = re.compile(r"Could not find tag for codec (\S+) in stream #\d+")
+#: What such audio is encoded to (the only encoding the recorder ever does; video is always
+#: copied): AAC plays wherever the MP4 does.
+AUDIO_ENCODER = ("-c:v", "copy", "-c:a", "aac", "-b:a", "64k")
+
+
+def ffmpeg_command(
+    url: str, timeout_seconds: float, ffmpeg: str = "ffmpeg", *, encode_audio: bool = False
+) -> list[str]:
     """Stream copy (never decode) to fragmented MP4 on stdout; ``-timeout`` is the RTSP socket
-    I/O timeout in microseconds (ffmpeg 5.1's rtsp demuxer; ``-stimeout`` is gone)."""
+    I/O timeout in microseconds (ffmpeg 5.1's rtsp demuxer; ``-stimeout`` is gone).
+    ``encode_audio``: audio MP4 cannot carry is encoded to AAC, video still copied."""
     return [
         ffmpeg,
         "-nostdin",
@@ -126,8 +138,7 @@ def ffmpeg_command(url: str, timeout_seconds: float, ffmpeg: str = "ffmpeg") -> 
         "0:v",
         "-map",
         "0:a?",
-        "-c",
-        "copy",
+        *(AUDIO_ENCODER if encode_audio else ("-c", "copy")),
         "-f",
         "mp4",
         "-movflags",
@@ -159,6 +170,9 @@ def classify_exit(returncode: int, stderr_lines: list[str]) -> str:
     for pattern, cause in _CAUSES:
         if re.search(pattern, text):
             return cause
+    m = NOT_IN_MP4.search(text)
+    if m:
+        return f"the camera's {m[1]} stream cannot be stored in MP4"
     if returncode == 0:
         return "stream ended"
     last = redact_url(stderr_lines[-1].strip()) if stderr_lines else "no error message"
@@ -385,6 +399,8 @@ class CameraRecorder:
         self._last_fragment = time.monotonic()
         self._state_path = self.spool / STATE_DIR / f"{cam.id}.json"
         self._lock_fd: int | None = None
+        #: The camera's audio codec once it proved to be one MP4 cannot carry (then encoded).
+        self.audio_from: str | None = None
         self.segments_closed = 0
         #: Cut at the first keyframe once this much is held: the target less a little slack, so a
         #: connection's first fragment (a frame or two short of a GOP) does not add a whole GOP.
@@ -540,7 +556,9 @@ class CameraRecorder:
 
     def _connection(self) -> tuple[str, bool]:
         """Run ffmpeg once, until it ends, stalls or we stop; returns (cause, recorded anything)."""
-        cmd = ffmpeg_command(self.cam.url, self.cam.stall_seconds, self.ffmpeg)
+        cmd = ffmpeg_command(
+            self.cam.url, self.cam.stall_seconds, self.ffmpeg, encode_audio=self.audio_from is not None
+        )
         try:
             proc = _Ffmpeg(cmd)
         except OSError as e:
@@ -590,6 +608,20 @@ class CameraRecorder:
             rc = proc.wait()
             while proc.stderr is not None:  # ffmpeg is gone: the rest of its stderr is in the pipe
                 self._log_stderr(proc.read_stderr(), stderr)
+        not_in_mp4 = NOT_IN_MP4.search("\n".join(stderr))
+        if not_in_mp4 and self.audio_from is None and not recorded and not self.stop.is_set():
+            # Copying failed on a codec MP4 cannot carry: audio, as far as we know (a video codec
+            # fails again below with the encoder on, and is reported as it is).
+            self.audio_from = not_in_mp4[1]
+            event(
+                log,
+                "camera.audio_encoded",
+                WARNING,
+                camera=self.cam.id,
+                codec=self.audio_from,
+                detail="MP4 cannot carry this codec: audio is encoded to AAC from now on; video is still copied",
+            )
+            return self._connection()
         if cause is None:
             cause = classify_exit(rc, list(stderr))
         if self.seg is not None:
@@ -686,6 +718,8 @@ class CameraRecorder:
         }
         if init.audio is not None:
             meta["audio_codec"] = init.audio.codec
+            if self.audio_from is not None:
+                meta["audio_encoded_from"] = self.audio_from  # not the camera's own audio bits
         self.seg = _Open(SpoolSegment(self.spool, self.recipient, meta), start, init.init_signature)
         self.seg.spool.write(init.data)
         self.status = f"recording {self.cam.id} {video.width}x{video.height} {meta['codec']}"

@@ -370,6 +370,45 @@ def test_stream_that_is_not_h264_or_h265_is_refused_with_backoff(
     assert rc == 0 and took < 2.0
 
 
+@pytest.mark.parametrize(("audio", "codec"), [("aac", None), ("pcmu", "pcm_mulaw"), ("pcma", "pcm_alaw")])
+def test_camera_audio_is_kept_and_g711_is_encoded_to_aac(
+    appliance: Appliance,
+    rtsp_server_factory: RtspServerFactory,
+    recorders: list[Recorder],
+    tmp_path: Path,
+    audio: str,
+    codec: str | None,
+) -> None:
+    """AAC audio is copied like the video. G.711, which many cameras send and MP4 cannot carry,
+    would fail every connection under plain stream copy: it is encoded to AAC (said in the log
+    and in each segment's metadata) while the video is still copied, and nothing is lost to it."""
+    server = rtsp_server_factory([f"/{CAMERA}"], width=640, height=360, gop=25, audio=audio)
+    point_camera_at(appliance, server.url())
+    text = appliance.config_path.read_text()  # office-1 is the first camera: 3 s segments
+    appliance.config_path.write_text(text.replace("segment_seconds = 10", "segment_seconds = 3", 1))
+    rec = Recorder(appliance, tmp_path / "recorder.log").start()
+    recorders.append(rec)
+    spool = appliance.cfg.paths.spool
+    assert wait_for(lambda: len(list(spool.glob("*.seg"))) >= 2, 30), rec.text()
+    rc, _ = rec.terminate()
+    assert rc == 0
+    log = rec.text()
+    assert "event=camera.unavailable" not in log and "event=camera.disconnected" not in log, log
+    assert ("event=camera.audio_encoded" in log) == (codec is not None), log
+    if codec is not None:
+        assert f"codec={codec} " in log
+
+    assert "rejected=0" in ingest(appliance)
+    segs, gaps = indexed(appliance)
+    assert len(segs) >= 2 and gaps == []
+    for seg in segs:
+        assert seg.meta["audio_codec"] == "mp4a" and seg.meta.get("audio_encoded_from") == codec
+        info = ffprobe_segment(appliance, seg.id, tmp_path)
+        streams = {x["codec_type"]: x for x in info["streams"]}  # type: ignore[union-attr,index]
+        assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"
+        assert float(streams["audio"]["duration"]) > 1.0  # sound all along, not a stub track
+
+
 def test_new_stream_parameters_start_segments_with_the_new_init(
     appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorders: list[Recorder], tmp_path: Path
 ) -> None:

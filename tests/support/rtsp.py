@@ -36,6 +36,7 @@ OPTIONS = (
     "auth",
     "file",
     "codec",
+    "audio",
 )
 
 
@@ -85,7 +86,7 @@ class RtspServer:
     Options (keyword arguments): width, height, fps, bitrate (kbit/s), gop (key-int-max),
     pattern ("snow" = real bitrate, "ball" compresses), user + password (+ auth="digest" or
     "basic") to require credentials, file (loop a pre-encoded Annex-B .h264 file), codec ("h264"
-    or "mjpeg" for the live encode).
+    or "mjpeg" for the live encode), audio ("pcmu", "pcma" or "aac": a live tone beside the live video).
     Port 0 lets the server pick; ``port`` then holds the real one and restart() reuses it.
     """
 
