@@ -167,7 +167,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--auth", choices=("digest", "basic"), default="digest", help="method offered with --user")
     p.add_argument("--file", help="loop this Annex-B .h264 file instead of encoding live")
     p.add_argument("--codec", choices=("h264", "mjpeg"), default="h264", help="codec of the live encode")
-    p.add_argument("--audio", choices=sorted(AUDIO), help="add a live audio track in this codec (not with --file)")
+    p.add_argument(
+        "--audio", choices=sorted(AUDIO), help="add a live audio track in this codec (not with --file)"
+    )
     args = p.parse_args(argv)
     args.mounts = args.mounts or ["/office-1"]
     args.mounts = [m if m.startswith("/") else "/" + m for m in args.mounts]
