@@ -33,14 +33,22 @@ PATTERNS = ("snow", "ball", "smpte", "black", "white", "gradient", "pinwheel", "
 def live_pipeline(args: argparse.Namespace) -> str:
     """A live x264 encode: the RTP timestamps follow the wall clock like a real camera.
 
-    ``--codec mjpeg`` serves Motion JPEG instead, as older cameras do: what a recorder that
-    keeps only H.264/H.265 must refuse clearly.
+    ``--codec h265`` serves H.265 (x265), as newer cameras do; ``--codec mjpeg`` serves Motion
+    JPEG, as older cameras do: what a recorder that keeps only H.264/H.265 must refuse clearly.
     """
     if args.codec == "mjpeg":
         video = (
             f"videotestsrc is-live=true pattern={args.pattern} "
             f"! video/x-raw,format=I420,width={args.width},height={args.height},framerate={args.fps}/1 "
             "! jpegenc ! rtpjpegpay name=pay0 pt=26"  # RFC 2435 carries 4:2:0 or 4:2:2 only
+        )
+    elif args.codec == "h265":
+        video = (
+            f"videotestsrc is-live=true pattern={args.pattern} "
+            f"! video/x-raw,format=I420,width={args.width},height={args.height},framerate={args.fps}/1 "
+            f"! x265enc tune=zerolatency speed-preset=ultrafast bitrate={args.bitrate} "
+            f"key-int-max={args.gop} "
+            "! rtph265pay name=pay0 pt=96 config-interval=1"
         )
     else:
         video = (
@@ -166,7 +174,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--password", help="password for --user")
     p.add_argument("--auth", choices=("digest", "basic"), default="digest", help="method offered with --user")
     p.add_argument("--file", help="loop this Annex-B .h264 file instead of encoding live")
-    p.add_argument("--codec", choices=("h264", "mjpeg"), default="h264", help="codec of the live encode")
+    p.add_argument("--codec", choices=("h264", "h265", "mjpeg"), default="h264", help="codec of the live encode")
     p.add_argument(
         "--audio", choices=sorted(AUDIO), help="add a live audio track in this codec (not with --file)"
     )

@@ -349,6 +349,30 @@ def test_bad_camera_gives_a_clear_error_with_backoff(
     assert rc == 0 and took < 2.0
 
 
+def test_h265_camera_is_recorded_by_stream_copy(
+    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorders: list[Recorder], tmp_path: Path
+) -> None:
+    """An H.265 camera: copied like H.264 (sample entry hev1), playable, labelled hevc."""
+    server = rtsp_server_factory([f"/{CAMERA}"], codec="h265", width=640, height=360, gop=25, bitrate=800)
+    point_camera_at(appliance, server.url())
+    text = appliance.config_path.read_text()  # office-1 is the first camera: 3 s segments
+    appliance.config_path.write_text(text.replace("segment_seconds = 10", "segment_seconds = 3", 1))
+    rec = Recorder(appliance, tmp_path / "recorder.log").start()
+    recorders.append(rec)
+    assert wait_for(lambda: len(list(appliance.cfg.paths.spool.glob("*.seg"))) >= 2, 30), rec.text()
+    rc, _ = rec.terminate()
+    assert rc == 0
+    assert "rejected=0" in ingest(appliance)
+    segs, gaps = indexed(appliance)
+    assert len(segs) >= 2 and gaps == []
+    for seg in segs:
+        assert (seg.meta["codec"], seg.meta["sample_entry"]) in (("hevc", "hev1"), ("hevc", "hvc1")), seg.meta
+        info = ffprobe_segment(appliance, seg.id, tmp_path)
+        (video,) = [x for x in info["streams"] if x["codec_type"] == "video"]  # type: ignore[union-attr,index]
+        assert (video["codec_name"], video["width"], video["height"]) == ("hevc", 640, 360)
+        assert seg.meta["duration"] >= 2.5 or seg is segs[-1], seg.meta  # 3 s cuts; the last by SIGTERM
+
+
 def test_stream_that_is_not_h264_or_h265_is_refused_with_backoff(
     appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorders: list[Recorder], tmp_path: Path
 ) -> None:
