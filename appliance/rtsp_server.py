@@ -174,7 +174,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--password", help="password for --user")
     p.add_argument("--auth", choices=("digest", "basic"), default="digest", help="method offered with --user")
     p.add_argument("--file", help="loop this Annex-B .h264 file instead of encoding live")
-    p.add_argument("--codec", choices=("h264", "h265", "mjpeg"), default="h264", help="codec of the live encode")
+    p.add_argument(
+        "--codec", choices=("h264", "h265", "mjpeg"), default="h264", help="codec of the live encode"
+    )
     p.add_argument(
         "--audio", choices=sorted(AUDIO), help="add a live audio track in this codec (not with --file)"
     )
