@@ -23,6 +23,7 @@ from tests.conftest import RtspServerFactory
 from tests.support.appliance import Appliance
 from tests.support.media import FFPROBE, make_h264_annexb, requires_ffmpeg
 from tests.support.scan import plaintext_media_files
+from tests.support.wait import wait_for
 from vault.db import Gap, Segment
 
 pytestmark = [pytest.mark.slow, requires_ffmpeg]
@@ -92,15 +93,6 @@ def start_recorder(appliance: Appliance, url: str, recorders: list[Recorder], tm
     rec = Recorder(appliance, tmp_path / "recorder.log").start()
     recorders.append(rec)
     return rec
-
-
-def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 def partials(appliance: Appliance) -> list[Path]:

@@ -20,6 +20,7 @@ from tests.support.appliance import Appliance
 from tests.support.media import make_h264_annexb, requires_ffmpeg
 from tests.support.notify import NotifySocket
 from tests.support.scan import plaintext_media_files
+from tests.support.wait import wait_for
 from vault.db import Gap, Segment
 
 pytestmark = [pytest.mark.slow, requires_ffmpeg]
@@ -45,15 +46,6 @@ def configure(appliance: Appliance, urls: dict[str, str], segment_seconds: int =
 
 def partials(appliance: Appliance, cam: str) -> list[Path]:
     return sorted((appliance.cfg.paths.spool / ".partial").glob(f"{cam}.*.seg.part"))
-
-
-def wait_for(predicate, timeout: float, step: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 def indexed(appliance: Appliance, cam: str) -> tuple[list[Segment], list[Gap]]:

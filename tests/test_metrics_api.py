@@ -8,7 +8,7 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from api.app import create_app
 from tests.conftest import RtspServerFactory, free_port
 from tests.support.appliance import Appliance
 from tests.support.media import make_h264_annexb, requires_ffmpeg
+from tests.support.wait import wait_for
 from vault.users import add_user
 
 CAMERA = "office-1"
@@ -31,15 +32,6 @@ def camera_age(text: str, camera: str = CAMERA) -> float | None:
             if s.name == AGE and s.labels.get("camera") == camera:
                 return float(s.value)
     return None
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, step: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
 
 
 @pytest.fixture
@@ -102,7 +94,9 @@ def test_metrics_age_grows_while_the_camera_server_is_down(
                 return None
 
         # Recording: a segment is indexed and its age stays around a segment's length.
-        assert wait_for(lambda: scraped_age() is not None, 30), log("recorder") + log("ingest") + log("api")
+        assert wait_for(lambda: scraped_age() is not None, 30, step=0.25), (
+            log("recorder") + log("ingest") + log("api")
+        )
         up_age = scraped_age()
         assert up_age is not None and up_age < 15, up_age
 
