@@ -376,12 +376,14 @@ class CameraRecorder:
         *,
         recipient: X25519PublicKey | None = None,
         ffmpeg: str = "ffmpeg",
+        stop: _Stop | None = None,
     ) -> None:
         self.cam = cam
         self.spool = cam.spool
         self.recipient = recipient or cam.recipient()
         self.ffmpeg = ffmpeg
-        self.stop = _Stop()
+        #: Shared by the recorders that follow one another on a camera after errors (one pipe).
+        self.stop = stop or _Stop()
         self.seg: _Open | None = None
         #: (wall clock, media seconds) of this connection's first fragment.
         self.anchor: tuple[datetime, float] | None = None

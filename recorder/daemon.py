@@ -105,11 +105,11 @@ class RecorderDaemon:
                     rec.heartbeat = time.monotonic()  # waiting on purpose, not hung
                     self.stop.wait(min(TICK_SECONDS, deadline - time.monotonic()))
                 delay = min(delay * 2, BACKOFF_MAX)
-                fresh = CameraRecorder(rec.cam, ffmpeg=self.ffmpeg)
+                # Fresh state from disk (its partial is recovered), the same stop pipe: a camera
+                # that fails every 30 s for months must not leak a pipe each time.
+                fresh = CameraRecorder(rec.cam, ffmpeg=self.ffmpeg, stop=rec.stop)
                 fresh.ready = rec.ready
                 self.recorders[i] = fresh
-                if self.stop.is_set():  # the main thread may have stopped the old one only
-                    fresh.stop.set()
 
     def summary(self) -> str:
         recs = self.recorders
