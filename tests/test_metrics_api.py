@@ -107,6 +107,10 @@ def test_metrics_age_grows_while_the_camera_server_is_down(
         assert wait_for(
             lambda: not list((spool / ".partial").glob(f"{CAMERA}.*")) and not list(spool.glob("*.seg")), 15
         ), log("recorder")
+        # A connection's segments are stamped from its first fragment's arrival, which ffmpeg's
+        # stream probing delays by up to a second: the last end can lie that much ahead of now,
+        # and the age reads 0 until the clock passes it.
+        assert wait_for(lambda: (scraped_age() or 0.0) > 0.0, 5, step=0.25)
         t1, a1 = time.monotonic(), scraped_age()
         time.sleep(5)
         t2, a2 = time.monotonic(), scraped_age()
