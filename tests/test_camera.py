@@ -78,13 +78,17 @@ def recorders() -> Iterator[list[Recorder]]:
 
 
 def point_camera_at(appliance: Appliance, url: str, **fields: float) -> None:
-    """Rewrite office-1's URL (and e.g. stall_seconds) in the appliance's config."""
+    """Rewrite office-1's URL and set fields of its [[cameras]] entry (e.g. segment_seconds=3)."""
     text = appliance.config_path.read_text()
     text, n = re.subn(r'^url = "rtsp://127\.0\.0\.1:8554/office-1"$', f'url = "{url}"', text, flags=re.M)
     assert n == 1
+    head, _, rest = text.partition('id = "office-1"\n')
+    block, sep, tail = rest.partition("\n[")  # office-1's entry ends where the next table starts
     for key, value in fields.items():
-        text = text.replace(f'url = "{url}"', f'url = "{url}"\n{key} = {value}', 1)
-    appliance.config_path.write_text(text)
+        block, n = re.subn(rf"^{key} = .*$", f"{key} = {value}", block, flags=re.M)
+        if n == 0:
+            block += f"\n{key} = {value}"
+    appliance.config_path.write_text(head + 'id = "office-1"\n' + block + sep + tail)
 
 
 def start_recorder(appliance: Appliance, url: str, recorders: list[Recorder], tmp_path: Path) -> Recorder:
@@ -346,9 +350,7 @@ def test_h265_camera_is_recorded_by_stream_copy(
 ) -> None:
     """An H.265 camera: copied like H.264 (sample entry hev1), playable, labelled hevc."""
     server = rtsp_server_factory([f"/{CAMERA}"], codec="h265", width=640, height=360, gop=25, bitrate=800)
-    point_camera_at(appliance, server.url())
-    text = appliance.config_path.read_text()  # office-1 is the first camera: 3 s segments
-    appliance.config_path.write_text(text.replace("segment_seconds = 10", "segment_seconds = 3", 1))
+    point_camera_at(appliance, server.url(), segment_seconds=3)
     rec = Recorder(appliance, tmp_path / "recorder.log").start()
     recorders.append(rec)
     assert wait_for(lambda: len(list(appliance.cfg.paths.spool.glob("*.seg"))) >= 2, 30), rec.text()
@@ -399,9 +401,7 @@ def test_camera_audio_is_kept_and_g711_is_encoded_to_aac(
     would fail every connection under plain stream copy: it is encoded to AAC (said in the log
     and in each segment's metadata) while the video is still copied, and nothing is lost to it."""
     server = rtsp_server_factory([f"/{CAMERA}"], width=640, height=360, gop=25, audio=audio)
-    point_camera_at(appliance, server.url())
-    text = appliance.config_path.read_text()  # office-1 is the first camera: 3 s segments
-    appliance.config_path.write_text(text.replace("segment_seconds = 10", "segment_seconds = 3", 1))
+    point_camera_at(appliance, server.url(), segment_seconds=3)
     rec = Recorder(appliance, tmp_path / "recorder.log").start()
     recorders.append(rec)
     spool = appliance.cfg.paths.spool
