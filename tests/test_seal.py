@@ -99,6 +99,60 @@ def test_any_write_pattern_round_trips(keyset, splits: list[int], size: int) -> 
     assert r.layout.chunks == max(1, -(-size // CS))
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    splits=st.lists(st.sampled_from([0, 1, CS - 1, CS, CS + 1, 2 * CS]), max_size=10),
+    kind=st.sampled_from(["bytes", "bytearray", "memoryview"]),
+)
+def test_whole_chunk_writes_round_trip_from_any_buffer(keyset, splits: list[int], kind: str) -> None:
+    """Whole-chunk writes are kept by reference only when the caller's buffer cannot change."""
+    kr, pub = keyset
+    data = PAYLOAD[: sum(splits) + 3]
+    out = io.BytesIO()
+    w = SegmentWriter(out, pub, {"id": "seg1", "source": "office-1"}, CS)  # type: ignore[arg-type]
+    scratch = bytearray(3 * CS)
+    pos = 0
+    for n in [*splits, 3]:
+        piece = data[pos : pos + n]
+        if kind == "bytearray":
+            # The caller reuses its buffer after each write, as a readinto() loop does.
+            scratch[:n] = piece
+            w.write(memoryview(scratch)[:n])
+            scratch[:n] = bytes(n)
+        elif kind == "memoryview":
+            w.write(memoryview(data)[pos : pos + n])
+        else:
+            w.write(piece)
+        pos += n
+    w.close({})
+    assert SegmentReader(io.BytesIO(out.getvalue()), kr).read() == data
+
+
+def test_one_chunk_writes_copy_nothing(keyset) -> None:
+    """Writes of exactly one chunk (a recorder's pipe reads at 1 MiB chunks) are sealed with no copy."""
+    import tracemalloc
+
+    _kr, pub = keyset
+    cs = 1 << 20
+    chunks = [os.urandom(cs) for _ in range(8)]
+
+    class Discard:
+        def write(self, b: bytes) -> int:
+            return len(b)
+
+    w = SegmentWriter(Discard(), pub, {"id": "seg1", "source": "office-1"}, cs)  # type: ignore[arg-type]
+    tracemalloc.start()
+    try:
+        for c in chunks:
+            w.write(c)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    w.close({})
+    # Each ciphertext is one chunk allocated by AES-GCM; a copy of the plaintext would double it.
+    assert peak < 1.5 * cs, f"peak {peak} bytes while sealing {cs}-byte writes"
+
+
 class CountingFile(io.BytesIO):
     def __init__(self, data: bytes) -> None:
         super().__init__(data)

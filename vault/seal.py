@@ -221,13 +221,17 @@ class SegmentWriter:
         sink.write(header)
         self._written = len(header)
         self._buf = bytearray()
+        # A full chunk still inside the caller's immutable buffer, kept by reference until it
+        # is known whether more bytes follow it (then it is sealed as not-last, with no copy).
+        self._held: memoryview | None = None
         self._counter = 0
         self._plain = 0
         self._closed = False
 
     @property
     def plaintext_bytes(self) -> int:
-        return self._plain + len(self._buf)
+        held = len(self._held) if self._held is not None else 0
+        return self._plain + len(self._buf) + held
 
     def _emit(self, data: memoryview | bytes | bytearray, last: bool) -> None:
         ct = self._keys.aead.encrypt(_nonce(self._keys.prefix, self._counter, last), data, self._header_tag)
@@ -239,13 +243,19 @@ class SegmentWriter:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """A chunk is sealed only once more bytes follow it, because only then is it known not to be last.
 
-        Full chunks are encrypted straight from the caller's buffer; only the tail (at most one
-        chunk) is copied into the writer's own buffer.
+        Full chunks are encrypted straight from the caller's buffer. The tail (at most one chunk)
+        is copied into the writer's own buffer, except a whole chunk of an immutable `bytes`
+        buffer, which is kept by reference: writes of exactly one chunk then copy nothing.
         """
         if self._closed:
             raise ValueError("segment writer is closed")
         mv = memoryview(data).cast("B")
+        if not mv:
+            return
         cs = self._cs
+        if self._held is not None:
+            self._emit(self._held, last=False)  # more bytes follow, so it is not the last
+            self._held = None
         buf = self._buf
         if buf:
             need = cs - len(buf)
@@ -254,20 +264,27 @@ class SegmentWriter:
                 return
             buf += mv[:need]
             mv = mv[need:]
-            self._emit(buf, last=False)  # more bytes follow, so it is not the last
-            buf.clear()
+            self._emit(buf, last=False)
+            del buf[:]
         pos = 0
         while len(mv) - pos > cs:
             self._emit(mv[pos : pos + cs], last=False)
             pos += cs
-        buf += mv[pos:]
+        if len(mv) - pos == cs and isinstance(mv.obj, bytes):
+            self._held = mv[pos:]
+        else:
+            buf += mv[pos:]
 
     def close(self, trailer: dict[str, Any] | None = None) -> SealSummary:
         """Seal the final chunk and the authenticated closing metadata (end time, duration)."""
         if self._closed:
             raise ValueError("segment writer is closed")
-        self._emit(bytes(self._buf), last=True)
-        self._buf.clear()
+        if self._held is not None:
+            self._emit(self._held, last=True)
+            self._held = None
+        else:
+            self._emit(bytes(self._buf), last=True)
+            self._buf.clear()
         tjson = canonical_json(trailer or {})
         tag = _mac(
             self._keys.trailer_mac,
