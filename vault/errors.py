@@ -13,7 +13,3 @@ class KeyFileError(HoldfastError):
 
 class StoreError(HoldfastError):
     """The segment store cannot do what was asked."""
-
-
-class IndexError_(HoldfastError):
-    """The index database is unreachable, unmigrated or inconsistent."""

@@ -15,13 +15,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_file(f: object) -> None:
-    flush = getattr(f, "flush", None)
-    if flush is not None:
-        flush()
-    os.fsync(f.fileno())  # type: ignore[attr-defined]
-
-
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o640) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)

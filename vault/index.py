@@ -84,14 +84,3 @@ def segment_dict(seg: Segment, full: bool = False) -> dict[str, Any]:
             }
         )
     return d
-
-
-def gap_dict(gap: Gap) -> dict[str, Any]:
-    return {
-        "id": gap.id,
-        "source": gap.source,
-        "start": iso(gap.start),
-        "end": iso(gap.end),
-        "duration": (gap.end - gap.start).total_seconds(),
-        "reason": gap.reason,
-    }

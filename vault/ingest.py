@@ -422,8 +422,3 @@ class Ingestor:
         finally:
             observer.stop()
             observer.join(timeout=5)
-
-
-def existing_ids(vault: Vault) -> set[str]:
-    with vault.sessions() as s:
-        return set(s.scalars(select(Segment.id)))
