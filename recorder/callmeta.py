@@ -25,7 +25,7 @@ from vault.timeutil import iso, parse_iso
 
 REMOTE_HASH_KEY = "remote-hash.key"
 DIRECTIONS = ("in", "out")
-#: Field names of a PBX sidecar, exactly (the Contract): anything else is a malformed sidecar.
+#: Field names of a PBX sidecar, exactly (operators' PBX scripts write them): anything else is a malformed sidecar.
 SIDECAR_FIELDS = ("line", "start", "agent", "direction", "remote", "call_id")
 _CALL_ID_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _MAX_TEXT = 200

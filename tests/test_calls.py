@@ -1,4 +1,4 @@
-"""Call recorder (issue 6): real audio through a real PulseAudio, PortAudio and ffmpeg; no mocks.
+"""Call recorder: real audio through a real PulseAudio, PortAudio and ffmpeg; no mocks.
 
 Needs Debian's pulseaudio, pulseaudio-utils, libasound2-plugins, portaudio19-dev (PyAudio), sox,
 espeak-ng and ffmpeg. Every test also scans spool and store for plaintext audio the whole time.

@@ -103,7 +103,7 @@ def test_demo_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert any("running; Ctrl-C" in ln for ln in lines), out()
         assert not [ln for ln in lines if ln.startswith("skip ")], out()  # every piece runs
-        # The contract: the page's URL and the generated credentials are printed.
+        # Operators rely on this: the page's URL and the generated credentials are printed.
         url = next(m.group(0) for ln in lines if (m := re.search(r"http://127\.0\.0\.1:\d+", ln)))
         rtsp = next(m for ln in lines if (m := re.search(r"rtsp://127\.0\.0\.1:(\d+)/", ln)))
         ports = [int(url.rsplit(":", 1)[1]), int(rtsp.group(1))]

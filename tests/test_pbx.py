@@ -1,4 +1,4 @@
-"""PBX recordings ingest (issue 6): settle + not-open detection, sidecar either order, rejects."""
+"""PBX recordings ingest: settle + not-open detection, sidecar either order, rejects."""
 
 from __future__ import annotations
 
