@@ -118,7 +118,7 @@ def _config(site: Path, url: str, n: int) -> Path:
         for prefix, site_id in (("cam", "demo"), ("shared", "shared"))
         for i in range(n)
     )
-    path.write_text('[[sites]]\nid = "shared"\n\n' + cams + text)
+    path.write_text('[[sites]]\nid = "shared"\ncountry = "FI"\n\n' + cams + text)
     return path
 
 

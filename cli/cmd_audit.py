@@ -120,6 +120,8 @@ def report_cmd(args: argparse.Namespace) -> int:
             f"oldest unheld={age} limit={c['limit']}"
         )
     print("  purges: " + " ".join(f"{k}={n}" for k, n in rep["purges"].items()))
+    for site, version in rep["notice_versions"].items():
+        print(f"  privacy notice of site {site}: version {version}")
     for h in rep["holds"]:
         print(
             f"  hold {h['id']}: {h['segments_held']} segment(s), {h['reason']} ({h['incident'] or 'no incident'})"

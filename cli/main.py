@@ -22,6 +22,7 @@ from vault.log import setup_logging
 COMMANDS: dict[str, str] = {
     "init": "cli.cmd_init",
     "config": "cli.cmd_config",
+    "notice": "cli.cmd_notice",
     "keys": "cli.cmd_keys",
     "seal": "cli.cmd_segments",
     "segments": "cli.cmd_segments",

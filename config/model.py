@@ -25,6 +25,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Languages the privacy notice is written in (`holdfast notice --lang`).
+NOTICE_LANGS = ("sv", "fi", "da", "en")
+NoticeLang = Literal["sv", "fi", "da", "en"]
+
+
+class ClassText(_Strict):
+    """A class's purpose, legal basis and justification in one notice language."""
+
+    purpose: str | None = None
+    legal_basis: str | None = None
+    justification: str | None = None
+
+
 class RetentionClass(_Strict):
     """How long one kind of recording is kept, and why (the privacy notice's promise)."""
 
@@ -32,6 +45,14 @@ class RetentionClass(_Strict):
     months: int | None = Field(default=None, ge=1, le=120)
     purpose: str = Field(min_length=1)
     legal_basis: str = Field(min_length=1)
+    #: Why footage is kept longer than 72 hours (EDPB Guidelines 3/2019, 121): stated in the notice.
+    justification: str | None = Field(default=None, min_length=1)
+    #: Camera surveillance to prevent or solve crime (Danish TV-overvaagningsloven 4 c caps it).
+    crime_prevention: bool = False
+    #: The statutory exception relied on to keep crime-prevention footage beyond a national cap.
+    exception: str | None = Field(default=None, min_length=1)
+    #: The same texts in other notice languages; the texts above are the fallback.
+    text: dict[NoticeLang, ClassText] = {}
 
     @model_validator(mode="after")
     def _exactly_one_period(self) -> RetentionClass:
@@ -42,12 +63,27 @@ class RetentionClass(_Strict):
     def describe(self) -> str:
         return f"{self.days} days" if self.days is not None else f"{self.months} calendar months"
 
+    def localized(self, lang: str) -> ClassText:
+        """Purpose, legal basis and justification in `lang`, falling back to the default texts."""
+        tr = self.text.get(lang)  # type: ignore[call-overload]
+        return ClassText(
+            purpose=(tr and tr.purpose) or self.purpose,
+            legal_basis=(tr and tr.legal_basis) or self.legal_basis,
+            justification=(tr and tr.justification) or self.justification,
+        )
+
 
 class Site(_Strict):
     id: Ident
     name: str = ""
     #: Calendar months are counted in the site's local calendar (a notice's "3 months").
     timezone: str = "UTC"
+    #: ISO 3166-1 alpha-2 code: which national rules `config check` applies (DK, FI, SE, ...).
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+    #: Who is responsible for the recordings (the controller), as the privacy notice names it.
+    controller: str = ""
+    #: Where a data subject sends a request (address, e-mail, web form), printed in the notice.
+    privacy_contact: str = ""
 
     @field_validator("timezone")
     @classmethod
@@ -94,6 +130,8 @@ class CallLine(_Strict):
     opus_bitrate: str = "24k"
     #: Store the remote party as a keyed hash instead of the number itself.
     hash_remote: bool = False
+    #: Callers are told at call start that the call is recorded (`config check` requires it).
+    announced: bool = False
 
 
 class Paths(_Strict):

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from vault import holds
 from vault.db import Segment
+from vault.notice import notice_versions
 from vault.purge import REASONS, policy_version
 from vault.retention_models import Hold, HoldSegment, HoldSource
 from vault.timeutil import iso
@@ -74,4 +75,7 @@ def compliance_report(v: Vault, now: datetime, since: datetime | None = None) ->
         "purges": purges,
         "purging_unfinished": stuck,
         "holds": hold_rows,
+        # The version printed under each site's published notice (`holdfast notice`): equal
+        # versions prove the notice states the rules this report was computed against.
+        "notice_versions": notice_versions(v.cfg),
     }

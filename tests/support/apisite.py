@@ -27,6 +27,7 @@ EXTRA_CONFIG = """
 id = "north"
 name = "Another site"
 timezone = "Europe/Helsinki"
+country = "FI"
 
 [[cameras]]
 id = "north-1"
@@ -39,6 +40,7 @@ id = "cs-2"
 site = "demo"
 retention = "call-audio"
 hash_remote = true
+announced = true
 """
 #: Calls sealed into the site: (call_id, line, agent, direction, remote, minutes after T0).
 CALLS = [
