@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from cli.common import load_config, print_json
+from config.law import legal_findings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = p.add_subparsers(dest="config_cmd", metavar="ACTION", required=True)
     c = s.add_parser(
         "check",
-        help="validate the configuration; every error with where it is; non-zero exit on error",
+        help="validate the configuration and the privacy law at each site; non-zero exit on error",
     )
     c.set_defaults(func=check)
     sh = s.add_parser("show", help="print the effective configuration (paths resolved)")
@@ -23,6 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def check(args: argparse.Namespace) -> int:
     cfg = load_config(args)
+    findings = legal_findings(cfg)
+    for f in findings:
+        print(f"holdfast: {f}", file=sys.stderr)
+    if any(f.level == "error" for f in findings):
+        return 2
     print(
         f"ok: {len(cfg.sites)} site(s), {len(cfg.cameras)} camera(s), {len(cfg.lines)} call line(s), "
         f"{len(cfg.retention)} retention class(es): "

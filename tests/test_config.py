@@ -128,3 +128,55 @@ def test_holdfast_config_env_is_the_default(appliance: Appliance) -> None:
 def test_init_refuses_to_overwrite(appliance: Appliance) -> None:
     r = appliance.cli("init", str(appliance.dir), check=False)
     assert r.returncode != 0 and b"already exists" in r.stderr
+
+
+def _check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[bytes]:
+    p = tmp_path / "holdfast.toml"
+    p.write_text(text)
+    return subprocess.run(
+        [*HOLDFAST, "--config", str(p), "config", "check"],
+        capture_output=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def _danish_garage(days: int, extra: str = "") -> str:
+    text = _example().replace('country = "FI"', 'country = "DK"')
+    return text.replace("days = 21\n", f"days = {days}\n{extra}", 1)
+
+
+def test_example_config_passes_the_legal_checks(tmp_path: Path) -> None:
+    r = _check(tmp_path, _example())
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+
+
+def test_danish_crime_prevention_class_over_30_days_fails(tmp_path: Path) -> None:
+    r = _check(tmp_path, _danish_garage(45))
+    assert r.returncode != 0
+    err = r.stderr.decode()
+    assert "error: retention.parking-camera" in err and "§ 4 c" in err and "45 days" in err, err
+    # 30 days is the limit itself; a stated stk. 5 exception allows longer.
+    assert _check(tmp_path, _danish_garage(30)).returncode == 0
+    ok = _check(tmp_path, _danish_garage(45, 'exception = "§ 4 c, stk. 5: a filed police report"\n'))
+    assert ok.returncode == 0, ok.stderr
+    # The same class at a Finnish site is not bound by the Danish law.
+    assert _check(tmp_path, _example().replace("days = 21\n", "days = 45\n", 1)).returncode == 0
+
+
+def test_camera_class_beyond_72_hours_without_justification_warns(tmp_path: Path) -> None:
+    text = _example()
+    start = text.index("[retention.office-camera]\n")
+    line_start = text.index("justification = ", start)
+    line_end = text.index("\n", line_start) + 1
+    r = _check(tmp_path, text[:line_start] + text[line_end:])
+    assert r.returncode == 0, "a warning does not fail the check"
+    assert "warning: retention.office-camera" in r.stderr.decode() and "72 hours" in r.stderr.decode()
+    # Three days is within the EDPB's 72 hours: no justification needed.
+    short = text[:line_start] + text[line_end:]
+    short = short.replace("days = 14\n", "days = 3\n", 1)
+    assert b"office-camera" not in _check(tmp_path, short).stderr
+
+
+def test_call_lines_must_be_announced(tmp_path: Path) -> None:
+    r = _check(tmp_path, _example().replace("announced = true", "announced = false"))
+    assert r.returncode != 0 and b"lines[0].announced" in r.stderr
