@@ -75,6 +75,16 @@ class LineOut(BaseModel):
     hash_remote: bool
 
 
+class PauseOut(BaseModel):
+    """A stretch of the call left out of the recording (`holdfast call pause`)."""
+
+    #: Seconds into this segment's audio where the left-out stretch would have been.
+    offset: float
+    start: str | None = None
+    end: str | None = None
+    seconds: float | None = None
+
+
 class CallOut(BaseModel):
     """Call metadata of an audio segment (recorder.callmeta): the remote party as stored."""
 
@@ -87,6 +97,7 @@ class CallOut(BaseModel):
     part: int | None = None
     call_start: str | None = None
     call_duration: float | None = None
+    pauses: list[PauseOut] = []
 
 
 class SegmentOut(BaseModel):
@@ -175,6 +186,17 @@ def call_out(s: Segment) -> CallOut | None:
         return None
     m = s.meta or {}
     text = {k: (str(m[k]) if m.get(k) is not None else None) for k in CallOut.model_fields}
+    pauses = []
+    for x in m.get("pauses") or []:
+        if isinstance(x, dict) and _num(x.get("offset"), float) is not None:
+            pauses.append(
+                PauseOut(
+                    offset=_num(x.get("offset"), float),
+                    start=str(x["start"]) if x.get("start") else None,
+                    end=str(x["end"]) if x.get("end") else None,
+                    seconds=_num(x.get("seconds"), float),
+                )
+            )
     return CallOut(
         line=text["line"] or s.source,
         call_id=text["call_id"],
@@ -185,6 +207,7 @@ def call_out(s: Segment) -> CallOut | None:
         part=_num(m.get("part"), int),
         call_start=text["call_start"] or iso(s.start),
         call_duration=_num(m.get("call_duration"), float),
+        pauses=pauses,
     )
 
 

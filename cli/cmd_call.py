@@ -1,4 +1,4 @@
-"""`holdfast call start|stop|optout|status|hash-key`: call control for a running line recorder."""
+"""`holdfast call start|stop|optout|pause|resume|status|hash-key`: call control for a running line recorder."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     o = gs.add_parser("optout", help="the caller declined recording: discard this call's audio")
     line_arg(o)
     o.set_defaults(func=control, endpoint="/calls/optout")
+    pa = gs.add_parser(
+        "pause", help="stop keeping the call's audio (card numbers, health details) until resume"
+    )
+    line_arg(pa)
+    pa.set_defaults(func=control, endpoint="/calls/pause")
+    re_ = gs.add_parser("resume", help="keep the call's audio again after a pause")
+    line_arg(re_)
+    re_.set_defaults(func=control, endpoint="/calls/resume")
     q = gs.add_parser("status", help="is a call being recorded on LINE?")
     line_arg(q)
     q.set_defaults(func=control, endpoint="/status")

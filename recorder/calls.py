@@ -12,11 +12,16 @@ Call boundaries come from the telephony side over HTTP on a unix socket
     POST /calls/start   {"agent", "direction": "in"|"out", "remote", "call_id"?}
     POST /calls/stop    {}
     POST /calls/optout  {}
+    POST /calls/pause   {}   (card numbers, health details: audio from now on is discarded)
+    POST /calls/resume  {}
     GET  /status
 
 A call longer than `max_segment_seconds` is cut into parts sharing `call_id`; each part's meta
 names its `part` index and `previous_segment`. Calls shorter than `min_seconds` are dropped and an
-opt-out discards every part of the call still in the spool. See docs/design.md "Call recording".
+opt-out discards every part of the call still in the spool. While a call is paused the captured
+audio never reaches the encoder (nothing of it is sealed); each part's trailer lists its pauses
+(`pauses`: offset into the part's audio, wall-clock start and end, seconds), so the player shows
+where audio was left out. See docs/design.md "Call recording".
 """
 
 from __future__ import annotations
@@ -180,6 +185,12 @@ class ActiveCall:
     base_meta: dict[str, Any]
     current: Part
     samples: int = 0
+    #: Captured while paused and discarded: keeps wall-clock times of later audio right.
+    paused_samples: int = 0
+    #: Wall-clock start of the pause in progress, None when recording.
+    paused_at: datetime | None = None
+    #: Pauses of the current part: {"offset", "start", "end", "seconds"} (closed ones have "end").
+    pauses: list[dict[str, Any]] = field(default_factory=list)
     #: (segment id, spool path) of parts already closed, for opt-out.
     closed: list[tuple[str, Path]] = field(default_factory=list)
     finalizers: list[threading.Thread] = field(default_factory=list)
@@ -281,6 +292,7 @@ class LineRecorder:
 
     def stop_call(self, end_reason: str = "call-end") -> dict[str, Any]:
         call = self._take_call()
+        self._close_pause(call)
         duration = call.samples / self.line.rate
         cm = call.meta
         for t in call.finalizers:
@@ -299,7 +311,7 @@ class LineRecorder:
                 parts_discarded=1 + len(removed),
             )
             return {"call_id": cm.call_id, "kept": False, "duration": duration, "reason": "too short"}
-        end = cm.start + timedelta(seconds=duration)
+        end = cm.start + timedelta(seconds=(call.samples + call.paused_samples) / self.line.rate)
         part = call.current
         err = part.finish()
         trailer = {
@@ -309,6 +321,8 @@ class LineRecorder:
             "call_duration": duration,
             "call_end": iso(end),
             "parts": len(call.closed) + 1,
+            "pauses": call.pauses,
+            "call_paused_seconds": call.paused_samples / self.line.rate,
         }
         if err:
             trailer["encoder_error"] = err
@@ -353,6 +367,47 @@ class LineRecorder:
         )
         return {"call_id": call.meta.call_id, "discarded": 1 + len(removed), "already_ingested": already}
 
+    def pause(self) -> dict[str, Any]:
+        """Stop keeping audio (the caller gives a card number): discarded before the encoder."""
+        with self._lock:
+            call = self.call
+            if call is None:
+                raise CallError(f"line {self.line.id} has no active call")
+            if call.paused_at is not None:
+                raise CallError(f"call {call.meta.call_id} on line {self.line.id} is already paused")
+            now = self._wall(call)
+            call.paused_at = now
+            call.pauses.append({"offset": call.current.samples / self.line.rate, "start": iso(now)})
+            cid = call.meta.call_id
+        event(log, "call.paused", line=self.line.id, call_id=cid, segment=call.current.segment_id)
+        return {"line": self.line.id, "call_id": cid, "paused": True, "at": iso(now)}
+
+    def resume(self) -> dict[str, Any]:
+        with self._lock:
+            call = self.call
+            if call is None:
+                raise CallError(f"line {self.line.id} has no active call")
+            if call.paused_at is None:
+                raise CallError(f"call {call.meta.call_id} on line {self.line.id} is not paused")
+            seconds = self._close_pause(call)
+            cid = call.meta.call_id
+        event(log, "call.resumed", line=self.line.id, call_id=cid, paused_seconds=round(seconds, 3))
+        return {"line": self.line.id, "call_id": cid, "paused": False, "paused_seconds": seconds}
+
+    def _wall(self, call: ActiveCall) -> datetime:
+        """The capture clock: call start plus every sample captured since (kept or discarded)."""
+        return call.meta.start + timedelta(seconds=(call.samples + call.paused_samples) / self.line.rate)
+
+    def _close_pause(self, call: ActiveCall) -> float:
+        """End the pause in progress (if any) at the capture clock; returns its length."""
+        if call.paused_at is None:
+            return 0.0
+        end = self._wall(call)
+        seconds = (end - call.paused_at).total_seconds()
+        call.pauses[-1].update(end=iso(end), seconds=seconds)
+        call.paused_at = None
+        return seconds
+
     def _remove_closed(self, call: ActiveCall) -> list[Path]:
         """Delete closed parts still in the spool (ingest has not taken them yet)."""
         removed: list[Path] = []
@@ -378,6 +433,7 @@ class LineRecorder:
                 "call_id": call.meta.call_id,
                 "start": iso(call.meta.start),
                 "seconds": call.samples / self.line.rate,
+                "paused": call.paused_at is not None,
                 "part": call.current.index,
                 "segment": call.current.segment_id,
             }
@@ -389,6 +445,9 @@ class LineRecorder:
         with self._lock:
             call = self.call
             if call is None:
+                return
+            if call.paused_at is not None:
+                call.paused_samples += len(pcm) // self.frame_bytes
                 return
             while pcm:
                 room = self.max_part_samples - call.current.samples
@@ -403,7 +462,7 @@ class LineRecorder:
     def _rotate(self, call: ActiveCall) -> None:
         """Cut a long call: the next part starts now, the full one is closed in the background."""
         old = call.current
-        start = call.meta.start + timedelta(seconds=call.samples / self.line.rate)
+        start = self._wall(call)
         new = Part(
             self,
             old.index + 1,
@@ -416,7 +475,9 @@ class LineRecorder:
             "duration": old.samples / self.line.rate,
             "end_reason": "max-segment",
             "next_segment": new.segment_id,
+            "pauses": call.pauses,
         }
+        call.pauses = []
         final = self.cfg.paths.spool / f"{old.segment_id}{SEG_SUFFIX}"
         call.closed.append((old.segment_id, final))
 
@@ -570,6 +631,10 @@ def _handler(rec: LineRecorder) -> type[BaseHTTPRequestHandler]:
                     out = rec.stop_call()
                 elif self.path == "/calls/optout":
                     out = rec.optout()
+                elif self.path == "/calls/pause":
+                    out = rec.pause()
+                elif self.path == "/calls/resume":
+                    out = rec.resume()
                 else:
                     self._reply(404, {"error": f"no such endpoint: POST {self.path}"})
                     return

@@ -310,6 +310,74 @@ def test_sigkill_mid_call_leaves_cut_short_readable_segment(
     assert peak_frequency(pcm) == pytest.approx(660.0, abs=3.0)
 
 
+def _band_energy(x: object, freq: float, rate: int = RATE, width: float = 20.0) -> float:
+    import numpy as np
+
+    a = np.asarray(x)
+    spec = np.abs(np.fft.rfft(a * np.hanning(len(a)))) ** 2
+    f = np.fft.rfftfreq(len(a), 1 / rate)
+    return float(spec[(f > freq - width) & (f < freq + width)].sum())
+
+
+@pytest.mark.slow
+def test_paused_stretch_is_never_recorded(
+    appliance: Appliance, pulse: Pulse, media: dict[str, Path], watch: PlaintextWatch, tmp_path: Path
+) -> None:
+    """A 1 kHz tone played during the pause is absent; the 440 Hz tones around it are kept."""
+    _configure(appliance, max_segment_seconds="600")
+
+    def padded(name: str, freq: float) -> Path:
+        # Silence before and after: what is still in PulseAudio's pipeline at a pause/resume is quiet.
+        out = tmp_path / name
+        subprocess.run(
+            ["sox", str(tone_wav(tmp_path / f"raw-{name}", 2.0, freq)), str(out), "pad", "0.3", "0.6"],
+            check=True,
+            timeout=30,
+        )
+        return out
+
+    kept, secret = padded("kept.wav", 440.0), padded("secret.wav", 1000.0)
+    rec = Recorder(appliance, pulse)
+    try:
+        appliance.cli(
+            "call", "start", "--line", "cs-1", "--agent", "Anna", "--direction", "in", "--remote", "1",
+            "--call-id", "paused",
+        )  # fmt: skip
+        pulse.play(kept)
+        paused = json.loads(appliance.cli("call", "pause", "--line", "cs-1").stdout)
+        assert paused["paused"] is True
+        status, body = control_request(rec.sock, "GET", "/status")
+        assert status == 200 and body["paused"] is True
+        pulse.play(secret)  # e.g. the caller reads out a card number
+        again = appliance.cli("call", "pause", "--line", "cs-1", check=False)
+        assert again.returncode == 1 and b"already paused" in again.stderr
+        status, resumed = rec.req("/calls/resume")  # the control socket does the same
+        assert status == 200 and resumed["paused_seconds"] > 2.0, resumed
+        pulse.play(kept)
+        stopped = json.loads(appliance.cli("call", "stop", "--line", "cs-1").stdout)
+        assert stopped["kept"] is True
+        assert len(rec.events("call.paused")) == 1 and len(rec.events("call.resumed")) == 1
+    finally:
+        rec.stop()
+    appliance.cli("ingest", "--once")
+
+    (seg,) = _segments(appliance, "--call-id", "paused")
+    (pause,) = seg["meta"]["pauses"]
+    # After the first padded tone (2.9 s) plus however long the CLI took; before the second.
+    assert 2.5 < pause["offset"] < seg["duration"] - 2.5, pause
+    assert pause["seconds"] == pytest.approx(resumed["paused_seconds"])
+    assert pause["start"] < pause["end"]
+    assert seg["meta"]["call_paused_seconds"] == pytest.approx(pause["seconds"])
+    # The segment spans the call's wall-clock time; its audio leaves the pause out.
+    assert seg["meta"]["call_duration"] == pytest.approx(seg["duration"])
+
+    _blobs, pcm = _audio(appliance, [seg["id"]])
+    assert len(pcm) / RATE == pytest.approx(seg["duration"], abs=0.2)
+    assert loud_seconds(pcm) == pytest.approx(4.0, abs=0.3)  # two 2 s tones, not three
+    assert peak_frequency(pcm) == pytest.approx(440.0, abs=3.0)
+    assert _band_energy(pcm, 1000.0) < 1e-4 * _band_energy(pcm, 440.0), "paused audio was recorded"
+
+
 def test_call_control_errors_are_explicit(appliance: Appliance) -> None:
     p = appliance.cli("call", "stop", "--line", "cs-1", check=False)
     assert p.returncode == 1 and b"no recorder is listening" in p.stderr

@@ -173,13 +173,21 @@ $("call-search").addEventListener("submit", async (ev) => {
     for (const s of rows) {
       const c = s.call || {}; const tr = document.createElement("tr"); tr.className = "call-row";
       tr.append(td(c.call_start || s.start), td(`${Math.round(s.duration)} s`), td(c.agent), td(c.direction),
-        td(c.remote ?? (c.remote_hash ? "(hashed)" : "")), td(`${c.call_id || ""}${c.part ? ` part ${c.part + 1}` : ""}`));
+        td(c.remote ?? (c.remote_hash ? "(hashed)" : "")), td(`${c.call_id || ""}${c.part ? ` part ${c.part + 1}` : ""}`),
+        td(pausesText(c.pauses)));
       const act = document.createElement("td"); const b = document.createElement("button"); b.textContent = "Play"; b.className = "play-call";
       b.addEventListener("click", () => playCall(s)); act.append(b); tr.append(act); tb.append(tr);
     }
     say(`${rows.length} calls`, true);
   } catch (e) { say(e.message); }
 });
+
+// Where the recording was paused (card numbers, health details): that audio was never kept.
+function pausesText(pauses) {
+  if (!pauses || !pauses.length) return "";
+  return pauses.map((p) => `paused at ${Math.floor(p.offset / 60)}:${String(Math.floor(p.offset % 60)).padStart(2, "0")}` +
+    (p.seconds != null ? ` for ${Math.round(p.seconds)} s` : "")).join("; ");
+}
 
 async function playCall(seg) {
   const purpose = $("call-purpose").value.trim();
@@ -188,6 +196,7 @@ async function playCall(seg) {
     const v = await postJSON(`/segments/${encodeURIComponent(seg.id)}/views`, { purpose });
     const a = $("call-audio"); const src = document.createElement("source");
     src.src = v.url; src.type = v.mime; a.replaceChildren(src); a.load(); a.play().catch(() => {});
+    $("call-pauses").textContent = pausesText(seg.call?.pauses) ? `Not recorded: ${pausesText(seg.call.pauses)}` : "";
     say(`Playing call ${seg.call?.call_id || seg.id}; this view is logged with purpose “${purpose}”`, true);
   } catch (e) { say(e.message); }
 }
