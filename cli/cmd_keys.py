@@ -31,6 +31,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "transitions", help="print the signing-key transitions an auditor needs to verify rotated logs"
     )
     t.set_defaults(func=transitions)
+    vk = s.add_parser(
+        "verifier",
+        help="print the verifier key line of each log's checkpoint notes (C2SP signed-note, Go sumdb/note)",
+    )
+    vk.set_defaults(func=verifier)
+
+
+def verifier(args: argparse.Namespace) -> int:
+    """One `<origin>+<key id>+<key>` line per log: what an auditor configures to read the notes."""
+    from vault import tlog
+    from vault.vault import Vault
+
+    cfg = load_config(args)
+    pub = tlog.load_public_key((cfg.keys.dir / keys.SIGN_PUB).read_bytes())
+    v = Vault(cfg)
+    for origin in (v.purge_log.origin, v.access_log.origin):
+        print(tlog.verifier_key(origin, pub))
+    return 0
 
 
 def init(args: argparse.Namespace) -> int:

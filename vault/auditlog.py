@@ -19,7 +19,7 @@ import base64
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from vault import tlog
+from vault import auditverify, tlog
 from vault.errors import HoldfastError
 from vault.fsutil import atomic_write_bytes, fsync_dir
 from vault.log import event
@@ -197,8 +197,13 @@ class AuditLog:
                 yield int(seq), str(text)
             last = int(rows[-1][0])
 
-    def prove(self, session: Session, seq: int) -> dict[str, Any]:
-        """Inclusion proof of entry `seq` in the latest signed checkpoint (verified before returning)."""
+    def prove(self, session: Session, seq: int, public_key: Ed25519PublicKey) -> dict[str, Any]:
+        """Inclusion proof of entry `seq` in the latest signed checkpoint (verified before returning).
+
+        `entry` is the exact text that was hashed (leaf = SHA-256(0x00 || UTF-8 of it));
+        `inclusion_proof` has RFC 9162's InclusionProofDataV2 fields (tree_size, leaf_index,
+        inclusion_path as base64 node hashes, bottom-up); `checkpoint` is the signed note.
+        """
         cp = self.latest_checkpoint(session)
         if cp is None or cp.size <= seq:
             raise ProofNotFound(
@@ -208,28 +213,53 @@ class AuditLog:
         leaves = self.leaf_hashes(session, upto=cp.size)
         proof = tlog.inclusion_proof(seq, leaves)
         tlog.verify_inclusion(leaves[seq], seq, cp.size, proof, cp.root)
-        text = session.scalar(select(self.model.entry).where(self.model.seq == seq))
-        return {
+        text = str(session.scalar(select(self.model.entry).where(self.model.seq == seq)))
+        if tlog.leaf_hash(text.encode("utf-8")) != leaves[seq]:
+            raise AuditLogError(f"{self.name} log entry {seq} in the index does not match its leaf hash")
+        out: dict[str, Any] = {
             "log": self.name,
-            "seq": seq,
-            "entry": json.loads(str(text)),
-            "leaf": leaves[seq].hex(),
-            "tree_size": cp.size,
-            "proof": [p.hex() for p in proof],
+            "origin": self.origin,
+            "entry": text,
+            "leaf_hash": leaves[seq].hex(),
+            "inclusion_proof": {
+                "tree_size": cp.size,
+                "leaf_index": seq,
+                "inclusion_path": [base64.b64encode(p).decode() for p in proof],
+            },
             "proof_bytes": 32 * len(proof),
             "checkpoint": cp.to_dict(),
         }
+        if cp.key_id == tlog.key_id(public_key):
+            out["checkpoint_note"] = tlog.checkpoint_note(cp, public_key).decode("utf-8")
+        return out
 
-    def export(self, session: Session, directory: Path) -> dict[str, Any]:
-        """Write a vault.tlog export (entries streamed, not held in memory); returns a summary."""
+    def export(
+        self,
+        session: Session,
+        directory: Path,
+        public_key: Ed25519PublicKey | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Write a vault.tlog export (entries streamed, not held in memory); returns a summary.
+
+        Beside entries.jsonl and checkpoints.jsonl: `checkpoint`, the newest checkpoint signed by
+        `public_key`'s key as a C2SP signed note, and consistency.jsonl, an RFC 9162 consistency
+        proof from every earlier checkpoint size to it (for `audit verify --since`). The proofs
+        come from MerkleLevels over the leaf hashes (64 bytes per entry while exporting).
+        """
         d = directory / f"{self.name}-log"
         d.mkdir(parents=True, exist_ok=True)
         n = 0
+        leaves = bytearray()
         tmp = d / f".{tlog.ENTRIES_FILE}.tmp"
         with open(tmp, "wb") as f:
             for _seq, text in self.entries(session):
-                f.write(text.encode("utf-8") + b"\n")
+                data = text.encode("utf-8")
+                f.write(data + b"\n")
+                leaves += tlog.leaf_hash(data)
                 n += 1
+                if progress is not None:
+                    progress(n)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, d / tlog.ENTRIES_FILE)
@@ -239,6 +269,22 @@ class AuditLog:
             b"".join(tlog.canonical_json(c.to_dict()) + b"\n" for c in cps),
             0o644,
         )
+        kid = tlog.key_id(public_key) if public_key is not None else None
+        signed = [c for c in cps if c.key_id == kid and c.size <= n]
+        if public_key is not None and signed:
+            head = max(signed, key=lambda c: c.size)
+            levels = tlog.MerkleLevels(leaves)
+            if levels.root(head.size) != head.root:
+                raise AuditLogError(
+                    f"{self.name} log: the entries do not reproduce the signed root of size {head.size}; "
+                    "run `holdfast audit verify` on a plain export to find the entry"
+                )
+            atomic_write_bytes(d / tlog.NOTE_FILE, tlog.checkpoint_note(head, public_key), 0o644)
+            atomic_write_bytes(
+                d / tlog.CONSISTENCY_FILE,
+                tlog.consistency_lines(levels, [c.size for c in cps], head.size),
+                0o644,
+            )
         fsync_dir(d)
         return {"log": self.name, "origin": self.origin, "entries": n, "checkpoints": len(cps)}
 
@@ -317,32 +363,10 @@ class AccessLog(AuditLog):
         raise AssertionError("unreachable")
 
 
-# -- offline verification (vault.tlog does the work; this adds the two-log export layout) ----
+# -- offline verification lives in vault.auditverify (no database imports: fast start-up) ------
 
-
-def verify_export(
-    directory: Path, pub: Ed25519PublicKey | Sequence[Ed25519PublicKey]
-) -> list[tuple[str, tlog.VerifyReport | str]]:
-    """Verify every log named in DIR/manifest.json; a str in place of a report is a fatal read error.
-
-    An unsealed tail counts as a failure here: `audit export` always signs the head first, so
-    entries no checkpoint covers were added after the export.
-    """
-    manifest_path = directory / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text("utf-8"))
-        logs = [(str(x["log"]), str(x["origin"])) for x in manifest["summary"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return [("manifest", f"{manifest_path}: unreadable manifest ({e})")]
-    out: list[tuple[str, tlog.VerifyReport | str]] = []
-    for name, origin in logs:
-        try:
-            entries, cps = tlog.read_export(directory / f"{name}-log")
-        except tlog.TlogError as e:
-            out.append((name, str(e)))
-            continue
-        out.append((name, tlog.verify_log(entries, cps, pub, origin=origin)))
-    return out
+verify_export = auditverify.verify_export
+log_origins = auditverify.log_origins
 
 
 def write_manifest(directory: Path, logs: list[dict[str, Any]], pub: Ed25519PublicKey, now: datetime) -> None:

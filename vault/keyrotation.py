@@ -36,10 +36,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from sqlalchemy import func, select
 
 from vault import keys, tlog
-from vault.db import Segment
 from vault.errors import KeyFileError
 from vault.fsutil import fsync_dir
 from vault.log import event
@@ -118,6 +116,11 @@ def _spooled_key_ids(spool: Path) -> set[str]:
 
 def prune_seal_keys(vault: Any, audit: Callable[[str, dict[str, Any]], None] | None = None) -> list[str]:
     """Destroy old seal keys no segment needs any more; returns the destroyed key ids."""
+    # Imported here: the offline verifier (`audit verify`) uses this module without a database.
+    from sqlalchemy import func, select
+
+    from vault.db import Segment
+
     directory: Path = vault.cfg.keys.dir
     current = keys.key_id(keys.load_seal_public(directory / keys.SEAL_PUB)).hex()
     spooled = _spooled_key_ids(vault.cfg.paths.spool)

@@ -8,7 +8,7 @@ RFC alone, so nothing here deviates from RFC 9162 section 2.1.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
@@ -17,9 +17,11 @@ __all__ = [
     "InclusionProofError",
     "MerkleAccumulator",
     "MerkleError",
+    "MerkleLevels",
     "MerkleRangeError",
     "ProofError",
     "consistency_proof",
+    "frontier_from_consistency",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
@@ -168,9 +170,16 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+def _slice_mth(leaf_hashes: Sequence[bytes]) -> Callable[[int, int], bytes]:
+    return lambda lo, hi: root(leaf_hashes[lo:hi])
+
+
 def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     """PATH(m, D[n]) of RFC 9162 2.1.3.1 for leaf `index` in the tree of all leaf_hashes."""
-    n = len(leaf_hashes)
+    return _inclusion_path(index, len(leaf_hashes), _slice_mth(leaf_hashes))
+
+
+def _inclusion_path(index: int, n: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
     if not isinstance(index, int) or not 0 <= index < n:
         raise MerkleRangeError(f"leaf index {index!r} is outside a tree of size {n}")
     proof: list[bytes] = []
@@ -179,10 +188,10 @@ def inclusion_proof(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
     while hi - lo > 1:
         k = _split(hi - lo)
         if m < k:
-            proof.append(root(leaf_hashes[lo + k : hi]))
+            proof.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(root(leaf_hashes[lo : lo + k]))
+            proof.append(mth(lo, lo + k))
             lo, m = lo + k, m - k
     proof.reverse()
     return proof
@@ -195,6 +204,10 @@ def consistency_proof(old_size: int, new_size: int, leaf_hashes: Sequence[bytes]
     """
     if not isinstance(new_size, int) or not 0 <= new_size <= len(leaf_hashes):
         raise MerkleRangeError(f"new size {new_size!r} is outside 0..{len(leaf_hashes)} leaves")
+    return _consistency_path(old_size, new_size, _slice_mth(leaf_hashes))
+
+
+def _consistency_path(old_size: int, new_size: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
     if not isinstance(old_size, int) or not 0 <= old_size <= new_size:
         raise MerkleRangeError(f"old size {old_size!r} must be within 0..new size {new_size}")
     if old_size in (0, new_size):
@@ -206,17 +219,102 @@ def consistency_proof(old_size: int, new_size: int, leaf_hashes: Sequence[bytes]
         if m == n:
             # SUBPROOF(m, D[m], b): nothing if this is the original old tree, else its hash.
             if not whole:
-                proof.append(root(leaf_hashes[lo:hi]))
+                proof.append(mth(lo, hi))
             break
         k = _split(n)
         if m <= k:
-            proof.append(root(leaf_hashes[lo + k : hi]))
+            proof.append(mth(lo + k, hi))
             hi = lo + k
         else:
-            proof.append(root(leaf_hashes[lo : lo + k]))
+            proof.append(mth(lo, lo + k))
             lo, m, whole = lo + k, m - k, False
     proof.reverse()
     return proof
+
+
+class MerkleLevels:
+    """Every level of the tree in flat byte arrays: any proof in O(log n) after O(n) hashing.
+
+    Level 0 holds the leaf hashes, level i+1 the node hashes of complete pairs of level i, so
+    the root of an aligned perfect subtree is one lookup and any other range (the right edge)
+    splits into O(log n) of them. 2 x 32 bytes per leaf in total, without a Python object per
+    hash: what `audit export` uses to write a consistency proof from every signed checkpoint.
+    """
+
+    def __init__(self, leaves: bytearray | bytes) -> None:
+        if len(leaves) % HASH_SIZE:
+            raise MerkleRangeError("leaf hashes must be a multiple of 32 bytes")
+        self.size = len(leaves) // HASH_SIZE
+        self.levels: list[bytes] = [bytes(leaves)]
+        cur = self.levels[0]
+        sha = hashlib.sha256
+        while len(cur) >= 2 * HASH_SIZE:
+            nxt = bytearray()
+            for i in range(0, len(cur) - HASH_SIZE, 2 * HASH_SIZE):
+                nxt += sha(_NODE_PREFIX + cur[i : i + 2 * HASH_SIZE]).digest()
+            cur = bytes(nxt)
+            self.levels.append(cur)
+
+    def mth(self, lo: int, hi: int) -> bytes:
+        """MTH(D[lo:hi]) for 0 <= lo < hi <= size."""
+        width = hi - lo
+        if width & (width - 1) == 0 and lo % width == 0:
+            level = width.bit_length() - 1
+            i = (lo >> level) * HASH_SIZE
+            return self.levels[level][i : i + HASH_SIZE]
+        k = _split(width)
+        return node_hash(self.mth(lo, lo + k), self.mth(lo + k, hi))
+
+    def root(self, size: int) -> bytes:
+        return EMPTY_ROOT if size == 0 else self.mth(0, size)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        if not 0 < size <= self.size:
+            raise MerkleRangeError(f"tree size {size} is outside 1..{self.size}")
+        return _inclusion_path(index, size, self.mth)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        if not 0 <= new_size <= self.size:
+            raise MerkleRangeError(f"new size {new_size!r} is outside 0..{self.size} leaves")
+        return _consistency_path(old_size, new_size, self.mth)
+
+
+def frontier_from_consistency(
+    old_size: int, new_size: int, old_root: bytes, proof: Sequence[bytes]
+) -> list[bytes]:
+    """The old tree's frontier (its perfect-subtree roots, largest first) out of a consistency proof.
+
+    The proof's hashes on the old tree's side are exactly those subtrees (with the old root
+    itself when old_size is a power of two). Call verify_consistency first; this only selects.
+    With the frontier, the entries after old_size alone reproduce every later root
+    (MerkleAccumulator.from_frontier), so a verifier never re-reads what it verified before.
+    """
+    if not 0 < old_size < new_size:
+        raise MerkleRangeError("a frontier is taken from a proof between 0 < old size < new size")
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, bytes(old_root))
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    old_side = [path[0]]
+    for c in path[1:]:
+        if fn & 1 or fn == sn:
+            old_side.append(c)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        fn >>= 1
+        sn >>= 1
+    frontier = list(reversed(old_side))
+    if len(frontier) != old_size.bit_count():
+        raise ConsistencyProofError(
+            f"proof from size {old_size} to {new_size} does not carry the old tree's "
+            f"{old_size.bit_count()} subtree roots"
+        )
+    return frontier
 
 
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes) -> None:

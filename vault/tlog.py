@@ -23,6 +23,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from typing import Any, NamedTuple
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from orjson import loads as _fast_loads
 
+from vault import note
 from vault.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -41,9 +44,11 @@ from vault.merkle import (
     InclusionProofError,
     MerkleAccumulator,
     MerkleError,
+    MerkleLevels,
     MerkleRangeError,
     ProofError,
     consistency_proof,
+    frontier_from_consistency,
     inclusion_proof,
     leaf_hash,
     node_hash,
@@ -94,6 +99,10 @@ __all__ = [
 
 ENTRIES_FILE = "entries.jsonl"
 CHECKPOINTS_FILE = "checkpoints.jsonl"
+#: The latest checkpoint as a C2SP signed note (what an auditor keeps for `verify --since`).
+NOTE_FILE = "checkpoint"
+#: One RFC 9162 consistency proof per earlier signed checkpoint size, to the latest checkpoint.
+CONSISTENCY_FILE = "consistency.jsonl"
 
 GENESIS_PREV = "00" * HASH_SIZE
 """``prev`` of entry 0: there is no previous entry, so it commits to 32 zero bytes."""
@@ -179,8 +188,11 @@ def parse_entry(data: bytes) -> dict[str, Any]:
     return obj
 
 
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
+
+
 def _is_lower_hex(s: str) -> bool:
-    return all(c in "0123456789abcdef" for c in s)
+    return _LOWER_HEX.fullmatch(s) is not None
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -352,6 +364,60 @@ def verify_checkpoint(cp: Checkpoint, public_key: Ed25519PublicKey | Sequence[Ed
             f"signature does not match the checkpoint (size {cp.size}, time {cp.time}): "
             "its origin, size, root, time or signature was altered after signing"
         ) from None
+
+
+# --------------------------------------------------------------------------- signed notes
+
+
+def checkpoint_note(cp: Checkpoint, public_key: Ed25519PublicKey) -> bytes:
+    """The checkpoint as a C2SP signed note (c2sp.org/tlog-checkpoint), with cp's own signature.
+
+    The note text is exactly the signed body: origin, size, base64 root, then the time as the
+    one extension line. Ed25519 note signatures are over the note text, so the signature made
+    at checkpoint time is the note's signature; the key name is the origin (the spec's
+    recommendation), the key ID SHA-256(origin || 0x0A || 0x01 || public key)[:4].
+    """
+    if cp.key_id != key_id(public_key):
+        raise CheckpointSignatureError(
+            f"checkpoint is signed by key {cp.key_id}, not by {key_id(public_key)}: pass its own key"
+        )
+    return note.assemble(cp.body(), [note.signature_line(cp.origin, public_key, cp.signature)])
+
+
+def verifier_key(origin: str, public_key: Ed25519PublicKey) -> str:
+    """The verifier key line for a log's checkpoint notes (Go: note.NewVerifier)."""
+    return note.verifier_key(origin, public_key)
+
+
+def parse_checkpoint_note(
+    data: bytes, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey]
+) -> Checkpoint:
+    """Open a checkpoint note signed by one of the trusted keys; CheckpointError otherwise."""
+    keys = [public_key] if isinstance(public_key, Ed25519PublicKey) else list(public_key)
+    try:
+        text, sigs = note.parse(data)
+        origin = text.decode("utf-8").split("\n", 1)[0]
+        verifiers = [note.verifier(origin, k) for k in keys]
+        _, v = note.open_note(data, verifiers)
+    except note.NoteError as e:
+        raise CheckpointSignatureError(f"checkpoint note: {e}") from None
+    lines = text.decode("utf-8").split("\n")[:-1]
+    if len(lines) != 4:
+        raise CheckpointFormatError(
+            f"checkpoint note has {len(lines)} lines; Holdfast's have origin, size, root and time"
+        )
+    _, size_s, root_b64, time = lines
+    if not re.fullmatch(r"0|[1-9][0-9]*", size_s):
+        raise CheckpointFormatError(f"checkpoint note size {size_s!r} is not a decimal number")
+    try:
+        root_hash = base64.b64decode(root_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise CheckpointFormatError("checkpoint note root is not base64") from None
+    sig = next(s for s in sigs if s.name == v.name and s.key_id == v.key_id)
+    cp = Checkpoint(origin, int(size_s), root_hash, time, key_id(v.public_key), sig.signature)
+    if cp.body() != text:
+        raise CheckpointFormatError("checkpoint note text is not in canonical form")
+    return cp
 
 
 # --------------------------------------------------------------------------- verification
@@ -644,43 +710,13 @@ def _confirmed_note(verified: int) -> str:
     return ""
 
 
-def verify_log(
-    entries: Sequence[bytes],
+def _screen_checkpoints(
     checkpoints: Sequence[Checkpoint],
     public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
-    *,
-    origin: str | None = None,
-) -> VerifyReport:
-    """Verify an exported log offline with the public key alone and pinpoint any tampering.
-
-    Checks every checkpoint signature, their order and mutual consistency, that the Merkle
-    root of entries[:size] equals each checkpoint's root, and each entry's ``seq`` and ``prev``.
-    Entries after the last valid checkpoint are reported as an unsealed tail (a note, not a
-    problem). ``origin`` pins the expected log name; by default the first valid checkpoint's.
-
-    Consistency between checkpoints is established by recomputation: two checkpoints whose
-    roots both equal roots recomputed from the same entries are consistent by construction,
-    so a consistency proof built from those entries would add nothing. A signed root that
-    disagrees with entries a later signed checkpoint confirms is reported as inconsistent.
-    """
-    n = len(entries)
+    origin: str | None,
+) -> tuple[list[tuple[int, Checkpoint]], list[Problem]]:
+    """Checkpoints whose signature, origin and order are good, and the problems with the rest."""
     problems: list[Problem] = []
-    notes: list[str] = []
-
-    seqs: list[int | None] = []
-    prevs: list[bytes | None] = []
-    leaves: list[bytes | None] = []
-    for e in entries:
-        leaves.append(leaf_hash(e))
-        try:
-            obj = parse_entry(e)
-        except EntryFormatError:
-            seqs.append(_BAD_SEQ)
-            prevs.append(_BAD_PREV)
-            continue
-        seqs.append(obj["seq"])
-        prevs.append(bytes.fromhex(obj["prev"]))
-
     good: list[tuple[int, Checkpoint]] = []
     expected_origin = origin
     last_time: datetime | None = None
@@ -732,6 +768,48 @@ def verify_log(
             )
         last_time = cp_time if last_time is None else max(last_time, cp_time)
         good.append((ci, cp))
+    return good, problems
+
+
+def verify_log(
+    entries: Sequence[bytes],
+    checkpoints: Sequence[Checkpoint],
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
+    *,
+    origin: str | None = None,
+) -> VerifyReport:
+    """Verify an exported log offline with the public key alone and pinpoint any tampering.
+
+    Checks every checkpoint signature, their order and mutual consistency, that the Merkle
+    root of entries[:size] equals each checkpoint's root, and each entry's ``seq`` and ``prev``.
+    Entries after the last valid checkpoint are reported as an unsealed tail (a note, not a
+    problem). ``origin`` pins the expected log name; by default the first valid checkpoint's.
+
+    Consistency between checkpoints is established by recomputation: two checkpoints whose
+    roots both equal roots recomputed from the same entries are consistent by construction,
+    so a consistency proof built from those entries would add nothing. A signed root that
+    disagrees with entries a later signed checkpoint confirms is reported as inconsistent.
+    """
+    n = len(entries)
+    problems: list[Problem] = []
+    notes: list[str] = []
+
+    seqs: list[int | None] = []
+    prevs: list[bytes | None] = []
+    leaves: list[bytes | None] = []
+    for e in entries:
+        leaves.append(leaf_hash(e))
+        try:
+            obj = parse_entry(e)
+        except EntryFormatError:
+            seqs.append(_BAD_SEQ)
+            prevs.append(_BAD_PREV)
+            continue
+        seqs.append(obj["seq"])
+        prevs.append(bytes.fromhex(obj["prev"]))
+
+    good, cp_problems = _screen_checkpoints(checkpoints, public_key, origin)
+    problems += cp_problems
 
     actual_roots = _prefix_roots(leaves, [cp.size for _, cp in good if cp.size <= n])
     matching = [(ci, cp) for ci, cp in good if cp.size <= n and actual_roots[cp.size] == cp.root]
@@ -772,11 +850,7 @@ def verify_log(
         )
     unsealed_from = covered if covered < n else None
     if good and unsealed_from is not None:
-        notes.append(
-            f"entries {covered}..{n - 1} are an unsealed tail: no signed checkpoint covers "
-            "them yet, so only their seq and hash chain were checked; they are proven once "
-            "the next checkpoint is signed"
-        )
+        notes.append(_unsealed_note(covered, n))
     return VerifyReport(
         ok=not problems,
         entry_count=n,
@@ -786,6 +860,274 @@ def verify_log(
         problems=problems,
         notes=notes,
     )
+
+
+def _unsealed_note(covered: int, n: int) -> str:
+    return (
+        f"entries {covered}..{n - 1} are an unsealed tail: no signed checkpoint covers "
+        "them yet, so only their seq and hash chain were checked; they are proven once "
+        "the next checkpoint is signed"
+    )
+
+
+# --------------------------------------------------------------------------- streaming verification
+
+#: Entries are read in blocks of this many bytes: memory stays flat whatever the log's size.
+_BLOCK = 4 << 20
+_LEAF = b"\x00"
+_NODE = b"\x01"
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes of entries.jsonl read so far (for a progress bar)."""
+
+
+def _stream_entries(
+    path: Path,
+    start: int,
+    acc_stack: list[bytes],
+    prev_hex: str,
+    roots: Mapping[int, bytes],
+    progress: Progress | None,
+) -> tuple[int, bytes | None] | None:
+    """Check entries `start`.. of path in one pass; None at the first anomaly of any kind.
+
+    `acc_stack` is the Merkle frontier at `start` (modified in place); each entry must decode
+    as JSON with seq == its index and prev == the previous entry's leaf hash, and the root at
+    every size in `roots` must match. Returns (entry count, root at the end or None).
+    Entries before `start` are skipped unread; the one before it is hashed for the prev check.
+    """
+    sha = hashlib.sha256
+    targets = sorted(s for s in roots if s > start)
+    ti = 0
+    i = 0
+    size = start
+    done = 0
+    with open(path, "rb") as f:
+        rest = b""
+        while True:
+            block = f.read(_BLOCK)
+            done += len(block)
+            if progress is not None:
+                progress(done)
+            if block:
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()
+            else:
+                lines = [rest] if rest else []
+            for line in lines:
+                if i < start:
+                    if i == start - 1:
+                        prev_hex = sha(_LEAF + line).hexdigest()
+                    i += 1
+                    continue
+                h = sha(_LEAF + line).digest()
+                try:
+                    obj = _fast_loads(line)
+                except ValueError:
+                    return None
+                if type(obj) is not dict:
+                    return None
+                seq = obj.get("seq")
+                if type(seq) is not int or seq != i or obj.get("prev") != prev_hex:
+                    return None
+                prev_hex = h.hex()
+                # Append to the frontier: one node hash per trailing 1 bit of the old size.
+                n = size
+                while n & 1:
+                    h = sha(_NODE + acc_stack.pop() + h).digest()
+                    n >>= 1
+                acc_stack.append(h)
+                size += 1
+                i += 1
+                while ti < len(targets) and targets[ti] == size:
+                    if _stack_root(acc_stack) != roots[size]:
+                        return None
+                    ti += 1
+            if not block:
+                break
+    if i < start or ti < len(targets):
+        return None
+    return i, (_stack_root(acc_stack) if acc_stack else None)
+
+
+def _count_lines(path: Path) -> int:
+    """Entries in entries.jsonl, counted as read_export splits them."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (last != b"\n")
+
+
+def _stack_root(stack: list[bytes]) -> bytes:
+    r = stack[-1]
+    for h in reversed(stack[:-1]):
+        r = node_hash(h, r)
+    return r
+
+
+def _read_checkpoints(d: Path) -> list[Checkpoint]:
+    try:
+        raw_cps = (d / CHECKPOINTS_FILE).read_bytes()
+    except FileNotFoundError as exc:
+        raise ExportFormatError(
+            f"{exc.filename} is missing: an export needs both {ENTRIES_FILE} and {CHECKPOINTS_FILE}"
+        ) from exc
+    checkpoints: list[Checkpoint] = []
+    for lineno, line in enumerate(raw_cps.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            checkpoints.append(Checkpoint.from_dict(json.loads(line.decode("utf-8"))))
+        except (UnicodeDecodeError, ValueError, CheckpointFormatError) as exc:
+            raise ExportFormatError(
+                f"{d / CHECKPOINTS_FILE} line {lineno} is not a valid checkpoint: {exc}"
+            ) from exc
+    return checkpoints
+
+
+def verify_export_dir(
+    directory: str | os.PathLike[str],
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
+    *,
+    origin: str | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """verify_log over an export directory, streaming: flat memory and one pass when all is well.
+
+    The common case (nothing tampered) is decided in one streaming pass that never holds the
+    log in memory. At the first anomaly of any kind it falls back to verify_log over the whole
+    export, which loads it and pinpoints the entry; both give the same report for a clean log.
+    """
+    d = Path(directory)
+    if not (d / ENTRIES_FILE).exists():
+        raise ExportFormatError(
+            f"{d / ENTRIES_FILE} is missing: an export needs both {ENTRIES_FILE} and {CHECKPOINTS_FILE}"
+        )
+    cps = _read_checkpoints(d)
+    good, problems = _screen_checkpoints(cps, public_key, origin)
+    roots: dict[int, bytes] = {}
+    clean = not problems and bool(good)
+    for _, cp in good:
+        if roots.setdefault(cp.size, cp.root) != cp.root:
+            clean = False
+    if clean and 0 in roots and roots[0] != EMPTY_ROOT:
+        clean = False
+    if clean:
+        res = _stream_entries(d / ENTRIES_FILE, 0, [], GENESIS_PREV, roots, progress)
+        if res is not None:
+            n, _ = res
+            covered = max(roots)
+            return VerifyReport(
+                ok=True,
+                entry_count=n,
+                checkpoint_count=len(cps),
+                verified_size=covered,
+                unsealed_from=covered if covered < n else None,
+                notes=[_unsealed_note(covered, n)] if covered < n else [],
+            )
+    entries, cps = read_export(d)
+    return verify_log(entries, cps, public_key, origin=origin)
+
+
+@dataclass(frozen=True)
+class SinceReport:
+    """Outcome of verify_since: the log grew from `old_size` to `new_size` consistently."""
+
+    ok: bool
+    old_size: int
+    new_size: int
+    entry_count: int
+    problem: str | None = None
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"FAILED: {self.problem}"
+        if self.new_size == self.old_size:
+            return f"OK: no new signed entries since the checkpoint of size {self.old_size}"
+        return (
+            f"OK: consistent with your checkpoint of size {self.old_size}; entries "
+            f"{self.old_size}..{self.new_size - 1} verified against the checkpoint of size {self.new_size}"
+        )
+
+
+def verify_since(
+    directory: str | os.PathLike[str],
+    old: Checkpoint,
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
+    *,
+    progress: Progress | None = None,
+) -> SinceReport:
+    """Check a newer export against a checkpoint the auditor verified before, and only what is new.
+
+    `old` is the auditor's earlier checkpoint (parse_checkpoint_note already checked its
+    signature). Steps: the export's newest valid checkpoint (size n) is found and checked; the
+    RFC 9162 consistency proof from old.size to n (from consistency.jsonl) is verified against
+    both signed roots; the old tree's frontier taken from that proof then reproduces, from the
+    entries after old.size alone, every later checkpoint's root, with each entry's seq and prev.
+    Entries before old.size are not decoded or hashed (except the last, for the prev link).
+    """
+    d = Path(directory)
+
+    def fail(msg: str, n: int = 0, entries: int = 0) -> SinceReport:
+        return SinceReport(False, old.size, n, entries, msg)
+
+    cps = _read_checkpoints(d)
+    good, problems = _screen_checkpoints(cps, public_key, old.origin)
+    if problems:
+        return fail("; ".join(p.message for p in problems))
+    if not good:
+        return fail(f"the export has no valid checkpoint for {old.origin}")
+    newest = max((cp for _, cp in good), key=lambda c: c.size)
+    m, n = old.size, newest.size
+    if n < m:
+        return fail(
+            f"the export's newest checkpoint has size {n}, smaller than your checkpoint's {m}: "
+            "the log was rolled back or the export is older than your checkpoint",
+            n,
+        )
+    proof: list[bytes] = []
+    if 0 < m < n:
+        found = None
+        try:
+            for line in (d / CONSISTENCY_FILE).read_bytes().splitlines():
+                rec = json.loads(line)
+                if rec.get("old_size") == m and rec.get("new_size") == n:
+                    found = [base64.b64decode(x, validate=True) for x in rec["proof"]]
+                    break
+        except (OSError, ValueError, KeyError, TypeError, binascii.Error) as e:
+            return fail(f"{d / CONSISTENCY_FILE} is unreadable: {e}", n)
+        if found is None:
+            return fail(
+                f"{d / CONSISTENCY_FILE} has no proof from size {m} to {n}: your checkpoint is not "
+                "one this log signed, or the export is incomplete",
+                n,
+            )
+        proof = found
+    try:
+        verify_consistency(m, n, old.root, newest.root, proof)
+    except ProofError as e:
+        return fail(f"consistency proof from your checkpoint (size {m}) to size {n}: {e}", n)
+    if m == n:
+        # Nothing new is signed: equal roots were the proof; the export must hold no more entries.
+        count = _count_lines(d / ENTRIES_FILE)
+        if count != n:
+            return fail(f"the export has {count} entries but its newest checkpoint covers {n}", n, count)
+        return SinceReport(True, m, n, count)
+    stack = frontier_from_consistency(m, n, old.root, proof) if m else []
+    roots = {cp.size: cp.root for _, cp in good if cp.size > m}
+    res = _stream_entries(d / ENTRIES_FILE, m, stack, GENESIS_PREV, roots, progress)
+    if res is None:
+        return fail(
+            f"entries after {m} do not reproduce the signed roots up to size {n}, or an entry's "
+            "seq/prev is wrong: run a full `holdfast audit verify` (without --since) to pinpoint it",
+            n,
+        )
+    count, _ = res
+    if count != n:
+        return fail(f"the export has {count} entries but its newest checkpoint covers {n}", n, count)
+    return SinceReport(True, m, n, count)
 
 
 # --------------------------------------------------------------------------- export
@@ -826,6 +1168,16 @@ def write_export(
             )
     _atomic_write(d / ENTRIES_FILE, b"".join(e + b"\n" for e in entries))
     _atomic_write(d / CHECKPOINTS_FILE, b"".join(canonical_json(cp.to_dict()) + b"\n" for cp in checkpoints))
+
+
+def consistency_lines(levels: MerkleLevels, old_sizes: Sequence[int], new_size: int) -> bytes:
+    """consistency.jsonl: a proof from each earlier checkpoint size to new_size (base64 hashes)."""
+    out = []
+    for m in sorted({s for s in old_sizes if 0 < s < new_size}):
+        proof = levels.consistency_proof(m, new_size)
+        rec = {"old_size": m, "new_size": new_size, "proof": [base64.b64encode(h).decode() for h in proof]}
+        out.append(canonical_json(rec) + b"\n")
+    return b"".join(out)
 
 
 def read_export(directory: str | os.PathLike[str]) -> tuple[list[bytes], list[Checkpoint]]:
