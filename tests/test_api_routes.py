@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import subprocess
 import zipfile
@@ -367,6 +368,24 @@ def test_export_verifies_and_one_flipped_byte_fails(
         ).stdout
     )
     assert abs(dur - 10.0 * len(cam["segments"])) < 1.0
+    # Standard tools verify the unzipped export: sha256sum, openssl, and the key's fingerprint.
+    unzipped = tmp_path / "unzipped"
+    with zipfile.ZipFile(zpath) as z:
+        z.extractall(unzipped)
+    assert {"SHA256SUMS", "public-key.pem", "manifest.sig.bin", "VERIFY.txt"} <= set(names)
+    sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=unzipped, capture_output=True)
+    assert sums.returncode == 0 and b"office-1.mp4: OK" in sums.stdout and b"manifest.json: OK" in sums.stdout
+    verify_cmd = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "public-key.pem", "-rawin",
+                  "-in", "manifest.json", "-sigfile", "manifest.sig.bin"]  # fmt: skip
+    assert b"Verified Successfully" in subprocess.run(verify_cmd, cwd=unzipped, capture_output=True).stdout
+    assert "openssl pkeyutl -verify" in (unzipped / "VERIFY.txt").read_text()
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-in", "public-key.pem", "-outform", "DER"],
+        cwd=unzipped,
+        capture_output=True,
+    ).stdout
+    assert hashlib.sha256(der[-32:]).hexdigest()[:16] == m["signing_key_id"]
+    assert (unzipped / "public-key.pem").read_bytes() == pub.read_bytes()
     # One changed byte in any file of the zip fails verification.
     for name in names:
         with zipfile.ZipFile(zpath) as z:

@@ -5,6 +5,11 @@ directory (ffmpeg's concat demuxer and `+faststart` both need seekable files), t
 assembled there, streamed to the requester and deleted. The manifest lists the SHA-256 of every
 other file in the zip and is signed with the vault's Ed25519 key (`manifest.sig`), so
 `holdfast verify-export` needs only the public key, and one changed byte anywhere fails it.
+
+Standard tools verify it too: the zip carries the public key (`public-key.pem`), the raw 64-byte
+signature (`manifest.sig.bin`, for `openssl pkeyutl -verify -rawin`), `SHA256SUMS` over every
+other file (for `sha256sum -c`) and `VERIFY.txt` saying how; the key's fingerprint in it must be
+compared with the one the appliance publishes, since a key inside the zip proves nothing alone.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault import keys
@@ -38,6 +44,33 @@ log = logging.getLogger("holdfast.evidence")
 FORMAT = "holdfast-evidence/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+RAW_SIGNATURE = "manifest.sig.bin"
+PUBLIC_KEY = "public-key.pem"
+SUMS = "SHA256SUMS"
+INSTRUCTIONS = "VERIFY.txt"
+#: Written after the manifest is signed, so not listed in it: verify_export checks each directly.
+UNLISTED = (MANIFEST, SIGNATURE, RAW_SIGNATURE, SUMS)
+
+VERIFY_TEXT = """Verifying this evidence export with standard tools
+================================================
+
+1. Check that the public key is the appliance's: its key id must equal the signing key id the
+   appliance operator publishes (and manifest.json's "signing_key_id"):
+       {key_id}
+   It is the first 16 hex digits of
+       openssl pkey -pubin -in public-key.pem -outform DER | tail -c 32 | sha256sum
+
+2. Check the signature over the manifest (Ed25519):
+       openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin \\
+           -in manifest.json -sigfile manifest.sig.bin
+
+3. Check every file against the manifest's hashes, here in sha256sum's format:
+       sha256sum -c SHA256SUMS
+   and that SHA256SUMS names the same hashes as the "files" of manifest.json.
+
+Or, with the Holdfast tools: holdfast verify-export EXPORT.zip --pubkey sign.pub
+Gaps in the recording are listed in gaps.txt and in manifest.json ("gaps" per camera).
+"""
 
 
 class ExportError(HoldfastError):
@@ -196,21 +229,40 @@ def sign_and_zip(v: Vault, work: Path, files: dict[str, str], manifest: dict[str
     file is removed from scratch as soon as it is in the zip.
     """
     sign_key = keys.load_sign_private(v.cfg.keys.dir / keys.SIGN_KEY)
+    pub = sign_key.public_key()
+    kid = keys.key_id(pub).hex()
+    pem = pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (work / PUBLIC_KEY).write_bytes(pem)
+    (work / INSTRUCTIONS).write_text(VERIFY_TEXT.format(key_id=kid), "utf-8")
+    files = {
+        **files,
+        PUBLIC_KEY: sha256_file(work / PUBLIC_KEY),
+        INSTRUCTIONS: sha256_file(work / INSTRUCTIONS),
+    }
     manifest = {
         **manifest,
         "files": files,
         "created": iso(v.clock()),
-        "signing_key_id": keys.key_id(sign_key.public_key()).hex(),
+        "signing_key_id": kid,
     }
     body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    sig = sign_key.sign(body)
     zpath = work / "export.zip"
     with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as z:
         z.writestr(MANIFEST, body)
-        z.writestr(SIGNATURE, sign_key.sign(body).hex() + "\n")
+        z.writestr(SIGNATURE, sig.hex() + "\n")
+        z.writestr(RAW_SIGNATURE, sig)
+        z.writestr(SUMS, sha256sums(files, hashlib.sha256(body).hexdigest()))
         for name in files:
             z.write(work / name, name)
             (work / name).unlink()
     return zpath
+
+
+def sha256sums(files: dict[str, str], manifest_sha256: str) -> str:
+    """`sha256sum -c` input for the manifest and every file it lists (binary mode marker)."""
+    rows = {**files, MANIFEST: manifest_sha256}
+    return "".join(f"{h} *{name}\n" for name, h in sorted(rows.items()))
 
 
 def discard(zpath: Path) -> None:
@@ -241,7 +293,13 @@ def verify_export(zpath: Path, pub: Ed25519PublicKey) -> dict[str, Any]:
             ) from None
         manifest = json.loads(body)
         files: dict[str, str] = manifest.get("files", {})
-        extra = names - set(files) - {MANIFEST, SIGNATURE}
+        if RAW_SIGNATURE in names and z.read(RAW_SIGNATURE) != sig:
+            raise ExportInvalid(f"{RAW_SIGNATURE} is not the manifest's signature")
+        if SUMS in names:
+            want_sums = sha256sums(files, hashlib.sha256(body).hexdigest())
+            if z.read(SUMS).decode("utf-8", errors="replace") != want_sums:
+                raise ExportInvalid(f"{SUMS} does not list exactly the manifest's hashes")
+        extra = names - set(files) - set(UNLISTED)
         if extra:
             raise ExportInvalid(f"files not listed in the manifest: {', '.join(sorted(extra))}")
         for name, want in files.items():
