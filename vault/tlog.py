@@ -909,6 +909,12 @@ def _stream_entries(
             done += len(block)
             if progress is not None:
                 progress(done)
+            if block and i + block.count(b"\n") < start - 1:
+                # Every line ending in this block lies before start - 1: skip without splitting.
+                c = block.count(b"\n")
+                i += c
+                rest = block[block.rfind(b"\n") + 1 :] if c else rest + block
+                continue
             if block:
                 lines = (rest + block).split(b"\n")
                 rest = lines.pop()
