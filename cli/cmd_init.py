@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import config as config_pkg
+from cli import progress
 from cli.common import CommandError
 from config.load import render_example
 from vault import keys
@@ -50,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     cfg.paths.store.mkdir(parents=True, exist_ok=True, mode=0o750)
     if cfg.pbx.dir is not None:
         cfg.pbx.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    with Vault(cfg) as v:
-        v.migrate()
+    with Vault(cfg) as v, progress.bar("migrate the index", None, "revisions") as update:
+        v.migrate(update)
     print(f"initialised {d.resolve()}")
     print(f"  config: {cfg_path.resolve()}")
     print(f"  keys:   {cfg.keys.dir}")

@@ -23,10 +23,11 @@ def enabled() -> bool:
 
 
 @contextmanager
-def bar(description: str, total: int | None, unit: str = "") -> Iterator[Callable[[int], None]]:
-    """Yield `update(done)`: sets the absolute amount done; draws nothing off a terminal."""
+def bar(description: str, total: int | None, unit: str = "") -> Iterator[Callable[..., None]]:
+    """Yield `update(done, total=None)`: sets the amount done (and the total once known);
+    draws nothing off a terminal."""
     if not enabled():
-        yield lambda _done: None
+        yield lambda _done, _total=None: None
         return
     from rich.console import Console
     from rich.progress import (
@@ -52,9 +53,15 @@ def bar(description: str, total: int | None, unit: str = "") -> Iterator[Callabl
         task = p.add_task(description, total=total)
         last = [0.0]
 
-        def update(done: int) -> None:
+        size = [total]
+
+        def update(done: int, new_total: int | None = None) -> None:
+            if new_total is not None:
+                size[0] = new_total
+                p.update(task, total=new_total)
             # Redraw at most every 0.5 % of the total: the callback runs per entry or block.
-            if total and done - last[0] < total / 200 and done < total:
+            n = size[0]
+            if n and done - last[0] < n / 200 and done < n:
                 return
             last[0] = done
             p.update(task, completed=done)

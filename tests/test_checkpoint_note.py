@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -227,8 +228,15 @@ def test_verify_shows_progress_on_a_terminal_only(site: tuple[Appliance, Vault],
     assert b"\x1b[" not in piped.stdout
 
     # The same command with stderr on a terminal draws the bar there.
+    out, seen = _on_terminal(args, app.env())
+    assert b"purge-log: OK" in out
+    assert b"verify purge-log" in seen, seen[-500:]
+
+
+def _on_terminal(args: list[str], env: dict[str, str]) -> tuple[bytes, bytes]:
+    """Run with stderr on a pseudo-terminal; (stdout, what the terminal received)."""
     master, slave = pty.openpty()
-    p = subprocess.Popen(args, env={**app.env(), "TERM": "xterm"}, stdout=subprocess.PIPE, stderr=slave)
+    p = subprocess.Popen(args, env={**env, "TERM": "xterm"}, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     seen = b""
     while True:
@@ -241,9 +249,20 @@ def test_verify_shows_progress_on_a_terminal_only(site: tuple[Appliance, Vault],
         seen += chunk
     os.close(master)
     assert p.wait(timeout=120) == 0
-    assert p.stdout is not None and b"purge-log: OK" in p.stdout.read()
+    assert p.stdout is not None
+    out = p.stdout.read()
     p.stdout.close()
-    assert b"verify purge-log" in seen, seen[-500:]
+    return out, seen
+
+
+def test_migration_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    piped = subprocess.run([*HOLDFAST, "init", str(tmp_path / "a")], env=env, capture_output=True)
+    assert piped.returncode == 0 and piped.stderr == b"", piped.stderr
+    _out, seen = _on_terminal([*HOLDFAST, "init", str(tmp_path / "b")], env)
+    assert b"migrate the index" in seen and re.search(rb"(?<![0-9])([1-9][0-9]*)/\1(?![0-9])", seen), seen[
+        -300:
+    ]
 
 
 @pytest.mark.parametrize("block", [61, 4096, 4 << 20])

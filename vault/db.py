@@ -7,6 +7,7 @@ to head, and `Base.metadata` exists only so the models and the migration can be 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,11 +134,32 @@ def alembic_config(engine: Engine) -> Any:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to head; safe to run at every daemon start."""
+def migrate(engine: Engine, progress: Callable[[int, int], None] | None = None) -> None:
+    """Bring the schema to head; safe to run at every daemon start.
+
+    `progress(done, total)` is called before the first and after each applied revision, only
+    when there is something to apply (a terminal's progress bar; see cli/progress.py).
+    """
     from alembic import command
 
-    command.upgrade(alembic_config(engine), "head")
+    cfg = alembic_config(engine)
+    if progress is not None:
+        from alembic.script import ScriptDirectory
+
+        current = current_revision(engine)
+        script = ScriptDirectory.from_config(cfg)
+        at_head = current == script.get_current_head()
+        pending = [] if at_head else list(script.iterate_revisions("head", current or "base"))
+        if pending:
+            done = [0]
+            progress(0, len(pending))
+
+            def step(**_: Any) -> None:
+                done[0] += 1
+                progress(done[0], len(pending))
+
+            cfg.attributes["on_version_apply"] = step
+    command.upgrade(cfg, "head")
 
 
 def current_revision(engine: Engine) -> str | None:

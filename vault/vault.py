@@ -45,8 +45,8 @@ class Vault:
     def sessions(self) -> sessionmaker[Session]:
         return session_factory(self.engine)
 
-    def migrate(self) -> None:
-        migrate(self.engine)
+    def migrate(self, progress: Callable[[int, int], None] | None = None) -> None:
+        migrate(self.engine, progress)
 
     @cached_property
     def keyring(self) -> keys.Keyring:

@@ -19,6 +19,8 @@ def run() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            # vault.db.migrate's progress callback, when a terminal shows a bar.
+            on_version_apply=config.attributes.get("on_version_apply"),
         )
         context.run_migrations()
 
