@@ -354,27 +354,37 @@ def test_export_verifies_and_one_flipped_byte_fails(
 
         m = json.loads(z.read("manifest.json"))
         names = z.namelist()
-        mp4 = z.read("office-1.mp4")
-    cam = m["cameras"][0]
+        cam = m["cameras"][0]
+        mp4s = {r["file"]: z.read(r["file"]) for r in cam["runs"]}
     assert [g["reason"] for g in cam["gaps"]] == ["camera offline: network"]
     assert m["incident"]["id"] == inc and m["exporter"]["user"] == "sec"
-    assert mp4[4:8] == b"ftyp" and mp4.find(b"moov") < mp4.find(b"mdat")  # faststart
-    dur = float(
-        subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", "pipe:0"],
-            input=mp4,
-            capture_output=True,
-            check=True,
-        ).stdout
-    )
-    assert abs(dur - 10.0 * len(cam["segments"])) < 1.0
+    # One MP4 per continuous run, named by its start in the site's zone (Helsinki, UTC+2): the
+    # 30 s gap splits the range; no file joins footage across it.
+    assert list(mp4s) == ["office-1_2026-11-21T10-00-30+0200.mp4", "office-1_2026-11-21T10-01-30+0200.mp4"]
+    assert [r["segments"] for r in cam["runs"]] == [3, 2] and len(cam["segments"]) == 5
+    for run in cam["runs"]:
+        mp4 = mp4s[run["file"]]
+        assert mp4[4:8] == b"ftyp" and mp4.find(b"moov") < mp4.find(b"mdat")  # faststart
+        probe = json.loads(
+            subprocess.run(
+                ["ffprobe", "-v", "error", "-show_entries", "format=duration:format_tags=creation_time",
+                 "-of", "json", "pipe:0"],
+                input=mp4,
+                capture_output=True,
+                check=True,
+            ).stdout
+        )["format"]  # fmt: skip
+        assert abs(float(probe["duration"]) - 10.0 * run["segments"]) < 1.0
+        # The wall-clock start is in the media's own metadata.
+        assert probe["tags"]["creation_time"].startswith(run["start"].removesuffix("Z"))
     # Standard tools verify the unzipped export: sha256sum, openssl, and the key's fingerprint.
     unzipped = tmp_path / "unzipped"
     with zipfile.ZipFile(zpath) as z:
         z.extractall(unzipped)
     assert {"SHA256SUMS", "public-key.pem", "manifest.sig.bin", "VERIFY.txt"} <= set(names)
     sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=unzipped, capture_output=True)
-    assert sums.returncode == 0 and b"office-1.mp4: OK" in sums.stdout and b"manifest.json: OK" in sums.stdout
+    assert sums.returncode == 0 and b"manifest.json: OK" in sums.stdout
+    assert all(f"{name}: OK".encode() in sums.stdout for name in mp4s)
     verify_cmd = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "public-key.pem", "-rawin",
                   "-in", "manifest.json", "-sigfile", "manifest.sig.bin"]  # fmt: skip
     assert b"Verified Successfully" in subprocess.run(verify_cmd, cwd=unzipped, capture_output=True).stdout

@@ -1,4 +1,4 @@
-"""Evidence export: one MP4 per camera, the gaps disclosed, a signed manifest, in one zip.
+"""Evidence export: one MP4 per camera and recording run, the gaps disclosed, a signed manifest, in one zip.
 
 Plaintext never touches persistent disk: segments are decrypted into the tmpfs scratch
 directory (ffmpeg's concat demuxer and `+faststart` both need seekable files), the zip is
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -123,8 +124,33 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Segments further apart than this start a new recording run (a new MP4): a gap is never
+#: joined over, so it shows in the media itself (one file per run), not only in the manifest.
+RUN_BREAK_SECONDS = 1.0
+
+
+def recording_runs(segments: Sequence[Segment]) -> list[list[Segment]]:
+    """Split time-ordered segments where one ends more than RUN_BREAK_SECONDS before the next starts."""
+    runs: list[list[Segment]] = []
+    for seg in segments:
+        if runs and (seg.start - runs[-1][-1].end).total_seconds() <= RUN_BREAK_SECONDS:
+            runs[-1].append(seg)
+        else:
+            runs.append([seg])
+    return runs
+
+
+def run_file_name(camera: str, start: datetime, tz: str) -> str:
+    """`<camera>_<local start>.mp4` in the site's zone, e.g. office-1_2026-11-21T10-00-35+0200.mp4."""
+    local = start.astimezone(ZoneInfo(tz))
+    return f"{camera}_{local.strftime('%Y-%m-%dT%H-%M-%S%z')}.mp4"
+
+
 def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
-    """Decrypt this camera's segments into scratch, stream-copy them into one faststart MP4."""
+    """Decrypt this run's segments into scratch, stream-copy them into one faststart MP4.
+
+    The MP4 carries the run's wall-clock start as `creation_time` (ffprobe: format tags).
+    """
     listed = []
     lines = []
     for i, seg in enumerate(part.segments):
@@ -160,6 +186,8 @@ def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str,
         str(lst),
         "-c",
         "copy",
+        "-metadata",
+        f"creation_time={iso(part.segments[0].start)}",
         "-movflags",
         "+faststart",
         "-y",
@@ -190,13 +218,30 @@ def build_export(
         cams = []
         for part in parts:
             if not part.segments:
-                cams.append({"camera": part.camera, "file": None, "segments": [], "gaps": part.gaps})
+                cams.append(
+                    {"camera": part.camera, "file": None, "runs": [], "segments": [], "gaps": part.gaps}
+                )
                 continue
-            name = f"{part.camera}.mp4"
-            out = work / name
-            segs = _concat(v, part, work, out)
-            files[name] = sha256_file(out)
-            cams.append({"camera": part.camera, "file": name, "segments": segs, "gaps": part.gaps})
+            tz = v.cfg.site(v.cfg.source(part.camera).site).timezone
+            runs, segs = [], []
+            for run in recording_runs(part.segments):
+                name = run_file_name(part.camera, run[0].start, tz)
+                out = work / name
+                listed = _concat(v, CameraPart(part.camera, run), work, out)
+                files[name] = sha256_file(out)
+                segs += listed
+                runs.append(
+                    {"file": name, "start": iso(run[0].start), "end": iso(run[-1].end), "segments": len(run)}
+                )
+            cams.append(
+                {
+                    "camera": part.camera,
+                    "file": runs[0]["file"],
+                    "runs": runs,
+                    "segments": segs,
+                    "gaps": part.gaps,
+                }
+            )
         gaps_txt = (
             "".join(
                 f"{c['camera']}\t{g['start']}\t{g['end']}\t{g['reason']}\n" for c in cams for g in c["gaps"]
