@@ -63,9 +63,12 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 from tests.support.rtsp import RtspServer, free_port, gst_rtsp_available  # noqa: E402
-from tests.support.units import MARKER, Supervisor, Unit  # noqa: E402
+from tests.support.units import MARKER, Supervisor, Unit, unit_from_file  # noqa: E402
 
 HOLDFAST = [sys.executable, "-m", "cli.main"]
+#: What the shipped units run, replaced by this checkout's CLI and the soak's config.
+INSTALLED_HOLDFAST = "/opt/holdfast/.venv/bin/holdfast"
+INSTALLED_CONFIG = "/etc/holdfast/holdfast.toml"
 PASSWORD = "soak password for the api"
 CAMERAS = ("office-1", "garage-1")
 LINE = "cs-1"
@@ -335,29 +338,34 @@ class Soak:
         )
 
     def start_units(self) -> None:
-        """Each unit as its systemd unit's ExecStart= runs it (config from HOLDFAST_CONFIG or --config)."""
-        cfg = ["--config", str(self.cfg_path)]
+        """Each daemon as its shipped unit runs it: ExecStart=, Environment=, Restart=, RestartSec=."""
+        from appliance.units import UNIT_DIR
+
         self.sup = Supervisor(self.run_id, self.env, self.dir / "logs", say=self.say)
+
+        def unit(file: str, name: str, instance: str = "") -> Unit:
+            return unit_from_file(
+                UNIT_DIR / file,
+                name=name,
+                instance=instance,
+                holdfast=HOLDFAST,
+                config=self.cfg_path,
+                bin_path=INSTALLED_HOLDFAST,
+                etc_config=INSTALLED_CONFIG,
+            )
+
         units = [
-            Unit("ingest", [*HOLDFAST, *cfg, "ingest"], restart_sec=5),
-            *(
-                Unit(
-                    f"recorder-{c}",
-                    [*HOLDFAST, "record", "camera", c],
-                    restart_sec=5,
-                    prevent_restart=(2, 78),
-                )
-                for c in CAMERAS
-            ),
-            Unit(
-                f"calls-{LINE}", [*HOLDFAST, *cfg, "record", "calls", LINE], restart_sec=2, prevent_restart=()
-            ),
-            Unit("pbx-ingest", [*HOLDFAST, *cfg, "ingest-pbx"], restart_sec=2, prevent_restart=()),
-            Unit("api", [*HOLDFAST, *cfg, "serve"], restart_sec=5),
+            unit("holdfast-ingest.service", "ingest"),
+            *(unit("holdfast-recorder@.service", f"recorder-{c}", c) for c in CAMERAS),
+            unit("holdfast-calls@.service", f"calls-{LINE}", LINE),
+            unit("holdfast-pbx-ingest.service", "pbx-ingest"),
+            unit("holdfast-api.service", "api"),
         ]
         for u in units:
+            self.say(f"unit {u.name}: {' '.join(u.cmd[len(HOLDFAST) :])} (RestartSec={u.restart_sec:g})")
+        for u in units:
             self.sup.add(u)
-        self.sup.add(Unit("purge", [*HOLDFAST, "purge"], restart_sec=0, restart=False), start=False)
+        self.sup.add(unit("holdfast-purge.service", "purge"), start=False)
         self.sup.watch()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

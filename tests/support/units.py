@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -59,6 +60,58 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def unit_from_file(
+    path: Path,
+    *,
+    name: str,
+    instance: str = "",
+    holdfast: list[str],
+    config: Path,
+    bin_path: str,
+    etc_config: str,
+) -> Unit:
+    """A Unit with the [Service] section's ExecStart=, Environment=, Restart=, RestartSec= and
+    RestartPreventExitStatus= of a shipped unit file, so a run uses the units' own command lines.
+
+    ``bin_path`` (the installed `holdfast`) becomes ``holdfast`` (e.g. this checkout's Python),
+    ``etc_config`` (the installed config path) becomes ``config``, and ``%i`` the instance.
+    """
+    section = ""
+    fields: dict[str, list[str]] = {}
+    for raw in path.read_text("utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        if section == "[Service]" and "=" in line:
+            k, v = line.split("=", 1)
+            fields.setdefault(k.strip(), []).append(v.strip().replace("%i", instance))
+
+    def one(key: str, default: str = "") -> str:
+        return fields.get(key, [default])[-1]
+
+    exec_start = shlex.split(one("ExecStart"))
+    if not exec_start or exec_start[0].lstrip("-@+!:") != bin_path:
+        raise ValueError(f"{path.name}: ExecStart= does not run {bin_path}: {exec_start}")
+    cmd = [*holdfast, *(str(config) if t == etc_config else t for t in exec_start[1:])]
+    env: dict[str, str] = {}
+    for item in fields.get("Environment", []):
+        for kv in shlex.split(item):
+            k, _, v = kv.partition("=")
+            env[k] = str(config) if v == etc_config else v
+    restart_sec = one("RestartSec", "0.1").removesuffix("s")
+    return Unit(
+        name=name,
+        cmd=cmd,
+        restart_sec=float(restart_sec),
+        env=env,
+        prevent_restart=tuple(int(x) for x in one("RestartPreventExitStatus").split() if x.isdigit()),
+        restart=one("Type") != "oneshot" and one("Restart", "no") in ("always", "on-failure", "on-abnormal"),
+    )
+
+
 @dataclass
 class Unit:
     """One daemon: its command, its restart policy and what happened to it."""
@@ -66,6 +119,8 @@ class Unit:
     name: str
     cmd: list[str]
     restart_sec: float
+    #: Environment= of the unit, added to the supervisor's environment.
+    env: dict[str, str] = field(default_factory=dict)
     #: Exit codes that stop the restarts (systemd RestartPreventExitStatus=): configuration errors.
     prevent_restart: tuple[int, ...] = (2,)
     #: False for a oneshot (the purge timer's service): it runs to completion and is not restarted.
@@ -116,7 +171,7 @@ class Supervisor:
         unit.log.flush()
         unit.proc = subprocess.Popen(
             unit.cmd,
-            env={**self.env, MARKER: self.marker(unit.name)},
+            env={**self.env, **unit.env, MARKER: self.marker(unit.name)},
             stdin=subprocess.DEVNULL,
             stdout=unit.log,
             stderr=subprocess.STDOUT,
