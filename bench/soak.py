@@ -400,7 +400,8 @@ class Soak:
 
     def call_loop(self) -> None:
         n = 0
-        while not self.stop.wait(self.rng_uniform(2, 6)):
+        rng = random.Random(f"{self.seed}:calls")
+        while not self.stop.wait(rng.uniform(2, 6)):
             n += 1
             r = self.holdfast(
                 "call", "start", "--line", LINE, "--agent", "Soak Agent", "--direction", "in",
@@ -419,7 +420,8 @@ class Soak:
     def pbx_loop(self) -> None:
         pbx = self.site / "pbx"
         n = 0
-        while not self.stop.wait(self.rng_uniform(4, 10)):
+        rng = random.Random(f"{self.seed}:pbx")
+        while not self.stop.wait(rng.uniform(4, 10)):
             n += 1
             name = f"soak-{self.run_id}-{n:05d}"
             start = now_utc() - timedelta(seconds=5)
@@ -447,11 +449,12 @@ class Soak:
 
     def import_loop(self) -> None:
         """Back-dated imports: already past their deadline, so every purge pass has work."""
-        while not self.stop.wait(self.rng_uniform(1.5, 4)):
-            cam = self.rng.choice(CAMERAS)
+        rng = random.Random(f"{self.seed}:imports")
+        while not self.stop.wait(rng.uniform(1.5, 4)):
+            cam = rng.choice(CAMERAS)
             with self.lock:
                 held = self.old_hold
-                if held is not None and held[0] and self.rng.random() < 0.4 and self.held_cursor is not None:
+                if held is not None and held[0] and rng.random() < 0.4 and self.held_cursor is not None:
                     start = self.held_cursor
                     self.held_cursor += timedelta(seconds=30)
                     cam = "office-1"
@@ -480,7 +483,7 @@ class Soak:
     # -- API clients ---------------------------------------------------------------------------
 
     def api_client(self, k: int) -> None:
-        rng = random.Random(self.seed * 100 + k)
+        rng = random.Random(f"{self.seed}:api-{k}")
         sec = self.login("soak-sec")
         dpo = self.login("soak-dpo") if k == 0 else None
         next_export = time.monotonic() + rng.uniform(10, 30)
