@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def test_short_soak_survives_kills_outages_full_disks_and_holds(tmp_path: Path) 
         pytest.skip("the soak mounts a tmpfs for the store: needs root")
     require_gst_rtsp()
     summary_path = tmp_path / "summary.json"
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [
             sys.executable,
             str(SOAK),
@@ -44,11 +45,17 @@ def test_short_soak_survives_kills_outages_full_disks_and_holds(tmp_path: Path) 
             str(summary_path),
         ],
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=MINUTES * 60 + 900,
     )
-    out = proc.stdout[-6000:] + proc.stderr[-3000:]
+    try:
+        stdout, stderr = proc.communicate(timeout=MINUTES * 60 + 900)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the soak cleans up on SIGTERM: daemons, tmpfs
+        stdout, stderr = proc.communicate(timeout=120)
+        pytest.fail(f"the soak did not finish in time\n{stdout[-6000:]}\n{stderr[-3000:]}")
+    out = stdout[-6000:] + stderr[-3000:]
     assert proc.returncode == 0, out
     s = json.loads(summary_path.read_text())
     assert s["ok"] and s["problems"] == [], out
@@ -70,5 +77,32 @@ def test_short_soak_survives_kills_outages_full_disks_and_holds(tmp_path: Path) 
         assert s["check"] == {"available": True, "ok": True, "problems": 0}, out
     # The soak left nothing running and nothing mounted.
     assert not (tmp_path / "soak" / "storefs" / "store").exists(), "the store's tmpfs is still mounted"
-    run_id = next(line.split("run ")[-1] for line in proc.stdout.splitlines() if line.startswith("soak seed"))
+    run_id = next(line.split("run ")[-1] for line in stdout.splitlines() if line.startswith("soak seed"))
     assert processes_marked(run_id.strip() + ":") == {}
+
+
+def test_the_soak_starts_daemons_from_the_shipped_units() -> None:
+    """The soak's command lines and restart policy come from the unit files, not a copy of them."""
+    from appliance.units import UNIT_DIR
+    from cli.main import COMMANDS, command_word
+    from tests.support.units import unit_from_file
+
+    seen = {}
+    for f in sorted(UNIT_DIR.glob("*.service")):
+        u = unit_from_file(
+            f,
+            name=f.stem,
+            instance="office-1",
+            holdfast=["HOLDFAST"],
+            config=Path("/soak/holdfast.toml"),
+            bin_path="/opt/holdfast/.venv/bin/holdfast",
+            etc_config="/etc/holdfast/holdfast.toml",
+        )
+        assert u.cmd[0] == "HOLDFAST" and command_word(u.cmd[1:]) in COMMANDS, (f.name, u.cmd)
+        assert "/etc/holdfast/holdfast.toml" not in " ".join(u.cmd) + " ".join(u.env.values())
+        assert "/soak/holdfast.toml" in u.cmd + list(u.env.values()), (f.name, u)
+        seen[f.stem] = u
+    assert seen["holdfast-recorder@"].cmd[1:] == ["record", "camera", "office-1"]
+    assert seen["holdfast-recorder@"].restart and seen["holdfast-recorder@"].restart_sec > 0
+    assert seen["holdfast-recorder@"].prevent_restart == (2, 78)
+    assert not seen["holdfast-purge"].restart  # a oneshot, fired by its timer
