@@ -133,6 +133,7 @@ class Stats:
     export_latency: list[float] = field(default_factory=list)
     api_status: dict[str, int] = field(default_factory=dict)
     api_5xx: list[str] = field(default_factory=list)
+    api_4xx: list[str] = field(default_factory=list)
     api_unavailable: int = 0
     incidents: int = 0
     spool_seen: set[str] = field(default_factory=set)
@@ -557,6 +558,8 @@ class Soak:
         self.stats.api_status[key] = self.stats.api_status.get(key, 0) + 1
         if r.status_code >= 500:
             self.stats.api_5xx.append(f"{method} {url} -> {r.status_code}: {r.text[:300]}")
+        elif r.status_code >= 400 and len(self.stats.api_4xx) < 20:
+            self.stats.api_4xx.append(f"{method} {url} -> {r.status_code}: {r.text[:200]}")
         elif r.status_code < 400:
             (self.stats.export_latency if export else self.stats.api_latency).append(dt)
         return r
@@ -1047,6 +1050,7 @@ class Soak:
             "export_p99_ms": round(pct(st.export_latency, 99), 1),
             "api_status": st.api_status,
             "api_unavailable": st.api_unavailable,
+            "api_4xx_samples": st.api_4xx,
             "incidents": st.incidents,
             **result,
         }
@@ -1109,6 +1113,8 @@ def print_summary(s: dict[str, Any]) -> None:
     print(
         f"  gaps {s.get('gaps', 0)} {s.get('coverage', {})}; check {s.get('check')}; audit {s.get('audit', {}).get('verified')}"
     )
+    for x in s["api_4xx_samples"][:5]:
+        print(f"  API 4xx (expected when footage was purged or an incident is gone; judge): {x}")
     for p in s["problems"]:
         print(f"  PROBLEM: {p}")
 
