@@ -175,6 +175,7 @@ class Soak:
         self.t_start = now_utc()
         self.t_chaos_end = self.t_start
         self.problems: list[str] = []
+        self.findings: list[str] = []
         self.scratch: Path | None = None
 
     # -- output ---------------------------------------------------------------------------------
@@ -956,11 +957,24 @@ class Soak:
                     unexplained.append(f"kill of recorder-{cam} at {iso(t)}")
             for u in unexplained:
                 self.problems.append(f"{cam}: no gap explains the {u}")
+            # A gap that claims time a segment recorded: reported, not failed (a recorder killed
+            # between closing a segment and recording how far it got; see docs/benchmarks.md).
+            segs = sorted(x for x in spans if x[2] == "segment")
+            seg_starts = [x[0] for x in segs]
+            overlaps = []
+            for g0, g1, why in gap_spans:
+                i = bisect.bisect_left(seg_starts, g1)
+                for a, b, _ in segs[max(0, i - 50) : i]:
+                    o = (min(b, g1) - max(a, g0)).total_seconds()
+                    if o > 0.5:
+                        overlaps.append(f"gap {iso(g0)} .. {iso(g1)} ({why}) covers {o:.1f} s of a segment")
+            self.findings += [f"{cam}: {x}" for x in overlaps]
             out[cam] = {
                 "gaps": len(gap_spans),
                 "holes": len(holes),
                 "kills": len(kills),
                 "unexplained": len(unexplained),
+                "gaps_over_segments": len(overlaps),
             }
         return out
 
@@ -1030,6 +1044,7 @@ class Soak:
             "minutes": self.a.minutes,
             "ok": not self.problems,
             "problems": self.problems,
+            "findings": self.findings,
             "kills": dict(sorted(st.kills.items())),
             "restarts": {n: max(0, u.starts - 1) for n, u in self.sup.units.items() if n != "purge"},
             "outages": len(st.outages),
@@ -1115,6 +1130,8 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     for x in s["api_4xx_samples"][:5]:
         print(f"  API 4xx (expected when footage was purged or an incident is gone; judge): {x}")
+    for f in s["findings"]:
+        print(f"  FINDING: {f}")
     for p in s["problems"]:
         print(f"  PROBLEM: {p}")
 
