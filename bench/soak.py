@@ -1157,7 +1157,9 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGINT too, explicitly: a soak started in the background by a shell inherits SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     summary: dict[str, Any] | None = None
     try:
         soak.setup()
@@ -1171,6 +1173,8 @@ def main(argv: list[str] | None = None) -> int:
         print("soak: interrupted; cleaning up", file=sys.stderr)
         return 130
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
         soak.cleanup()
     print_summary(summary)
     print(f"logs and data in {soak.dir}")
