@@ -128,3 +128,35 @@ def test_oldest_unheld_purged_for_pressure_held_intact_then_store_stops(
     rep = Purger(v).run()
     assert not rep.store_full
     assert Ingestor(v).scan().indexed == 1 and not path.exists()
+
+
+def test_store_filesystem_full_before_the_purger_saw_it_defers_ingest(
+    small_store: tuple[Appliance, str],
+) -> None:
+    """ENOSPC mid-write (the disk filled between purger passes): the segment stays in the spool,
+    the daemon does not die, no temporary file is left in the store, and it is ingested once
+    space is back."""
+    app, mode = small_store
+    if mode != "tmpfs":
+        pytest.skip("needs a real filesystem that fills up (mount permission for a tmpfs)")
+    v = Vault(app.cfg)
+    store = v.cfg.paths.store
+    store.mkdir(parents=True, exist_ok=True)
+    ballast = store.parent / "ballast"
+    with open(ballast, "wb") as f:  # fill the filesystem to its last byte, outside the store
+        try:
+            while True:
+                f.write(b"\0" * MIB)
+                f.flush()
+        except OSError:
+            pass
+    seg = SpoolSegment(v.cfg.paths.spool, v.seal_public, {"source": "office-1", "start": iso(T0)})
+    seg.write(os.urandom(4 * MIB))
+    path, _ = seg.close({"end": iso(T0 + timedelta(seconds=10)), "duration": 10})
+    st = Ingestor(v).scan()
+    assert (st.deferred, st.indexed, st.rejected) == (1, 0, 0) and path.exists()
+    assert [p for p in store.rglob("*") if p.is_file()] == []  # no orphaned temporary file
+    ballast.unlink()
+    st = Ingestor(v).scan()
+    assert st.indexed == 1 and not path.exists()
+    assert _stored(v) == [path.name.removesuffix(".seg")]

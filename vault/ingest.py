@@ -15,6 +15,7 @@ spool or in both the store and the index, and the index never has it twice.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -200,8 +201,23 @@ class Ingestor:
                     return "duplicate"
                 raise Rejected(f"segment id {res.segment_id} is already indexed with different content")
         key = self.vault.store.key_for(fields["source"], fields["start"], res.segment_id)
-        with open(path, "rb") as src, self.vault.store.writer(key) as dst:
-            _hdr, sha, stored = detach_envelope(src, dst)
+        try:
+            with open(path, "rb") as src, self.vault.store.writer(key) as dst:
+                _hdr, sha, stored = detach_envelope(src, dst)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # The filesystem filled before the purger saw it: keep the segment in the spool
+            # and retry, instead of dying on every restart while the disk stays full.
+            event(
+                log,
+                "ingest.store_full",
+                logging.WARNING,
+                path=path.name,
+                reason=f"no space left in the store ({self.vault.store.root}): {e.strerror}; the "
+                "segment waits in the spool until the purger or an operator frees space",
+            )
+            return "deferred"
         seg = Segment(
             **fields,
             stored_bytes=stored,

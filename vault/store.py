@@ -53,7 +53,10 @@ class LocalStore:
             os.replace(tmp, final)
             fsync_dir(final.parent)
         except BaseException:
-            f.close()
+            # Closing flushes what is buffered and fails again on a full disk: the temporary
+            # file must go regardless, or a full store keeps a file no index row names.
+            with suppress(OSError):
+                f.close()
             tmp.unlink(missing_ok=True)
             raise
 
