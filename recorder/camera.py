@@ -744,9 +744,11 @@ class CameraRecorder:
             "end_reason": reason,
             "fragments": seg.fragments,
         }
+        # Saved before the rename that publishes the segment: a kill between the two then leaves
+        # a partial that the restart recovers, never a "recorder not running" gap over a segment.
+        self._covered(end)
         path, _summary = seg.spool.close(trailer)
         self.segments_closed += 1
-        self._covered(end)
         event(
             log,
             "camera.segment",
