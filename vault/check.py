@@ -137,7 +137,8 @@ def _index_stream(vault: Vault, deep: bool) -> Iterator[Any]:
         result = conn.execution_options(stream_results=True, yield_per=_BATCH).execute(
             select(*cols).order_by(order)
         )
-        yield from result
+        for part in result.partitions():
+            yield from part
 
 
 def _store_vs_index(vault: Vault, report: CheckReport) -> None:

@@ -122,18 +122,16 @@ class LocalStore:
         the text they add to the key (a directory as `name/`), which makes a depth-first walk
         come out in the order of the whole keys.
         """
-        yield from self._walk(self.root, "")
-
-    def _walk(self, d: Path, prefix: str) -> Iterator[tuple[str, int]]:
-        try:
-            with os.scandir(d) as it:
-                entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
-        except FileNotFoundError:
-            return
-        entries.sort(key=lambda t: t[0])
-        for name, e in entries:
+        # An explicit stack of directory listings, not nested generators: one frame at any depth.
+        stack = [(_listing(self.root), "")]
+        while stack:
+            entries, prefix = stack[-1]
+            if not entries:
+                stack.pop()
+                continue
+            name, e = entries.pop()
             if name.endswith("/"):
-                yield from self._walk(Path(e.path), prefix + name)
+                stack.append((_listing(e.path), prefix + name))
                 continue
             try:
                 size = e.stat(follow_symlinks=False).st_size
@@ -152,3 +150,15 @@ class LocalStore:
             return open(self._any_path(key), "rb")  # noqa: SIM115 - caller closes
         except FileNotFoundError:
             raise StoreError(f"{key} is missing from the store at {self.root}") from None
+
+
+def _listing(d: str | Path) -> list[tuple[str, os.DirEntry[str]]]:
+    """A directory's entries, named as they extend a key (`name/` for a directory), sorted
+    descending so that pop() takes them in ascending order."""
+    try:
+        with os.scandir(d) as it:
+            entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
+    except FileNotFoundError:
+        return []
+    entries.sort(key=lambda t: t[0], reverse=True)
+    return entries
