@@ -84,6 +84,19 @@ class Recorder:
     def req(self, url: str, body: dict | None = None) -> tuple[int, dict]:
         return control_request(self.sock, "POST", url, body if body is not None else {})
 
+    def seconds(self) -> float:
+        """Seconds of audio the active call has captured (0 without a call)."""
+        _status, body = control_request(self.sock, "GET", "/status", timeout=10)
+        return float(body.get("seconds") or 0.0)
+
+    def wait_captured(self, since: float, margin: float = 0.3) -> None:
+        """Wait until the call has captured as much audio as wall time passed since `since`
+        (time.monotonic() taken before the call started), plus `margin`: everything played
+        before now has come through PulseAudio's buffers into the call. A state, not a sleep:
+        on a busy machine capture lags and this waits for it."""
+        target = time.monotonic() - since + margin
+        assert wait_for(lambda: self.seconds() >= target, 60, step=0.05), (target, self.log()[-2000:])
+
     def log(self) -> str:
         return self.logpath.read_text(errors="replace")
 
@@ -135,6 +148,7 @@ def test_tone_and_speech_captured_sealed_ingested_with_metadata(
     _configure(appliance, max_segment_seconds="2.5")
     rec = Recorder(appliance, pulse)
     try:
+        t_call = time.monotonic()
         out = appliance.cli(
             "call",
             "start",
@@ -151,13 +165,15 @@ def test_tone_and_speech_captured_sealed_ingested_with_metadata(
         )
         assert json.loads(out.stdout)["call_id"] == "pbx-4711"
         pulse.play(media["tone3"])
+        rec.wait_captured(t_call)
         stopped = json.loads(appliance.cli("call", "stop", "--line", "cs-1").stdout)
         assert stopped["kept"] is True and len(stopped["segments"]) >= 2  # cut at 2.5 s: linked parts
 
+        t_call = time.monotonic()
         status, body = rec.req("/calls/start", {"agent": "Bo", "direction": "out", "remote": "100"})
         assert status == 200, body
         pulse.play(media["speech"])
-        time.sleep(0.3)
+        rec.wait_captured(t_call)
         status, speech_call = rec.req("/calls/stop")
         assert status == 200 and speech_call["kept"], speech_call
     finally:
@@ -215,16 +231,19 @@ def test_short_call_dropped_and_optout_discards_everything(
             "/calls/start", {"agent": "Anna", "direction": "in", "remote": "1", "call_id": "short"}
         )
         assert status == 200
-        time.sleep(1.0)
+        # Some audio, well under min_seconds (2 s): wait for captured audio, not for wall time.
+        assert wait_for(lambda: rec.seconds() >= 0.5, 30, step=0.05), rec.log()[-2000:]
         status, body = rec.req("/calls/stop")
         assert status == 200 and body["kept"] is False, body
         assert len(rec.events("call.dropped")) == 1
 
+        t_call = time.monotonic()
         status, _ = rec.req(
             "/calls/start", {"agent": "Anna", "direction": "in", "remote": "2", "call_id": "optout"}
         )
         assert status == 200
         pulse.play(media["tone3"])  # > 2 s: one part is already closed in the spool
+        rec.wait_captured(t_call)
         status, body = rec.req("/calls/optout")
         assert status == 200 and body["discarded"] >= 2, body
         status, body = rec.req("/calls/stop")
