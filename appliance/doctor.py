@@ -2,8 +2,8 @@
 
 Every check returns OK or FAIL (SKIP only when a check cannot apply here, e.g. no systemd as
 PID 1, or an earlier failure it depends on). Checks use the real thing: the key files' stat,
-PATH lookup, statvfs of the store, the kernel's clock state, an Alembic revision query, an RTSP
-DESCRIBE to every camera, `systemctl is-active`.
+PATH lookup, statvfs of the store, the kernel's clock state, an Alembic revision query, the
+quick form of `holdfast check`, an RTSP DESCRIBE to every camera, `systemctl is-active`.
 """
 
 from __future__ import annotations
@@ -186,6 +186,26 @@ def check_database(cfg: HoldfastConfig) -> Check:
     return _ok("database", f"reachable, migrated to head ({head})")
 
 
+def check_index(cfg: HoldfastConfig) -> Check:
+    """`holdfast check`'s quick form: index, store, logs and spool agree (read-only)."""
+    from vault.check import run_check
+    from vault.vault import Vault
+
+    try:
+        with Vault(cfg) as v:
+            report = run_check(v)
+    except Exception as e:  # noqa: BLE001 - any failure is the operator's to see
+        return _fail("check", f"could not run: {type(e).__name__}: {e}", "run `holdfast check` for details")
+    if report.ok:
+        return _ok("check", f"index, store, logs and spool agree ({report.summary()})")
+    kinds = sorted({p.kind for p in report.problems})
+    return _fail(
+        "check",
+        f"{len(report.problems)} problem(s): {', '.join(kinds)}",
+        "run `holdfast check` for each problem and what to do",
+    )
+
+
 def check_cameras(cfg: HoldfastConfig, timeout: float = 3.0) -> list[Check]:
     out = []
     for cam in cfg.cameras:
@@ -236,7 +256,12 @@ def run_checks(config_path: str | None, camera_timeout: float = 3.0) -> list[Che
     checks += check_keys(cfg)
     checks += check_disk(cfg)
     checks.append(check_clock(cfg))
-    checks.append(check_database(cfg))
+    db = check_database(cfg)
+    checks.append(db)
+    if db.status == "OK":
+        checks.append(check_index(cfg))
+    else:
+        checks.append(Check("check", "SKIP", "the database check failed: index and store not compared"))
     checks += check_cameras(cfg, timeout=camera_timeout)
     checks += check_units(cfg)
     return checks

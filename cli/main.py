@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "install": "cli.cmd_install",
     "uninstall": "cli.cmd_install",
     "doctor": "cli.cmd_doctor",
+    "check": "cli.cmd_check",
     "metrics": "cli.cmd_metrics",
     "demo": "cli.cmd_demo",
     "users": "cli.cmd_api",

@@ -41,14 +41,15 @@ def server(api_site: ApiSite) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        deadline = time.monotonic() + 120  # start-up on a busy machine: wait for the state
+        while True:
             try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
+                urllib.request.urlopen(base + "/healthz", timeout=5)
                 break
             except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("holdfast serve did not answer /healthz in 120 s")
                 time.sleep(0.1)
-        else:
-            pytest.fail("holdfast serve did not answer /healthz")
         yield base
     finally:
         proc.terminate()

@@ -77,15 +77,16 @@ def test_https_login_sets_secure_cookie_and_plain_http_fails(tmp_path: Path) -> 
     base = f"https://127.0.0.1:{port}"
     try:
         with httpx.Client(verify=str(cert), timeout=5) as c:
-            for _ in range(200):
+            deadline = time.monotonic() + 120  # start-up on a busy machine: wait for the state
+            while True:
                 try:
                     assert c.get(base + "/healthz").status_code == 200
                     break
                 except httpx.TransportError:
                     assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
+                    if time.monotonic() > deadline:
+                        pytest.fail("holdfast serve (TLS) did not answer /healthz in 120 s")
                     time.sleep(0.1)
-            else:
-                pytest.fail("holdfast serve (TLS) did not answer /healthz")
             r = c.post(base + "/api/v1/auth/login", data={"username": "sec", "password": PASSWORD})
             assert r.status_code == 200, r.text
             cookie = r.headers["set-cookie"].lower()

@@ -28,6 +28,7 @@ from tests.support.audio import (
     speech_wav,
     tone_wav,
 )
+from tests.support.wait import wait_for
 
 RATE = 48000
 
@@ -83,6 +84,19 @@ class Recorder:
     def req(self, url: str, body: dict | None = None) -> tuple[int, dict]:
         return control_request(self.sock, "POST", url, body if body is not None else {})
 
+    def seconds(self) -> float:
+        """Seconds of audio the active call has captured (0 without a call)."""
+        _status, body = control_request(self.sock, "GET", "/status", timeout=10)
+        return float(body.get("seconds") or 0.0)
+
+    def wait_captured(self, since: float, margin: float = 0.3) -> None:
+        """Wait until the call has captured as much audio as wall time passed since `since`
+        (time.monotonic() taken before the call started), plus `margin`: everything played
+        before now has come through PulseAudio's buffers into the call. A state, not a sleep:
+        on a busy machine capture lags and this waits for it."""
+        target = time.monotonic() - since + margin
+        assert wait_for(lambda: self.seconds() >= target, 60, step=0.05), (target, self.log()[-2000:])
+
     def log(self) -> str:
         return self.logpath.read_text(errors="replace")
 
@@ -134,6 +148,7 @@ def test_tone_and_speech_captured_sealed_ingested_with_metadata(
     _configure(appliance, max_segment_seconds="2.5")
     rec = Recorder(appliance, pulse)
     try:
+        t_call = time.monotonic()
         out = appliance.cli(
             "call",
             "start",
@@ -150,13 +165,15 @@ def test_tone_and_speech_captured_sealed_ingested_with_metadata(
         )
         assert json.loads(out.stdout)["call_id"] == "pbx-4711"
         pulse.play(media["tone3"])
+        rec.wait_captured(t_call)
         stopped = json.loads(appliance.cli("call", "stop", "--line", "cs-1").stdout)
         assert stopped["kept"] is True and len(stopped["segments"]) >= 2  # cut at 2.5 s: linked parts
 
+        t_call = time.monotonic()
         status, body = rec.req("/calls/start", {"agent": "Bo", "direction": "out", "remote": "100"})
         assert status == 200, body
         pulse.play(media["speech"])
-        time.sleep(0.3)
+        rec.wait_captured(t_call)
         status, speech_call = rec.req("/calls/stop")
         assert status == 200 and speech_call["kept"], speech_call
     finally:
@@ -214,16 +231,19 @@ def test_short_call_dropped_and_optout_discards_everything(
             "/calls/start", {"agent": "Anna", "direction": "in", "remote": "1", "call_id": "short"}
         )
         assert status == 200
-        time.sleep(1.0)
+        # Some audio, well under min_seconds (2 s): wait for captured audio, not for wall time.
+        assert wait_for(lambda: rec.seconds() >= 0.5, 30, step=0.05), rec.log()[-2000:]
         status, body = rec.req("/calls/stop")
         assert status == 200 and body["kept"] is False, body
         assert len(rec.events("call.dropped")) == 1
 
+        t_call = time.monotonic()
         status, _ = rec.req(
             "/calls/start", {"agent": "Anna", "direction": "in", "remote": "2", "call_id": "optout"}
         )
         assert status == 200
         pulse.play(media["tone3"])  # > 2 s: one part is already closed in the spool
+        rec.wait_captured(t_call)
         status, body = rec.req("/calls/optout")
         assert status == 200 and body["discarded"] >= 2, body
         status, body = rec.req("/calls/stop")
@@ -258,22 +278,30 @@ def test_optout_after_a_part_was_ingested_erases_it_through_the_vault(
         )
         assert status == 200
         pulse.play(media["tone3"])  # > 2 s: the first part closes
-        assert "indexed=1" in appliance.cli("ingest", "--once").stdout.decode()
-        (first,) = [s["id"] for s in _segments(appliance)]
+        # The call keeps recording while we look: on a busy machine a second part may close
+        # before ingest scans. Wait for the state (a closed part in the spool), then take
+        # whatever ingest indexed, one part or more; the opt-out must erase exactly those.
+        spool = appliance.cfg.paths.spool
+        assert wait_for(lambda: list(spool.glob("*.seg")), timeout=60), rec.log()[-2000:]
+        out = appliance.cli("ingest", "--once").stdout.decode()
+        ingested = [s["id"] for s in _segments(appliance)]
+        assert ingested and f"indexed={len(ingested)}" in out, out
         status, body = rec.req("/calls/optout")
-        assert status == 200 and body["already_ingested"] == [first], body
+        assert status == 200 and body["already_ingested"] == ingested, body
     finally:
         rec.stop()
     out = appliance.cli("ingest", "--once").stdout.decode()
     assert "erasures=1" in out, out
     with appliance.vault() as v, v.sessions() as s:
-        seg = s.get(Segment, first)
-        assert seg is not None and seg.state == "purging" and seg.envelope is None  # shredded now
+        for sid in ingested:
+            seg = s.get(Segment, sid)
+            assert seg is not None and seg.state == "purging" and seg.envelope is None  # shredded now
     appliance.cli("purge")
     assert _segments(appliance) == []
     with appliance.vault() as v, v.sessions() as s:
-        (row,) = s.scalars(select(PurgeLogRow)).all()
-        assert row.segment_id == first and row.reason == "erasure-request"
+        rows = s.scalars(select(PurgeLogRow)).all()
+        assert sorted(r.segment_id for r in rows) == sorted(ingested)
+        assert {r.reason for r in rows} == {"erasure-request"}
     assert not any(p.is_file() for p in appliance.cfg.paths.store.rglob("*"))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tests.support.appliance import REPO
 from tests.support.media import FFPROBE, requires_ffmpeg
+from tests.support.wait import wait_for
 
 SOURCES = ("office-1", "garage-1", "cs-1")
 
@@ -181,9 +182,12 @@ def test_demo_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         reader.join(timeout=5)
     assert rc == 0, out()
     assert "stopped" in lines, out()
-    time.sleep(0.5)
-    left = processes_mentioning([str(d), *(f":{p}" for p in ports), *(str(p) for p in ports)])
+    markers = [str(d), *(f":{p}" for p in ports), *(str(p) for p in ports)]
+    # Children already signalled may still be exiting on a busy machine: wait for the state.
+    wait_for(lambda: not processes_mentioning(markers), 20)
+    left = processes_mentioning(markers)
     assert left == [], "processes left behind:\n" + "\n".join(left)
+    wait_for(lambda: not [p for p in ports if port_open(p)], 20)
     assert not [p for p in ports if port_open(p)], f"a demo port still accepts connections: {ports}"
     # Shut down cleanly: the call recorder sealed what it had, no tracebacks in any child's log.
     for log in (d / "logs").glob("*.log"):

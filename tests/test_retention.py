@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from vault.purge import ClockUntrusted, Purger, clock_synchronised
 from vault.retention_models import AccessLogRow, PurgeLogRow
 from vault.seal import KeyDestroyed, SegmentReader, read_header
 from vault.spool import SpoolSegment
-from vault.timeutil import iso
+from vault.timeutil import iso, utcnow
 from vault.vault import Vault
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -235,6 +236,57 @@ def test_clock_back_an_hour_or_unsynchronised_refuses(app: Appliance) -> None:
     assert sid2 in _ids(v)
     Purger(Vault(app.cfg, clock=clock), sync_check=lambda: True).run()
     assert sid2 not in _ids(v)
+
+
+def test_segment_ingested_between_clock_read_and_guard_query_is_not_a_clock_jump(
+    any_appliance: Appliance,
+) -> None:
+    """The demo's race, in its losing order: the purge reads the clock, then ingest commits a
+    segment (ingested_at a few ms later), then the guard queries. Real clock, real ingest."""
+    set_purge(any_appliance, require_clock_sync=False)
+    ingest_side = Vault(any_appliance.cfg)
+    ingested: list[str] = []
+
+    def clock_then_ingest() -> datetime:
+        t = utcnow()
+        if not ingested:
+            ingested.extend(make_segments(ingest_side, "office-1", t - timedelta(days=400), 1))
+        return t
+
+    v = Vault(any_appliance.cfg, clock=clock_then_ingest)
+    rep = Purger(v).run()
+    assert ingested and rep.purged["expired"] == 1
+    with v.sessions() as s:
+        assert s.get(Segment, ingested[0]) is None
+    ingest_side.close()
+    v.close()
+
+
+def test_purges_racing_a_busy_ingest_never_refuse(app: Appliance) -> None:
+    """Ingest commits segments as fast as it can while purges run back to back on the real clock."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def ingest_loop() -> None:
+        with Vault(app.cfg) as iv:
+            try:
+                while not stop.is_set():
+                    make_segments(iv, "office-1", utcnow() - timedelta(days=400), 1)
+            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                errors.append(e)
+
+    v = Vault(app.cfg)
+    purger = Purger(v)  # migrates: before the thread starts, Alembic is not thread-safe
+    t = threading.Thread(target=ingest_loop, daemon=True)
+    t.start()
+    try:
+        for _ in range(25):
+            purger.run()  # ClockUntrusted here is the bug
+    finally:
+        v.close()
+        stop.set()
+        t.join(timeout=120)
+    assert not t.is_alive() and not errors, errors
 
 
 def test_cli_purge_fails_closed_on_the_real_clock_check(app: Appliance) -> None:

@@ -13,7 +13,8 @@ next run finishes first; the log entry and the row deletion commit together, so 
 segment has exactly one entry and every entry names a segment that is gone.
 
 Fails closed on an untrusted clock (`check_clock`): no NTP sync (unless configured off), or a
-clock behind the last purge run, the last purge-log entry or the newest segment.
+clock (read after the queries) behind the last purge run, the last purge-log entry or the newest
+segment.
 """
 
 from __future__ import annotations
@@ -141,8 +142,16 @@ def check_clock(
     now: datetime,
     require_sync: bool,
     sync_check: Callable[[], bool | None],
+    clock: Callable[[], datetime] | None = None,
 ) -> None:
-    """Raise ClockUntrusted unless `now` is synchronised and not behind anything we already saw."""
+    """Raise ClockUntrusted unless the clock is synchronised and not behind anything we already saw.
+
+    The marks are compared against `clock()` read AFTER the queries (`now` without a clock):
+    every mark was taken from the clock before it committed, so it committed before the query
+    saw it and a reading after the query is not behind it unless the clock really went back.
+    Comparing against `now` (read before the query) would refuse whenever ingest commits a
+    segment between the two, which is normal operation.
+    """
     if require_sync:
         synced = sync_check()
         if synced is not True:
@@ -162,6 +171,8 @@ def check_clock(
         ("newest segment's ingest time", session.scalar(select(func.max(Segment.ingested_at))), timedelta(0))
     )
     marks.append(("newest segment's end", session.scalar(select(func.max(Segment.end))), SEGMENT_END_SKEW))
+    if clock is not None:
+        now = max(now, clock())
     for what, t, slack in marks:
         if t is not None and now + slack < t:
             raise ClockUntrusted(
@@ -227,7 +238,9 @@ class Purger:
 
     def _guard(self, session: Session, now: datetime) -> None:
         try:
-            check_clock(session, now, self.cfg.purge.require_clock_sync, self.sync_check)
+            check_clock(
+                session, now, self.cfg.purge.require_clock_sync, self.sync_check, clock=self.vault.clock
+            )
         except ClockUntrusted as e:
             event(log, "purge.refused", logging.ERROR, now=iso(now), reason=str(e))
             raise

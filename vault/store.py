@@ -3,6 +3,12 @@
 Layout `store/<source>/<yyyy>/<mm>/<dd>/<id>` keeps a day of one camera in one directory, so
 listing, backup and manual inspection stay cheap at 8,640 segments a camera a day. The class
 is the seam for S3-compatible storage: callers use keys, never paths.
+
+What a store must offer (`holdfast check` uses only these, so an S3 store implements the same):
+`key_for`, `writer`, `open`, `exists`, `size`, `delete`, and for the consistency check
+`iter_blobs()` (every object as (key, size), in ascending bytewise key order, names the key
+pattern does not match included), `blob_size(key)` (None when absent) and `open_blob(key)`
+(any key `iter_blobs` yielded).
 """
 
 from __future__ import annotations
@@ -101,3 +107,61 @@ class LocalStore:
         self.root.mkdir(parents=True, exist_ok=True)
         du = shutil.disk_usage(self.root)
         return du.used, du.total
+
+    # -- the consistency check's view (`vault.check`) ------------------------------------------
+
+    def _any_path(self, key: str) -> Path:
+        """A path for any key `iter_blobs` yields (stray files too), never outside the root."""
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StoreError(f"unsafe storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def iter_blobs(self) -> Iterator[tuple[str, int]]:
+        """(key, size) of every file under the root, in ascending bytewise key order.
+
+        The order is what S3's ListObjectsV2 returns, so the check merges this stream with the
+        index sorted by storage key, holding one directory listing at a time. Entries sort by
+        the text they add to the key (a directory as `name/`), which makes a depth-first walk
+        come out in the order of the whole keys.
+        """
+        # An explicit stack of directory listings, not nested generators: one frame at any depth.
+        stack = [(_listing(self.root), "")]
+        while stack:
+            entries, prefix = stack[-1]
+            if not entries:
+                stack.pop()
+                continue
+            name, e = entries.pop()
+            if name.endswith("/"):
+                stack.append((_listing(e.path), prefix + name))
+                continue
+            try:
+                size = e.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue  # deleted by a purge while we listed
+            yield prefix + name, size
+
+    def blob_size(self, key: str) -> int | None:
+        try:
+            return self._any_path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def open_blob(self, key: str) -> BinaryIO:
+        try:
+            return open(self._any_path(key), "rb")  # noqa: SIM115 - caller closes
+        except FileNotFoundError:
+            raise StoreError(f"{key} is missing from the store at {self.root}") from None
+
+
+def _listing(d: str | Path) -> list[tuple[str, os.DirEntry[str]]]:
+    """A directory's entries, named as they extend a key (`name/` for a directory), sorted
+    descending so that pop() takes them in ascending order."""
+    try:
+        with os.scandir(d) as it:
+            entries = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e) for e in it]
+    except FileNotFoundError:
+        return []
+    entries.sort(key=lambda t: t[0], reverse=True)
+    return entries
