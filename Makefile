@@ -67,14 +67,20 @@ bench: venv
 
 # The box: the source tree (tracked files) in $(PREFIX), its own venv, then `holdfast install`
 # (system user, directories, keys, /etc/holdfast/holdfast.toml, index, units enabled).
+# The venv is built from Debian's /usr/bin/python3, never from PATH's python3: the units run as
+# the `holdfast` system user, which must be able to execute the interpreter the venv links to
+# (a pyenv or ~/.local build under a 0700 home fails every unit with status=203/EXEC).
+# umask 022: the holdfast user reads the venv and the tree; nothing under $(PREFIX) is secret.
 PREFIX ?= /opt/holdfast
+BOX_PYTHON := /usr/bin/python3
 install: apt
-	$(SUDO) mkdir -p $(PREFIX)
-	git ls-files -z | $(SUDO) rsync -a --from0 --files-from=- ./ $(PREFIX)/ 2>/dev/null || \
-		git ls-files -z | xargs -0 $(SUDO) cp --parents -t $(PREFIX)
-	$(SUDO) $(PYTHON) -m venv $(PREFIX)/.venv
-	$(SUDO) $(PREFIX)/.venv/bin/pip install -q $(PREFIX)
-	$(SUDO) $(PREFIX)/.venv/bin/holdfast install
+	@test -x $(BOX_PYTHON) || { echo "$(BOX_PYTHON) missing: apt-get install python3 python3-venv" >&2; exit 1; }
+	umask 022 && $(SUDO) mkdir -p $(PREFIX)
+	umask 022 && { git ls-files -z | $(SUDO) rsync -a --from0 --files-from=- ./ $(PREFIX)/ 2>/dev/null || \
+		git ls-files -z | xargs -0 $(SUDO) cp --parents -t $(PREFIX); }
+	umask 022 && $(SUDO) $(BOX_PYTHON) -m venv $(PREFIX)/.venv
+	umask 022 && $(SUDO) $(PREFIX)/.venv/bin/pip install -q --upgrade --no-warn-script-location $(PREFIX)
+	cd / && $(SUDO) $(PREFIX)/.venv/bin/holdfast install
 
 uninstall:
 	$(SUDO) $(PREFIX)/.venv/bin/holdfast uninstall

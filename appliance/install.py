@@ -256,8 +256,10 @@ class Installer:
         elif systemd_running():
             subprocess.run(["systemctl", "daemon-reload"], check=True)
             subprocess.run(["systemd-tmpfiles", "--create"], check=False)
-            subprocess.run(["systemctl", "start", *names], check=False)
-            self.say(f"started: {' '.join(names)}")
+            # --no-block: a recorder is READY only after its camera's first fragment; install must
+            # not hang on a camera that is not connected yet. `holdfast doctor` shows the states.
+            subprocess.run(["systemctl", "start", "--no-block", *names], check=False)
+            self.say(f"started: {' '.join(names)} (not waiting: `holdfast doctor` shows their states)")
         else:
             self.say(
                 "systemd is not running on this machine (no /run/systemd/system): units installed and "
