@@ -42,6 +42,8 @@ CALLS = "holdfast-calls@cs-1.service"
 HOLDFAST = "/opt/holdfast/.venv/bin/holdfast"
 CONFIG = "/etc/holdfast/holdfast.toml"
 SEGMENT_SECONDS = 2
+#: pip's settings from this machine's environment (local wheel mirrors), passed to `make install`.
+PIP_ENV = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT", "PIP_DEFAULT_TIMEOUT")
 
 
 def parse_db_time(s: str) -> datetime:
@@ -90,7 +92,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         p = box.run(
             ["make", "install"],
             cwd=SRC,
-            env={"PATH": os.environ.get("PATH", ""), "PIP_FIND_LINKS": os.environ.get("PIP_FIND_LINKS", "")},
+            env={k: os.environ[k] for k in ("PATH", *PIP_ENV) if k in os.environ},
             timeout=900,
             check=False,
         )
