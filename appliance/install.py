@@ -286,7 +286,19 @@ class Installer:
         sd = self.at(SYSTEMD_DIR)
         installed = [p.name for p in units.unit_files(self.unit_dir) if (sd / p.name).exists()]
         if installed and not self.staged and systemd_running():
-            subprocess.run(["systemctl", "disable", "--now", *installed], check=False)
+            # Templates are disabled by their instances' names (`disable --now holdfast-recorder@.service`
+            # stops nothing); instances started but never enabled are stopped by the pattern.
+            instances = sorted(
+                {
+                    link.name
+                    for w in sd.glob("*.wants")
+                    for link in w.iterdir()
+                    if link.name.startswith("holdfast-")
+                }
+            )
+            subprocess.run(["systemctl", "disable", "--now", *installed, *instances], check=False)
+            subprocess.run(["systemctl", "stop", "holdfast-*"], check=False)
+            subprocess.run(["systemctl", "reset-failed", "holdfast-*"], check=False, capture_output=True)
         for wants in sd.glob("*.wants"):
             for link in wants.iterdir():
                 target = os.readlink(link) if link.is_symlink() else ""

@@ -370,3 +370,21 @@ def test_every_hardening_directive_holds_at_run_time(deployed: Deployed) -> None
         assert doc and score <= float(doc.group(1)), (where, score, doc and doc.group(1))
     # The store holds the segments the recorders cannot see.
     assert box.run(["ls", "-A", "/var/lib/holdfast/store"]).stdout.strip()
+
+
+def test_make_uninstall_keeps_the_data_and_purge_data_removes_it(deployed: Deployed) -> None:
+    box = deployed.box
+    box.run(["make", "uninstall"], cwd=SRC, timeout=300)
+    units = box.systemctl("list-units", "--plain", "--no-legend", "holdfast-*").stdout
+    assert "holdfast-" not in units.replace("holdfast-box", ""), units
+    left = box.run(
+        ["sh", "-c", "ls /etc/systemd/system /etc/systemd/system/*.wants | grep holdfast- | grep -v '[.]d$'"],
+        check=False,
+    )
+    assert left.stdout == "", left.stdout  # the administrator's drop-in directories stay
+    assert box.run(["ls", "-A", "/var/lib/holdfast/store"]).stdout.strip()  # recordings kept
+    assert box.run(["test", "-f", CONFIG], check=False).returncode == 0
+    box.run([HOLDFAST, "uninstall", "--purge-data"], timeout=300)
+    for path in ("/var/lib/holdfast", "/etc/holdfast"):
+        assert box.run(["test", "-e", path], check=False).returncode != 0, path
+    assert box.run(["id", "holdfast"], check=False).returncode != 0
