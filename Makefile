@@ -9,8 +9,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Media, the RTSP test server (GStreamer from Debian, run by Debian's python3; -bad for its H.265
 # camera: x265enc), audio without a
-# sound card, PostgreSQL for the scale-out index tests, Chromium for the web page tests.
-APT_PACKAGES := ffmpeg python3-venv python3-dev gcc \
+# sound card, PostgreSQL for the scale-out index tests, Chromium for the web page tests; systemd,
+# git and util-linux (unshare, nsenter, runuser) for `make install` and the boot test
+# (tests/test_systemd_boot.py boots systemd as PID 1 in a namespace and runs `make install` there).
+APT_PACKAGES := ffmpeg python3-venv python3-dev gcc git util-linux \
 	gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools \
 	portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins alsa-utils sox espeak-ng \
@@ -22,7 +24,7 @@ help:
 	@echo "make demo   install what is missing and run the whole appliance on embedded defaults"
 	@echo "make test   install what is missing and run the test suite"
 	@echo "make lint   ruff check + format check;  make bench  run the benchmarks"
-	@echo "make install   copy to $(PREFIX), venv in $(PREFIX)/.venv, then \`holdfast install\` (user, dirs, keys, units)"
+	@echo "make install   copy to $(PREFIX), venv from /usr/bin/python3 in $(PREFIX)/.venv, then \`holdfast install\` (user, dirs, keys, units)"
 
 deps: apt venv
 
@@ -67,14 +69,20 @@ bench: venv
 
 # The box: the source tree (tracked files) in $(PREFIX), its own venv, then `holdfast install`
 # (system user, directories, keys, /etc/holdfast/holdfast.toml, index, units enabled).
+# The venv is built from Debian's /usr/bin/python3, never from PATH's python3: the units run as
+# the `holdfast` system user, which must be able to execute the interpreter the venv links to
+# (a pyenv or ~/.local build under a 0700 home fails every unit with status=203/EXEC).
+# umask 022: the holdfast user reads the venv and the tree; nothing under $(PREFIX) is secret.
 PREFIX ?= /opt/holdfast
+BOX_PYTHON := /usr/bin/python3
 install: apt
-	$(SUDO) mkdir -p $(PREFIX)
-	git ls-files -z | $(SUDO) rsync -a --from0 --files-from=- ./ $(PREFIX)/ 2>/dev/null || \
-		git ls-files -z | xargs -0 $(SUDO) cp --parents -t $(PREFIX)
-	$(SUDO) $(PYTHON) -m venv $(PREFIX)/.venv
-	$(SUDO) $(PREFIX)/.venv/bin/pip install -q $(PREFIX)
-	$(SUDO) $(PREFIX)/.venv/bin/holdfast install
+	@test -x $(BOX_PYTHON) || { echo "$(BOX_PYTHON) missing: apt-get install python3 python3-venv" >&2; exit 1; }
+	umask 022 && $(SUDO) mkdir -p $(PREFIX)
+	umask 022 && { git ls-files -z | $(SUDO) rsync -a --from0 --files-from=- ./ $(PREFIX)/ 2>/dev/null || \
+		git ls-files -z | xargs -0 $(SUDO) cp --parents -t $(PREFIX); }
+	umask 022 && $(SUDO) $(BOX_PYTHON) -m venv $(PREFIX)/.venv
+	umask 022 && $(SUDO) $(PREFIX)/.venv/bin/pip install -q --upgrade --no-warn-script-location $(PREFIX)
+	cd / && $(SUDO) $(PREFIX)/.venv/bin/holdfast install
 
 uninstall:
 	$(SUDO) $(PREFIX)/.venv/bin/holdfast uninstall

@@ -256,8 +256,10 @@ class Installer:
         elif systemd_running():
             subprocess.run(["systemctl", "daemon-reload"], check=True)
             subprocess.run(["systemd-tmpfiles", "--create"], check=False)
-            subprocess.run(["systemctl", "start", *names], check=False)
-            self.say(f"started: {' '.join(names)}")
+            # --no-block: a recorder is READY only after its camera's first fragment; install must
+            # not hang on a camera that is not connected yet. `holdfast doctor` shows the states.
+            subprocess.run(["systemctl", "start", "--no-block", *names], check=False)
+            self.say(f"started: {' '.join(names)} (not waiting: `holdfast doctor` shows their states)")
         else:
             self.say(
                 "systemd is not running on this machine (no /run/systemd/system): units installed and "
@@ -284,7 +286,19 @@ class Installer:
         sd = self.at(SYSTEMD_DIR)
         installed = [p.name for p in units.unit_files(self.unit_dir) if (sd / p.name).exists()]
         if installed and not self.staged and systemd_running():
-            subprocess.run(["systemctl", "disable", "--now", *installed], check=False)
+            # Templates are disabled by their instances' names (`disable --now holdfast-recorder@.service`
+            # stops nothing); instances started but never enabled are stopped by the pattern.
+            instances = sorted(
+                {
+                    link.name
+                    for w in sd.glob("*.wants")
+                    for link in w.iterdir()
+                    if link.name.startswith("holdfast-")
+                }
+            )
+            subprocess.run(["systemctl", "disable", "--now", *installed, *instances], check=False)
+            subprocess.run(["systemctl", "stop", "holdfast-*"], check=False)
+            subprocess.run(["systemctl", "reset-failed", "holdfast-*"], check=False, capture_output=True)
         for wants in sd.glob("*.wants"):
             for link in wants.iterdir():
                 target = os.readlink(link) if link.is_symlink() else ""

@@ -1,4 +1,4 @@
-"""The systemd units shipped in systemd/: where they are, how to verify and score them offline.
+"""The systemd units shipped in appliance/systemd/: where they are, how to verify and score them offline.
 
 Used by `holdfast install` (which copies them), by the tests (verify + security), and by
 docs/systemd.md (the exposure table is produced by `python -m appliance.units`).
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from config.model import HoldfastConfig
 
-REPO = Path(__file__).resolve().parents[1]
-UNIT_DIR = REPO / "systemd"
+#: Package data of `appliance`: the same path in a checkout and in an installed wheel.
+UNIT_DIR = Path(__file__).resolve().with_name("systemd")
 #: The path every unit's ExecStart uses; `holdfast install --prefix` rewrites it.
 DEFAULT_HOLDFAST_BIN = "/opt/holdfast/.venv/bin/holdfast"
 UNIT_SUFFIXES = (".service", ".timer", ".target", ".socket", ".path")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from cli.common import CommandError, load_config, print_json
 from vault import keys
@@ -87,8 +88,10 @@ def serve(args: argparse.Namespace) -> int:
         raise CommandError(
             f"refusing to serve plain HTTP on {host}: set api.tls_cert and api.tls_key to bind beyond loopback"
         )
+    from vault.notify import notify
+
     app = create_app(cfg, tls=tls)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -97,7 +100,19 @@ def serve(args: argparse.Namespace) -> int:
         ssl_certfile=str(cfg.api.tls_cert) if tls else None,
         ssl_keyfile=str(cfg.api.tls_key) if tls else None,
     )
-    return 0
+    url = f"{'https' if tls else 'http'}://{host}:{port}"
+
+    class Server(uvicorn.Server):
+        """READY (holdfast-api.service is Type=notify) once the socket is bound, not before."""
+
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                notify("READY=1", f"STATUS=serving {url}")
+
+    server = Server(config)
+    server.run()
+    return 0 if server.started else 3  # uvicorn's startup-failure status (e.g. port in use)
 
 
 def verify_export(args: argparse.Namespace) -> int:

@@ -22,11 +22,20 @@ def register(rs: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+#: EX_CONFIG: holdfast-calls@.service lists it in RestartPreventExitStatus=, so a missing sound
+#: device leaves the unit failed with this reason instead of restarting every RestartSec.
+EXIT_NO_DEVICE = 78
+
+
 def run(args: argparse.Namespace) -> int:
-    from recorder.calls import CallError, run_line
+    from recorder.calls import CallError, NoInputDevice, run_line
+    from vault.notify import notify
 
     cfg = load_config(args)
     try:
         return run_line(cfg, args.line, args.socket)
+    except NoInputDevice as e:
+        notify(f"STATUS={e}")
+        raise CommandError(str(e), code=EXIT_NO_DEVICE) from None
     except CallError as e:
         raise CommandError(str(e)) from None

@@ -76,6 +76,19 @@ class CallError(HoldfastError):
         self.status = status
 
 
+class NoInputDevice(HoldfastError):
+    """The line's sound device cannot be opened: restarting will not help until someone connects it
+    or fixes `[[lines]] device`, so the daemon exits with EX_CONFIG (the unit does not restart)."""
+
+    def __init__(self, line: CallLine, detail: str) -> None:
+        super().__init__(
+            f"line {line.id}: no usable sound input device {line.device!r} ({detail}); connect the line's "
+            f"audio interface or set [[lines]] device to one of the input devices, or remove the line, "
+            f"then `systemctl restart holdfast-calls@{line.id}`"
+        )
+        self.line = line.id
+
+
 def control_socket_path(cfg: HoldfastConfig, line_id: str) -> Path:
     """Where a line's recorder listens; systemd's RuntimeDirectory=holdfast/calls-%i makes the dir."""
     return cfg.paths.scratch / f"calls-{line_id}" / SOCKET_NAME
@@ -505,7 +518,7 @@ class LineRecorder:
 
         pa = pyaudio.PyAudio()
         try:
-            dev = find_input_device(pa, self.line.device)
+            dev = find_input_device(pa, self.line)
             frames = max(1, int(self.line.rate * BUFFER_SECONDS))
             try:
                 stream = pa.open(
@@ -517,9 +530,10 @@ class LineRecorder:
                     frames_per_buffer=frames,
                 )
             except OSError as e:
-                raise HoldfastError(
-                    f"line {self.line.id}: cannot open input device {self.line.device!r} at "
-                    f"{self.line.rate} Hz x {self.line.channels}: {e}"
+                raise NoInputDevice(
+                    self.line,
+                    f"cannot open it at {self.line.rate} Hz x {self.line.channels}: {e}; "
+                    f"input devices: {', '.join(input_device_names(pa)) or 'none'}",
                 ) from None
             event(
                 log,
@@ -558,19 +572,27 @@ class LineRecorder:
             self.stop_event.set()
 
 
-def find_input_device(pa: Any, name: str) -> int | None:
-    """`default` -> PortAudio's default input; otherwise the first input device whose name contains it."""
-    if name == "default":
-        return None
+def input_device_names(pa: Any) -> list[str]:
     names = []
     for i in range(pa.get_device_count()):
         info = pa.get_device_info_by_index(i)
-        if int(info.get("maxInputChannels", 0)) < 1:
-            continue
-        names.append(str(info["name"]))
-        if name == info["name"] or name in str(info["name"]):
+        if int(info.get("maxInputChannels", 0)) >= 1:
+            names.append(str(info["name"]))
+    return names
+
+
+def find_input_device(pa: Any, line: CallLine) -> int | None:
+    """`default` -> PortAudio's default input; otherwise the first input device whose name contains it."""
+    name = line.device
+    if name == "default":
+        return None
+    for i in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(i)
+        if int(info.get("maxInputChannels", 0)) >= 1 and (name == info["name"] or name in str(info["name"])):
             return i
-    raise HoldfastError(f"no input device matching {name!r}; input devices: {', '.join(names) or 'none'}")
+    raise NoInputDevice(
+        line, f"no input device matches; input devices: {', '.join(input_device_names(pa)) or 'none'}"
+    )
 
 
 # -- control server: HTTP on a unix socket -----------------------------------------------------

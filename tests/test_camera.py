@@ -491,7 +491,7 @@ def test_systemd_unit_verifies(tmp_path: Path, template: str) -> None:
     if tool is None:
         pytest.skip("systemd-analyze not installed")
     command, instance = UNITS[template]
-    text = (REPO / "systemd" / template).read_text()
+    text = (REPO / "appliance" / "systemd" / template).read_text()
     assert f"ExecStart=/opt/holdfast/.venv/bin/holdfast {command}\n" in text
     for directive in (
         "Type=notify",
