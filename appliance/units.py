@@ -1,4 +1,7 @@
-"""The systemd units shipped in appliance/systemd/: where they are, how to verify and score them offline.
+"""The systemd units in systemd/: where they are, how to verify and score them offline.
+
+appliance/systemd is a link to the top-level systemd/, so a wheel carries the units as package
+data and UNIT_DIR is the same path in a checkout and in site-packages.
 
 Used by `holdfast install` (which copies them), by the tests (verify + security), and by
 docs/systemd.md (the exposure table is produced by `python -m appliance.units`).

@@ -63,7 +63,7 @@ def test_install_into_root_then_rerun_then_uninstall(tmp_path: Path) -> None:
     )
     assert (sd / "multi-user.target.wants/holdfast-ingest.service").is_symlink()
     assert (sd / "multi-user.target.wants/holdfast-api.service").is_symlink()
-    if (REPO / "appliance/systemd/holdfast-recorder@.service").exists():
+    if (REPO / "systemd/holdfast-recorder@.service").exists():
         for cam in cfg.cameras:
             assert (sd / f"multi-user.target.wants/holdfast-recorder@{cam.id}.service").is_symlink()
 

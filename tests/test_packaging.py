@@ -51,8 +51,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     for rel in filter(None, files):
         s = REPO / os.fsdecode(rel)
-        if s.is_file():  # a tracked file deleted in the working tree is not shipped
-            d = src / os.fsdecode(rel)
+        d = src / os.fsdecode(rel)
+        if s.is_symlink():  # as git checks it out (appliance/systemd links to systemd/)
+            d.parent.mkdir(parents=True, exist_ok=True)
+            d.symlink_to(os.readlink(s))
+        elif s.is_file():  # a tracked file deleted in the working tree is not shipped
             d.parent.mkdir(parents=True, exist_ok=True)
             d.write_bytes(s.read_bytes())
     wheels = base / "wheels"

@@ -55,7 +55,7 @@ def test_systemd_analyze_verify_accepts_units(tmp_path: Path) -> None:
 def test_units_are_hardened_and_scheduled() -> None:
     svc = configparser.ConfigParser(strict=False, interpolation=None)
     svc.optionxform = str  # type: ignore[assignment,method-assign]
-    svc.read(REPO / "appliance/systemd/holdfast-purge.service")
+    svc.read(REPO / "systemd/holdfast-purge.service")
     s = svc["Service"]
     assert s["Type"] == "oneshot" and s["ExecStart"] == f"{EXEC} purge"
     assert s["ProtectSystem"] == "strict" and s["NoNewPrivileges"] == "yes" and s["PrivateTmp"] == "yes"
@@ -66,7 +66,7 @@ def test_units_are_hardened_and_scheduled() -> None:
         "/var/lib/holdfast/db",
         "/var/lib/holdfast/keys",
     ]
-    assert "@system-service" in (REPO / "appliance/systemd/holdfast-purge.service").read_text()
+    assert "@system-service" in (REPO / "systemd/holdfast-purge.service").read_text()
     tmr = configparser.ConfigParser(strict=False, interpolation=None)
-    tmr.read(REPO / "appliance/systemd/holdfast-purge.timer")
+    tmr.read(REPO / "systemd/holdfast-purge.timer")
     assert tmr["Timer"]["OnCalendar"] == "*:0/5" and tmr["Timer"]["Persistent"] == "true"

@@ -1,4 +1,4 @@
-"""Every unit in appliance/systemd/ passes `systemd-analyze verify`, scores OK on `security`, and its
+"""Every unit in systemd/ passes `systemd-analyze verify`, scores OK on `security`, and its
 hardening does not break the daemon it runs (MemoryDenyWriteExecute checked for real)."""
 
 from __future__ import annotations
