@@ -124,8 +124,9 @@ def test_concurrent_purgers_and_erasures_keep_one_verifiable_purge_log(
     shared = app.vault()  # one Vault shared by threads, as the API's workers share one
     errors: list[BaseException] = []
 
+    purger = Purger(shared, sync_check=lambda: True)  # migrates: Alembic runs in one thread only
+
     def eraser(ids: list[str]) -> None:
-        purger = Purger(shared, sync_check=lambda: True)
         for sid in ids:
             try:
                 purger.delete_segment(sid, actor="dpo", role="dpo", reason="erasure request 7")

@@ -23,9 +23,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from vault.db import Base, UTCDateTime
+from vault.db import Base, UTCDateTime, begin_write
 from vault.errors import HoldfastError
 from vault.log import event
+from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.users")
 
@@ -208,3 +209,22 @@ def end_session(session: Session, token: str) -> None:
     row = session.get(ApiSession, _token_hash(token))
     if row is not None:
         session.delete(row)
+
+
+def add_incident_note(session: Session, incident_id: int, author: str, at: datetime, text: str) -> Incident:
+    """Append a note to an incident's notes, in the caller's transaction.
+
+    Notes are one JSON list on the incident row, so adding one is read-modify-write: the row is
+    locked first (SQLite: BEGIN IMMEDIATE; PostgreSQL: SELECT ... FOR UPDATE) so that notes added
+    at the same moment by other users are all kept."""
+    begin_write(session)
+    inc = session.scalars(
+        select(Incident)
+        .where(Incident.id == incident_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if inc is None:
+        raise UserError(f"no incident {incident_id}")
+    inc.notes = [*(inc.notes or []), {"by": author, "at": iso(at), "text": text}]
+    return inc
