@@ -42,7 +42,8 @@ def export_cmd(args: argparse.Namespace) -> int:
             for lg in (v.purge_log, v.access_log):
                 lg.checkpoint(s, v.sign_key, now)
         with v.sessions() as s:
-            summary = [v.purge_log.export(s, d), v.access_log.export(s, d)]
+            # Cut at the signed sizes: entries appended meanwhile wait for the next export.
+            summary = [lg.export(s, d, upto=lg.signed_size(s)) for lg in (v.purge_log, v.access_log)]
         pub = v.sign_key.public_key()
         auditlog.write_manifest(d, summary, pub, now)
         shutil.copyfile(v.cfg.keys.dir / keys.SIGN_PUB, d / "sign.pub")

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from api.app import create_app
 from tests.support.appliance import Appliance, make_appliance
-from tests.support.server import rss_mib, serve, token
+from tests.support.server import rss_mib, serve
 from vault.users import LOCK_AFTER, User
 
 PASSWORD = "correct horse battery"
@@ -219,7 +219,7 @@ def test_cli_account_changes_are_logged_and_reach_live_sessions(site: Appliance,
     ]
     assert all(e["user"] == me and e["role"] == "local-operator" for e in entries)
     assert entries[2]["details"]["sites"] == ["north"] and entries[2]["details"]["previous_sites"] == ["demo"]
-    assert entries[3]["details"]["role"] == "auditor" and entries[3]["details"]["previous_role"] == "security"
+    assert entries[3]["details"]["account_role"] == "auditor" and entries[3]["details"]["previous_role"] == "security"
 
 
 def test_admin_api_account_changes_are_logged_and_reach_live_sessions(
@@ -279,7 +279,7 @@ def test_admin_api_account_changes_are_logged_and_reach_live_sessions(
         "account.remove",
     ]
     assert all(e["role"] == "admin" and e["details"]["account"] == "guard" for e in entries)
-    assert entries[0]["details"] == {"account": "guard", "role": "security", "sites": ["demo"]}
+    assert entries[0]["details"] == {"account": "guard", "account_role": "security", "sites": ["demo"]}
 
 
 def test_log_out_everywhere_ends_every_session_of_the_caller(site: Appliance, client: TestClient) -> None:
