@@ -219,7 +219,10 @@ def test_cli_account_changes_are_logged_and_reach_live_sessions(site: Appliance,
     ]
     assert all(e["user"] == me and e["role"] == "local-operator" for e in entries)
     assert entries[2]["details"]["sites"] == ["north"] and entries[2]["details"]["previous_sites"] == ["demo"]
-    assert entries[3]["details"]["account_role"] == "auditor" and entries[3]["details"]["previous_role"] == "security"
+    assert (
+        entries[3]["details"]["account_role"] == "auditor"
+        and entries[3]["details"]["previous_role"] == "security"
+    )
 
 
 def test_admin_api_account_changes_are_logged_and_reach_live_sessions(
