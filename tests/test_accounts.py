@@ -82,8 +82,8 @@ def test_50_parallel_wrong_passwords_lock_the_account(any_appliance: Appliance) 
 def test_login_takes_the_same_time_for_unknown_existing_disabled_and_locked(appliance: Appliance) -> None:
     """Medians of interleaved attempts; each path does one argon2 verification and no sleep.
 
-    Before, a disabled account answered in 0.01 s, an unknown one in 0.16 s, and an existing one
-    slept 0.2 s per earlier failure: the answer time told which accounts exist."""
+    An answer faster for a disabled account, or slower for an existing one with earlier failures,
+    than for an unknown name would tell which accounts exist."""
     app = appliance
     for name in ("known", "off", "stuck"):
         add_user(app, name, "auditor")
