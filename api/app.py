@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
         openapi_url="/api/v1/openapi.json",
     )
     st = AppState(cfg=cfg, vault=v, tls=tls)
+    st.password_gate = threading.BoundedSemaphore(cfg.api.max_password_checks)
     app.state.holdfast = st
 
     @app.exception_handler(RequestValidationError)

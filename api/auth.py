@@ -1,13 +1,14 @@
 """Logging in: bearer tokens for scripts, an HttpOnly SameSite=Strict cookie for the page.
 
-Failed logins are slowed (a growing delay) and, after LOCK_AFTER in a row, the account is
-locked for LOCK_MINUTES; every failure and lockout is a structured log event.
+After LOCK_AFTER failed logins in a row the account is locked for LOCK_MINUTES (counted
+atomically, so parallel guesses cannot outrun it); every login costs the same one argon2
+verification and answers failures alike, so neither timing nor text tells which accounts exist.
+Every failure and lockout is a structured log event.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 from api.deps import COOKIE, Principal, principal, state
 from api.errors import ERRORS
 from vault.log import event
-from vault.users import User, authenticate, end_session, new_session
+from vault.users import Actor, User, authenticate, end_session, logout_everywhere, new_session
 
 log = logging.getLogger("holdfast.api.auth")
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -34,13 +35,16 @@ class MeOut(BaseModel):
     sites: list[str]
 
 
+#: One answer for every failed login: which accounts exist, are disabled or locked is not told.
+LOGIN_FAILED = "wrong user name or password, or the account is locked or disabled (ask an administrator)"
+
+
 def _login(request: Request, username: str, password: str) -> User:
+    """Check the credentials: one argon2 verification whatever the outcome, no sleep (the
+    lockout bounds guessing), at most `[api] max_password_checks` at once."""
     st = state(request)
     client = request.client.host if request.client else "?"
-    with st.vault.sessions.begin() as s:
-        res = authenticate(s, username, password, st.vault.clock())
-        if res.user is not None:
-            s.expunge(res.user)
+    res = authenticate(st.vault.sessions, username, password, st.vault.clock(), st.password_gate)
     if res.outcome == "ok" and res.user is not None:
         event(log, "auth.login", user=username, client=client)
         return res.user
@@ -53,13 +57,7 @@ def _login(request: Request, username: str, password: str) -> User:
         outcome=res.outcome,
         failures=res.failures,
     )
-    # Slow down guessing: a delay that grows with consecutive failures (capped).
-    time.sleep(min(0.2 * res.failures, 2.0))
-    if res.outcome == "locked":
-        raise HTTPException(
-            401, "account locked after repeated failed logins; try again later or ask an administrator"
-        )
-    raise HTTPException(401, "wrong user name or password", headers={"WWW-Authenticate": "Bearer"})
+    raise HTTPException(401, LOGIN_FAILED, headers={"WWW-Authenticate": "Bearer"})
 
 
 @router.post("/token", response_model=TokenOut, responses={401: ERRORS[401]})
@@ -108,6 +106,21 @@ def logout(request: Request, response: Response, who: Principal = Depends(princi
     r = Response(status_code=204)
     r.delete_cookie(COOKIE, path="/")
     return r
+
+
+class SessionsEnded(BaseModel):
+    sessions_ended: int
+
+
+@router.post("/logout-all", response_model=SessionsEnded, responses={401: ERRORS[401]})
+def logout_all(request: Request, response: Response, who: Principal = Depends(principal)) -> SessionsEnded:
+    """Log out everywhere: end every session and token of this account (logged)."""
+    st = state(request)
+    with st.vault.sessions.begin() as s:
+        n = logout_everywhere(s, st.vault.access_log, Actor(who.name, who.role), who.name, st.vault.clock())
+    event(log, "auth.logout_all", user=who.name, sessions=n)
+    response.delete_cookie(COOKIE, path="/")
+    return SessionsEnded(sessions_ended=n)
 
 
 @router.get("/me", response_model=MeOut, responses={401: ERRORS[401]})

@@ -23,7 +23,7 @@ from config.model import ID_PATTERN
 from vault import evidence
 from vault.log import event
 from vault.timeutil import iso
-from vault.users import Incident
+from vault.users import Incident, add_incident_note
 
 log = logging.getLogger("holdfast.api.incidents")
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
@@ -158,9 +158,7 @@ def annotate(
     st = state(request)
     _get(st, who, incident_id)
     with st.vault.sessions.begin() as s:
-        inc = s.get(Incident, incident_id)
-        assert inc is not None
-        inc.notes = [*(inc.notes or []), {"by": who.name, "at": iso(st.vault.clock()), "text": body.text}]
+        inc = add_incident_note(s, incident_id, who.name, st.vault.clock(), body.text)
     return out(inc)
 
 

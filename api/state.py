@@ -31,6 +31,8 @@ class AppState:
     tls: bool = False
     _tickets: dict[str, ViewTicket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Bounds the argon2 password checks running at once (`[api] max_password_checks`).
+    password_gate: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
     init_cache: OrderedDict[str, int] = field(default_factory=OrderedDict)
 
     def issue_ticket(self, user_id: int, source: str, segment_ids: set[str], now: datetime) -> str:

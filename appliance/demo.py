@@ -281,7 +281,7 @@ class Demo:
         index, because there is no `holdfast users passwd` command to do it."""
         from sqlalchemy import select
 
-        from vault.users import User, UserError, add_user, hash_password
+        from vault.users import Actor, User, UserError, add_user, hash_password
         from vault.vault import Vault
 
         pw = secrets.token_urlsafe(12)
@@ -292,7 +292,16 @@ class Demo:
                 with v.sessions.begin() as s:
                     user = s.scalar(select(User).where(User.name == name))
                     if user is None:
-                        add_user(s, name, role, sites, pw, v.clock())
+                        add_user(
+                            s,
+                            name,
+                            role,
+                            sites,
+                            pw,
+                            v.clock(),
+                            access_log=v.access_log,
+                            by=Actor("holdfast-demo", "system"),
+                        )
                     else:
                         user.password_hash = hash_password(pw)
                         user.failed_logins = 0

@@ -1,4 +1,4 @@
-"""`holdfast users add|list`, `holdfast serve`, `holdfast verify-export`."""
+"""`holdfast serve`, `holdfast verify-export`."""
 
 from __future__ import annotations
 
@@ -7,27 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.common import CommandError, load_config, print_json
+from cli.common import CommandError, load_config
 from vault import keys
 from vault.errors import KeyFileError
-from vault.users import ROLES, User, UserError, add_user
-from vault.vault import Vault
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    u = sub.add_parser("users", help="accounts for the web page and API")
-    us = u.add_subparsers(dest="users_cmd", metavar="ACTION", required=True)
-    a = us.add_parser("add", help="create an account (password read from stdin)")
-    a.add_argument("name")
-    a.add_argument("--role", required=True, choices=ROLES)
-    a.add_argument("--site", action="append", default=[], help="site id (security role; repeatable)")
-    a.add_argument(
-        "--password-stdin", action="store_true", required=True, help="read the password from stdin"
-    )
-    a.set_defaults(func=users_add)
-    ls = us.add_parser("list", help="accounts as JSON (no hashes)")
-    ls.set_defaults(func=users_list)
-
     s = sub.add_parser("serve", help="the HTTP API and web page (uvicorn)")
     s.add_argument("--host", help="bind address (default: api.host, 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default: api.port)")
@@ -39,40 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--pubkey", type=Path, required=True, metavar="KEY", help="the vault's sign.pub (Ed25519 PEM)"
     )
     v.set_defaults(func=verify_export)
-
-
-def users_add(args: argparse.Namespace) -> int:
-    cfg = load_config(args)
-    known = {s.id for s in cfg.sites}
-    for site in args.site:
-        if site not in known:
-            raise CommandError(f"unknown site {site!r} (configured: {', '.join(sorted(known))})")
-    password = sys.stdin.readline().rstrip("\r\n")
-    with Vault(cfg) as v:
-        v.migrate()
-        try:
-            with v.sessions.begin() as s:
-                add_user(s, args.name, args.role, args.site, password, v.clock())
-        except UserError as e:
-            raise CommandError(str(e)) from None
-    print(
-        f"user {args.name} added with role {args.role}"
-        + (f" for sites {', '.join(args.site)}" if args.site else "")
-    )
-    return 0
-
-
-def users_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    with Vault(load_config(args)) as v, v.sessions() as s:
-        print_json(
-            [
-                {"name": u.name, "role": u.role, "sites": u.sites, "disabled": u.disabled}
-                for u in s.scalars(select(User))
-            ]
-        )
-    return 0
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -57,8 +57,10 @@ def export_cmd(args: argparse.Namespace) -> int:
         summary = []
         with v.sessions() as s:
             for lg in (v.purge_log, v.access_log):
-                with progress.bar(f"export {lg.name}-log", lg.size(s), "entries") as update:
-                    summary.append(lg.export(s, d, pub, update))
+                # Cut at the signed size: entries appended meanwhile wait for the next export.
+                upto = lg.signed_size(s)
+                with progress.bar(f"export {lg.name}-log", upto, "entries") as update:
+                    summary.append(lg.export(s, d, pub, update, upto=upto))
         auditlog.write_manifest(d, summary, pub, now)
         shutil.copyfile(v.cfg.keys.dir / keys.SIGN_PUB, d / "sign.pub")
         keyrotation.export_sign_history(v.cfg.keys.dir, d)

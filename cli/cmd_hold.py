@@ -82,7 +82,6 @@ def add_cmd(args: argparse.Namespace) -> int:
                     until=until,
                     known_sources={c.id for c in v.cfg.cameras} | {ln.id for ln in v.cfg.lines},
                 )
-                v.access_log.checkpoint(s, v.sign_key, now)
                 d = holds.hold_dict(h, s)
         except holds.HoldError as e:
             raise CommandError(str(e), 2) from None
@@ -130,7 +129,6 @@ def release_cmd(args: argparse.Namespace) -> int:
                     now=now,
                     allowed=local_operator_allowed,
                 )
-                v.access_log.checkpoint(s, v.sign_key, now)
         except holds.HoldError as e:
             raise CommandError(str(e), 2) from None
     print(f"released {h.id} at {iso(now)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 from pathlib import Path
 
 import config as config_pkg
@@ -34,8 +35,20 @@ def render_config(directory: Path) -> str:
         scratch=scratch,
         keys=d / "keys",
         pbx=d / "pbx",
-        database=d / "holdfast.db",
+        database=d / "db" / "holdfast.db",
     )
+
+
+def private_database(db: Path) -> None:
+    """The index holds password hashes, key envelopes and the logs: its directory 0700, the file
+    0600 before SQLite first opens it (SQLite gives -wal and -shm the database file's mode)."""
+    db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(db.parent, 0o700)  # mkdir's mode is filtered by the umask
+    fd = os.open(db, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.paths.store.mkdir(parents=True, exist_ok=True, mode=0o750)
     if cfg.pbx.dir is not None:
         cfg.pbx.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    private_database(d / "db" / "holdfast.db")
     with Vault(cfg) as v, progress.bar("migrate the index", None, "revisions") as update:
         v.migrate(update)
     print(f"initialised {d.resolve()}")

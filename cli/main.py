@@ -36,7 +36,7 @@ COMMANDS: dict[str, str] = {
     "check": "cli.cmd_check",
     "metrics": "cli.cmd_metrics",
     "demo": "cli.cmd_demo",
-    "users": "cli.cmd_api",
+    "users": "cli.cmd_users",
     "serve": "cli.cmd_api",
     "verify-export": "cli.cmd_api",
     "hold": "cli.cmd_hold",

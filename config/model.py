@@ -186,6 +186,9 @@ class Api(_Strict):
     session_minutes: int = Field(default=480, ge=1)
     #: Days a data subject's access request must be answered in (Heka: 30 days; Kunta-asunnot: 14).
     subject_request_days: int = Field(default=30, ge=1, le=90)
+    #: Password checks (argon2id, 64 MiB each) run at once; more logins wait their turn, so a
+    #: burst of logins cannot take the memory the recorders need.
+    max_password_checks: int = Field(default=2, ge=1, le=64)
 
 
 class HoldfastConfig(_Strict):

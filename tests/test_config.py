@@ -32,7 +32,7 @@ def test_example_config_carries_the_seeds_classes() -> None:
 def test_config_show_json_and_check(appliance: Appliance) -> None:
     shown = json.loads(appliance.cli("config", "show", "--json").stdout)
     assert shown["paths"]["spool"] == str(appliance.dir.resolve() / "spool")
-    assert shown["database"]["url"].endswith(str(appliance.dir.resolve() / "holdfast.db"))
+    assert shown["database"]["url"].endswith(str(appliance.dir.resolve() / "db" / "holdfast.db"))
     out = appliance.cli("config", "check").stdout.decode()
     assert "office-camera 14 days" in out and "call-audio 3 calendar months" in out
 

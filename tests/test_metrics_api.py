@@ -20,7 +20,7 @@ from tests.conftest import RtspServerFactory, free_port
 from tests.support.appliance import Appliance
 from tests.support.media import make_h264_annexb, requires_ffmpeg
 from tests.support.wait import wait_for
-from vault.users import add_user
+from vault.users import Actor, add_user
 
 CAMERA = "office-1"
 AGE = "holdfast_camera_last_segment_age_seconds"
@@ -132,8 +132,18 @@ def test_metrics_off_the_box_needs_an_admin(appliance: Appliance) -> None:
     with appliance.vault() as v:
         v.migrate()
         with v.sessions.begin() as s:
-            add_user(s, "ops", "admin", [], "admin password 1", v.clock())
-            add_user(s, "guard", "security", ["demo"], "guard password 1", v.clock())
+            by = Actor("test-setup", "local-operator")
+            add_user(s, "ops", "admin", [], "admin password 1", v.clock(), access_log=v.access_log, by=by)
+            add_user(
+                s,
+                "guard",
+                "security",
+                ["demo"],
+                "guard password 1",
+                v.clock(),
+                access_log=v.access_log,
+                by=by,
+            )
     client = TestClient(create_app(cfg))
 
     def token(name: str, pw: str) -> str:

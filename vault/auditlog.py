@@ -25,15 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import auditverify, tlog
+from vault.db import begin_write
 from vault.errors import HoldfastError
 from vault.fsutil import atomic_write_bytes, fsync_dir
 from vault.log import event
-from vault.retention_models import AccessLogRow, CheckpointRow, PurgeLogRow
+from vault.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.auditlog")
@@ -63,24 +64,46 @@ def _cp_from_row(r: CheckpointRow) -> tlog.Checkpoint:
 class AuditLog:
     """One log over one table. Appends join the caller's transaction: entry and change commit together.
 
-    The Merkle accumulator is restored from the stored leaf hashes once per process and then
-    kept in step; a rolled-back or concurrent append is noticed (tail mismatch) and triggers a rebuild.
+    Concurrency: every append and every checkpoint first locks the log's head row (`log_heads`;
+    SQLite: BEGIN IMMEDIATE, PostgreSQL: SELECT ... FOR UPDATE), then reads seq, prev and the Merkle
+    frontier from it and writes the entry and the new head in the same transaction. Writers in
+    other threads and processes (API workers, CLI, purger, ingest) wait for the lock, so the chain
+    has one order and no state is kept in memory. Lock the head last and commit soon after: the
+    lock is held until the caller's transaction ends.
     """
 
     def __init__(self, name: str, model: type[PurgeLogRow] | type[AccessLogRow], origin: str) -> None:
         self.name = name
         self.model = model
         self.origin = origin
-        self._acc: tlog.MerkleAccumulator | None = None
-        self._acc_tail: str | None = None
 
-    # -- the accumulator -------------------------------------------------------------------
+    # -- the head ----------------------------------------------------------------------------
 
-    def _tail(self, session: Session) -> tuple[int, str | None]:
-        row = session.execute(
-            select(self.model.seq, self.model.leaf_hash).order_by(self.model.seq.desc()).limit(1)
-        ).first()
-        return (0, None) if row is None else (int(row[0]) + 1, str(row[1]))
+    def _head(self, session: Session, lock: bool) -> tuple[int, str | None, tlog.MerkleAccumulator]:
+        q = select(LogHead.size, LogHead.tail, LogHead.frontier).where(LogHead.log == self.name)
+        if lock:
+            begin_write(session)
+            q = q.with_for_update()
+        row = session.execute(q).first()
+        if row is None:
+            raise AuditLogError(
+                f"the index has no head for the {self.name} log: it predates migration "
+                "0005_log_heads_accounts; run any holdfast command (they migrate at start)"
+            )
+        size, tail, frontier = int(row[0]), row[1], str(row[2])
+        hashes = [bytes.fromhex(frontier[i : i + 64]) for i in range(0, len(frontier), 64)]
+        return size, tail, tlog.MerkleAccumulator.from_frontier(size, hashes)
+
+    def lock(self, session: Session) -> int:
+        """Take the head's lock in the caller's transaction (before reading what decides an append)."""
+        return self._head(session, lock=True)[0]
+
+    def _advance(self, session: Session, acc: tlog.MerkleAccumulator, tail: str) -> None:
+        session.execute(
+            update(LogHead)
+            .where(LogHead.log == self.name)
+            .values(size=acc.size, tail=tail, frontier="".join(h.hex() for h in acc.frontier()))
+        )
 
     def leaf_hashes(self, session: Session, upto: int | None = None) -> list[bytes]:
         q = select(self.model.seq, self.model.leaf_hash).order_by(self.model.seq)
@@ -97,64 +120,61 @@ class AuditLog:
         return out
 
     def accumulator(self, session: Session) -> tlog.MerkleAccumulator:
-        size, tail = self._tail(session)
-        if self._acc is None or self._acc.size != size or self._acc_tail != tail:
-            self._acc = tlog.MerkleAccumulator.from_leaf_hashes(self.leaf_hashes(session))
-            self._acc_tail = tail
-        return self._acc
+        """The committed head's Merkle state (no lock: for reading)."""
+        return self._head(session, lock=False)[2]
 
     def size(self, session: Session) -> int:
-        return self._tail(session)[0]
+        return self._head(session, lock=False)[0]
 
     # -- writing -----------------------------------------------------------------------------
 
     def append(self, session: Session, payload: dict[str, Any], **columns: Any) -> int:
         """Add one entry in the caller's transaction; returns its seq. `columns` fill index-only columns."""
-        acc = self.accumulator(session)
-        seq = acc.size
-        prev = bytes.fromhex(self._acc_tail) if self._acc_tail else None
-        data = tlog.make_entry(seq, prev, {**payload, "log": self.name})
-        leaf = tlog.leaf_hash(data)
-        session.add(self.model(seq=seq, entry=data.decode("utf-8"), leaf_hash=leaf.hex(), **columns))
-        session.flush()
-        acc.append(leaf)
-        self._acc_tail = leaf.hex()
-        return seq
+        return self.append_many(session, [(payload, columns)])[0]
 
     def append_many(self, session: Session, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[int]:
-        """append() for a batch of (payload, columns): one tail check, one bulk insert."""
+        """append() for a batch of (payload, columns): one head lock, one bulk insert."""
         if not items:
             return []
-        acc = self.accumulator(session)
-        prev = bytes.fromhex(self._acc_tail) if self._acc_tail else None
+        size, tail, acc = self._head(session, lock=True)
+        prev = bytes.fromhex(tail) if tail else None
         rows, seqs = [], []
-        work = acc.copy()
         for payload, columns in items:
-            seq = work.size
+            seq = acc.size
             data = tlog.make_entry(seq, prev, {**payload, "log": self.name})
             prev = tlog.leaf_hash(data)
-            work.append(prev)
+            acc.append(prev)
             rows.append({"seq": seq, "entry": data.decode("utf-8"), "leaf_hash": prev.hex(), **columns})
             seqs.append(seq)
         session.execute(insert(self.model), rows)
-        self._acc, self._acc_tail = work, str(rows[-1]["leaf_hash"])
+        self._advance(session, acc, str(rows[-1]["leaf_hash"]))
         return seqs
 
     def checkpoint(
         self, session: Session, sign_key: Ed25519PrivateKey, now: datetime
     ) -> tlog.Checkpoint | None:
-        """Sign the current head (in the caller's transaction); None if the head is already signed."""
-        acc = self.accumulator(session)
-        last = self.latest_checkpoint(session)
-        if last is not None and last.size == acc.size:
+        """Sign the current head (in the caller's transaction); None if the head is already signed.
+
+        Under the head's lock, so checkpoints are stored in size order; a checkpoint is never
+        dated before the one it follows (a writer that read the clock earlier but got the lock
+        later signs with the later time)."""
+        size, _tail, acc = self._head(session, lock=True)
+        last = session.execute(
+            select(CheckpointRow.size, CheckpointRow.time)
+            .where(CheckpointRow.log == self.name)
+            .order_by(CheckpointRow.size.desc(), CheckpointRow.id.desc())
+            .limit(1)
+        ).first()
+        if last is not None and int(last[0]) == size:
             return None
-        cp = tlog.sign_checkpoint(sign_key, self.origin, acc.size, acc.root(), now)
+        at = now if last is None else max(now, last[1])
+        cp = tlog.sign_checkpoint(sign_key, self.origin, size, acc.root(), at)
         session.add(
             CheckpointRow(
                 log=self.name,
                 size=cp.size,
                 root=cp.root.hex(),
-                time=now,
+                time=at,
                 origin=cp.origin,
                 key_id=cp.key_id,
                 signature=base64.b64encode(cp.signature).decode(),
@@ -175,27 +195,34 @@ class AuditLog:
         ).first()
         return None if row is None else _cp_from_row(row)
 
-    def checkpoints(self, session: Session) -> list[tlog.Checkpoint]:
-        rows = session.scalars(
-            select(CheckpointRow).where(CheckpointRow.log == self.name).order_by(CheckpointRow.id)
-        )
-        return [_cp_from_row(r) for r in rows]
+    def checkpoints(self, session: Session, upto: int | None = None) -> list[tlog.Checkpoint]:
+        """Checkpoints in the order they were signed; with `upto`, only those of at most that size."""
+        q = select(CheckpointRow).where(CheckpointRow.log == self.name).order_by(CheckpointRow.id)
+        if upto is not None:
+            q = q.where(CheckpointRow.size <= upto)
+        return [_cp_from_row(r) for r in session.scalars(q)]
 
-    def entries(self, session: Session, batch: int = 10000) -> Iterator[tuple[int, str]]:
-        """(seq, entry text) in order, read in batches so a million entries stay cheap."""
+    def entries(
+        self, session: Session, batch: int = 10000, upto: int | None = None
+    ) -> Iterator[tuple[int, str]]:
+        """(seq, entry text) in order, read in batches so a million entries stay cheap; with
+        `upto`, only entries before that seq (a consistent cut while writers keep appending)."""
         last = -1
         while True:
-            rows = session.execute(
-                select(self.model.seq, self.model.entry)
-                .where(self.model.seq > last)
-                .order_by(self.model.seq)
-                .limit(batch)
-            ).all()
+            q = select(self.model.seq, self.model.entry).where(self.model.seq > last)
+            if upto is not None:
+                q = q.where(self.model.seq < upto)
+            rows = session.execute(q.order_by(self.model.seq).limit(batch)).all()
             if not rows:
                 return
             for seq, text in rows:
                 yield int(seq), str(text)
             last = int(rows[-1][0])
+
+    def signed_size(self, session: Session) -> int:
+        """Size of the latest signed checkpoint (0 if none): the cut an export or a verification reads."""
+        cp = self.latest_checkpoint(session)
+        return 0 if cp is None else cp.size
 
     def prove(self, session: Session, seq: int, public_key: Ed25519PublicKey) -> dict[str, Any]:
         """Inclusion proof of entry `seq` in the latest signed checkpoint (verified before returning).
@@ -239,6 +266,7 @@ class AuditLog:
         directory: Path,
         public_key: Ed25519PublicKey | None = None,
         progress: Callable[[int], None] | None = None,
+        upto: int | None = None,
     ) -> dict[str, Any]:
         """Write a vault.tlog export (entries streamed, not held in memory); returns a summary.
 
@@ -246,6 +274,8 @@ class AuditLog:
         `public_key`'s key as a C2SP signed note, and consistency.jsonl, an RFC 9162 consistency
         proof from every earlier checkpoint size to it (for `audit verify --since`). The proofs
         come from MerkleLevels over the leaf hashes (64 bytes per entry while exporting).
+        `upto` (a signed size) cuts entries and checkpoints there, so entries appended while the
+        export runs neither leave an unsealed tail nor a checkpoint beyond the exported entries.
         """
         d = directory / f"{self.name}-log"
         d.mkdir(parents=True, exist_ok=True)
@@ -253,7 +283,7 @@ class AuditLog:
         leaves = bytearray()
         tmp = d / f".{tlog.ENTRIES_FILE}.tmp"
         with open(tmp, "wb") as f:
-            for _seq, text in self.entries(session):
+            for _seq, text in self.entries(session, upto=upto):
                 data = text.encode("utf-8")
                 f.write(data + b"\n")
                 leaves += tlog.leaf_hash(data)
@@ -263,7 +293,7 @@ class AuditLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, d / tlog.ENTRIES_FILE)
-        cps = self.checkpoints(session)
+        cps = self.checkpoints(session, upto=upto)
         atomic_write_bytes(
             d / tlog.CHECKPOINTS_FILE,
             b"".join(tlog.canonical_json(c.to_dict()) + b"\n" for c in cps),
@@ -312,9 +342,24 @@ class PurgeLog(AuditLog):
 class AccessLog(AuditLog):
     """Who did what with which footage, and why. The API appends views and exports here."""
 
-    def __init__(self, origin: str, sessions: sessionmaker[Session] | None = None) -> None:
+    def __init__(
+        self,
+        origin: str,
+        sessions: sessionmaker[Session] | None = None,
+        signer: Callable[[], Ed25519PrivateKey] | None = None,
+    ) -> None:
         super().__init__("access", AccessLogRow, origin)
         self._sessions = sessions
+        self._signer = signer
+
+    def seal(self, session: Session, now: datetime) -> tlog.Checkpoint | None:
+        """Sign the head in the caller's transaction, with the key the log was built with.
+
+        Hold changes call this (vault.holds): each is followed by a signed checkpoint, whichever
+        process made it."""
+        if self._signer is None:
+            raise ValueError("this access log was built without a signing key; build it with signer=")
+        return self.checkpoint(session, self._signer(), now)
 
     def record(
         self,
@@ -332,7 +377,7 @@ class AccessLog(AuditLog):
         **details: Any,
     ) -> int:
         """Append one access event. Pass `session` to commit it with the change it records
-        (a hold change); without one it commits on its own, retrying a concurrent writer's race."""
+        (a hold change); without one it commits on its own transaction."""
         if not user or not purpose or not action:
             raise ValueError("an access-log entry needs a user, an action and a purpose")
         payload: dict[str, Any] = {
@@ -352,13 +397,12 @@ class AccessLog(AuditLog):
             return self.append(session, payload, action=action, user=user, at=at)
         if self._sessions is None:
             raise ValueError("AccessLog.record without a session needs the log built with a sessionmaker")
-        for attempt in range(10):
+        for attempt in range(3):
             try:
                 with self._sessions.begin() as s:
                     return self.append(s, payload, action=action, user=user, at=at)
-            except (IntegrityError, OperationalError):
-                self._acc = None
-                if attempt == 9:
+            except OperationalError:  # a lock timeout or a PostgreSQL deadlock: try again
+                if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 

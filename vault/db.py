@@ -28,7 +28,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -110,6 +110,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Crypto-shredding: a purged segment's key envelope must not linger in free pages.
     cur.execute("PRAGMA secure_delete=ON")
     cur.close()
+
+
+def begin_write(session: Session) -> None:
+    """Make the caller's transaction the one writer before it reads what it will write against.
+
+    SQLite: pysqlite opens a transaction only at the first INSERT/UPDATE/DELETE, so reads before
+    that see whatever was committed at that moment and a later write would be based on them.
+    `BEGIN IMMEDIATE` takes the database's write lock now (waiting up to busy_timeout); a
+    transaction that has already written holds that lock already. PostgreSQL: nothing to do
+    here; lock the rows the transaction reads with `SELECT ... FOR UPDATE`
+    (`.with_for_update()`, which SQLite ignores).
+    """
+    conn = session.connection()
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:

@@ -5,7 +5,8 @@ moment something wants to delete (`held_clause`), never copied onto segments, so
 also covers segments ingested into that range later, and releasing it needs no bulk update.
 Like an S3 Object Lock legal hold it is independent of the deadline; like Milestone's evidence
 lock it may have an end (`until`); an indefinite hold is allowed but always carries a reason.
-Every change is appended to the access log in the same transaction as the change itself.
+Every change is appended to the access log in the same transaction as the change itself, and
+the log's head is signed right after it (a checkpoint), whichever process made the change.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def add_hold(
     until: datetime | None = None,
     known_sources: set[str] | None = None,
 ) -> Hold:
-    """Place a hold (in the caller's transaction, logged in the access log).
+    """Place a hold (in the caller's transaction, logged in the access log, head signed).
 
     `known_sources`: the configured sources (the index knows only those that delivered footage);
     a source retired from the config but still in the index can be held too.
@@ -194,6 +195,7 @@ def add_hold(
         until=iso(until) if until else None,
         segments=segment_ids or None,
     )
+    access_log.seal(session, now)
     event(log, "hold.added", hold=h.id, actor=actor, sources=",".join(sources), incident=incident or "")
     return h
 
@@ -241,6 +243,7 @@ def release_hold(
     access_log.record(
         session, user=actor, role=role, action="hold.release", purpose=reason, at=now, hold=hold_id
     )
+    access_log.seal(session, now)
     event(log, "hold.released", hold=hold_id, actor=actor, reason=reason)
     return h
 
@@ -265,6 +268,8 @@ def expire_holds(session: Session, access_log: AccessLog, now: datetime) -> list
         )
         event(log, "hold.expired", hold=h.id, until=iso(h.until))
         done.append(h.id)
+    if done:
+        access_log.seal(session, now)
     return done
 
 

@@ -246,22 +246,23 @@ class Purger:
             raise
 
     def _mark(self, ids: list[str], reason: str, now: datetime, session: Session) -> list[str]:
-        """Step 1 (caller's transaction): shred the keys and mark; only rows still 'stored' and unheld."""
+        """Step 1 (caller's transaction): shred the keys and mark; only rows still 'stored' and unheld.
+
+        The condition is part of the UPDATE and the marked ids come back from it, so another
+        purger (or an erasure) marking the same rows at the same time marks each row once."""
         if not ids:
             return []
         ok = list(
             session.scalars(
-                select(Segment.id).where(
-                    Segment.id.in_(ids), Segment.state == "stored", ~holds.held_clause(now)
-                )
+                update(Segment)
+                .where(Segment.id.in_(ids), Segment.state == "stored", ~holds.held_clause(now))
+                .values(state="purging", envelope=None)
+                .returning(Segment.id),
+                execution_options={"synchronize_session": False},
             )
         )
         if not ok:
             return []
-        session.execute(
-            update(Segment).where(Segment.id.in_(ok)).values(state="purging", envelope=None),
-            execution_options={"synchronize_session": False},
-        )
         session.add_all(PurgePending(segment_id=i, reason=reason, marked_at=now) for i in ok)
         session.flush()
         return ok
@@ -281,9 +282,13 @@ class Purger:
             if v.store.delete_nosync(key):
                 dirs.add(v.store.path(key).parent)
         v.store.sync_dirs(dirs)
-        now = v.clock()
         ids_ = [sid for sid, _key in rows]
         with v.sessions.begin() as s:
+            # The purge log's lock first: another purger finishing the same rows waits here and
+            # then finds them gone, so each segment gets exactly one entry; the time is read
+            # under the lock, so entries are in time order too.
+            v.purge_log.lock(s)
+            now = v.clock()
             segs = list(
                 s.scalars(
                     select(Segment)
@@ -395,6 +400,10 @@ class Purger:
                     report.would_purge.append({"segment": sid, "reason": "expired"})
             return report
         with v.sessions.begin() as s:
+            # Purgers and erasures read the clock in turn, under the purge log's lock: one that
+            # read it earlier must not judge it against a mark another has just written.
+            v.purge_log.lock(s)
+            now = v.clock()
             self._guard(s, now)
             report.holds_expired = len(holds.expire_holds(s, v.access_log, now))
             _set_state(s, STATE_LAST_RUN, iso(now))
@@ -479,8 +488,9 @@ class Purger:
         key. Returns (marked, {refused id: covering hold ids}); ids not (or no longer) stored are
         skipped. Fails closed on an untrusted clock (a hold's end date is judged by it)."""
         v = self.vault
-        now = v.clock()
         with v.sessions.begin() as s:
+            v.purge_log.lock(s)  # the clock is read in turn with purgers (see run())
+            now = v.clock()
             self._guard(s, now)
             segs = list(
                 s.scalars(select(Segment).where(Segment.id.in_(segment_ids), Segment.state == "stored"))

@@ -71,6 +71,23 @@ class AccessLogRow(Base):
     leaf_hash: Mapped[str] = mapped_column(String(64))
 
 
+class LogHead(Base):
+    """The head of one tamper-evident log (`purge` or `access`): what the next append chains to.
+
+    Appenders lock this row (vault.auditlog) and update it in the transaction that writes the
+    entry, so seq and prev are never taken from memory. `frontier` is the Merkle accumulator's
+    state (vault.merkle.MerkleAccumulator.frontier(), hex hashes concatenated), so a checkpoint
+    signs the root without re-reading the log.
+    """
+
+    __tablename__ = "log_heads"
+    log: Mapped[str] = mapped_column(String(16), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    #: Leaf hash (hex) of entry size-1: the next entry's `prev`; NULL while the log is empty.
+    tail: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    frontier: Mapped[str] = mapped_column(Text)
+
+
 class CheckpointRow(Base):
     """A signed checkpoint of one log (`purge` or `access`) at a tree size."""
 

@@ -72,7 +72,7 @@ class Vault:
     @cached_property
     def access_log(self) -> AccessLog:
         """Who viewed, exported or held what, and why: `vault.access_log.record(session, user=...)`."""
-        return AccessLog(self._log_origin("access"), self.sessions)
+        return AccessLog(self._log_origin("access"), self.sessions, signer=lambda: self.sign_key)
 
     def get_segment(self, session: Session, segment_id: str) -> Segment:
         seg = session.get(Segment, segment_id)
