@@ -138,7 +138,7 @@ def test_16_concurrent_unknown_user_logins_do_not_exhaust_memory(appliance: Appl
 @pytest.fixture
 def site(appliance: Appliance) -> Appliance:
     with open(appliance.config_path, "a", encoding="utf-8") as f:
-        f.write('\n[[sites]]\nid = "north"\nname = "North"\ntimezone = "Europe/Helsinki"\n')
+        f.write('\n[[sites]]\nid = "north"\nname = "North"\ntimezone = "Europe/Helsinki"\ncountry = "FI"\n')
     add_user(appliance, "adm", "admin")
     add_user(appliance, "sec", "security", "demo")
     return appliance
