@@ -16,7 +16,7 @@ APT_PACKAGES := ffmpeg python3-venv python3-dev gcc \
 	portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins alsa-utils sox espeak-ng \
 	postgresql-15 chromium systemd
 
-.PHONY: help deps apt venv test test-fast demo lint format bench clean install uninstall
+.PHONY: help deps apt venv test test-fast demo lint format bench clean install uninstall vendor screenshot
 
 help:
 	@echo "make demo   install what is missing and run the whole appliance on embedded defaults"
@@ -64,6 +64,16 @@ format: venv
 
 bench: venv
 	$(PY) bench/seal.py
+
+# Browser libraries the page ships, from npm at pinned versions (no CDN): `make vendor` refreshes
+# api/static/vendor/ (each with its licence; VERSIONS records what is there).
+HLSJS_VERSION := 1.5.20
+vendor:
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && cd $$tmp && \
+	npm pack -q hls.js@$(HLSJS_VERSION) >/dev/null && tar xzf hls.js-$(HLSJS_VERSION).tgz && \
+	cp package/dist/hls.min.js $(CURDIR)/api/static/vendor/hls.min.js && \
+	cp package/LICENSE $(CURDIR)/api/static/vendor/hls.js.LICENSE && rm -rf package
+	cd api/static/vendor && sha256sum *.js > SHA256SUMS
 
 # The box: the source tree (tracked files) in $(PREFIX), its own venv, then `holdfast install`
 # (system user, directories, keys, /etc/holdfast/holdfast.toml, index, units enabled).

@@ -126,9 +126,22 @@ $("play-form").addEventListener("submit", async (ev) => {
   const purpose = $("purpose").value.trim();
   const url = `/api/v1/cameras/${encodeURIComponent(view.camera)}/playlist.m3u8?start=${view.start.toISOString()}&end=${view.end.toISOString()}&purpose=${encodeURIComponent(purpose)}`;
   view.played = view.segments;
-  const v = $("video"); v.src = url; v.play().catch(() => {});
+  playUrl(url);
   say(`Playing ${view.camera}; this view is logged with purpose “${purpose}”`, true);
 });
+
+// HLS: the browser's own player where it has one, else hls.js (vendored, MediaSource).
+let hls = null;
+function playUrl(url) {
+  const v = $("video");
+  if (hls) { hls.destroy(); hls = null; }
+  if (!v.canPlayType("application/vnd.apple.mpegurl") && window.Hls && window.Hls.isSupported()) {
+    hls = new window.Hls({ enableWorker: false });
+    hls.on(window.Hls.Events.ERROR, (_, d) => { if (d.fatal) say(`Player could not load the footage (${d.details}): check the purpose and your access`); });
+    hls.loadSource(url); hls.attachMedia(v); v.dataset.player = "hls.js";
+  } else { v.src = url; v.dataset.player = "native"; }
+  v.play().catch(() => {});
+}
 
 $("video").addEventListener("timeupdate", () => {
   if (!view || !view.played) return;
