@@ -300,6 +300,24 @@ def load_segment(st: AppState, who: Principal, segment_id: str) -> Segment:
 # -- listing ------------------------------------------------------------------------------
 
 
+class SiteOut(BaseModel):
+    id: str
+    name: str
+    timezone: str = Field(description="IANA zone: the page shows and reads every time in it")
+
+
+@router.get("/sites", response_model=list[SiteOut], responses=ERRORS)
+def list_sites(
+    request: Request, who: Principal = Depends(require("security", "auditor", "dpo", "admin"))
+) -> list[SiteOut]:
+    """Sites this user works at (security: its sites; other roles: all), with their time zones."""
+    st = state(request)
+    return [
+        SiteOut(id=x.id, name=x.name, timezone=x.timezone) for x in st.cfg.sites if not who.barred_from(x.id)
+    ]
+
+
+
 @router.get("/cameras", response_model=list[CameraOut], responses=ERRORS)
 def list_cameras(
     request: Request,

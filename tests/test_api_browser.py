@@ -4,91 +4,58 @@ opens an incident and downloads its export; an auditor sees the logs verified an
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
-import urllib.request
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.apisite import PASSWORD, ApiSite, api_site  # noqa: F401
-from tests.support.appliance import REPO
+from tests.support.apisite import ApiSite, api_site  # noqa: F401
+from tests.support.browser import ARTIFACTS, CHROMIUM, FLAGS, login, need_chromium, serve, shot
 
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: The browser runs in another zone than the site (Europe/Helsinki, UTC+2 in November): every
+#: time on the page must still be the site's.
+BROWSER_ZONE = "America/New_York"
 
 
 @pytest.fixture(scope="module")
 def server(api_site: ApiSite) -> Iterator[str]:
-    port = free_port()
-    proc = api_site.app.popen(
-        "serve", "--port", str(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("holdfast serve did not answer /healthz")
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    yield from serve(api_site)
 
 
-def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"api-{name}.png"), full_page=True)
-
-
-def login(page, base: str, user: str) -> None:  # type: ignore[no-untyped-def]
-    page.goto(base + "/")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#nav:not([hidden])")
+def assert_site_times(page) -> None:  # type: ignore[no-untyped-def]
+    """The zone is named, no 12-hour clock, no UTC `Z` in what is shown (UTC only on hover)."""
+    assert page.inner_text("#zone-note .zone-name") == "Europe/Helsinki"
+    text = page.inner_text("main")
+    assert not re.search(r"\b(AM|PM)\b", text), text
+    assert not re.search(r"\d{2}:\d{2}(:\d{2})?(\.\d+)?Z", text), text
 
 
 def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is not installed (`make test` installs it: apt-get install chromium)")
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
             ctx = browser.new_context(
-                timezone_id="UTC", accept_downloads=True, viewport={"width": 1280, "height": 900}
+                timezone_id=BROWSER_ZONE, accept_downloads=True, viewport={"width": 1280, "height": 900}
             )
             ctx.set_default_timeout(30_000)
             page = ctx.new_page()
             login(page, server, "sec")
             page.wait_for_selector("#footage:not([hidden])")
             page.select_option("#camera", "office-1")
-            page.fill("#from", "2026-11-21T08:00:00")
-            page.fill("#to", "2026-11-21T08:03:00")
+            page.fill("#from", "2026-11-21 10:00:00")  # 08:00 UTC
+            page.fill("#to", "2026-11-21 10:03:00")
             page.click("#search-form button[type=submit]")
             page.wait_for_selector(".gap-item")
             assert "camera offline: network" in page.inner_text("#gaps")
+            # The gap recorded 08:01:00–08:01:30 UTC reads in Helsinki time, UTC on hover.
+            gap = page.locator(".gap-item").first
+            assert gap.inner_text().startswith("Gap 2026-11-21 10:01:00 – 10:01:30")
+            assert gap.get_attribute("title").startswith("2026-11-21T08:01:00Z")
+            assert_site_times(page)
             assert page.locator(".timeline .gap").count() >= 1
             shot(page, "1-timeline-gap")
 
@@ -110,7 +77,7 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
                 "() => { const v = document.getElementById('video'); v.playbackRate = 1; v.currentTime = 65; v.play(); }"
             )
             page.wait_for_function(
-                "() => (document.getElementById('clock').textContent || '').startsWith('2026-11-21T08:01:3')"
+                "() => (document.getElementById('clock').textContent || '').startsWith('2026-11-21 10:01:3')"
             )
             t0 = page.evaluate("() => document.getElementById('video').currentTime")
             page.wait_for_function(f"() => document.getElementById('video').currentTime > {t0} + 0.5")
@@ -125,6 +92,8 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
 
             page.click("a[data-tab=incidents]")
             page.wait_for_selector("button.export")
+            assert "2026-11-21 10:00:00 – 2026-11-21 10:03:00" in page.inner_text("#incident-rows")
+            assert_site_times(page)
             shot(page, "4-incidents")
             with page.expect_download(timeout=120_000) as dl:
                 page.locator("button.export").first.click()
@@ -144,6 +113,7 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
             page2.wait_for_selector("#verify-result.verified")
             assert "Verified" in page2.inner_text("#verify-result")
             assert page2.locator("#access-rows tr").count() >= 3
+            assert_site_times(page2)
             shot(page2, "5-auditor-verified")
             page2.goto(server + "/#footage")
             page2.wait_for_function("() => document.getElementById('msg').textContent.includes('403')")
@@ -159,8 +129,7 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
 
 def test_security_officer_plays_a_call_in_chromium(api_site: ApiSite, server: str) -> None:
     """The Calls view: pick a line, list calls, play one in an <audio> element; one logged view."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian chromium is not installed (`make test` installs it: apt-get install chromium)")
+    need_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -170,21 +139,23 @@ def test_security_officer_plays_a_call_in_chromium(api_site: ApiSite, server: st
             args=[*FLAGS, "--autoplay-policy=no-user-gesture-required"],
         )
         try:
-            ctx = browser.new_context(timezone_id="UTC", viewport={"width": 1280, "height": 900})
+            ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
             ctx.set_default_timeout(30_000)
             page = ctx.new_page()
             login(page, server, "sec")
             page.click("a[data-tab=calls]")
             page.wait_for_selector("#line option[value=cs-1]", state="attached")
             page.select_option("#line", "cs-1")
-            page.fill("#call-from", "2026-11-21T08:00:00")
-            page.fill("#call-to", "2026-11-21T08:10:00")
+            page.fill("#call-from", "2026-11-21 10:00:00")
+            page.fill("#call-to", "2026-11-21 10:10:00")
             page.select_option("#call-direction", "in")
             page.click("#call-search button[type=submit]")
             page.wait_for_selector("tr.call-row")
             assert page.locator("tr.call-row").count() == 1
             row = page.inner_text("tr.call-row")
             assert "anna" in row and "+358 40 123 4567" in row and "6 s" in row
+            assert "2026-11-21 10:01:00" in row  # call-1 started 08:01 UTC
+            assert_site_times(page)
             page.fill("#call-purpose", "customer complaint about the agreed repair")
             page.click("button.play-call")
             page.wait_for_function("() => document.getElementById('call-audio').currentTime > 1")

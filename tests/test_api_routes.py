@@ -148,6 +148,7 @@ def routes(site: ApiSite) -> list[tuple[str, str, dict | None, set[str]]]:
     return [
         ("GET", "/api/v1/auth/me", None, set(USERS)),
         ("GET", "/api/v1/cameras", None, {"sec", "north", "adm"}),
+        ("GET", "/api/v1/sites", None, set(USERS)),
         ("GET", f"/api/v1/segments?source=office-1&{q}", None, {"sec"}),
         ("GET", f"/api/v1/timeline?source=office-1&{q}", None, {"sec"}),
         ("GET", f"/api/v1/segments/{seg}/media?purpose=matrix", None, {"sec"}),

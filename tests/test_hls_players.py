@@ -94,8 +94,8 @@ def test_page_plays_through_hls_js_without_native_hls(api_site: ApiSite, server:
             login(page, server, "sec")
             page.wait_for_selector("#footage:not([hidden])")
             page.select_option("#camera", "office-1")
-            page.fill("#from", "2026-11-21T08:00:00")
-            page.fill("#to", "2026-11-21T08:03:00")
+            page.fill("#from", "2026-11-21 10:00:00")  # Europe/Helsinki
+            page.fill("#to", "2026-11-21 10:03:00")
             page.click("#search-form button[type=submit]")
             page.wait_for_selector(".gap-item")
             page.fill("#purpose", "hls.js check")

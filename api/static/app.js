@@ -21,19 +21,76 @@ const getJSON = async (path) => (await api(path)).json();
 const postJSON = async (path, body) => (await api(path, {
   method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })).json();
 
-function isoOf(local) { return new Date(local).toISOString().replace(".000Z", "Z"); }
-function localOf(date) {
-  const d = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
-  return d.toISOString().slice(0, 19);
+// -- time: every time a person reads or types is in the site's zone, 24-hour; UTC on hover --
+let zone = "UTC";
+let sites = [];
+const partsFmt = {};
+function partsIn(date, tz) {
+  const f = partsFmt[tz] ||= new Intl.DateTimeFormat("en-GB", { timeZone: tz, hourCycle: "h23", year: "numeric",
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const p = {}; for (const x of f.formatToParts(date)) p[x.type] = x.value; return p;
 }
+const asDate = (d) => (d instanceof Date ? d : new Date(d));
+/** "2026-11-21 10:00:00" in the site's zone. */
+function fmt(d) { if (d == null || d === "") return ""; const p = partsIn(asDate(d), zone); return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`; }
+function fmtTime(d) { const p = partsIn(asDate(d), zone); return `${p.hour}:${p.minute}:${p.second}`; }
+function utcText(d) { return asDate(d).toISOString().replace(".000Z", "Z"); }
+function zoneOffsetMs(date, tz) {
+  const p = partsIn(date, tz);
+  return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second) - Math.floor(date.getTime() / 1000) * 1000;
+}
+/** A time typed in the site's zone ("YYYY-MM-DD HH:MM[:SS]", 24-hour) as a Date. */
+function parseZoned(text) {
+  const m = String(text).trim().match(/^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?$/);
+  if (!m) throw new Error(`“${text}”: write times as YYYY-MM-DD HH:MM:SS (24-hour, ${zone})`);
+  const guess = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+  let t = guess - zoneOffsetMs(new Date(guess), zone);
+  t = guess - zoneOffsetMs(new Date(t), zone); // the offset at the moment itself (DST edges)
+  return new Date(t);
+}
+function isoOf(text) { return utcText(parseZoned(text)); }
+function localOf(date) { return fmt(date); }
+function setZone(tz) {
+  if (tz && tz !== zone) { // keep the moments already typed, shown in the new zone
+    const inputs = [...document.querySelectorAll("input.when")];
+    const typed = inputs.map((i) => { try { return i.value ? parseZoned(i.value) : null; } catch (e) { return null; } });
+    zone = tz;
+    inputs.forEach((i, k) => { if (typed[k]) i.value = fmt(typed[k]); });
+  }
+  for (const e of document.querySelectorAll(".zone-name")) e.textContent = zone;
+}
+function siteZone(siteId) { return (sites.find((x) => x.id === siteId) || sites[0] || { timezone: "UTC" }).timezone; }
+/** A table cell with a time in the site's zone; UTC on hover. */
+function timeTd(iso) { const c = td(iso ? fmt(iso) : ""); if (iso) { c.title = utcText(iso); c.className = "time"; } return c; }
+function rangeTd(a, b) { const c = td(a ? `${fmt(a)} – ${fmt(b)}` : ""); if (a) { c.title = `${utcText(a)} – ${utcText(b)} (UTC)`; c.className = "time"; } return c; }
 function td(text) { const c = document.createElement("td"); c.textContent = text ?? ""; return c; }
+
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+/** Server data for reading: nested lists of name/value, times in the site's zone (UTC on hover). */
+function dataView(v) {
+  if (Array.isArray(v)) {
+    if (!v.length) return document.createTextNode("none");
+    const ol = document.createElement("ol"); for (const x of v) { const li = document.createElement("li"); li.append(dataView(x)); ol.append(li); } return ol;
+  }
+  if (v && typeof v === "object") {
+    const dl = document.createElement("dl");
+    for (const [k, x] of Object.entries(v)) { const dt = document.createElement("dt"); dt.textContent = k.replaceAll("_", " "); const dd = document.createElement("dd"); dd.append(dataView(x)); dl.append(dt, dd); }
+    return dl;
+  }
+  if (typeof v === "string" && ISO_TIME.test(v)) { const t = document.createElement("time"); t.dateTime = v; t.textContent = fmt(v); t.title = utcText(v); return t; }
+  return document.createTextNode(v == null ? "–" : String(v));
+}
 
 // -- login --------------------------------------------------------------------------------
 async function start() {
   try { me = await getJSON("/auth/me"); } catch (e) { me = null; }
   $("login").hidden = !!me; $("nav").hidden = !me; $("logout").hidden = !me;
   $("who").textContent = me ? `${me.name} (${me.role}${me.sites.length ? ": " + me.sites.join(", ") : ""})` : "";
-  if (me) showTab(location.hash.slice(1) || defaultTab());
+  if (me) {
+    sites = await getJSON("/sites").catch(() => []);
+    setZone(siteZone(me.sites[0]));
+    showTab(location.hash.slice(1) || defaultTab());
+  }
 }
 function defaultTab() { return { security: "footage", auditor: "audit", dpo: "subjects", admin: "admin" }[me.role]; }
 
@@ -68,9 +125,11 @@ async function loadCameras() {
   const sel = $("camera"); const keep = sel.value; sel.replaceChildren();
   for (const c of cams) { const o = document.createElement("option"); o.value = c.id; o.dataset.site = c.site; o.textContent = `${c.id} (${c.site})`; sel.append(o); }
   if (keep) sel.value = keep;
+  if (sel.selectedOptions[0]) setZone(siteZone(sel.selectedOptions[0].dataset.site));
   if (!$("from").value) { const now = new Date(); $("to").value = localOf(now); $("from").value = localOf(new Date(now - 3600e3)); }
 }
 
+$("camera").addEventListener("change", () => { const o = $("camera").selectedOptions[0]; if (o) setZone(siteZone(o.dataset.site)); });
 $("search-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
@@ -88,19 +147,19 @@ function drawTimeline() {
   for (const s of view.segments) {
     const b = document.createElement("div"); b.className = "seg";
     b.style.left = `${Math.max(0, frac(s.start)) * 100}%`; b.style.width = `${Math.max(0.1, (Math.min(1, frac(s.end)) - Math.max(0, frac(s.start))) * 100)}%`;
-    b.title = `${s.start} – ${s.end}`; tl.append(b);
+    b.title = `${fmt(s.start)} – ${fmt(s.end)} ${zone} (${utcText(s.start)} – ${utcText(s.end)})`; tl.append(b);
   }
   const ul = $("gaps"); ul.replaceChildren();
   for (const g of view.gaps) {
     const b = document.createElement("div"); b.className = "gap";
     b.style.left = `${Math.max(0, frac(g.start)) * 100}%`; b.style.width = `${(Math.min(1, frac(g.end)) - Math.max(0, frac(g.start))) * 100}%`;
-    b.title = `gap: ${g.reason}`; tl.append(b);
+    b.title = `gap ${fmt(g.start)} – ${fmt(g.end)} ${zone}: ${g.reason}`; tl.append(b);
     const li = document.createElement("li"); li.className = "gap-item";
-    li.textContent = `Gap ${g.start} – ${g.end} (${Math.round(g.duration)} s): ${g.reason}`; ul.append(li);
+    li.textContent = `Gap ${fmt(g.start)} – ${fmtTime(g.end)} (${Math.round(g.duration)} s): ${g.reason}`; li.title = `${utcText(g.start)} – ${utcText(g.end)} (UTC)`; ul.append(li);
   }
   const cur = document.createElement("div"); cur.className = "cursor"; cur.id = "cursor"; tl.append(cur);
   $("timeline-legend").innerHTML = "";
-  for (const d of [view.start, view.end]) { const s = document.createElement("span"); s.textContent = d.toISOString(); $("timeline-legend").append(s); }
+  for (const d of [view.start, view.end]) { const s = document.createElement("span"); s.textContent = fmt(d); s.title = utcText(d); $("timeline-legend").append(s); }
 }
 
 // Media time ↔ wall clock: the playlist concatenates segments (gaps removed), in order.
@@ -146,7 +205,7 @@ function playUrl(url) {
 $("video").addEventListener("timeupdate", () => {
   if (!view || !view.played) return;
   const w = wallAt($("video").currentTime);
-  $("clock").textContent = w ? w.toISOString() : "-";
+  $("clock").textContent = w ? fmt(w) : "-"; $("clock").title = w ? utcText(w) : "";
   if (w) $("cursor").style.left = `${frac(w) * 100}%`;
 });
 $("video").addEventListener("error", () => { const e = $("video").error; say(`Player could not load the footage (${e ? e.message || "error " + e.code : "error"}): check the purpose and your access`); });
@@ -185,7 +244,7 @@ $("call-search").addEventListener("submit", async (ev) => {
     const rows = await getJSON(`/segments?${q}`); const tb = $("call-rows"); tb.replaceChildren();
     for (const s of rows) {
       const c = s.call || {}; const tr = document.createElement("tr"); tr.className = "call-row";
-      tr.append(td(c.call_start || s.start), td(`${Math.round(s.duration)} s`), td(c.agent), td(c.direction),
+      tr.append(timeTd(c.call_start || s.start), td(`${Math.round(s.duration)} s`), td(c.agent), td(c.direction),
         td(c.remote ?? (c.remote_hash ? "(hashed)" : "")), td(`${c.call_id || ""}${c.part ? ` part ${c.part + 1}` : ""}`),
         td(pausesText(c.pauses)));
       const act = document.createElement("td"); const b = document.createElement("button"); b.textContent = "Play"; b.className = "play-call";
@@ -222,7 +281,7 @@ async function loadSubjects() {
   for (const r of rows) {
     const tr = document.createElement("tr");
     tr.append(td(r.id), td(r.subject), td(r.identity_verified ? `verified: ${r.identity_note}` : "NOT verified"), td(r.sources.join(", ")),
-      td(`${r.start} – ${r.end}`), td(r.deadline + (r.overdue ? " (OVERDUE)" : "")), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")));
+      rangeTd(r.start, r.end), (() => { const c = timeTd(r.deadline); if (r.overdue) c.textContent += " (OVERDUE)"; return c; })(), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")));
     const act = document.createElement("td");
     if (r.state === "open" && !r.identity_verified) {
       const b = document.createElement("button"); b.textContent = "Identity verified…";
@@ -246,7 +305,7 @@ $("sar-form").addEventListener("submit", async (ev) => {
     const r = await postJSON("/subject-requests", { subject: $("sar-subject").value, identity_verified: $("sar-verified").checked,
       identity_note: $("sar-note").value, sources: $("sar-sources").value.split(",").map((x) => x.trim()).filter(Boolean),
       start: isoOf($("sar-from").value), end: isoOf($("sar-to").value) });
-    $("sar-id").value = r.id; say(`Subject request ${r.id} opened; its footage is on legal hold; answer by ${r.deadline}`, true); await loadSubjects();
+    $("sar-id").value = r.id; say(`Subject request ${r.id} opened; its footage is on legal hold; answer by ${fmt(r.deadline)} ${zone}`, true); await loadSubjects();
   } catch (e) { say(e.message); }
 });
 
@@ -271,7 +330,7 @@ async function loadIncidents() {
   const rows = await getJSON("/incidents"); const tb = $("incident-rows"); tb.replaceChildren();
   for (const i of rows) {
     const tr = document.createElement("tr");
-    tr.append(td(i.id), td(i.site), td(i.cameras.join(", ")), td(`${i.start} – ${i.end}`), td(i.description), td(i.state + (i.close_reason ? `: ${i.close_reason}` : "")));
+    tr.append(td(i.id), td(i.site), td(i.cameras.join(", ")), rangeTd(i.start, i.end), td(i.description), td(i.state + (i.close_reason ? `: ${i.close_reason}` : "")));
     const act = document.createElement("td");
     if (me.role === "security") {
       const b = document.createElement("button"); b.textContent = "Export evidence"; b.className = "export"; b.dataset.id = i.id;
@@ -307,16 +366,16 @@ async function loadAudit() {
   const acc = await getJSON("/audit/access-log?limit=200&offset=0"); const tb = $("access-rows"); tb.replaceChildren();
   for (const e of acc.entries) {
     const tr = document.createElement("tr");
-    tr.append(td(e.seq), td(e.time), td(`${e.user} (${e.role})`), td(e.action), td(e.purpose), td(e.source), td(e.start ? `${e.start} – ${e.end}` : ""), td(e.result));
+    tr.append(td(e.seq), timeTd(e.time), td(`${e.user} (${e.role})`), td(e.action), td(e.purpose), td(e.source), rangeTd(e.start, e.end), td(e.result));
     tb.append(tr);
   }
-  $("compliance").textContent = JSON.stringify(await getJSON("/audit/compliance"), null, 2);
+  $("compliance").replaceChildren(dataView(await getJSON("/audit/compliance")));
   await verifyLogs();
 }
 async function loadPurge() {
   const p = await getJSON(`/audit/purge-log?limit=50&offset=${purgeOffset}`); const tb = $("purge-rows"); tb.replaceChildren();
-  $("checkpoint").textContent = p.checkpoint ? "Latest checkpoint: " + JSON.stringify(p.checkpoint, null, 2) : "No checkpoint yet (nothing purged)";
-  for (const e of p.entries) { const tr = document.createElement("tr"); tr.append(td(e.seq), td(`${e.purged_at || ""} ${e.segment || ""} ${e.source || ""} ${e.start || ""}–${e.end || ""} deadline ${e.deadline || "?"} (${e.reason || ""})`)); tb.append(tr); }
+  $("checkpoint").replaceChildren(p.checkpoint ? dataView({ "latest checkpoint": p.checkpoint }) : "No checkpoint yet (nothing purged)");
+  for (const e of p.entries) { const tr = document.createElement("tr"); const c = td(`${fmt(e.purged_at)} ${e.segment || ""} ${e.source || ""} ${fmt(e.start)} – ${fmt(e.end)} deadline ${e.deadline ? fmt(e.deadline) : "?"} (${e.reason || ""})`); c.title = `UTC: purged ${e.purged_at || "?"}, ${e.start || ""} – ${e.end || ""}, deadline ${e.deadline || "?"}`; tr.append(td(e.seq), c); tb.append(tr); }
   $("purge-page").textContent = `${p.total ? purgeOffset + 1 : 0}–${purgeOffset + p.entries.length} of ${p.total}`;
 }
 $("purge-prev").addEventListener("click", async () => { purgeOffset = Math.max(0, purgeOffset - 50); await loadPurge().catch((e) => say(e.message)); });
