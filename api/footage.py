@@ -317,7 +317,6 @@ def list_sites(
     ]
 
 
-
 @router.get("/cameras", response_model=list[CameraOut], responses=ERRORS)
 def list_cameras(
     request: Request,
