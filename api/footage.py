@@ -412,10 +412,35 @@ def search_segments(
         return [seg_out(x) for x in find_segments(s, source, a, b, limit, meta=meta)]
 
 
+def first_start(session: Session, source: str) -> datetime | None:
+    """When the source's oldest indexed segment starts (one index seek)."""
+    return session.scalar(
+        select(Segment.start).where(Segment.source == source).order_by(Segment.start).limit(1)
+    )
+
+
+def last_end(session: Session, source: str) -> datetime | None:
+    """Where the source's newest indexed segment ends (the last few by start, one index seek)."""
+    ends = session.scalars(
+        select(Segment.end).where(Segment.source == source).order_by(Segment.start.desc()).limit(PRECEDING)
+    )
+    return max(ends, default=None)
+
+
 def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b: datetime) -> list[GapOut]:
-    """Recorded gaps (with the recorder's reason) plus any other hole in coverage, explained as unknown."""
+    """Recorded gaps (with the recorder's reason) plus any other hole in coverage, explained as unknown.
+
+    Time before the source's first recording still held is not a gap: nothing was expected then
+    (the camera did not exist yet, or its older footage was purged as promised).
+    """
     with st.vault.sessions() as s:
         recorded = gaps_in_range(s, source, a, b)
+        first = first_start(s, source)
+    if first is None:
+        first = b
+    if first > a:
+        recorded = [g for g in recorded if g.end > first]
+        a = min(first, b)
     gaps = [
         GapOut(
             source=source,
@@ -452,6 +477,22 @@ def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b
         )
     gaps.sort(key=lambda g: g.start)
     return gaps
+
+
+class ExtentOut(BaseModel):
+    source: str
+    first: str | None = Field(description="start of the oldest segment held; null: nothing recorded")
+    last: str | None = Field(description="end of the newest segment")
+
+
+@router.get("/extent", response_model=ExtentOut, responses=ERRORS)
+def extent(request: Request, source: SourceId, who: Principal = Depends(require("security"))) -> ExtentOut:
+    """The range that holds recordings of a source: where the page's timeline opens."""
+    st = state(request)
+    source_for(st, who, source)
+    with st.vault.sessions() as s:
+        a, b = first_start(s, source), last_end(s, source)
+    return ExtentOut(source=source, first=iso(a) if a else None, last=iso(b) if b else None)
 
 
 @router.get("/timeline", response_model=TimelineOut, responses=ERRORS)

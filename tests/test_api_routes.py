@@ -131,6 +131,21 @@ def test_timeline_gaps_with_reasons(client: TestClient, tokens: dict[str, str]) 
     assert gaps[-1]["reason"].startswith("no recording")
 
 
+def test_timeline_opens_on_recordings_and_no_gap_before_the_first(
+    client: TestClient, tokens: dict[str, str]
+) -> None:
+    r = client.get("/api/v1/extent?source=office-1", headers=h(tokens, "sec"))
+    assert r.json() == {"source": "office-1", "first": "2026-11-21T08:00:00Z", "last": "2026-11-21T08:02:50Z"}
+    r = client.get(
+        "/api/v1/timeline?source=office-1&start=2026-11-21T07:00:00Z&end=2026-11-21T08:02:50Z",
+        headers=h(tokens, "sec"),
+    )
+    gaps = r.json()["gaps"]
+    assert [(g["start"], g["reason"]) for g in gaps] == [("2026-11-21T08:01:00Z", "camera offline: network")]
+    r = client.get("/api/v1/extent?source=north-1", headers=h(tokens, "sec"))
+    assert r.status_code == 403
+
+
 def test_thumbnail_is_jpeg(api_site: ApiSite, client: TestClient, tokens: dict[str, str]) -> None:  # noqa: F811
     r = client.get(
         f"/api/v1/segments/{api_site.segments[0]}/thumbnail?purpose=checking", headers=h(tokens, "sec")
@@ -151,6 +166,7 @@ def routes(site: ApiSite) -> list[tuple[str, str, dict | None, set[str]]]:
         ("GET", "/api/v1/sites", None, set(USERS)),
         ("GET", f"/api/v1/segments?source=office-1&{q}", None, {"sec"}),
         ("GET", f"/api/v1/timeline?source=office-1&{q}", None, {"sec"}),
+        ("GET", "/api/v1/extent?source=office-1", None, {"sec"}),
         ("GET", f"/api/v1/segments/{seg}/media?purpose=matrix", None, {"sec"}),
         ("GET", f"/api/v1/segments/{seg}/thumbnail?purpose=matrix", None, {"sec"}),
         ("GET", f"/api/v1/cameras/office-1/playlist.m3u8?{q}&purpose=matrix", None, {"sec"}),
