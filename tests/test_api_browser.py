@@ -174,3 +174,99 @@ def test_security_officer_plays_a_call_in_chromium(api_site: ApiSite, server: st
         v.close()
     entries = [e for e in payloads if e.get("purpose") == "customer complaint about the agreed repair"]
     assert len(entries) == 1 and entries[0]["source"] == "cs-1"
+
+
+def test_timeline_thumbnails_keyboard_and_watermark(api_site: ApiSite, server: str) -> None:
+    """The footage page opens on the recordings; axis ticks in the site's zone; zoom and pan;
+    thumbnails (each a logged view, no-store); click/keys seek; the watermark names the viewer."""
+    need_chromium()
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    purpose = "timeline walk-through"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
+            ctx.set_default_timeout(30_000)
+            page = ctx.new_page()
+            thumb_responses: list = []
+            page.on("response", lambda r: "/thumbnail?" in r.url and thumb_responses.append(r))
+            login(page, server, "sec")
+            # Opens on the range that holds recordings (08:00:00–08:02:50 UTC), no gap before it.
+            page.wait_for_selector(".gap-item")
+            assert page.input_value("#from") == "2026-11-21 10:00:00"
+            assert page.input_value("#to") == "2026-11-21 10:02:50"
+            assert page.locator(".gap-item").count() == 1
+            assert "camera offline: network" in page.inner_text("#tl-bar")  # drawn with its reason
+            ticks = page.locator("#tl-axis .tick").all_inner_texts()
+            assert len(ticks) >= 3 and "10:01:00" in ticks, ticks  # site time, 24-hour
+            assert_site_times(page)
+
+            # Zoom in twice (to under a minute's worth of detail) and pan.
+            page.click("#tl-zoom-in")
+            page.click("#tl-zoom-in")
+            assert page.inner_text("#tl-window").endswith("(60 s)")  # 170 s, 85 s, then the 1-minute floor
+            fine = page.locator("#tl-axis .tick").all_inner_texts()
+            assert any(t.count(":") == 2 for t in fine), fine  # seconds shown at this zoom
+            before = page.inner_text("#tl-window")
+            page.click("#tl-right")
+            assert page.inner_text("#tl-window") != before
+            page.click("#tl-all")
+
+            # Thumbnails once a purpose is given: one per segment where there is room.
+            page.fill("#purpose", purpose)
+            page.locator("#purpose").dispatch_event("change")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#tl-thumbs img.thumb')].length > 3 && "
+                "[...document.querySelectorAll('#tl-thumbs img.thumb')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+            shown = page.locator("#tl-thumbs img.thumb").count()
+            assert thumb_responses and all(
+                r.headers.get("cache-control") == "no-store" for r in thumb_responses
+            )
+
+            # Play; click on the bar seeks by wall clock: 3/4 of the range is 10:02:07.5.
+            page.click("#play")
+            page.wait_for_function("() => document.getElementById('video').currentTime > 0.5")
+            box = page.locator("#tl-bar").bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] / 2)
+            page.wait_for_function(
+                "() => (document.getElementById('clock').textContent || '').startsWith('2026-11-21 10:02:0')"
+            )
+            # Keyboard: ] next segment (10:02:10), ← back 10 s, space pauses.
+            page.focus("#timeline")
+            page.keyboard.press("]")
+            page.wait_for_function(
+                "() => (document.getElementById('clock').textContent || '').startsWith('2026-11-21 10:02:1')"
+            )
+            page.keyboard.press("ArrowLeft")
+            page.wait_for_function(
+                "() => (document.getElementById('clock').textContent || '').startsWith('2026-11-21 10:02:0')"
+            )
+            page.keyboard.press("[")
+            page.wait_for_function(
+                "() => (document.getElementById('clock').textContent || '') <= '2026-11-21 10:02:00'"
+            )
+            page.keyboard.press(" ")
+            page.wait_for_function("() => document.getElementById('video').paused")
+
+            # The watermark: viewer, purpose and the time, over the player.
+            mark = page.inner_text("#watermark")
+            assert "sec" in mark and purpose in mark and "Europe/Helsinki" in mark
+            assert re.search(r"20\d\d-\d\d-\d\d \d\d:\d\d:\d\d", mark)
+            wm, video = page.locator("#watermark").bounding_box(), page.locator("#video").bounding_box()
+            assert wm["x"] <= video["x"] + 1 and wm["width"] >= video["width"] - 2
+            shot(page, "8-timeline-watermark")
+        finally:
+            browser.close()
+
+    v = api_site.app.vault()
+    try:
+        with v.sessions() as s:
+            logged = [json.loads(x) for _, x in v.access_log.entries(s)]
+    finally:
+        v.close()
+    thumbs = [e for e in logged if e.get("action") == "thumbnail" and e.get("purpose") == purpose]
+    assert len(thumbs) == len(thumb_responses) >= shown  # every fetch counted under the purpose

@@ -120,49 +120,171 @@ async function showTab(name) {
 }
 
 // -- footage --------------------------------------------------------------------------------
+// The timeline shows the searched range (view.start..view.end) through a window (vis) that
+// zooms from the whole range down to a minute and pans; recorded segments green, gaps hatched
+// with their reasons, an axis with ticks in the site's zone, one thumbnail per segment where
+// there is room (fetched when shown, each fetch a logged view under the purpose typed).
+const MIN_SPAN = 60e3;
+const THUMB_W = 96;
+const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
+let vis = null; // {a, b}: visible window, ms since epoch
+let thumbs = new Map(); // `${purpose}|${segment id}` -> Promise of an object URL (this view only)
+
 async function loadCameras() {
   const cams = await getJSON("/cameras");
   const sel = $("camera"); const keep = sel.value; sel.replaceChildren();
   for (const c of cams) { const o = document.createElement("option"); o.value = c.id; o.dataset.site = c.site; o.textContent = `${c.id} (${c.site})`; sel.append(o); }
   if (keep) sel.value = keep;
   if (sel.selectedOptions[0]) setZone(siteZone(sel.selectedOptions[0].dataset.site));
-  if (!$("from").value) { const now = new Date(); $("to").value = localOf(now); $("from").value = localOf(new Date(now - 3600e3)); }
+  if (!view && sel.value) await openRecordings();
 }
 
-$("camera").addEventListener("change", () => { const o = $("camera").selectedOptions[0]; if (o) setZone(siteZone(o.dataset.site)); });
-$("search-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  try {
-    const cam = $("camera").value, s = isoOf($("from").value), e = isoOf($("to").value);
-    const t = await getJSON(`/timeline?source=${encodeURIComponent(cam)}&start=${s}&end=${e}`);
-    view = { camera: cam, site: $("camera").selectedOptions[0].dataset.site, start: new Date(t.start), end: new Date(t.end), segments: t.segments, gaps: t.gaps };
-    drawTimeline();
-    say(`${t.segments.length} segments, ${t.gaps.length} gaps`, true);
-  } catch (e) { say(e.message); }
+/** Open the timeline on the range that holds recordings: the last hour of them (or all, if less). */
+async function openRecordings() {
+  const x = await getJSON(`/extent?source=${encodeURIComponent($("camera").value)}`);
+  if (!x.last) { say(`${$("camera").value} has no recordings yet`); return; }
+  const last = new Date(x.last), first = new Date(Math.max(new Date(x.first), last - 3600e3));
+  $("from").value = fmt(first); $("to").value = fmt(last);
+  await search();
+}
+
+$("camera").addEventListener("change", async () => {
+  const o = $("camera").selectedOptions[0]; if (o) setZone(siteZone(o.dataset.site));
+  try { await openRecordings(); } catch (e) { say(e.message); }
 });
 
-function frac(d) { return (new Date(d) - view.start) / (view.end - view.start); }
+async function search() {
+  const cam = $("camera").value, s = isoOf($("from").value), e = isoOf($("to").value);
+  const t = await getJSON(`/timeline?source=${encodeURIComponent(cam)}&start=${s}&end=${e}`);
+  stopPlayer();
+  for (const p of thumbs.values()) p.then((u) => u && URL.revokeObjectURL(u));
+  thumbs = new Map();
+  view = { camera: cam, site: $("camera").selectedOptions[0].dataset.site, start: new Date(t.start), end: new Date(t.end), segments: t.segments, gaps: t.gaps, cursor: new Date(t.start) };
+  const firstRec = t.segments.length ? new Date(t.segments[0].start) : view.start;
+  view.cursor = new Date(Math.max(view.start, firstRec));
+  vis = { a: view.start.getTime(), b: view.end.getTime() };
+  drawTimeline(); drawGapList();
+  say(`${t.segments.length} segments, ${t.gaps.length} gaps`, true);
+}
+$("search-form").addEventListener("submit", async (ev) => { ev.preventDefault(); try { await search(); } catch (e) { say(e.message); } });
+
+function frac(d) { return (asDate(d).getTime() - vis.a) / (vis.b - vis.a); }
+function place(el, a, b, minPct = 0) {
+  const l = Math.max(0, frac(a)), r = Math.min(1, frac(b));
+  el.style.left = `${l * 100}%`; el.style.width = `${Math.max(minPct, (r - l) * 100)}%`;
+  return r > 0 && l < 1;
+}
+function spanText(ms) { const s = Math.round(ms / 1000); return s >= 7200 ? `${(s / 3600).toFixed(1)} h` : s >= 120 ? `${Math.round(s / 60)} min` : `${s} s`; }
+
 function drawTimeline() {
-  const tl = $("timeline"); tl.replaceChildren();
+  if (!view) return;
+  const bar = $("tl-bar"); bar.replaceChildren();
   for (const s of view.segments) {
     const b = document.createElement("div"); b.className = "seg";
-    b.style.left = `${Math.max(0, frac(s.start)) * 100}%`; b.style.width = `${Math.max(0.1, (Math.min(1, frac(s.end)) - Math.max(0, frac(s.start))) * 100)}%`;
-    b.title = `${fmt(s.start)} – ${fmt(s.end)} ${zone} (${utcText(s.start)} – ${utcText(s.end)})`; tl.append(b);
+    b.title = `${fmt(s.start)} – ${fmtTime(s.end)} ${zone} (UTC ${utcText(s.start)} – ${utcText(s.end)})`;
+    if (place(b, s.start, s.end, 0.1)) bar.append(b);
   }
-  const ul = $("gaps"); ul.replaceChildren();
+  const width = $("timeline").clientWidth || 1000;
   for (const g of view.gaps) {
     const b = document.createElement("div"); b.className = "gap";
-    b.style.left = `${Math.max(0, frac(g.start)) * 100}%`; b.style.width = `${(Math.min(1, frac(g.end)) - Math.max(0, frac(g.start))) * 100}%`;
-    b.title = `gap ${fmt(g.start)} – ${fmt(g.end)} ${zone}: ${g.reason}`; tl.append(b);
+    b.title = `gap ${fmt(g.start)} – ${fmtTime(g.end)} ${zone}: ${g.reason}`;
+    if (!place(b, g.start, g.end)) continue;
+    if ((Math.min(1, frac(g.end)) - Math.max(0, frac(g.start))) * width > 90) { const t = document.createElement("span"); t.textContent = g.reason; b.append(t); }
+    bar.append(b);
+  }
+  drawAxis(width); drawThumbs(width); drawCursor();
+  $("tl-window").textContent = `${fmt(new Date(vis.a))} – ${fmt(new Date(vis.b))} (${spanText(vis.b - vis.a)})`;
+  $("tl-window").title = `UTC ${utcText(new Date(vis.a))} – ${utcText(new Date(vis.b))}`;
+}
+
+function drawAxis(width) {
+  const axis = $("tl-axis"); axis.replaceChildren();
+  const span = vis.b - vis.a;
+  const step = STEPS.find((s) => span / s <= Math.max(4, width / 110)) || STEPS[STEPS.length - 1];
+  const off = zoneOffsetMs(new Date(vis.a), zone); // ticks on round times of the site's clock
+  for (let t = Math.ceil((vis.a + off) / step) * step - off; t <= vis.b; t += step) {
+    const d = new Date(t), k = document.createElement("div"); k.className = "tick"; k.style.left = `${frac(d) * 100}%`;
+    const label = fmtTime(d); k.textContent = step < 60e3 ? label : label.slice(0, 5);
+    if (fmtTime(d) === "00:00:00") k.textContent = fmt(d).slice(0, 10);
+    k.title = utcText(d); axis.append(k);
+  }
+}
+
+function drawThumbs(width) {
+  const row = $("tl-thumbs"); row.replaceChildren();
+  const purpose = $("purpose").value.trim();
+  if (purpose.length < 3) { const n = document.createElement("span"); n.className = "hint"; n.textContent = "Thumbnails appear once you give the purpose of viewing (each is a logged view)"; row.append(n); return; }
+  let lastX = -Infinity;
+  for (const s of view.segments) {
+    if (s.kind !== "video") continue;
+    const x = frac(s.start) * width;
+    if (x < -THUMB_W || x > width || x - lastX < THUMB_W) continue;
+    lastX = x;
+    const img = document.createElement("img"); img.className = "thumb"; img.alt = `frame at ${fmt(s.start)}`; img.dataset.segment = s.id;
+    img.style.left = `${Math.max(0, x)}px`; img.title = `${fmt(s.start)} ${zone}`;
+    const key = `${purpose}|${s.id}`;
+    if (!thumbs.has(key)) {
+      thumbs.set(key, api(`/segments/${encodeURIComponent(s.id)}/thumbnail?purpose=${encodeURIComponent(purpose)}`, { cache: "no-store" })
+        .then(async (r) => URL.createObjectURL(await r.blob())).catch(() => null));
+    }
+    thumbs.get(key).then((u) => { if (u) img.src = u; else img.classList.add("missing"); });
+    row.append(img);
+  }
+}
+$("purpose").addEventListener("change", () => drawTimeline());
+
+function drawCursor() {
+  const c = $("cursor"); if (!view || !view.cursor) { c.hidden = true; return; }
+  const f = frac(view.cursor); c.hidden = f < 0 || f > 1; c.style.left = `${f * 100}%`;
+  $("timeline").setAttribute("aria-valuetext", `${fmt(view.cursor)} ${zone}`);
+}
+
+function drawGapList() {
+  const ul = $("gaps"); ul.replaceChildren();
+  for (const g of view.gaps) {
     const li = document.createElement("li"); li.className = "gap-item";
     li.textContent = `Gap ${fmt(g.start)} – ${fmtTime(g.end)} (${Math.round(g.duration)} s): ${g.reason}`; li.title = `${utcText(g.start)} – ${utcText(g.end)} (UTC)`; ul.append(li);
   }
-  const cur = document.createElement("div"); cur.className = "cursor"; cur.id = "cursor"; tl.append(cur);
-  $("timeline-legend").innerHTML = "";
-  for (const d of [view.start, view.end]) { const s = document.createElement("span"); s.textContent = fmt(d); s.title = utcText(d); $("timeline-legend").append(s); }
 }
 
-// Media time ↔ wall clock: the playlist concatenates segments (gaps removed), in order.
+// zoom and pan
+function setWindow(a, b) {
+  const lo = view.start.getTime(), hi = view.end.getTime();
+  let span = Math.min(hi - lo, Math.max(MIN_SPAN, b - a));
+  a = Math.min(Math.max(lo, a), hi - span);
+  vis = { a, b: a + span }; drawTimeline();
+}
+function zoom(factor, at) { if (!view) return; const c = at ?? (view.cursor && frac(view.cursor) >= 0 && frac(view.cursor) <= 1 ? view.cursor.getTime() : (vis.a + vis.b) / 2); setWindow(c - (c - vis.a) * factor, c + (vis.b - c) * factor); }
+function pan(f) { if (!view) return; const d = (vis.b - vis.a) * f; setWindow(vis.a + d, vis.b + d); }
+$("tl-zoom-in").addEventListener("click", () => zoom(0.5));
+$("tl-zoom-out").addEventListener("click", () => zoom(2));
+$("tl-left").addEventListener("click", () => pan(-0.5));
+$("tl-right").addEventListener("click", () => pan(0.5));
+$("tl-all").addEventListener("click", () => view && setWindow(view.start.getTime(), view.end.getTime()));
+window.addEventListener("resize", () => drawTimeline());
+$("timeline").addEventListener("wheel", (ev) => {
+  if (!view) return; ev.preventDefault();
+  if (ev.shiftKey || Math.abs(ev.deltaX) > Math.abs(ev.deltaY)) { pan((ev.deltaX || ev.deltaY) > 0 ? 0.2 : -0.2); return; }
+  zoom(ev.deltaY < 0 ? 0.8 : 1.25, wallAtX(ev.clientX).getTime());
+}, { passive: false });
+
+// click or drag on the bar/thumbnails: seek (scrub); drag on the axis: pan
+function wallAtX(x) { const r = $("timeline").getBoundingClientRect(); return new Date(vis.a + (x - r.left) / r.width * (vis.b - vis.a)); }
+let drag = null;
+$("timeline").addEventListener("pointerdown", (ev) => {
+  if (!view) return;
+  $("timeline").setPointerCapture(ev.pointerId);
+  drag = ev.target.closest("#tl-axis") ? { pan: true, x: ev.clientX, a: vis.a, b: vis.b } : { pan: false };
+  if (!drag.pan) seekTo(wallAtX(ev.clientX));
+});
+$("timeline").addEventListener("pointermove", (ev) => {
+  if (!drag) return;
+  if (drag.pan) { const d = (drag.x - ev.clientX) / $("timeline").clientWidth * (drag.b - drag.a); setWindow(drag.a + d, drag.b + d); }
+  else seekTo(wallAtX(ev.clientX));
+});
+$("timeline").addEventListener("pointerup", () => { drag = null; });
+
+// Media time ↔ wall clock: the playlist concatenates the video segments (gaps removed), in order.
 function wallAt(t) {
   let acc = 0;
   for (const s of view.played) { if (t < acc + s.duration) return new Date(new Date(s.start).getTime() + (t - acc) * 1000); acc += s.duration; }
@@ -179,18 +301,44 @@ function mediaAt(wall) {
   return acc;
 }
 
-$("play-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  if (!view) { say("Find footage first"); return; }
+/** Move the play position to a wall-clock moment (the next recorded one, in a gap). */
+function seekTo(wall) {
+  if (!view) return;
+  wall = new Date(Math.min(view.end, Math.max(view.start, wall)));
+  if (view.playing) { $("video").currentTime = mediaAt(wall); view.cursor = wallAt($("video").currentTime) || wall; } else view.cursor = wall;
+  const f = frac(view.cursor);
+  if (f < 0 || f > 1) { const span = vis.b - vis.a; setWindow(view.cursor - span / 2, view.cursor.getTime() + span / 2); } else drawCursor();
+  showClock(view.cursor);
+}
+function showClock(w) { $("clock").textContent = w ? fmt(w) : "-"; $("clock").title = w ? `UTC ${utcText(w)}` : ""; }
+
+function startPlaying() {
+  if (!view) { say("Find footage first"); return false; }
   const purpose = $("purpose").value.trim();
+  if (purpose.length < 3) { say("State the purpose of viewing first (an incident:ID or a reason)"); $("purpose").focus(); return false; }
   const url = `/api/v1/cameras/${encodeURIComponent(view.camera)}/playlist.m3u8?start=${view.start.toISOString()}&end=${view.end.toISOString()}&purpose=${encodeURIComponent(purpose)}`;
-  view.played = view.segments;
+  view.played = view.segments.filter((s) => s.kind === "video");
+  view.playing = true; view.purpose = purpose;
+  const from = view.cursor;
   playUrl(url);
+  const v = $("video");
+  if (from > view.start) v.addEventListener("loadedmetadata", () => { v.currentTime = mediaAt(from); }, { once: true });
+  watermark();
   say(`Playing ${view.camera}; this view is logged with purpose “${purpose}”`, true);
-});
+  drawTimeline();
+  return true;
+}
+$("play-form").addEventListener("submit", (ev) => { ev.preventDefault(); startPlaying(); });
 
 // HLS: the browser's own player where it has one, else hls.js (vendored, MediaSource).
 let hls = null;
+function stopPlayer() {
+  const v = $("video");
+  if (hls) { hls.destroy(); hls = null; }
+  v.pause(); v.removeAttribute("src"); v.load();
+  if (view) view.playing = false;
+  $("watermark").hidden = true;
+}
 function playUrl(url) {
   const v = $("video");
   if (hls) { hls.destroy(); hls = null; }
@@ -202,19 +350,49 @@ function playUrl(url) {
   v.play().catch(() => {});
 }
 
-$("video").addEventListener("timeupdate", () => {
-  if (!view || !view.played) return;
-  const w = wallAt($("video").currentTime);
-  $("clock").textContent = w ? fmt(w) : "-"; $("clock").title = w ? utcText(w) : "";
-  if (w) $("cursor").style.left = `${frac(w) * 100}%`;
-});
-$("video").addEventListener("error", () => { const e = $("video").error; say(`Player could not load the footage (${e ? e.message || "error " + e.code : "error"}): check the purpose and your access`); });
+// The watermark over the player: who is watching, why and when (a deterrent against filming the screen).
+function watermark() {
+  const w = $("watermark");
+  if (!view || !view.playing) { w.hidden = true; return; }
+  const text = `${me.name} · ${view.purpose} · ${fmt(new Date())} ${zone}`;
+  if (w.dataset.text !== text) {
+    w.dataset.text = text; w.replaceChildren();
+    for (let i = 0; i < 4; i++) { const line = document.createElement("div"); line.textContent = text; w.append(line); }
+  }
+  w.hidden = false;
+}
+setInterval(watermark, 1000);
 
-$("timeline").addEventListener("click", (ev) => {
-  if (!view) return;
-  const r = $("timeline").getBoundingClientRect();
-  const wall = new Date(view.start.getTime() + (ev.clientX - r.left) / r.width * (view.end - view.start));
-  if (view.played && $("video").src) $("video").currentTime = mediaAt(wall);
+$("video").addEventListener("timeupdate", () => {
+  if (!view || !view.playing || drag) return;
+  const w = wallAt($("video").currentTime);
+  if (!w) return;
+  view.cursor = w; showClock(w);
+  const f = frac(w);
+  if (f > 1 || f < 0) { const span = vis.b - vis.a; setWindow(w.getTime() - span * 0.1, w.getTime() + span * 0.9); } else drawCursor();
+});
+$("video").addEventListener("error", () => { const e = $("video").error; if (view && view.playing) say(`Player could not load the footage (${e ? e.message || "error " + e.code : "error"}): check the purpose and your access`); });
+
+// Keyboard on the footage page: space play/pause, ←/→ 10 s, [ ] previous/next segment, + − zoom.
+document.addEventListener("keydown", (ev) => {
+  if ($("footage").hidden || !view || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.target.closest("input, select, textarea, button, a, video")) return;
+  const v = $("video");
+  const starts = view.segments.map((s) => new Date(s.start).getTime());
+  const now = view.cursor ? view.cursor.getTime() : view.start.getTime();
+  switch (ev.key) {
+    case " ":
+      if (!view.playing) startPlaying(); else if (v.paused) v.play().catch(() => {}); else v.pause();
+      break;
+    case "ArrowLeft": seekTo(new Date(now - 10e3)); break;
+    case "ArrowRight": seekTo(new Date(now + 10e3)); break;
+    case "[": { const prev = starts.filter((t) => t < now - 1000).pop(); seekTo(new Date(prev ?? starts[0] ?? now)); break; }
+    case "]": { const next = starts.find((t) => t > now + 1); if (next !== undefined) seekTo(new Date(next)); break; }
+    case "+": case "=": zoom(0.5); break;
+    case "-": zoom(2); break;
+    default: return;
+  }
+  ev.preventDefault();
 });
 
 $("incident-form").addEventListener("submit", async (ev) => {
