@@ -10,8 +10,8 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import Principal, require, state
@@ -109,6 +109,35 @@ def verify(request: Request, who: Principal = Depends(require("auditor", "dpo"))
         )
         event(log, "audit.verified", log=alog.name, ok=rep.ok, entries=rep.entry_count, user=who.name)
     return out
+
+
+class LogExportOut(BaseModel):
+    log: str
+    origin: str
+    entries: list[str] = Field(description="each entry's exact text in log order: the Merkle tree's leaves")
+    checkpoints: list[dict[str, Any]] = Field(
+        description="signed checkpoints (origin, size, root, time, key_id, signature)"
+    )
+
+
+@router.get("/logs/{name}", response_model=LogExportOut, responses=ERRORS)
+def export_log(
+    request: Request,
+    name: Annotated[str, Path(pattern="^(purge|access)$", description="`purge` or `access`")],
+    who: Principal = Depends(require("auditor", "dpo")),
+) -> LogExportOut:
+    """A whole log as `holdfast audit export` writes it, for verifying it elsewhere (the page does,
+    in the browser, with a public key the auditor brings): the current head is signed first."""
+    st = state(request)
+    v = st.vault
+    alog = v.purge_log if name == "purge" else v.access_log
+    with v.sessions.begin() as s:
+        alog.checkpoint(s, v.sign_key, v.clock())
+    with v.sessions() as s:
+        entries = [text for _seq, text in alog.entries(s)]
+        cps = [c.to_dict() for c in alog.checkpoints(s)]
+    event(log, "audit.exported", log=alog.name, entries=len(entries), user=who.name)
+    return LogExportOut(log=alog.name, origin=alog.origin, entries=entries, checkpoints=cps)
 
 
 @router.get("/compliance", response_model=dict[str, Any], responses=ERRORS)

@@ -270,3 +270,41 @@ def test_timeline_thumbnails_keyboard_and_watermark(api_site: ApiSite, server: s
         v.close()
     thumbs = [e for e in logged if e.get("action") == "thumbnail" and e.get("purpose") == purpose]
     assert len(thumbs) == len(thumb_responses) >= shown  # every fetch counted under the purpose
+
+
+def test_auditor_verifies_the_logs_in_the_browser(api_site: ApiSite, server: str) -> None:
+    """WebCrypto Ed25519 + Merkle roots in the page, against the key the auditor brings; another
+    key is refused (the page does not take the server's word)."""
+    need_chromium()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from playwright.sync_api import sync_playwright
+
+    pem = (api_site.app.cfg.keys.dir / "sign.pub").read_text()
+    other = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
+            ctx.set_default_timeout(60_000)
+            page = ctx.new_page()
+            login(page, server, "aud")
+            page.wait_for_selector("#audit:not([hidden])")
+            page.fill("#pubkey", other)
+            page.click("#browser-verify-form button[type=submit]")
+            page.wait_for_selector("#browser-verify.failed")
+            assert "not by the key you gave" in page.inner_text("#browser-verify")
+            page.fill("#pubkey", pem)
+            page.click("#browser-verify-form button[type=submit]")
+            page.wait_for_selector("#browser-verify.verified")
+            text = page.inner_text("#browser-verify")
+            assert "Verified in this browser" in text and "access log:" in text
+            assert page.evaluate("() => document.getElementById('browser-verify-progress').value") == 1
+            shot(page, "9-auditor-browser-verified")
+        finally:
+            browser.close()

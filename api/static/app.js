@@ -569,6 +569,78 @@ async function verifyLogs() {
 }
 $("verify").addEventListener("click", verifyLogs);
 
+// In-browser verification: RFC 6962 Merkle roots and Ed25519 checkpoint signatures (WebCrypto),
+// against the auditor's own copy of the public key; nothing here trusts the server's verdict.
+const te = new TextEncoder();
+const hexOf = (b) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+const b64Bytes = (t) => Uint8Array.from(atob(t), (c) => c.charCodeAt(0));
+const b64Of = (b) => btoa(String.fromCharCode(...b));
+function cat(...parts) { const n = parts.reduce((a, p) => a + p.length, 0); const o = new Uint8Array(n); let i = 0; for (const p of parts) { o.set(p, i); i += p.length; } return o; }
+const sha256 = async (b) => new Uint8Array(await crypto.subtle.digest("SHA-256", b));
+const leafHashOf = (text) => sha256(cat([0], te.encode(text)));
+const nodeHashOf = (l, r) => sha256(cat([1], l, r));
+async function stackRoot(stack) { if (!stack.length) return sha256(new Uint8Array()); let r = stack[stack.length - 1]; for (let i = stack.length - 2; i >= 0; i--) r = await nodeHashOf(stack[i], r); return r; }
+
+async function importPublicKey(pem) {
+  const body = pem.replace(/-----(BEGIN|END) PUBLIC KEY-----/g, "").replace(/\s+/g, "");
+  let der; try { der = b64Bytes(body); } catch (e) { throw new Error("the public key is not PEM (-----BEGIN PUBLIC KEY-----)"); }
+  const key = await crypto.subtle.importKey("spki", der, { name: "Ed25519" }, true, ["verify"]);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", key));
+  return { key, id: hexOf((await sha256(raw)).slice(0, 8)) };
+}
+
+/** Verify one exported log; returns {entries, checkpoints, signedSize}; throws naming the first problem. */
+async function verifyLogHere(name, pub, progress) {
+  const x = await getJSON(`/audit/logs/${name}`);
+  const bySize = new Map();
+  for (const c of x.checkpoints) { if (!bySize.has(c.size)) bySize.set(c.size, []); bySize.get(c.size).push(c); }
+  let checked = 0, signedSize = 0;
+  async function checkAt(size, stack) {
+    for (const c of bySize.get(size) || []) {
+      if (c.origin !== x.origin) throw new Error(`${name} log: checkpoint at size ${size} names origin “${c.origin}”, not “${x.origin}”`);
+      if (c.key_id !== pub.id) throw new Error(`${name} log: checkpoint at size ${size} is signed by key ${c.key_id}, not by the key you gave (${pub.id})`);
+      const root = await stackRoot(stack);
+      if (b64Of(root) !== c.root) throw new Error(`${name} log: the entries do not match the signed root at size ${size}: an entry before it was changed, removed or reordered`);
+      const body = te.encode(`${c.origin}\n${c.size}\n${c.root}\n${c.time}\n`);
+      if (!(await crypto.subtle.verify({ name: "Ed25519" }, pub.key, b64Bytes(c.signature), body))) throw new Error(`${name} log: the signature of the checkpoint at size ${size} (${fmt(c.time)}) is not valid for your key`);
+      checked += 1; signedSize = Math.max(signedSize, size);
+    }
+  }
+  const stack = []; let prev = "00".repeat(32);
+  await checkAt(0, stack);
+  for (let i = 0; i < x.entries.length; i++) {
+    let e; try { e = JSON.parse(x.entries[i]); } catch (err) { throw new Error(`${name} log: entry ${i} is not JSON`); }
+    if (e.seq !== i) throw new Error(`${name} log: entry ${i} says seq ${e.seq}: entries were removed, inserted or reordered`);
+    if (e.prev !== prev) throw new Error(`${name} log: entry ${i} does not chain to entry ${i - 1} (prev hash differs)`);
+    let h = await leafHashOf(x.entries[i]); prev = hexOf(h);
+    for (let n = i; n & 1; n >>= 1) h = await nodeHashOf(stack.pop(), h);
+    stack.push(h);
+    await checkAt(i + 1, stack);
+    if (i % 200 === 0) progress(i + 1, x.entries.length);
+  }
+  progress(x.entries.length, x.entries.length);
+  if (signedSize !== x.entries.length) throw new Error(`${name} log: only the first ${signedSize} of ${x.entries.length} entries are covered by a signed checkpoint`);
+  return { entries: x.entries.length, checkpoints: checked, signedSize };
+}
+
+$("pubkey-file").addEventListener("change", async (ev) => { const f = ev.target.files[0]; if (f) $("pubkey").value = await f.text(); });
+$("browser-verify-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const out = $("browser-verify"), bar = $("browser-verify-progress");
+  out.className = ""; out.textContent = "Verifying…"; bar.value = 0;
+  try {
+    const pub = await importPublicKey($("pubkey").value);
+    const done = [];
+    for (const [k, name] of [[0, "purge"], [1, "access"]]) {
+      const r = await verifyLogHere(name, pub, (i, n) => { bar.value = (k + (n ? i / n : 1)) / 2; out.textContent = `Verifying the ${name} log: ${i} of ${n} entries…`; });
+      done.push(`${name} log: ${r.entries} entries, ${r.checkpoints} signed checkpoints`);
+    }
+    bar.value = 1;
+    out.textContent = `Verified in this browser with key ${pub.id}: ${done.join("; ")}. Every entry chains to the one before and every signed root matches.`;
+    out.className = "verified";
+  } catch (e) { out.textContent = `NOT verified: ${e.message}`; out.className = "failed"; }
+});
+
 // -- admin ----------------------------------------------------------------------------------
 async function loadAdmin() {
   $("health").textContent = JSON.stringify(await getJSON("/health"), null, 2);
