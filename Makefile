@@ -65,6 +65,11 @@ format: venv
 bench: venv
 	$(PY) bench/seal.py
 
+# The README's picture of the page, made by the page test (Chromium, generated footage).
+screenshot: venv
+	HOLDFAST_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_api_browser.py -k test_timeline_thumbnails_keyboard_and_watermark
+
 # Browser libraries the page ships, from npm at pinned versions (no CDN): `make vendor` refreshes
 # api/static/vendor/ (each with its licence; VERSIONS records what is there).
 HLSJS_VERSION := 1.5.20

@@ -4,6 +4,7 @@ opens an incident and downloads its export; an auditor sees the logs verified an
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,6 +260,8 @@ def test_timeline_thumbnails_keyboard_and_watermark(api_site: ApiSite, server: s
             wm, video = page.locator("#watermark").bounding_box(), page.locator("#video").bounding_box()
             assert wm["x"] <= video["x"] + 1 and wm["width"] >= video["width"] - 2
             shot(page, "8-timeline-watermark")
+            if readme_shot := os.environ.get("HOLDFAST_SCREENSHOT"):  # `make screenshot`
+                page.screenshot(path=readme_shot)
         finally:
             browser.close()
 
