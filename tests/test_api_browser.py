@@ -311,3 +311,58 @@ def test_auditor_verifies_the_logs_in_the_browser(api_site: ApiSite, server: str
             shot(page, "9-auditor-browser-verified")
         finally:
             browser.close()
+
+
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
+
+
+def axe_violations(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """Serious and critical axe-core findings on the page as it is now."""
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => `${v.impact} ${v.id}: ${v.help} at ${v.nodes.map(n => n.target.join(' ')).slice(0, 5).join(', ')}`)"
+    )
+    return list(found)
+
+
+def test_every_page_passes_axe(api_site: ApiSite, server: str) -> None:
+    """axe-core (vendored) finds no serious or critical violation on any role's page."""
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    found: dict[str, list[str]] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            for user, tabs in (
+                ("sec", ["footage", "calls", "incidents"]),
+                ("aud", ["audit"]),
+                ("dpo", ["subjects", "incidents"]),
+                ("adm", ["admin"]),
+            ):
+                # bypass_csp: the page's CSP (script-src 'self') would refuse the injected axe script.
+                ctx = browser.new_context(
+                    timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900}, bypass_csp=True
+                )
+                ctx.set_default_timeout(30_000)
+                page = ctx.new_page()
+                page.goto(server + "/")
+                found["login"] = axe_violations(page)
+                login(page, server, user)
+                for tab in tabs:
+                    page.goto(f"{server}/#{tab}")
+                    page.wait_for_selector(f"#{tab}:not([hidden])")
+                    if tab == "footage":
+                        page.wait_for_selector(".gap-item")
+                        page.fill("#purpose", "accessibility check")
+                        page.locator("#purpose").dispatch_event("change")
+                        page.wait_for_selector("#tl-thumbs img.thumb")
+                    page.wait_for_load_state("networkidle")
+                    found[f"{user}:{tab}"] = axe_violations(page)
+                ctx.close()
+        finally:
+            browser.close()
+    bad = {k: v for k, v in found.items() if v}
+    assert not bad, "\n".join(f"{k}: {x}" for k, v in bad.items() for x in v)
