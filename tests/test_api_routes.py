@@ -462,3 +462,23 @@ def test_close_incident_needs_dpo_and_reason(client: TestClient, tokens: dict[st
     )
     # The north security user cannot see demo's incidents.
     assert client.get(f"/api/v1/incidents/{inc}", headers=h(tokens, "north")).status_code == 404
+
+
+def test_log_search_by_segment_user_and_time(
+    api_site: ApiSite, client: TestClient, tokens: dict[str, str]
+) -> None:  # noqa: F811
+    seg = api_site.segments[2]
+    client.get(f"/api/v1/segments/{seg}/media?purpose=searching the log", headers=h(tokens, "sec"))
+    r = client.get(f"/api/v1/audit/access-log?segment={seg}", headers=h(tokens, "aud")).json()
+    assert r["total"] >= 1 and all(e["details"]["segment"] == seg for e in r["entries"])
+    r = client.get("/api/v1/audit/access-log?user=sec&limit=1000", headers=h(tokens, "aud")).json()
+    assert r["total"] == len(r["entries"]) >= 1 and {e["user"] for e in r["entries"]} == {"sec"}
+    r = client.get(
+        "/api/v1/audit/access-log?since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z",
+        headers=h(tokens, "aud"),
+    )
+    assert r.json()["total"] == 0
+    r = client.get("/api/v1/audit/access-log?since=yesterday", headers=h(tokens, "aud"))
+    assert r.status_code == 400
+    r = client.get(f"/api/v1/audit/purge-log?segment={seg}", headers=h(tokens, "aud")).json()
+    assert r["total"] == 0  # nothing of it was purged
