@@ -298,6 +298,18 @@ def test_auditor_verifies_the_logs_in_the_browser(api_site: ApiSite, server: str
             page = ctx.new_page()
             login(page, server, "aud")
             page.wait_for_selector("#audit:not([hidden])")
+            # The report reads as one: classes with limits, holds with reasons, the logs searchable.
+            page.wait_for_selector("#class-rows tr")
+            assert "No footage has outlived its deadline" in page.inner_text("#report-summary")
+            assert "14 days" in page.inner_text("#class-rows")
+            page.wait_for_selector("#access-rows tr")
+            page.fill("#access-user", "sec")
+            page.click("#access-search button[type=submit]")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#access-rows tr')].length > 0 && "
+                "[...document.querySelectorAll('#access-rows tr td:nth-child(3)')].every(c => c.textContent === 'sec (security)')"
+            )
+            assert_site_times(page)
             page.fill("#pubkey", other)
             page.click("#browser-verify-form button[type=submit]")
             page.wait_for_selector("#browser-verify.failed")

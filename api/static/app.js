@@ -539,25 +539,71 @@ async function exportIncident(id, button) {
 }
 
 // -- audit ----------------------------------------------------------------------------------
+const PAGE = 50;
+let accessOffset = 0;
+function logQuery(prefix, keys) {
+  const q = new URLSearchParams({ limit: PAGE });
+  for (const k of keys) {
+    const v = $(`${prefix}-${k}`).value.trim(); if (!v) continue;
+    q.set(k, k === "since" || k === "until" ? isoOf(v) : v);
+  }
+  return q;
+}
 async function loadAudit() {
+  await loadReport();
   await loadPurge();
-  const acc = await getJSON("/audit/access-log?limit=200&offset=0"); const tb = $("access-rows"); tb.replaceChildren();
+  await loadAccess();
+  await verifyLogs();
+}
+async function loadReport() {
+  const r = await getJSON("/audit/compliance");
+  const overdue = Object.values(r.classes).reduce((a, c) => a + c.overdue, 0);
+  $("report-summary").textContent = overdue === 0 ? `No footage has outlived its deadline without a legal hold (report of ${fmt(r.generated_at)} ${zone}).` : `${overdue} segment(s) are past their deadline without a hold.`;
+  $("report-summary").className = overdue === 0 ? "verified" : "failed";
+  const cr = $("class-rows"); cr.replaceChildren();
+  for (const [name, c] of Object.entries(r.classes)) {
+    const tr = document.createElement("tr"), age = c.oldest_unheld_age_days;
+    const ageTd = td(age == null ? "–" : `${age.toFixed(1)} days`);
+    if (age != null && c.limit_days != null) ageTd.className = age <= c.limit_days ? "ok" : "failed";
+    const od = td(c.overdue); od.className = c.overdue === 0 ? "ok" : "failed";
+    tr.append(td(name), td(c.purpose), td(c.limit), ageTd, td(c.segments), td(c.held), od); cr.append(tr);
+  }
+  const hr = $("hold-rows"); hr.replaceChildren();
+  for (const h of r.holds) { const tr = document.createElement("tr"); tr.append(td(h.reason), td(h.created_by), timeTd(h.created_at), td((h.sources || []).join(", ")), rangeTd(h.from, h.to), td(h.segments_held)); hr.append(tr); }
+  if (!r.holds.length) { const tr = document.createElement("tr"); const c = td("No active hold"); c.colSpan = 6; tr.append(c); hr.append(tr); }
+  const chart = $("purge-chart"); chart.replaceChildren();
+  const top = Math.max(1, ...Object.values(r.purges));
+  for (const [reason, n] of Object.entries(r.purges)) {
+    const row = document.createElement("div"); row.className = "bar-row";
+    const label = document.createElement("span"); label.textContent = reason;
+    const bar = document.createElement("span"); bar.className = `bar ${reason}`; bar.style.width = `${(n / top) * 60}%`;
+    const num = document.createElement("span"); num.textContent = n;
+    row.append(label, bar, num); chart.append(row);
+  }
+}
+async function loadPurge() {
+  const q = logQuery("purge", ["segment", "since", "until"]); q.set("offset", purgeOffset);
+  const p = await getJSON(`/audit/purge-log?${q}`); const tb = $("purge-rows"); tb.replaceChildren();
+  $("checkpoint").replaceChildren(p.checkpoint ? dataView(p.checkpoint) : "No checkpoint yet (nothing purged)");
+  for (const e of p.entries) { const tr = document.createElement("tr"); tr.append(td(e.seq), timeTd(e.purged_at), td(e.segment), td(e.source), rangeTd(e.start, e.end), timeTd(e.deadline), td(e.reason)); tb.append(tr); }
+  $("purge-page").textContent = `${p.entries.length ? purgeOffset + 1 : 0}–${purgeOffset + p.entries.length} of ${p.total}`;
+}
+async function loadAccess() {
+  const q = logQuery("access", ["segment", "user", "since", "until"]); q.set("offset", accessOffset);
+  const acc = await getJSON(`/audit/access-log?${q}`); const tb = $("access-rows"); tb.replaceChildren();
   for (const e of acc.entries) {
     const tr = document.createElement("tr");
     tr.append(td(e.seq), timeTd(e.time), td(`${e.user} (${e.role})`), td(e.action), td(e.purpose), td(e.source), rangeTd(e.start, e.end), td(e.result));
     tb.append(tr);
   }
-  $("compliance").replaceChildren(dataView(await getJSON("/audit/compliance")));
-  await verifyLogs();
+  $("access-page").textContent = `${acc.entries.length ? accessOffset + 1 : 0}–${accessOffset + acc.entries.length} of ${acc.total}`;
 }
-async function loadPurge() {
-  const p = await getJSON(`/audit/purge-log?limit=50&offset=${purgeOffset}`); const tb = $("purge-rows"); tb.replaceChildren();
-  $("checkpoint").replaceChildren(p.checkpoint ? dataView({ "latest checkpoint": p.checkpoint }) : "No checkpoint yet (nothing purged)");
-  for (const e of p.entries) { const tr = document.createElement("tr"); const c = td(`${fmt(e.purged_at)} ${e.segment || ""} ${e.source || ""} ${fmt(e.start)} – ${fmt(e.end)} deadline ${e.deadline ? fmt(e.deadline) : "?"} (${e.reason || ""})`); c.title = `UTC: purged ${e.purged_at || "?"}, ${e.start || ""} – ${e.end || ""}, deadline ${e.deadline || "?"}`; tr.append(td(e.seq), c); tb.append(tr); }
-  $("purge-page").textContent = `${p.total ? purgeOffset + 1 : 0}–${purgeOffset + p.entries.length} of ${p.total}`;
-}
-$("purge-prev").addEventListener("click", async () => { purgeOffset = Math.max(0, purgeOffset - 50); await loadPurge().catch((e) => say(e.message)); });
-$("purge-next").addEventListener("click", async () => { purgeOffset += 50; await loadPurge().catch((e) => say(e.message)); });
+$("purge-search").addEventListener("submit", async (ev) => { ev.preventDefault(); purgeOffset = 0; await loadPurge().catch((e) => say(e.message)); });
+$("access-search").addEventListener("submit", async (ev) => { ev.preventDefault(); accessOffset = 0; await loadAccess().catch((e) => say(e.message)); });
+$("purge-prev").addEventListener("click", async () => { purgeOffset = Math.max(0, purgeOffset - PAGE); await loadPurge().catch((e) => say(e.message)); });
+$("purge-next").addEventListener("click", async () => { purgeOffset += PAGE; await loadPurge().catch((e) => say(e.message)); });
+$("access-prev").addEventListener("click", async () => { accessOffset = Math.max(0, accessOffset - PAGE); await loadAccess().catch((e) => say(e.message)); });
+$("access-next").addEventListener("click", async () => { accessOffset += PAGE; await loadAccess().catch((e) => say(e.message)); });
 async function verifyLogs() {
   const out = $("verify-result");
   try {
