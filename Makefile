@@ -18,7 +18,7 @@ APT_PACKAGES := ffmpeg python3-venv python3-dev gcc git util-linux \
 	portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins alsa-utils sox espeak-ng \
 	postgresql-15 chromium systemd
 
-.PHONY: help deps apt venv test test-fast demo lint format bench clean install uninstall
+.PHONY: help deps apt venv test test-fast demo lint format bench clean install uninstall vendor screenshot
 
 help:
 	@echo "make demo   install what is missing and run the whole appliance on embedded defaults"
@@ -66,6 +66,28 @@ format: venv
 
 bench: venv
 	$(PY) bench/seal.py
+
+# The README's picture of the page, made by the page test (Chromium, generated footage).
+screenshot: venv
+	HOLDFAST_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_api_browser.py -k test_timeline_thumbnails_keyboard_and_watermark
+
+# Browser libraries from npm at pinned versions (no CDN): `make vendor` refreshes api/static/vendor/
+# (what the page ships) and tests/vendor/ (axe-core, for the accessibility test), each with its
+# licence and a SHA256SUMS of what is there.
+HLSJS_VERSION := 1.5.20
+AXE_VERSION := 4.10.3
+vendor:
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && cd $$tmp && \
+	npm pack -q hls.js@$(HLSJS_VERSION) >/dev/null && tar xzf hls.js-$(HLSJS_VERSION).tgz && \
+	cp package/dist/hls.min.js $(CURDIR)/api/static/vendor/hls.min.js && \
+	cp package/LICENSE $(CURDIR)/api/static/vendor/hls.js.LICENSE && rm -rf package
+	cd api/static/vendor && sha256sum *.js > SHA256SUMS
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && cd $$tmp && \
+	npm pack -q axe-core@$(AXE_VERSION) >/dev/null && tar xzf axe-core-$(AXE_VERSION).tgz && \
+	cp package/axe.min.js $(CURDIR)/tests/vendor/axe.min.js && \
+	cp package/LICENSE $(CURDIR)/tests/vendor/axe-core.LICENSE && rm -rf package
+	cd tests/vendor && sha256sum *.js > SHA256SUMS
 
 # The box: the source tree (tracked files) in $(PREFIX), its own venv, then `holdfast install`
 # (system user, directories, keys, /etc/holdfast/holdfast.toml, index, units enabled).

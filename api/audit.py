@@ -10,9 +10,9 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
@@ -20,6 +20,8 @@ from vault import keys, tlog
 from vault.auditlog import AuditLog
 from vault.log import event
 from vault.report import compliance_report
+from vault.retention_models import AccessLogRow, PurgeLogRow
+from vault.timeutil import parse_iso
 
 log = logging.getLogger("holdfast.api.audit")
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
@@ -41,22 +43,37 @@ class VerifyOut(BaseModel):
     summary: str
 
 
-def _page(st: Any, alog: AuditLog, offset: int, limit: int) -> LogPage:
+def _page(st: Any, alog: AuditLog, offset: int, limit: int, conds: list[Any] | None = None) -> LogPage:
+    """One page, oldest first; with search conditions, `offset` counts matching entries."""
     with st.vault.sessions() as s:
-        total = alog.size(s)
-        rows = s.execute(
-            select(alog.model.seq, alog.model.entry)
-            .where(alog.model.seq >= offset)
-            .order_by(alog.model.seq)
-            .limit(limit)
-        ).all()
         cp = alog.latest_checkpoint(s)
+        q = select(alog.model.seq, alog.model.entry).order_by(alog.model.seq).limit(limit)
+        if conds:
+            total = s.scalar(select(func.count()).select_from(alog.model).where(*conds)) or 0
+            rows = s.execute(q.where(*conds).offset(offset)).all()
+        else:
+            total = alog.size(s)
+            rows = s.execute(q.where(alog.model.seq >= offset)).all()
     entries = [json.loads(text) for _seq, text in rows]
     return LogPage(total=total, offset=offset, entries=entries, checkpoint=cp.to_dict() if cp else None)
 
 
 Offset = Annotated[int, Query(ge=0, le=2**53)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+SegmentQ = Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="only this segment")]
+UserQ = Annotated[str | None, Query(min_length=1, max_length=200, description="only this user")]
+TimeQ = Annotated[str | None, Query(max_length=64, description="ISO 8601 with offset")]
+
+
+def _time_conds(column: Any, since: str | None, until: str | None) -> list[Any]:
+    conds = []
+    for value, what, op in ((since, "since", column.__ge__), (until, "until", column.__lt__)):
+        if value:
+            try:
+                conds.append(op(parse_iso(value, what)))
+            except ValueError as e:
+                raise HTTPException(400, str(e)) from None
+    return conds
 
 
 @router.get("/access-log", response_model=LogPage, responses=ERRORS)
@@ -64,11 +81,21 @@ def access_log(
     request: Request,
     offset: Offset = 0,
     limit: Limit = 100,
+    segment: SegmentQ = None,
+    user: UserQ = None,
+    since: TimeQ = None,
+    until: TimeQ = None,
     who: Principal = Depends(require("auditor", "dpo")),
 ) -> LogPage:
-    """Who viewed, exported or changed a hold on what, when, and why (paged, oldest first)."""
+    """Who viewed, exported or changed a hold on what, when, and why (paged, oldest first);
+    searchable by segment, user and time."""
     st = state(request)
-    return _page(st, st.vault.access_log, offset, limit)
+    conds = _time_conds(AccessLogRow.at, since, until)
+    if user:
+        conds.append(AccessLogRow.user == user)
+    if segment:  # canonical JSON: the field is written exactly like this
+        conds.append(AccessLogRow.entry.contains(f'"segment":"{segment}"', autoescape=True))
+    return _page(st, st.vault.access_log, offset, limit, conds)
 
 
 @router.get("/purge-log", response_model=LogPage, responses=ERRORS)
@@ -76,11 +103,18 @@ def purge_log(
     request: Request,
     offset: Offset = 0,
     limit: Limit = 100,
+    segment: SegmentQ = None,
+    since: TimeQ = None,
+    until: TimeQ = None,
     who: Principal = Depends(require("auditor", "dpo")),
 ) -> LogPage:
-    """Every purged segment, one entry each (paged), with the latest signed checkpoint."""
+    """Every purged segment, one entry each (paged), with the latest signed checkpoint;
+    searchable by segment and purge time."""
     st = state(request)
-    return _page(st, st.vault.purge_log, offset, limit)
+    conds = _time_conds(PurgeLogRow.purged_at, since, until)
+    if segment:
+        conds.append(PurgeLogRow.segment_id == segment)
+    return _page(st, st.vault.purge_log, offset, limit, conds)
 
 
 @router.get("/verify", response_model=list[VerifyOut], responses=ERRORS)
@@ -110,6 +144,35 @@ def verify(request: Request, who: Principal = Depends(require("auditor", "dpo"))
         )
         event(log, "audit.verified", log=alog.name, ok=rep.ok, entries=rep.entry_count, user=who.name)
     return out
+
+
+class LogExportOut(BaseModel):
+    log: str
+    origin: str
+    entries: list[str] = Field(description="each entry's exact text in log order: the Merkle tree's leaves")
+    checkpoints: list[dict[str, Any]] = Field(
+        description="signed checkpoints (origin, size, root, time, key_id, signature)"
+    )
+
+
+@router.get("/logs/{name}", response_model=LogExportOut, responses=ERRORS)
+def export_log(
+    request: Request,
+    name: Annotated[str, Path(pattern="^(purge|access)$", description="`purge` or `access`")],
+    who: Principal = Depends(require("auditor", "dpo")),
+) -> LogExportOut:
+    """A whole log as `holdfast audit export` writes it, for verifying it elsewhere (the page does,
+    in the browser, with a public key the auditor brings): the current head is signed first."""
+    st = state(request)
+    v = st.vault
+    alog = v.purge_log if name == "purge" else v.access_log
+    with v.sessions.begin() as s:
+        alog.checkpoint(s, v.sign_key, v.clock())
+    with v.sessions() as s:
+        entries = [text for _seq, text in alog.entries(s)]
+        cps = [c.to_dict() for c in alog.checkpoints(s)]
+    event(log, "audit.exported", log=alog.name, entries=len(entries), user=who.name)
+    return LogExportOut(log=alog.name, origin=alog.origin, entries=entries, checkpoints=cps)
 
 
 @router.get("/compliance", response_model=dict[str, Any], responses=ERRORS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api import accesslog
+from api import accesslog, hls
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.state import AppState
@@ -301,6 +300,23 @@ def load_segment(st: AppState, who: Principal, segment_id: str) -> Segment:
 # -- listing ------------------------------------------------------------------------------
 
 
+class SiteOut(BaseModel):
+    id: str
+    name: str
+    timezone: str = Field(description="IANA zone: the page shows and reads every time in it")
+
+
+@router.get("/sites", response_model=list[SiteOut], responses=ERRORS)
+def list_sites(
+    request: Request, who: Principal = Depends(require("security", "auditor", "dpo", "admin"))
+) -> list[SiteOut]:
+    """Sites this user works at (security: its sites; other roles: all), with their time zones."""
+    st = state(request)
+    return [
+        SiteOut(id=x.id, name=x.name, timezone=x.timezone) for x in st.cfg.sites if not who.barred_from(x.id)
+    ]
+
+
 @router.get("/cameras", response_model=list[CameraOut], responses=ERRORS)
 def list_cameras(
     request: Request,
@@ -396,10 +412,35 @@ def search_segments(
         return [seg_out(x) for x in find_segments(s, source, a, b, limit, meta=meta)]
 
 
+def first_start(session: Session, source: str) -> datetime | None:
+    """When the source's oldest indexed segment starts (one index seek)."""
+    return session.scalar(
+        select(Segment.start).where(Segment.source == source).order_by(Segment.start).limit(1)
+    )
+
+
+def last_end(session: Session, source: str) -> datetime | None:
+    """Where the source's newest indexed segment ends (the last few by start, one index seek)."""
+    ends = session.scalars(
+        select(Segment.end).where(Segment.source == source).order_by(Segment.start.desc()).limit(PRECEDING)
+    )
+    return max(ends, default=None)
+
+
 def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b: datetime) -> list[GapOut]:
-    """Recorded gaps (with the recorder's reason) plus any other hole in coverage, explained as unknown."""
+    """Recorded gaps (with the recorder's reason) plus any other hole in coverage, explained as unknown.
+
+    Time before the source's first recording still held is not a gap: nothing was expected then
+    (the camera did not exist yet, or its older footage was purged as promised).
+    """
     with st.vault.sessions() as s:
         recorded = gaps_in_range(s, source, a, b)
+        first = first_start(s, source)
+    if first is None:
+        first = b
+    if first > a:
+        recorded = [g for g in recorded if g.end > first]
+        a = min(first, b)
     gaps = [
         GapOut(
             source=source,
@@ -436,6 +477,22 @@ def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b
         )
     gaps.sort(key=lambda g: g.start)
     return gaps
+
+
+class ExtentOut(BaseModel):
+    source: str
+    first: str | None = Field(description="start of the oldest segment held; null: nothing recorded")
+    last: str | None = Field(description="end of the newest segment")
+
+
+@router.get("/extent", response_model=ExtentOut, responses=ERRORS)
+def extent(request: Request, source: SourceId, who: Principal = Depends(require("security"))) -> ExtentOut:
+    """The range that holds recordings of a source: where the page's timeline opens."""
+    st = state(request)
+    source_for(st, who, source)
+    with st.vault.sessions() as s:
+        a, b = first_start(s, source), last_end(s, source)
+    return ExtentOut(source=source, first=iso(a) if a else None, last=iso(b) if b else None)
 
 
 @router.get("/timeline", response_model=TimelineOut, responses=ERRORS)
@@ -497,15 +554,22 @@ def parse_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def _stream(
-    st: AppState, seg: Segment, reader_f: Any, reader: SegmentReader, offset: int, length: int
+    reader_f: Any, reader: SegmentReader, offset: int, length: int, patches: list[tuple[int, bytes]]
 ) -> Iterator[bytes]:
     try:
-        yield from reader.iter_range(offset, length)
+        pieces = reader.iter_range(offset, length)
+        yield from hls.patch_stream(pieces, offset, patches) if patches else pieces
     finally:
         reader_f.close()
 
 
-def media_response(st: AppState, seg: Segment, range_header: str | None, content_type: str) -> Response:
+def media_response(
+    st: AppState,
+    seg: Segment,
+    range_header: str | None,
+    content_type: str,
+    patches: list[tuple[int, bytes]] | None = None,
+) -> Response:
     f = st.vault.store.open(seg.storage_key)
     try:
         reader = SegmentReader(f, st.vault.keyring, envelope=seg.envelope, expected_id=seg.id)
@@ -518,13 +582,13 @@ def media_response(st: AppState, seg: Segment, range_header: str | None, content
     if rng is None:
         headers["Content-Length"] = str(size)
         return StreamingResponse(
-            _stream(st, seg, f, reader, 0, size), 200, headers=headers, media_type=content_type
+            _stream(f, reader, 0, size, patches or []), 200, headers=headers, media_type=content_type
         )
     off, n = rng
     headers["Content-Length"] = str(n)
     headers["Content-Range"] = f"bytes {off}-{off + n - 1}/{size}"
     return StreamingResponse(
-        _stream(st, seg, f, reader, off, n), 206, headers=headers, media_type=content_type
+        _stream(f, reader, off, n, patches or []), 206, headers=headers, media_type=content_type
     )
 
 
@@ -635,31 +699,6 @@ def open_view(
 # -- HLS -------------------------------------------------------------------------------------
 
 
-def init_length(st: AppState, seg: Segment) -> int:
-    """Bytes before the first `moof`: the segment's own init section (ftyp+moov) for EXT-X-MAP."""
-    cached = st.init_cache.get(seg.id)
-    if cached is not None:
-        return cached
-    with st.vault.open_segment(seg) as r:
-        pos, size = 0, r.plaintext_size
-        for _ in range(64):
-            if pos + 8 > size:
-                break
-            head = r.read(pos, 16)
-            box_size, kind = struct.unpack(">I4s", head[:8])
-            if box_size == 1:
-                box_size = struct.unpack(">Q", head[8:16])[0]
-            if kind == b"moof":
-                st.remember_init(seg.id, pos)
-                return pos
-            if box_size < 8:
-                break
-            pos += box_size
-    raise HTTPException(
-        409, f"segment {seg.id} is not fragmented MP4 (no moof box): play it with /media instead"
-    )
-
-
 @router.get(
     "/cameras/{camera_id}/playlist.m3u8",
     response_class=Response,
@@ -675,9 +714,11 @@ def playlist(
 ) -> Response:
     """An HLS VOD playlist for a time range: one access-log entry covers the whole view.
 
-    Every segment is a self-contained fMP4 (its own ftyp+moov), so each gets an EXT-X-MAP
-    (byte range of its init section) after an EXT-X-DISCONTINUITY; EXT-X-PROGRAM-DATE-TIME
-    gives its wall-clock start, and a `#HOLDFAST-GAP` comment names the gap before it.
+    Segments play as one timeline (api.hls rewrites their decode times as they are served), so
+    a run of back-to-back segments with the same stream parameters shares one EXT-X-MAP; a gap
+    or a change of parameters starts a new run after an EXT-X-DISCONTINUITY, with a
+    `#HOLDFAST-GAP` comment naming the gap. EXT-X-PROGRAM-DATE-TIME (milliseconds) gives each
+    segment's wall-clock start. Segment URLs end in `.mp4`, which HLS clients require.
     """
     st = state(request)
     if not re.fullmatch(ID_PATTERN, camera_id):
@@ -691,29 +732,38 @@ def playlist(
             s.expunge(x)
     if not segs:
         raise HTTPException(404, f"no footage from {cam.id} between {iso(a)} and {iso(b)}")
+    inits = [hls.init_info(st, x) for x in segs]
     accesslog.record(st, who, "view", purpose, source=cam.id, start=a, end=b, segments=len(segs), via="hls")
-    ticket = st.issue_ticket(who.user_id, cam.id, {x.id for x in segs}, st.vault.clock())
+    shifts: dict[str, float] = {}
+    total = 0.0
+    for x in segs:
+        shifts[x.id] = total
+        total += x.duration
+    ticket = st.issue_ticket(who.user_id, cam.id, {x.id for x in segs}, st.vault.clock(), shifts)
     lines = [
         "#EXTM3U",
         "#EXT-X-VERSION:7",
         f"#EXT-X-TARGETDURATION:{max(1, math.ceil(max(x.duration for x in segs)))}",
         "#EXT-X-MEDIA-SEQUENCE:0",
         "#EXT-X-PLAYLIST-TYPE:VOD",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
     ]
-    prev_end: datetime | None = None
-    for i, x in enumerate(segs):
-        init = init_length(st, x)
-        uri = f"/api/v1/play/{ticket}/{x.id}"
-        if i > 0:
-            if prev_end is not None and (x.start - prev_end).total_seconds() > GAP_TOLERANCE:
-                lines.append(f"#HOLDFAST-GAP:{iso(prev_end)}/{iso(x.start)}")
-            lines.append("#EXT-X-DISCONTINUITY")
-        lines.append(f'#EXT-X-MAP:URI="{uri}",BYTERANGE="{init}@0"')
-        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso(x.start)}")
+    prev: Segment | None = None
+    prev_sig: str | None = None
+    for x, init in zip(segs, inits, strict=True):
+        uri = f"/api/v1/play/{ticket}/{x.id}.mp4"
+        gap = prev is not None and (x.start - prev.end).total_seconds() > GAP_TOLERANCE
+        if prev is None or gap or init.signature != prev_sig:
+            if prev is not None:
+                if gap:
+                    lines.append(f"#HOLDFAST-GAP:{iso(prev.end)}/{iso(x.start)}")
+                lines.append("#EXT-X-DISCONTINUITY")
+            lines.append(f'#EXT-X-MAP:URI="{uri}",BYTERANGE="{init.length}@0"')
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{hls.iso_ms(x.start)}")
         lines.append(f"#EXTINF:{x.duration:.3f},")
-        lines.append(f"#EXT-X-BYTERANGE:{x.plaintext_bytes - init}@{init}")
+        lines.append(f"#EXT-X-BYTERANGE:{x.plaintext_bytes - init.length}@{init.length}")
         lines.append(uri)
-        prev_end = x.end
+        prev, prev_sig = x, init.signature
     lines.append("#EXT-X-ENDLIST")
     return Response(
         "\n".join(lines) + "\n",
@@ -722,22 +772,29 @@ def playlist(
     )
 
 
-@router.get("/play/{ticket}/{segment_id}", response_class=Response, responses=MEDIA_RESPONSES)
+@router.get("/play/{ticket}/{name}", response_class=Response, responses=MEDIA_RESPONSES)
 def play_segment(
     request: Request,
     ticket: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")],
-    segment_id: str,
+    name: Annotated[str, Path(description="segment id, with `.mp4` in a playlist")],
     who: Principal = Depends(require("security")),
 ) -> Response:
-    """A segment of a logged view (playlist): same bytes as /media, no second log entry."""
+    """A segment of a logged view (playlist): same bytes as /media, no second log entry.
+
+    In a playlist's view the decode times are moved onto the playlist's timeline (api.hls);
+    everything else is the bytes as recorded.
+    """
     st = state(request)
     t = st.ticket(ticket, st.vault.clock())
     if t is None or t.user_id != who.user_id:
         raise HTTPException(403, "view ticket unknown or expired: reload the playlist (with a purpose)")
+    segment_id = name.removesuffix(".mp4")
     if segment_id not in t.segment_ids:
         raise HTTPException(404, f"segment {segment_id[:80]!r} is not part of this view")
     seg = load_segment(st, who, segment_id)
-    return media_response(st, seg, request.headers.get("range"), content_type_for(seg))
+    shift = t.shifts.get(seg.id)
+    patches = hls.decode_time_patches(st, seg, shift) if shift is not None else []
+    return media_response(st, seg, request.headers.get("range"), content_type_for(seg), patches)
 
 
 # -- thumbnails ------------------------------------------------------------------------------

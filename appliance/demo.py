@@ -4,7 +4,13 @@ Children, each in its own process group (so a signal to one never leaks, and the
 ffmpeg included, can be stopped): the RTSP test server (office-1, garage-1 on 127.0.0.1), one
 camera recorder per camera, a PulseAudio null sink with a call recorder on line cs-1 fed with
 espeak-ng speech and periodic `call start/stop`, ingest, the purger every interval, and the API
-with a `security` and an `auditor` user whose generated passwords are printed with the URL.
+with `security`, `auditor` and `dpo` users whose generated passwords are printed with the URL.
+
+So the first minutes show what Holdfast is for, the demo first imports back-dated footage of
+the first camera (a day past its retention limit, `import_history`) and opens an incident over
+the last part of it: the first purge (as soon as ingest has indexed the import) removes the
+rest and logs it, while the incident's legal hold keeps its part past the deadline, with the
+incident's reason on the auditor's page.
 
 A piece whose command is not installed (its issue not merged yet) is skipped with a message
 naming it; the rest still runs. Stop: SIGINT or SIGTERM -> SIGTERM to every group in reverse
@@ -267,7 +273,18 @@ class Demo:
                 self.holdfast("call", "stop", "--line", line)
             self.stop_event.wait(12)
 
-    def purge_loop(self, interval: float) -> None:
+    def purge_loop(self, interval: float, first: list[Path] | None = None) -> None:
+        """Purge every `interval` s; first as soon as ingest has indexed the imported history."""
+        if first:
+            deadline = time.monotonic() + 90
+            while any(p.exists() for p in first) and time.monotonic() < deadline:
+                if self.stop_event.wait(0.5):
+                    return
+            r = self.holdfast("purge")
+            if r.returncode == 0:
+                self.say(f"first purge: {r.stdout.decode(errors='replace').strip()}")
+            else:
+                self.say(f"purge: {r.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
         while not self.stop_event.wait(interval):
             r = self.holdfast("purge")
             if r.returncode != 0:
@@ -311,6 +328,89 @@ class Demo:
             return None
         return pw
 
+    def import_history(self, cfg: Any, kept: int = 3, purged: int = 5) -> list[Path]:
+        """Back-dated footage of the first camera, a day past its retention limit, sealed into the
+        spool; an incident (with its legal hold) covers the last `kept` segments. Returns the
+        spool files, gone once ingest has indexed them."""
+        from datetime import UTC, datetime, timedelta
+
+        from vault import holds
+        from vault.spool import SpoolSegment
+        from vault.timeutil import iso
+        from vault.users import Incident
+        from vault.vault import Vault
+
+        if not cfg.cameras or shutil.which("ffmpeg") is None:
+            self.say("skip history: no camera in the config or ffmpeg missing")
+            return []
+        cam = cfg.cameras[0]
+        cls = cfg.retention[cam.retention]
+        days = cls.days if cls.days is not None else 31 * (cls.months or 1)
+        seconds = 10.0
+        start = (datetime.now(UTC) - timedelta(days=days + 1)).replace(second=0, microsecond=0)
+        clip = self.dir / "run" / "history.mp4"
+        made = self.helper(
+            ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"]
+            + ["-i", f"testsrc2=size=640x360:rate=25:duration={seconds}", "-c:v", "libx264"]
+            + ["-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", "0"]
+            + ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-f", "mp4", str(clip)]
+        )
+        if made.returncode != 0:
+            self.say(
+                f"skip history: ffmpeg could not make the clip: {made.stderr.decode(errors='replace')[-200:]}"
+            )
+            return []
+        data = clip.read_bytes()
+        paths: list[Path] = []
+        held_from = start + timedelta(seconds=seconds * purged)
+        held_to = start + timedelta(seconds=seconds * (purged + kept))
+        with Vault(cfg) as v:
+            v.migrate()
+            for i in range(purged + kept):
+                t = start + timedelta(seconds=seconds * i)
+                meta = {"source": cam.id, "site": cam.site, "kind": "video", "start": iso(t)}
+                seg = SpoolSegment(cfg.paths.spool, v.seal_public, {**meta, "imported_from": "demo history"})
+                seg.write(data)
+                path, _ = seg.close(
+                    {"end": iso(t + timedelta(seconds=seconds)), "duration": seconds, "end_reason": "import"}
+                )
+                paths.append(Path(path))
+            now = v.clock()
+            with v.sessions.begin() as s:
+                inc = Incident(
+                    site=cam.site,
+                    cameras=[cam.id],
+                    start=held_from,
+                    end=held_to,
+                    description="Demo: window broken at the service desk (footage kept for the police)",
+                    state="open",
+                    opened_by="security",
+                    opened_at=now,
+                    notes=[],
+                )
+                s.add(inc)
+                s.flush()
+                inc.hold_id = holds.add_hold(
+                    s,
+                    v.access_log,
+                    actor="security",
+                    role="security",
+                    reason=f"incident:{inc.id}: {inc.description}",
+                    now=now,
+                    sources=[cam.id],
+                    start=held_from,
+                    end=held_to,
+                    incident=str(inc.id),
+                    known_sources={c.id for c in cfg.cameras},
+                ).id
+                incident_id = inc.id
+        self.say(
+            f"history: {purged + kept} segments of {cam.id} from {iso(start)}, past its {cls.describe()} "
+            f"limit: the first purge removes what no hold keeps; incident {incident_id} holds "
+            f"{iso(held_from)}–{iso(held_to)} past the deadline"
+        )
+        return paths
+
     def _thread(self, target: Any, *args: Any) -> None:
         th = threading.Thread(target=target, args=args, daemon=True)
         th.start()
@@ -325,6 +425,7 @@ class Demo:
 
         cfg = config_pkg.load(cfg_path)
         self.say(f"holdfast demo in {self.dir} (logs in {self.dir}/logs)")
+        history = self.import_history(cfg)  # before ingest starts: one process migrates the index
         self.spawn("ingest", [*HOLDFAST, "ingest"])
         cameras_ok = "record" in cmds and has_subcommand("record", "camera")
         calls_ok = "record" in cmds and "call" in cmds and has_subcommand("record", "calls")
@@ -340,12 +441,13 @@ class Demo:
             self.spawn(f"calls-{line}", [*HOLDFAST, "record", "calls", line])
             self._thread(self.call_loop, line)
         if "purge" in cmds:
-            self._thread(self.purge_loop, float(cfg.purge.interval_seconds))
+            self._thread(self.purge_loop, float(cfg.purge.interval_seconds), history)
         else:
             self.say("skip purger: `holdfast purge` is not installed here (issue #4 retention)")
         if "serve" in cmds:
             creds = {
-                u: self.add_user(u, r, cfg) for u, r in (("security", "security"), ("auditor", "auditor"))
+                u: self.add_user(u, r, cfg)
+                for u, r in (("security", "security"), ("auditor", "auditor"), ("dpo", "dpo"))
             }
             self.spawn("api", [*HOLDFAST, "serve", "--port", str(self.api_port)])
             self.say(f"open http://127.0.0.1:{self.api_port}")

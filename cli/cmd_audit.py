@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 from cli import progress
@@ -36,7 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("id", metavar="SEGMENT_ID")
     p.set_defaults(func=prove_cmd)
     r = s.add_parser("report", help="compliance report per retention class")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="same as --format json")
+    r.add_argument(
+        "--format",
+        choices=("text", "json", "html"),
+        default="text",
+        help="html: one self-contained file to read and archive (times in the site's zone)",
+    )
+    r.add_argument(
+        "--output", "-o", type=Path, metavar="FILE", help="write the report to FILE (default: stdout)"
+    )
     r.add_argument("--since", metavar="ISO", help="count purges from this time (default: all)")
     r.set_defaults(func=report_cmd)
 
@@ -177,10 +187,21 @@ def report_cmd(args: argparse.Namespace) -> int:
             since = parse_iso(args.since, "--since")
         except ValueError as e:
             raise CommandError(str(e), 2) from None
+    fmt = "json" if args.json else args.format
     with open_vault(args) as v:
         v.migrate()
         rep = compliance_report(v, v.clock(), since)
-    if args.json:
+        if fmt == "html":
+            from vault.report_html import render
+
+            page = render(v, rep)
+            if args.output:
+                args.output.write_text(page, "utf-8")
+                print(f"report written to {args.output}")
+            else:
+                sys.stdout.write(page)
+            return 0
+    if fmt == "json":
         print_json(rep)
         return 0
     print(f"Compliance report at {rep['generated_at']}")

@@ -622,3 +622,37 @@ class FragmentedMp4Reader:
     def pending(self) -> bool:
         """True while a partial box, a lone ftyp or a moof awaiting its mdat is held."""
         return not self.boxes.at_boundary() or self._ftyp is not None or self._moof is not None
+
+
+class DecodeTimeField(NamedTuple):
+    """Where one traf's tfdt (baseMediaDecodeTime) lies, so a server can rewrite it in place."""
+
+    track_id: int
+    offset: int  # stream offset of the value
+    version: int  # 0: 32-bit value, 1: 64-bit value
+    value: int
+
+
+def decode_time_fields(moof: Box) -> list[DecodeTimeField]:
+    """The tfdt of each track fragment of ``moof``, with the stream offset of its value.
+
+    Why: playing several segments as one stream needs their decode times to continue from one
+    segment to the next; rewriting the fixed-size value keeps every byte offset valid.
+    """
+    fields: list[DecodeTimeField] = []
+    for traf in iter_boxes(moof.data, moof.header_size, base=moof.offset):
+        if traf.type != "traf":
+            continue
+        tfhd = _child(traf, "tfhd")
+        if tfhd is None:
+            raise Mp4Error("traf without tfhd", traf.type, traf.offset)
+        _, _, p = _full_box(tfhd)
+        _need(tfhd, 4, p)
+        (track_id,) = _U32.unpack_from(tfhd.data, p)
+        for child in iter_boxes(traf.data, traf.header_size, base=traf.offset):
+            if child.type == "tfdt":
+                version, _, q = _full_box(child)
+                _need(child, 8 if version == 1 else 4, q)
+                value = (_U64 if version == 1 else _U32).unpack_from(child.data, q)[0]
+                fields.append(DecodeTimeField(track_id, child.offset + q, version, value))
+    return fields

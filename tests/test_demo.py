@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.support.appliance import REPO
@@ -24,6 +25,7 @@ from tests.support.media import FFPROBE, requires_ffmpeg
 from tests.support.wait import wait_for
 
 SOURCES = ("office-1", "garage-1", "cs-1")
+HOLDFAST_CLI = [sys.executable, "-m", "cli.main"]
 
 
 def processes_mentioning(markers: list[str]) -> list[str]:
@@ -77,6 +79,7 @@ def probe(data: bytes) -> dict:  # type: ignore[type-arg]
 def test_demo_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     d = tmp_path / "demo"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = datetime.now(UTC)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "demo", "--dir", str(d)],
         stdout=subprocess.PIPE,
@@ -109,7 +112,7 @@ def test_demo_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         rtsp = next(m for ln in lines if (m := re.search(r"rtsp://127\.0\.0\.1:(\d+)/", ln)))
         ports = [int(url.rsplit(":", 1)[1]), int(rtsp.group(1))]
         creds = dict(re.findall(r"user (\w+)\s+password (\S+)", out()))
-        assert set(creds) == {"security", "auditor"}, out()
+        assert set(creds) == {"security", "auditor", "dpo"}, out()
 
         # Let it run headless for 60 s, watching the index fill (the call loop places a call
         # every ~20 s, cameras close a segment every 10 s).
@@ -171,6 +174,34 @@ def test_demo_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
             check=True,
         ).stdout
         assert any(s["codec_type"] == "audio" for s in probe(call)["streams"])
+
+        # The story within two minutes: the first purge removed back-dated footage (the purge
+        # log shows it) and an incident's hold keeps some past its deadline.
+        _, body = http(
+            url,
+            "/api/v1/auth/token",
+            data=urllib.parse.urlencode({"username": "auditor", "password": creds["auditor"]}).encode(),
+        )
+        aud = json.loads(body)["access_token"]
+        _, body = http(url, "/api/v1/audit/purge-log?limit=50", aud)
+        purge_log = json.loads(body)
+        assert purge_log["total"] >= 1 and purge_log["entries"][0]["reason"] == "expired", purge_log
+        r = subprocess.run(
+            [*HOLDFAST_CLI, "--config", str(d / "holdfast.toml"), "segments", "list", "--source", "office-1"]
+            + ["--json"],
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
+        now = datetime.now(UTC)
+        overdue = [x for x in json.loads(r.stdout) if datetime.fromisoformat(x["deadline"]) < now]
+        assert overdue, "no segment kept past its deadline"
+        _, body = http(url, "/api/v1/audit/compliance", aud)
+        holds = json.loads(body)["holds"]
+        assert any((h.get("incident") or "") and h["segments_held"] >= len(overdue) for h in holds), holds
+        first_purge = datetime.fromisoformat(purge_log["entries"][0]["purged_at"])
+        assert (first_purge - started).total_seconds() < 120, "the first purge came after two minutes"
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGINT)  # Ctrl-C reaches the supervisor (the terminal's group)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
@@ -445,3 +446,43 @@ def test_dry_run_lists_and_changes_nothing(app: Appliance) -> None:
     assert sid in _ids(v) and _log(v) == []
     with v.sessions() as s:
         assert v.get_segment(s, sid).envelope is not None
+
+
+def test_report_as_one_html_file(app: Appliance, tmp_path: Path) -> None:
+    """`holdfast audit report --format html`: classes, the hold with its reason and owner, purges
+    by reason with a per-day chart, times in the site's zone (UTC on hover), no script."""
+    from html.parser import HTMLParser
+
+    now = datetime.now(UTC)
+    clock = Clock(now)
+    v = _vault(app, clock)
+    make_segments(v, "office-1", now - timedelta(days=20), 3)
+    [held] = make_segments(v, "garage-1", now - timedelta(days=30), 1)
+    _add_hold(v, segment_ids=[held], reason="incident 7: window broken")
+    Purger(v).run()
+    v.close()
+    out = tmp_path / "report.html"
+    app.cli("audit", "report", "--format", "html", "--output", str(out))
+    page = out.read_text("utf-8")
+
+    class Collect(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: list[str] = []
+            self.text: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.tags.append(tag)
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    c = Collect()
+    c.feed(page)
+    text = " ".join(c.text)
+    assert "script" not in c.tags and "link" not in c.tags  # one self-contained file
+    assert "No footage has outlived its deadline without a legal hold." in text
+    assert "incident 7: window broken" in text and "office-camera" in text and "14 days" in text
+    assert c.tags.count("rect") >= 2  # the per-day chart has the purges
+    assert "Europe/Helsinki" in text
+    assert re.search(r'title="UTC \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d', page)

@@ -21,19 +21,76 @@ const getJSON = async (path) => (await api(path)).json();
 const postJSON = async (path, body) => (await api(path, {
   method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })).json();
 
-function isoOf(local) { return new Date(local).toISOString().replace(".000Z", "Z"); }
-function localOf(date) {
-  const d = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
-  return d.toISOString().slice(0, 19);
+// -- time: every time a person reads or types is in the site's zone, 24-hour; UTC on hover --
+let zone = "UTC";
+let sites = [];
+const partsFmt = {};
+function partsIn(date, tz) {
+  const f = partsFmt[tz] ||= new Intl.DateTimeFormat("en-GB", { timeZone: tz, hourCycle: "h23", year: "numeric",
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const p = {}; for (const x of f.formatToParts(date)) p[x.type] = x.value; return p;
 }
+const asDate = (d) => (d instanceof Date ? d : new Date(d));
+/** "2026-11-21 10:00:00" in the site's zone. */
+function fmt(d) { if (d == null || d === "") return ""; const p = partsIn(asDate(d), zone); return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`; }
+function fmtTime(d) { const p = partsIn(asDate(d), zone); return `${p.hour}:${p.minute}:${p.second}`; }
+function utcText(d) { return asDate(d).toISOString().replace(".000Z", "Z"); }
+function zoneOffsetMs(date, tz) {
+  const p = partsIn(date, tz);
+  return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second) - Math.floor(date.getTime() / 1000) * 1000;
+}
+/** A time typed in the site's zone ("YYYY-MM-DD HH:MM[:SS]", 24-hour) as a Date. */
+function parseZoned(text) {
+  const m = String(text).trim().match(/^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?$/);
+  if (!m) throw new Error(`“${text}”: write times as YYYY-MM-DD HH:MM:SS (24-hour, ${zone})`);
+  const guess = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+  let t = guess - zoneOffsetMs(new Date(guess), zone);
+  t = guess - zoneOffsetMs(new Date(t), zone); // the offset at the moment itself (DST edges)
+  return new Date(t);
+}
+function isoOf(text) { return utcText(parseZoned(text)); }
+function localOf(date) { return fmt(date); }
+function setZone(tz) {
+  if (tz && tz !== zone) { // keep the moments already typed, shown in the new zone
+    const inputs = [...document.querySelectorAll("input.when")];
+    const typed = inputs.map((i) => { try { return i.value ? parseZoned(i.value) : null; } catch (e) { return null; } });
+    zone = tz;
+    inputs.forEach((i, k) => { if (typed[k]) i.value = fmt(typed[k]); });
+  }
+  for (const e of document.querySelectorAll(".zone-name")) e.textContent = zone;
+}
+function siteZone(siteId) { return (sites.find((x) => x.id === siteId) || sites[0] || { timezone: "UTC" }).timezone; }
+/** A table cell with a time in the site's zone; UTC on hover. */
+function timeTd(iso) { const c = td(iso ? fmt(iso) : ""); if (iso) { c.title = utcText(iso); c.className = "time"; } return c; }
+function rangeTd(a, b) { const c = td(a ? `${fmt(a)} – ${fmt(b)}` : ""); if (a) { c.title = `${utcText(a)} – ${utcText(b)} (UTC)`; c.className = "time"; } return c; }
 function td(text) { const c = document.createElement("td"); c.textContent = text ?? ""; return c; }
+
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
+/** Server data for reading: nested lists of name/value, times in the site's zone (UTC on hover). */
+function dataView(v) {
+  if (Array.isArray(v)) {
+    if (!v.length) return document.createTextNode("none");
+    const ol = document.createElement("ol"); for (const x of v) { const li = document.createElement("li"); li.append(dataView(x)); ol.append(li); } return ol;
+  }
+  if (v && typeof v === "object") {
+    const dl = document.createElement("dl");
+    for (const [k, x] of Object.entries(v)) { const dt = document.createElement("dt"); dt.textContent = k.replaceAll("_", " "); const dd = document.createElement("dd"); dd.append(dataView(x)); dl.append(dt, dd); }
+    return dl;
+  }
+  if (typeof v === "string" && ISO_TIME.test(v)) { const t = document.createElement("time"); t.dateTime = v; t.textContent = fmt(v); t.title = utcText(v); return t; }
+  return document.createTextNode(v == null ? "–" : String(v));
+}
 
 // -- login --------------------------------------------------------------------------------
 async function start() {
   try { me = await getJSON("/auth/me"); } catch (e) { me = null; }
   $("login").hidden = !!me; $("nav").hidden = !me; $("logout").hidden = !me;
   $("who").textContent = me ? `${me.name} (${me.role}${me.sites.length ? ": " + me.sites.join(", ") : ""})` : "";
-  if (me) showTab(location.hash.slice(1) || defaultTab());
+  if (me) {
+    sites = await getJSON("/sites").catch(() => []);
+    setZone(siteZone(me.sites[0]));
+    showTab(location.hash.slice(1) || defaultTab());
+  }
 }
 function defaultTab() { return { security: "footage", auditor: "audit", dpo: "subjects", admin: "admin" }[me.role]; }
 
@@ -63,47 +120,171 @@ async function showTab(name) {
 }
 
 // -- footage --------------------------------------------------------------------------------
+// The timeline shows the searched range (view.start..view.end) through a window (vis) that
+// zooms from the whole range down to a minute and pans; recorded segments green, gaps hatched
+// with their reasons, an axis with ticks in the site's zone, one thumbnail per segment where
+// there is room (fetched when shown, each fetch a logged view under the purpose typed).
+const MIN_SPAN = 60e3;
+const THUMB_W = 96;
+const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400].map((s) => s * 1000);
+let vis = null; // {a, b}: visible window, ms since epoch
+let thumbs = new Map(); // `${purpose}|${segment id}` -> Promise of an object URL (this view only)
+
 async function loadCameras() {
   const cams = await getJSON("/cameras");
   const sel = $("camera"); const keep = sel.value; sel.replaceChildren();
   for (const c of cams) { const o = document.createElement("option"); o.value = c.id; o.dataset.site = c.site; o.textContent = `${c.id} (${c.site})`; sel.append(o); }
   if (keep) sel.value = keep;
-  if (!$("from").value) { const now = new Date(); $("to").value = localOf(now); $("from").value = localOf(new Date(now - 3600e3)); }
+  if (sel.selectedOptions[0]) setZone(siteZone(sel.selectedOptions[0].dataset.site));
+  if (!view && sel.value) await openRecordings();
 }
 
-$("search-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  try {
-    const cam = $("camera").value, s = isoOf($("from").value), e = isoOf($("to").value);
-    const t = await getJSON(`/timeline?source=${encodeURIComponent(cam)}&start=${s}&end=${e}`);
-    view = { camera: cam, site: $("camera").selectedOptions[0].dataset.site, start: new Date(t.start), end: new Date(t.end), segments: t.segments, gaps: t.gaps };
-    drawTimeline();
-    say(`${t.segments.length} segments, ${t.gaps.length} gaps`, true);
-  } catch (e) { say(e.message); }
+/** Open the timeline on the range that holds recordings: the last hour of them (or all, if less). */
+async function openRecordings() {
+  const x = await getJSON(`/extent?source=${encodeURIComponent($("camera").value)}`);
+  if (!x.last) { say(`${$("camera").value} has no recordings yet`); return; }
+  const last = new Date(x.last), first = new Date(Math.max(new Date(x.first), last - 3600e3));
+  $("from").value = fmt(first); $("to").value = fmt(last);
+  await search();
+}
+
+$("camera").addEventListener("change", async () => {
+  const o = $("camera").selectedOptions[0]; if (o) setZone(siteZone(o.dataset.site));
+  try { await openRecordings(); } catch (e) { say(e.message); }
 });
 
-function frac(d) { return (new Date(d) - view.start) / (view.end - view.start); }
+async function search() {
+  const cam = $("camera").value, s = isoOf($("from").value), e = isoOf($("to").value);
+  const t = await getJSON(`/timeline?source=${encodeURIComponent(cam)}&start=${s}&end=${e}`);
+  stopPlayer();
+  for (const p of thumbs.values()) p.then((u) => u && URL.revokeObjectURL(u));
+  thumbs = new Map();
+  view = { camera: cam, site: $("camera").selectedOptions[0].dataset.site, start: new Date(t.start), end: new Date(t.end), segments: t.segments, gaps: t.gaps, cursor: new Date(t.start) };
+  const firstRec = t.segments.length ? new Date(t.segments[0].start) : view.start;
+  view.cursor = new Date(Math.max(view.start, firstRec));
+  vis = { a: view.start.getTime(), b: view.end.getTime() };
+  drawTimeline(); drawGapList();
+  say(`${t.segments.length} segments, ${t.gaps.length} gaps`, true);
+}
+$("search-form").addEventListener("submit", async (ev) => { ev.preventDefault(); try { await search(); } catch (e) { say(e.message); } });
+
+function frac(d) { return (asDate(d).getTime() - vis.a) / (vis.b - vis.a); }
+function place(el, a, b, minPct = 0) {
+  const l = Math.max(0, frac(a)), r = Math.min(1, frac(b));
+  el.style.left = `${l * 100}%`; el.style.width = `${Math.max(minPct, (r - l) * 100)}%`;
+  return r > 0 && l < 1;
+}
+function spanText(ms) { const s = Math.round(ms / 1000); return s >= 7200 ? `${(s / 3600).toFixed(1)} h` : s >= 120 ? `${Math.round(s / 60)} min` : `${s} s`; }
+
 function drawTimeline() {
-  const tl = $("timeline"); tl.replaceChildren();
+  if (!view) return;
+  const bar = $("tl-bar"); bar.replaceChildren();
   for (const s of view.segments) {
     const b = document.createElement("div"); b.className = "seg";
-    b.style.left = `${Math.max(0, frac(s.start)) * 100}%`; b.style.width = `${Math.max(0.1, (Math.min(1, frac(s.end)) - Math.max(0, frac(s.start))) * 100)}%`;
-    b.title = `${s.start} – ${s.end}`; tl.append(b);
+    b.title = `${fmt(s.start)} – ${fmtTime(s.end)} ${zone} (UTC ${utcText(s.start)} – ${utcText(s.end)})`;
+    if (place(b, s.start, s.end, 0.1)) bar.append(b);
   }
-  const ul = $("gaps"); ul.replaceChildren();
+  const width = $("timeline").clientWidth || 1000;
   for (const g of view.gaps) {
     const b = document.createElement("div"); b.className = "gap";
-    b.style.left = `${Math.max(0, frac(g.start)) * 100}%`; b.style.width = `${(Math.min(1, frac(g.end)) - Math.max(0, frac(g.start))) * 100}%`;
-    b.title = `gap: ${g.reason}`; tl.append(b);
-    const li = document.createElement("li"); li.className = "gap-item";
-    li.textContent = `Gap ${g.start} – ${g.end} (${Math.round(g.duration)} s): ${g.reason}`; ul.append(li);
+    b.title = `gap ${fmt(g.start)} – ${fmtTime(g.end)} ${zone}: ${g.reason}`;
+    if (!place(b, g.start, g.end)) continue;
+    if ((Math.min(1, frac(g.end)) - Math.max(0, frac(g.start))) * width > 90) { const t = document.createElement("span"); t.textContent = g.reason; b.append(t); }
+    bar.append(b);
   }
-  const cur = document.createElement("div"); cur.className = "cursor"; cur.id = "cursor"; tl.append(cur);
-  $("timeline-legend").innerHTML = "";
-  for (const d of [view.start, view.end]) { const s = document.createElement("span"); s.textContent = d.toISOString(); $("timeline-legend").append(s); }
+  drawAxis(width); drawThumbs(width); drawCursor();
+  $("tl-window").textContent = `${fmt(new Date(vis.a))} – ${fmt(new Date(vis.b))} (${spanText(vis.b - vis.a)})`;
+  $("tl-window").title = `UTC ${utcText(new Date(vis.a))} – ${utcText(new Date(vis.b))}`;
 }
 
-// Media time ↔ wall clock: the playlist concatenates segments (gaps removed), in order.
+function drawAxis(width) {
+  const axis = $("tl-axis"); axis.replaceChildren();
+  const span = vis.b - vis.a;
+  const step = STEPS.find((s) => span / s <= Math.max(4, width / 110)) || STEPS[STEPS.length - 1];
+  const off = zoneOffsetMs(new Date(vis.a), zone); // ticks on round times of the site's clock
+  for (let t = Math.ceil((vis.a + off) / step) * step - off; t <= vis.b; t += step) {
+    const d = new Date(t), k = document.createElement("div"); k.className = "tick"; k.style.left = `${frac(d) * 100}%`;
+    const label = fmtTime(d); k.textContent = step < 60e3 ? label : label.slice(0, 5);
+    if (fmtTime(d) === "00:00:00") k.textContent = fmt(d).slice(0, 10);
+    k.title = utcText(d); axis.append(k);
+  }
+}
+
+function drawThumbs(width) {
+  const row = $("tl-thumbs"); row.replaceChildren();
+  const purpose = $("purpose").value.trim();
+  if (purpose.length < 3) { const n = document.createElement("span"); n.className = "hint"; n.textContent = "Thumbnails appear once you give the purpose of viewing (each is a logged view)"; row.append(n); return; }
+  let lastX = -Infinity;
+  for (const s of view.segments) {
+    if (s.kind !== "video") continue;
+    const x = frac(s.start) * width;
+    if (x < -THUMB_W || x > width || x - lastX < THUMB_W) continue;
+    lastX = x;
+    const img = document.createElement("img"); img.className = "thumb"; img.alt = `frame at ${fmt(s.start)}`; img.dataset.segment = s.id;
+    img.style.left = `${Math.max(0, x)}px`; img.title = `${fmt(s.start)} ${zone}`;
+    const key = `${purpose}|${s.id}`;
+    if (!thumbs.has(key)) {
+      thumbs.set(key, api(`/segments/${encodeURIComponent(s.id)}/thumbnail?purpose=${encodeURIComponent(purpose)}`, { cache: "no-store" })
+        .then(async (r) => URL.createObjectURL(await r.blob())).catch(() => null));
+    }
+    thumbs.get(key).then((u) => { if (u) img.src = u; else img.classList.add("missing"); });
+    row.append(img);
+  }
+}
+$("purpose").addEventListener("change", () => drawTimeline());
+
+function drawCursor() {
+  const c = $("cursor"); if (!view || !view.cursor) { c.hidden = true; return; }
+  const f = frac(view.cursor); c.hidden = f < 0 || f > 1; c.style.left = `${f * 100}%`;
+  $("timeline").setAttribute("aria-valuetext", `${fmt(view.cursor)} ${zone}`);
+}
+
+function drawGapList() {
+  const ul = $("gaps"); ul.replaceChildren();
+  for (const g of view.gaps) {
+    const li = document.createElement("li"); li.className = "gap-item";
+    li.textContent = `Gap ${fmt(g.start)} – ${fmtTime(g.end)} (${Math.round(g.duration)} s): ${g.reason}`; li.title = `${utcText(g.start)} – ${utcText(g.end)} (UTC)`; ul.append(li);
+  }
+}
+
+// zoom and pan
+function setWindow(a, b) {
+  const lo = view.start.getTime(), hi = view.end.getTime();
+  let span = Math.min(hi - lo, Math.max(MIN_SPAN, b - a));
+  a = Math.min(Math.max(lo, a), hi - span);
+  vis = { a, b: a + span }; drawTimeline();
+}
+function zoom(factor, at) { if (!view) return; const c = at ?? (view.cursor && frac(view.cursor) >= 0 && frac(view.cursor) <= 1 ? view.cursor.getTime() : (vis.a + vis.b) / 2); setWindow(c - (c - vis.a) * factor, c + (vis.b - c) * factor); }
+function pan(f) { if (!view) return; const d = (vis.b - vis.a) * f; setWindow(vis.a + d, vis.b + d); }
+$("tl-zoom-in").addEventListener("click", () => zoom(0.5));
+$("tl-zoom-out").addEventListener("click", () => zoom(2));
+$("tl-left").addEventListener("click", () => pan(-0.5));
+$("tl-right").addEventListener("click", () => pan(0.5));
+$("tl-all").addEventListener("click", () => view && setWindow(view.start.getTime(), view.end.getTime()));
+window.addEventListener("resize", () => drawTimeline());
+$("timeline").addEventListener("wheel", (ev) => {
+  if (!view) return; ev.preventDefault();
+  if (ev.shiftKey || Math.abs(ev.deltaX) > Math.abs(ev.deltaY)) { pan((ev.deltaX || ev.deltaY) > 0 ? 0.2 : -0.2); return; }
+  zoom(ev.deltaY < 0 ? 0.8 : 1.25, wallAtX(ev.clientX).getTime());
+}, { passive: false });
+
+// click or drag on the bar/thumbnails: seek (scrub); drag on the axis: pan
+function wallAtX(x) { const r = $("timeline").getBoundingClientRect(); return new Date(vis.a + (x - r.left) / r.width * (vis.b - vis.a)); }
+let drag = null;
+$("timeline").addEventListener("pointerdown", (ev) => {
+  if (!view) return;
+  $("timeline").setPointerCapture(ev.pointerId);
+  drag = ev.target.closest("#tl-axis") ? { pan: true, x: ev.clientX, a: vis.a, b: vis.b } : { pan: false };
+  if (!drag.pan) seekTo(wallAtX(ev.clientX));
+});
+$("timeline").addEventListener("pointermove", (ev) => {
+  if (!drag) return;
+  if (drag.pan) { const d = (drag.x - ev.clientX) / $("timeline").clientWidth * (drag.b - drag.a); setWindow(drag.a + d, drag.b + d); }
+  else seekTo(wallAtX(ev.clientX));
+});
+$("timeline").addEventListener("pointerup", () => { drag = null; });
+
+// Media time ↔ wall clock: the playlist concatenates the video segments (gaps removed), in order.
 function wallAt(t) {
   let acc = 0;
   for (const s of view.played) { if (t < acc + s.duration) return new Date(new Date(s.start).getTime() + (t - acc) * 1000); acc += s.duration; }
@@ -120,29 +301,98 @@ function mediaAt(wall) {
   return acc;
 }
 
-$("play-form").addEventListener("submit", async (ev) => {
-  ev.preventDefault();
-  if (!view) { say("Find footage first"); return; }
+/** Move the play position to a wall-clock moment (the next recorded one, in a gap). */
+function seekTo(wall) {
+  if (!view) return;
+  wall = new Date(Math.min(view.end, Math.max(view.start, wall)));
+  if (view.playing) { $("video").currentTime = mediaAt(wall); view.cursor = wallAt($("video").currentTime) || wall; } else view.cursor = wall;
+  const f = frac(view.cursor);
+  if (f < 0 || f > 1) { const span = vis.b - vis.a; setWindow(view.cursor - span / 2, view.cursor.getTime() + span / 2); } else drawCursor();
+  showClock(view.cursor);
+}
+function showClock(w) { $("clock").textContent = w ? fmt(w) : "-"; $("clock").title = w ? `UTC ${utcText(w)}` : ""; }
+
+function startPlaying() {
+  if (!view) { say("Find footage first"); return false; }
   const purpose = $("purpose").value.trim();
+  if (purpose.length < 3) { say("State the purpose of viewing first (an incident:ID or a reason)"); $("purpose").focus(); return false; }
   const url = `/api/v1/cameras/${encodeURIComponent(view.camera)}/playlist.m3u8?start=${view.start.toISOString()}&end=${view.end.toISOString()}&purpose=${encodeURIComponent(purpose)}`;
-  view.played = view.segments;
-  const v = $("video"); v.src = url; v.play().catch(() => {});
+  view.played = view.segments.filter((s) => s.kind === "video");
+  view.playing = true; view.purpose = purpose;
+  const from = view.cursor;
+  playUrl(url);
+  const v = $("video");
+  if (from > view.start) v.addEventListener("loadedmetadata", () => { v.currentTime = mediaAt(from); }, { once: true });
+  watermark();
   say(`Playing ${view.camera}; this view is logged with purpose “${purpose}”`, true);
-});
+  drawTimeline();
+  return true;
+}
+$("play-form").addEventListener("submit", (ev) => { ev.preventDefault(); startPlaying(); });
+
+// HLS: the browser's own player where it has one, else hls.js (vendored, MediaSource).
+let hls = null;
+function stopPlayer() {
+  const v = $("video");
+  if (hls) { hls.destroy(); hls = null; }
+  v.pause(); v.removeAttribute("src"); v.load();
+  if (view) view.playing = false;
+  $("watermark").hidden = true;
+}
+function playUrl(url) {
+  const v = $("video");
+  if (hls) { hls.destroy(); hls = null; }
+  if (!v.canPlayType("application/vnd.apple.mpegurl") && window.Hls && window.Hls.isSupported()) {
+    hls = new window.Hls({ enableWorker: false });
+    hls.on(window.Hls.Events.ERROR, (_, d) => { if (d.fatal) say(`Player could not load the footage (${d.details}): check the purpose and your access`); });
+    hls.loadSource(url); hls.attachMedia(v); v.dataset.player = "hls.js";
+  } else { v.src = url; v.dataset.player = "native"; }
+  v.play().catch(() => {});
+}
+
+// The watermark over the player: who is watching, why and when (a deterrent against filming the screen).
+function watermark() {
+  const w = $("watermark");
+  if (!view || !view.playing) { w.hidden = true; return; }
+  const text = `${me.name} · ${view.purpose} · ${fmt(new Date())} ${zone}`;
+  if (w.dataset.text !== text) {
+    w.dataset.text = text; w.replaceChildren();
+    for (let i = 0; i < 4; i++) { const line = document.createElement("div"); line.textContent = text; w.append(line); }
+  }
+  w.hidden = false;
+}
+setInterval(watermark, 1000);
 
 $("video").addEventListener("timeupdate", () => {
-  if (!view || !view.played) return;
+  if (!view || !view.playing || drag) return;
   const w = wallAt($("video").currentTime);
-  $("clock").textContent = w ? w.toISOString() : "-";
-  if (w) $("cursor").style.left = `${frac(w) * 100}%`;
+  if (!w) return;
+  view.cursor = w; showClock(w);
+  const f = frac(w);
+  if (f > 1 || f < 0) { const span = vis.b - vis.a; setWindow(w.getTime() - span * 0.1, w.getTime() + span * 0.9); } else drawCursor();
 });
-$("video").addEventListener("error", () => { const e = $("video").error; say(`Player could not load the footage (${e ? e.message || "error " + e.code : "error"}): check the purpose and your access`); });
+$("video").addEventListener("error", () => { const e = $("video").error; if (view && view.playing) say(`Player could not load the footage (${e ? e.message || "error " + e.code : "error"}): check the purpose and your access`); });
 
-$("timeline").addEventListener("click", (ev) => {
-  if (!view) return;
-  const r = $("timeline").getBoundingClientRect();
-  const wall = new Date(view.start.getTime() + (ev.clientX - r.left) / r.width * (view.end - view.start));
-  if (view.played && $("video").src) $("video").currentTime = mediaAt(wall);
+// Keyboard on the footage page: space play/pause, ←/→ 10 s, [ ] previous/next segment, + − zoom.
+document.addEventListener("keydown", (ev) => {
+  if ($("footage").hidden || !view || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+  if (ev.target.closest("input, select, textarea, button, a, video")) return;
+  const v = $("video");
+  const starts = view.segments.map((s) => new Date(s.start).getTime());
+  const now = view.cursor ? view.cursor.getTime() : view.start.getTime();
+  switch (ev.key) {
+    case " ":
+      if (!view.playing) startPlaying(); else if (v.paused) v.play().catch(() => {}); else v.pause();
+      break;
+    case "ArrowLeft": seekTo(new Date(now - 10e3)); break;
+    case "ArrowRight": seekTo(new Date(now + 10e3)); break;
+    case "[": { const prev = starts.filter((t) => t < now - 1000).pop(); seekTo(new Date(prev ?? starts[0] ?? now)); break; }
+    case "]": { const next = starts.find((t) => t > now + 1); if (next !== undefined) seekTo(new Date(next)); break; }
+    case "+": case "=": zoom(0.5); break;
+    case "-": zoom(2); break;
+    default: return;
+  }
+  ev.preventDefault();
 });
 
 $("incident-form").addEventListener("submit", async (ev) => {
@@ -172,7 +422,7 @@ $("call-search").addEventListener("submit", async (ev) => {
     const rows = await getJSON(`/segments?${q}`); const tb = $("call-rows"); tb.replaceChildren();
     for (const s of rows) {
       const c = s.call || {}; const tr = document.createElement("tr"); tr.className = "call-row";
-      tr.append(td(c.call_start || s.start), td(`${Math.round(s.duration)} s`), td(c.agent), td(c.direction),
+      tr.append(timeTd(c.call_start || s.start), td(`${Math.round(s.duration)} s`), td(c.agent), td(c.direction),
         td(c.remote ?? (c.remote_hash ? "(hashed)" : "")), td(`${c.call_id || ""}${c.part ? ` part ${c.part + 1}` : ""}`),
         td(pausesText(c.pauses)));
       const act = document.createElement("td"); const b = document.createElement("button"); b.textContent = "Play"; b.className = "play-call";
@@ -209,7 +459,7 @@ async function loadSubjects() {
   for (const r of rows) {
     const tr = document.createElement("tr");
     tr.append(td(r.id), td(r.subject), td(r.identity_verified ? `verified: ${r.identity_note}` : "NOT verified"), td(r.sources.join(", ")),
-      td(`${r.start} – ${r.end}`), td(r.deadline + (r.overdue ? " (OVERDUE)" : "")), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")));
+      rangeTd(r.start, r.end), (() => { const c = timeTd(r.deadline); if (r.overdue) c.textContent += " (OVERDUE)"; return c; })(), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")));
     const act = document.createElement("td");
     if (r.state === "open" && !r.identity_verified) {
       const b = document.createElement("button"); b.textContent = "Identity verified…";
@@ -233,7 +483,7 @@ $("sar-form").addEventListener("submit", async (ev) => {
     const r = await postJSON("/subject-requests", { subject: $("sar-subject").value, identity_verified: $("sar-verified").checked,
       identity_note: $("sar-note").value, sources: $("sar-sources").value.split(",").map((x) => x.trim()).filter(Boolean),
       start: isoOf($("sar-from").value), end: isoOf($("sar-to").value) });
-    $("sar-id").value = r.id; say(`Subject request ${r.id} opened; its footage is on legal hold; answer by ${r.deadline}`, true); await loadSubjects();
+    $("sar-id").value = r.id; say(`Subject request ${r.id} opened; its footage is on legal hold; answer by ${fmt(r.deadline)} ${zone}`, true); await loadSubjects();
   } catch (e) { say(e.message); }
 });
 
@@ -258,7 +508,7 @@ async function loadIncidents() {
   const rows = await getJSON("/incidents"); const tb = $("incident-rows"); tb.replaceChildren();
   for (const i of rows) {
     const tr = document.createElement("tr");
-    tr.append(td(i.id), td(i.site), td(i.cameras.join(", ")), td(`${i.start} – ${i.end}`), td(i.description), td(i.state + (i.close_reason ? `: ${i.close_reason}` : "")));
+    tr.append(td(i.id), td(i.site), td(i.cameras.join(", ")), rangeTd(i.start, i.end), td(i.description), td(i.state + (i.close_reason ? `: ${i.close_reason}` : "")));
     const act = document.createElement("td");
     if (me.role === "security") {
       const b = document.createElement("button"); b.textContent = "Export evidence"; b.className = "export"; b.dataset.id = i.id;
@@ -289,25 +539,71 @@ async function exportIncident(id, button) {
 }
 
 // -- audit ----------------------------------------------------------------------------------
-async function loadAudit() {
-  await loadPurge();
-  const acc = await getJSON("/audit/access-log?limit=200&offset=0"); const tb = $("access-rows"); tb.replaceChildren();
-  for (const e of acc.entries) {
-    const tr = document.createElement("tr");
-    tr.append(td(e.seq), td(e.time), td(`${e.user} (${e.role})`), td(e.action), td(e.purpose), td(e.source), td(e.start ? `${e.start} – ${e.end}` : ""), td(e.result));
-    tb.append(tr);
+const PAGE = 50;
+let accessOffset = 0;
+function logQuery(prefix, keys) {
+  const q = new URLSearchParams({ limit: PAGE });
+  for (const k of keys) {
+    const v = $(`${prefix}-${k}`).value.trim(); if (!v) continue;
+    q.set(k, k === "since" || k === "until" ? isoOf(v) : v);
   }
-  $("compliance").textContent = JSON.stringify(await getJSON("/audit/compliance"), null, 2);
+  return q;
+}
+async function loadAudit() {
+  await loadReport();
+  await loadPurge();
+  await loadAccess();
   await verifyLogs();
 }
-async function loadPurge() {
-  const p = await getJSON(`/audit/purge-log?limit=50&offset=${purgeOffset}`); const tb = $("purge-rows"); tb.replaceChildren();
-  $("checkpoint").textContent = p.checkpoint ? "Latest checkpoint: " + JSON.stringify(p.checkpoint, null, 2) : "No checkpoint yet (nothing purged)";
-  for (const e of p.entries) { const tr = document.createElement("tr"); tr.append(td(e.seq), td(`${e.purged_at || ""} ${e.segment || ""} ${e.source || ""} ${e.start || ""}–${e.end || ""} deadline ${e.deadline || "?"} (${e.reason || ""})`)); tb.append(tr); }
-  $("purge-page").textContent = `${p.total ? purgeOffset + 1 : 0}–${purgeOffset + p.entries.length} of ${p.total}`;
+async function loadReport() {
+  const r = await getJSON("/audit/compliance");
+  const overdue = Object.values(r.classes).reduce((a, c) => a + c.overdue, 0);
+  $("report-summary").textContent = overdue === 0 ? `No footage has outlived its deadline without a legal hold (report of ${fmt(r.generated_at)} ${zone}).` : `${overdue} segment(s) are past their deadline without a hold.`;
+  $("report-summary").className = overdue === 0 ? "verified" : "failed";
+  const cr = $("class-rows"); cr.replaceChildren();
+  for (const [name, c] of Object.entries(r.classes)) {
+    const tr = document.createElement("tr"), age = c.oldest_unheld_age_days;
+    const ageTd = td(age == null ? "–" : `${age.toFixed(1)} days`);
+    if (age != null && c.limit_days != null) ageTd.className = age <= c.limit_days ? "ok" : "failed";
+    const od = td(c.overdue); od.className = c.overdue === 0 ? "ok" : "failed";
+    tr.append(td(name), td(c.purpose), td(c.limit), ageTd, td(c.segments), td(c.held), od); cr.append(tr);
+  }
+  const hr = $("hold-rows"); hr.replaceChildren();
+  for (const h of r.holds) { const tr = document.createElement("tr"); tr.append(td(h.reason), td(h.created_by), timeTd(h.created_at), td((h.sources || []).join(", ")), rangeTd(h.from, h.to), td(h.segments_held)); hr.append(tr); }
+  if (!r.holds.length) { const tr = document.createElement("tr"); const c = td("No active hold"); c.colSpan = 6; tr.append(c); hr.append(tr); }
+  const chart = $("purge-chart"); chart.replaceChildren();
+  const top = Math.max(1, ...Object.values(r.purges));
+  for (const [reason, n] of Object.entries(r.purges)) {
+    const row = document.createElement("div"); row.className = "bar-row";
+    const label = document.createElement("span"); label.textContent = reason;
+    const bar = document.createElement("span"); bar.className = `bar ${reason}`; bar.style.width = `${(n / top) * 60}%`;
+    const num = document.createElement("span"); num.textContent = n;
+    row.append(label, bar, num); chart.append(row);
+  }
 }
-$("purge-prev").addEventListener("click", async () => { purgeOffset = Math.max(0, purgeOffset - 50); await loadPurge().catch((e) => say(e.message)); });
-$("purge-next").addEventListener("click", async () => { purgeOffset += 50; await loadPurge().catch((e) => say(e.message)); });
+async function loadPurge() {
+  const q = logQuery("purge", ["segment", "since", "until"]); q.set("offset", purgeOffset);
+  const p = await getJSON(`/audit/purge-log?${q}`); const tb = $("purge-rows"); tb.replaceChildren();
+  $("checkpoint").replaceChildren(p.checkpoint ? dataView(p.checkpoint) : "No checkpoint yet (nothing purged)");
+  for (const e of p.entries) { const tr = document.createElement("tr"); tr.append(td(e.seq), timeTd(e.purged_at), td(e.segment), td(e.source), rangeTd(e.start, e.end), timeTd(e.deadline), td(e.reason)); tb.append(tr); }
+  $("purge-page").textContent = `${p.entries.length ? purgeOffset + 1 : 0}–${purgeOffset + p.entries.length} of ${p.total}`;
+}
+async function loadAccess() {
+  const q = logQuery("access", ["segment", "user", "since", "until"]); q.set("offset", accessOffset);
+  const acc = await getJSON(`/audit/access-log?${q}`); const tb = $("access-rows"); tb.replaceChildren();
+  for (const e of acc.entries) {
+    const tr = document.createElement("tr");
+    tr.append(td(e.seq), timeTd(e.time), td(`${e.user} (${e.role})`), td(e.action), td(e.purpose), td(e.source), rangeTd(e.start, e.end), td(e.result));
+    tb.append(tr);
+  }
+  $("access-page").textContent = `${acc.entries.length ? accessOffset + 1 : 0}–${accessOffset + acc.entries.length} of ${acc.total}`;
+}
+$("purge-search").addEventListener("submit", async (ev) => { ev.preventDefault(); purgeOffset = 0; await loadPurge().catch((e) => say(e.message)); });
+$("access-search").addEventListener("submit", async (ev) => { ev.preventDefault(); accessOffset = 0; await loadAccess().catch((e) => say(e.message)); });
+$("purge-prev").addEventListener("click", async () => { purgeOffset = Math.max(0, purgeOffset - PAGE); await loadPurge().catch((e) => say(e.message)); });
+$("purge-next").addEventListener("click", async () => { purgeOffset += PAGE; await loadPurge().catch((e) => say(e.message)); });
+$("access-prev").addEventListener("click", async () => { accessOffset = Math.max(0, accessOffset - PAGE); await loadAccess().catch((e) => say(e.message)); });
+$("access-next").addEventListener("click", async () => { accessOffset += PAGE; await loadAccess().catch((e) => say(e.message)); });
 async function verifyLogs() {
   const out = $("verify-result");
   try {
@@ -318,6 +614,78 @@ async function verifyLogs() {
   } catch (e) { out.textContent = e.message; out.className = "failed"; }
 }
 $("verify").addEventListener("click", verifyLogs);
+
+// In-browser verification: RFC 6962 Merkle roots and Ed25519 checkpoint signatures (WebCrypto),
+// against the auditor's own copy of the public key; nothing here trusts the server's verdict.
+const te = new TextEncoder();
+const hexOf = (b) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+const b64Bytes = (t) => Uint8Array.from(atob(t), (c) => c.charCodeAt(0));
+const b64Of = (b) => btoa(String.fromCharCode(...b));
+function cat(...parts) { const n = parts.reduce((a, p) => a + p.length, 0); const o = new Uint8Array(n); let i = 0; for (const p of parts) { o.set(p, i); i += p.length; } return o; }
+const sha256 = async (b) => new Uint8Array(await crypto.subtle.digest("SHA-256", b));
+const leafHashOf = (text) => sha256(cat([0], te.encode(text)));
+const nodeHashOf = (l, r) => sha256(cat([1], l, r));
+async function stackRoot(stack) { if (!stack.length) return sha256(new Uint8Array()); let r = stack[stack.length - 1]; for (let i = stack.length - 2; i >= 0; i--) r = await nodeHashOf(stack[i], r); return r; }
+
+async function importPublicKey(pem) {
+  const body = pem.replace(/-----(BEGIN|END) PUBLIC KEY-----/g, "").replace(/\s+/g, "");
+  let der; try { der = b64Bytes(body); } catch (e) { throw new Error("the public key is not PEM (-----BEGIN PUBLIC KEY-----)"); }
+  const key = await crypto.subtle.importKey("spki", der, { name: "Ed25519" }, true, ["verify"]);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", key));
+  return { key, id: hexOf((await sha256(raw)).slice(0, 8)) };
+}
+
+/** Verify one exported log; returns {entries, checkpoints, signedSize}; throws naming the first problem. */
+async function verifyLogHere(name, pub, progress) {
+  const x = await getJSON(`/audit/logs/${name}`);
+  const bySize = new Map();
+  for (const c of x.checkpoints) { if (!bySize.has(c.size)) bySize.set(c.size, []); bySize.get(c.size).push(c); }
+  let checked = 0, signedSize = 0;
+  async function checkAt(size, stack) {
+    for (const c of bySize.get(size) || []) {
+      if (c.origin !== x.origin) throw new Error(`${name} log: checkpoint at size ${size} names origin “${c.origin}”, not “${x.origin}”`);
+      if (c.key_id !== pub.id) throw new Error(`${name} log: checkpoint at size ${size} is signed by key ${c.key_id}, not by the key you gave (${pub.id})`);
+      const root = await stackRoot(stack);
+      if (b64Of(root) !== c.root) throw new Error(`${name} log: the entries do not match the signed root at size ${size}: an entry before it was changed, removed or reordered`);
+      const body = te.encode(`${c.origin}\n${c.size}\n${c.root}\n${c.time}\n`);
+      if (!(await crypto.subtle.verify({ name: "Ed25519" }, pub.key, b64Bytes(c.signature), body))) throw new Error(`${name} log: the signature of the checkpoint at size ${size} (${fmt(c.time)}) is not valid for your key`);
+      checked += 1; signedSize = Math.max(signedSize, size);
+    }
+  }
+  const stack = []; let prev = "00".repeat(32);
+  await checkAt(0, stack);
+  for (let i = 0; i < x.entries.length; i++) {
+    let e; try { e = JSON.parse(x.entries[i]); } catch (err) { throw new Error(`${name} log: entry ${i} is not JSON`); }
+    if (e.seq !== i) throw new Error(`${name} log: entry ${i} says seq ${e.seq}: entries were removed, inserted or reordered`);
+    if (e.prev !== prev) throw new Error(`${name} log: entry ${i} does not chain to entry ${i - 1} (prev hash differs)`);
+    let h = await leafHashOf(x.entries[i]); prev = hexOf(h);
+    for (let n = i; n & 1; n >>= 1) h = await nodeHashOf(stack.pop(), h);
+    stack.push(h);
+    await checkAt(i + 1, stack);
+    if (i % 200 === 0) progress(i + 1, x.entries.length);
+  }
+  progress(x.entries.length, x.entries.length);
+  if (signedSize !== x.entries.length) throw new Error(`${name} log: only the first ${signedSize} of ${x.entries.length} entries are covered by a signed checkpoint`);
+  return { entries: x.entries.length, checkpoints: checked, signedSize };
+}
+
+$("pubkey-file").addEventListener("change", async (ev) => { const f = ev.target.files[0]; if (f) $("pubkey").value = await f.text(); });
+$("browser-verify-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const out = $("browser-verify"), bar = $("browser-verify-progress");
+  out.className = ""; out.textContent = "Verifying…"; bar.value = 0;
+  try {
+    const pub = await importPublicKey($("pubkey").value);
+    const done = [];
+    for (const [k, name] of [[0, "purge"], [1, "access"]]) {
+      const r = await verifyLogHere(name, pub, (i, n) => { bar.value = (k + (n ? i / n : 1)) / 2; out.textContent = `Verifying the ${name} log: ${i} of ${n} entries…`; });
+      done.push(`${name} log: ${r.entries} entries, ${r.checkpoints} signed checkpoints`);
+    }
+    bar.value = 1;
+    out.textContent = `Verified in this browser with key ${pub.id}: ${done.join("; ")}. Every entry chains to the one before and every signed root matches.`;
+    out.className = "verified";
+  } catch (e) { out.textContent = `NOT verified: ${e.message}`; out.className = "failed"; }
+});
 
 // -- admin ----------------------------------------------------------------------------------
 async function loadAdmin() {
