@@ -1,27 +1,22 @@
-"""What the app holds between requests: the vault, the access log, live view tickets."""
+"""What the app holds between requests: the vault, the access log, export slots, the init cache.
+
+View tickets are not held here: they live in the index (vault.tickets), so every API worker
+process serves the views any of them logged.
+"""
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from config.model import HoldfastConfig
+from vault import tickets
+from vault.tickets import ViewTicket
 from vault.vault import Vault
 
-TICKET_MINUTES = 60
-
-
-@dataclass(frozen=True)
-class ViewTicket:
-    """One logged view (a playlist): its segment fetches are covered by that one access-log entry."""
-
-    user_id: int
-    source: str
-    segment_ids: frozenset[str]
-    expires: datetime
+__all__ = ["AppState", "ViewTicket"]
 
 
 @dataclass
@@ -29,26 +24,20 @@ class AppState:
     cfg: HoldfastConfig
     vault: Vault
     tls: bool = False
-    _tickets: dict[str, ViewTicket] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     init_cache: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    exports_running: int = 0
 
-    def issue_ticket(self, user_id: int, source: str, segment_ids: set[str], now: datetime) -> str:
-        token = secrets.token_urlsafe(24)
-        with self._lock:
-            for k in [k for k, t in self._tickets.items() if t.expires <= now]:
-                del self._tickets[k]
-            self._tickets[token] = ViewTicket(
-                user_id, source, frozenset(segment_ids), now + timedelta(minutes=TICKET_MINUTES)
-            )
-        return token
+    def issue_ticket(
+        self, user_id: int, source: str, segment_ids: set[str], now: datetime
+    ) -> tuple[str, datetime]:
+        """A ticket for one logged view, and when it expires (`[api] view_tickets_per_user` cap)."""
+        with self.vault.sessions.begin() as s:
+            return tickets.issue(s, user_id, source, segment_ids, now, self.cfg.api.view_tickets_per_user)
 
     def ticket(self, token: str, now: datetime) -> ViewTicket | None:
-        with self._lock:
-            t = self._tickets.get(token)
-        if t is None or t.expires <= now:
-            return None
-        return t
+        with self.vault.sessions() as s:
+            return tickets.lookup(s, token, now)
 
     def remember_init(self, segment_id: str, length: int) -> None:
         with self._lock:

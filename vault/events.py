@@ -10,6 +10,7 @@ Both go through :func:`format_line`, so journald and grep see one format.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 import time
@@ -25,10 +26,23 @@ _direct_level: int | None = None
 _write_lock = threading.Lock()
 
 
+#: Characters that would end, split or disguise a line: C0 controls, DEL, C1 controls, and the
+#: Unicode line and paragraph separators. Each is written as an escape, never raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group(0)
+    return _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
 def fmt_value(v: Any) -> str:
+    """One value of a key=value line: quoted when it holds spaces, quotes or `=`; control
+    characters (NUL, CR, LF, ESC, ...) are always escaped, so attacker text cannot forge a line."""
     s = str(v)
-    if s == "" or any(c in s for c in ' "=\n\t'):
-        s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if s == "" or any(c in s for c in ' "=') or _CONTROL.search(s):
+        s = '"' + _CONTROL.sub(_escape, s.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     return s
 
 

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +114,68 @@ def scratch_dir(scratch: Path) -> Path:
             f"scratch directory {scratch} is not on tmpfs: refusing to write plaintext there (set paths.scratch)"
         )
     return Path(tempfile.mkdtemp(prefix="export-", dir=scratch))
+
+
+class ExportBusy(HoldfastError):
+    """Every export slot is taken: try again when one finishes."""
+
+
+class ExportTooLarge(HoldfastError):
+    """The export would read more than `[api] max_export_bytes`."""
+
+
+def export_scratch(cfg: Any) -> Path:
+    """The tmpfs directory exports are built in: `[api] export_scratch`, else `paths.scratch`.
+
+    It must not share a filesystem with `[pbx] dir`: the PBX writes call recordings there and
+    an export filling the same tmpfs would make it drop them.
+    """
+    scratch = Path(cfg.api.export_scratch or cfg.paths.scratch)
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pbx = cfg.pbx.dir
+    if pbx is not None and Path(pbx).exists() and os.stat(pbx).st_dev == os.stat(scratch).st_dev:
+        raise ExportError(
+            f"export scratch {scratch} is on the same filesystem as the PBX directory {pbx}: an export "
+            "could fill it and stop PBX recordings; set [api] export_scratch to a tmpfs of its own"
+        )
+    return scratch
+
+
+class ExportSlot:
+    """One of `[api] max_concurrent_exports` slots: an flock on a file in the export scratch
+    directory, so the limit holds across API worker processes; released when the export ends."""
+
+    def __init__(self, scratch: Path, slots: int) -> None:
+        import fcntl
+
+        self.fd: int | None = None
+        for i in range(slots):
+            fd = os.open(scratch / f".export-slot-{i}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.fd = fd
+            return
+        raise ExportBusy(
+            f"{slots} exports are already running ([api] max_concurrent_exports): try again when one finishes"
+        )
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def check_export_size(segments: Sequence[Segment], limit: int) -> int:
+    total = sum(int(x.plaintext_bytes or 0) for x in segments)
+    if total > limit:
+        raise ExportTooLarge(
+            f"export would read {total} bytes of footage, more than [api] max_export_bytes ({limit}): "
+            "export a shorter range or fewer sources"
+        )
+    return total
 
 
 def sha256_file(path: Path) -> str:
@@ -210,9 +272,9 @@ def build_export(
     exporter: dict[str, Any],
     start: datetime,
     end: datetime,
-) -> Path:
-    """Build the zip in tmpfs scratch; the caller streams it and then calls `discard()`."""
-    work = scratch_dir(v.cfg.paths.scratch)
+) -> Built:
+    """Build the export's files in tmpfs scratch; the caller streams the zip (`Built.stream()`)."""
+    work = scratch_dir(export_scratch(v.cfg))
     try:
         files: dict[str, str] = {}
         cams = []
@@ -257,21 +319,80 @@ def build_export(
             "cameras": cams,
             "exporter": exporter,
         }
-        zpath = sign_and_zip(v, work, files, manifest)
-        event(
-            log, "evidence.built", incident=incident.get("id"), cameras=len(parts), bytes=zpath.stat().st_size
-        )
-        return zpath
+        built = sign(v, work, files, manifest)
+        event(log, "evidence.built", incident=incident.get("id"), cameras=len(parts), bytes=built.size())
+        return built
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
 
 
-def sign_and_zip(v: Vault, work: Path, files: dict[str, str], manifest: dict[str, Any]) -> Path:
-    """Add the file hashes, time and key id to `manifest`, sign it, zip it with the files.
+@dataclass
+class Built:
+    """A built export: its files in a private scratch directory and the signed manifest.
 
-    Shared by evidence and subject-access exports, so one `verify-export` checks both. Each
-    file is removed from scratch as soon as it is in the zip.
+    `stream()` yields the zip as it is assembled (never written whole to scratch) and removes
+    each file once it is in the stream; `discard()` removes whatever is left.
+    """
+
+    work: Path
+    files: dict[str, str]
+    manifest: bytes
+    signature: bytes
+    #: Unlisted members written after the signature (raw signature, SHA256SUMS).
+    extra: dict[str, bytes] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return sum((self.work / n).stat().st_size for n in self.files if (self.work / n).exists())
+
+    def stream(self, chunk: int = 1 << 20) -> Iterator[bytes]:
+        sink = _Sink()
+        try:
+            with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as z:  # type: ignore[arg-type]
+                z.writestr(MANIFEST, self.manifest)
+                z.writestr(SIGNATURE, self.signature)
+                for name, data in self.extra.items():
+                    z.writestr(name, data)
+                yield sink.take()
+                for name in self.files:
+                    path = self.work / name
+                    info = zipfile.ZipInfo.from_file(path, name)
+                    info.compress_type = zipfile.ZIP_STORED
+                    with open(path, "rb") as src, z.open(info, "w", force_zip64=True) as dst:
+                        while b := src.read(chunk):
+                            dst.write(b)
+                            yield sink.take()
+                    path.unlink()
+            yield sink.take()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class _Sink:
+    """A write-only file for zipfile: it streams (data descriptors) instead of seeking back."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, b: bytes) -> int:
+        self.parts.append(bytes(b))
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def sign(v: Vault, work: Path, files: dict[str, str], manifest: dict[str, Any]) -> Built:
+    """Add the file hashes, time and key id to `manifest` and sign it.
+
+    Shared by evidence and subject-access exports, so one `verify-export` checks both.
     """
     sign_key = keys.load_sign_private(v.cfg.keys.dir / keys.SIGN_KEY)
     pub = sign_key.public_key()
@@ -292,26 +413,14 @@ def sign_and_zip(v: Vault, work: Path, files: dict[str, str], manifest: dict[str
     }
     body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     sig = sign_key.sign(body)
-    zpath = work / "export.zip"
-    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr(MANIFEST, body)
-        z.writestr(SIGNATURE, sig.hex() + "\n")
-        z.writestr(RAW_SIGNATURE, sig)
-        z.writestr(SUMS, sha256sums(files, hashlib.sha256(body).hexdigest()))
-        for name in files:
-            z.write(work / name, name)
-            (work / name).unlink()
-    return zpath
+    extra = {RAW_SIGNATURE: sig, SUMS: sha256sums(files, hashlib.sha256(body).hexdigest()).encode()}
+    return Built(work, files, body, (sig.hex() + "\n").encode(), extra)
 
 
 def sha256sums(files: dict[str, str], manifest_sha256: str) -> str:
     """`sha256sum -c` input for the manifest and every file it lists (binary mode marker)."""
     rows = {**files, MANIFEST: manifest_sha256}
     return "".join(f"{h} *{name}\n" for name, h in sorted(rows.items()))
-
-
-def discard(zpath: Path) -> None:
-    shutil.rmtree(zpath.parent, ignore_errors=True)
 
 
 def verify_export(zpath: Path, pub: Ed25519PublicKey) -> dict[str, Any]:
