@@ -258,6 +258,7 @@ def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str,
     proc = subprocess.run(cmd, capture_output=True, timeout=3600, check=False)
     for i in range(len(part.segments)):
         (work / f"{part.camera}-{i:06d}.mp4").unlink(missing_ok=True)
+    lst.unlink(missing_ok=True)
     if proc.returncode != 0:
         raise ExportError(
             f"ffmpeg could not join {part.camera}: {proc.stderr.decode(errors='replace')[-300:]}"
