@@ -15,7 +15,7 @@ from starlette.background import BackgroundTask
 
 from api import accesslog, holds_bridge
 from api.deps import Principal, require, state
-from api.errors import ERRORS
+from api.errors import ERRORS, EXPORT_ERRORS
 from api.footage import camera_for, exportable_segments, parse_range, timeline_gaps
 from api.state import AppState
 from config.model import ID_PATTERN
@@ -227,7 +227,7 @@ def zip_response(built: evidence.Built, slot: evidence.ExportSlot, name: str) ->
 @router.post(
     "/{incident_id}/export",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: {"content": {"application/zip": {}}, "description": "the evidence zip"}},
+    responses={**EXPORT_ERRORS, 200: {"content": {"application/zip": {}}, "description": "the evidence zip"}},
 )
 def export(
     request: Request, incident_id: IncidentId, who: Principal = Depends(require("security"))

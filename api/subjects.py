@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from api import accesslog
 from api.deps import Principal, require, state
-from api.errors import ERRORS
+from api.errors import ERRORS, EXPORT_ERRORS
 from api.footage import exportable_segments, parse_time, timeline_gaps
 from api.incidents import check_size, export_slot, zip_response
 from api.state import AppState
@@ -269,7 +269,7 @@ def close_request(
 @router.post(
     "/{request_id}/export",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: {"content": {"application/zip": {}}, "description": "the signed export zip"}},
+    responses={**EXPORT_ERRORS, 200: {"content": {"application/zip": {}}, "description": "the signed export zip"}},
 )
 def export(
     request: Request, request_id: RequestId, body: ExportIn, who: Principal = Depends(require("dpo"))

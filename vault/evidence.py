@@ -1,8 +1,9 @@
 """Evidence export: one MP4 per camera and recording run, the gaps disclosed, a signed manifest, in one zip.
 
-Plaintext never touches persistent disk: segments are decrypted into the tmpfs scratch
-directory (ffmpeg's concat demuxer and `+faststart` both need seekable files), the zip is
-assembled there, streamed to the requester and deleted. The manifest lists the SHA-256 of every
+Plaintext never touches persistent disk: segments are decrypted into named pipes that ffmpeg's
+concat demuxer reads, ffmpeg writes the joined MP4 into the tmpfs scratch directory (`+faststart`
+needs a seekable file), and the zip is assembled while it streams to the requester, each file
+deleted from scratch once sent. The manifest lists the SHA-256 of every
 other file in the zip and is signed with the vault's Ed25519 key (`manifest.sig`), so
 `holdfast verify-export` needs only the public key, and one changed byte anywhere fails it.
 
@@ -14,6 +15,7 @@ compared with the one the appliance publishes, since a key inside the zip proves
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -208,30 +211,55 @@ def run_file_name(camera: str, start: datetime, tz: str) -> str:
     return f"{camera}_{local.strftime('%Y-%m-%dT%H-%M-%S%z')}.mp4"
 
 
-def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
-    """Decrypt this run's segments into scratch, stream-copy them into one faststart MP4.
+class _Feeder(threading.Thread):
+    """Decrypts a camera's segments, in order, into the named pipes ffmpeg's concat demuxer opens
+    one after another, hashing each plaintext on the way: no decrypted copy lands in scratch."""
 
-    The MP4 carries the run's wall-clock start as `creation_time` (ffprobe: format tags).
+    def __init__(self, v: Vault, segments: Sequence[Segment], pipes: list[Path]) -> None:
+        super().__init__(daemon=True)
+        self.v, self.segments, self.pipes = v, segments, pipes
+        self.hashes: list[str] = []
+        self.error: BaseException | None = None
+        self.stop = False
+
+    def run(self) -> None:
+        try:
+            for seg, pipe in zip(self.segments, self.pipes, strict=True):
+                h = hashlib.sha256()
+                with open(pipe, "wb") as f:  # blocks until ffmpeg reaches this file
+                    if self.stop:
+                        return
+                    with self.v.open_segment(seg) as r:
+                        for piece in r.iter_range(0, r.plaintext_size):
+                            h.update(piece)
+                            f.write(piece)
+                self.hashes.append(h.hexdigest())
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its exit status says why
+        except BaseException as e:  # a seal error: reported by the caller
+            self.error = e
+
+    def release(self) -> None:
+        """Unblock a writer waiting for a reader that will never come (ffmpeg has exited)."""
+        self.stop = True
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
+
+
+def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
+    """Stream-copy this run's segments into one faststart MP4 in scratch.
+
+    The segments reach ffmpeg through named pipes, decrypted as it reads them; each list entry
+    carries the segment's duration from the index (a pipe cannot be probed for it). Only the
+    joined MP4 is a file: `+faststart` rewrites it in place and needs it seekable. The MP4
+    carries the run's wall-clock start as `creation_time` (ffprobe: format tags).
     """
-    listed = []
+    pipes = [work / f"{part.camera}-{i:06d}.pipe" for i in range(len(part.segments))]
     lines = []
-    for i, seg in enumerate(part.segments):
-        p = work / f"{part.camera}-{i:06d}.mp4"
-        h = hashlib.sha256()
-        with v.open_segment(seg) as r, open(p, "wb") as f:
-            for piece in r.iter_range(0, r.plaintext_size):
-                h.update(piece)
-                f.write(piece)
-        lines.append(f"file '{p}'\n")
-        listed.append(
-            {
-                "id": seg.id,
-                "start": iso(seg.start),
-                "end": iso(seg.end),
-                "duration": seg.duration,
-                "sha256": h.hexdigest(),
-            }
-        )
+    for pipe, seg in zip(pipes, part.segments, strict=True):
+        os.mkfifo(pipe, 0o600)
+        lines.append(f"file '{pipe}'\nduration {seg.duration:.6f}\n")
     lst = work / f"{part.camera}.txt"
     lst.write_text("".join(lines), "utf-8")
     cmd = [
@@ -255,15 +283,26 @@ def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str,
         "-y",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, timeout=3600, check=False)
-    for i in range(len(part.segments)):
-        (work / f"{part.camera}-{i:06d}.mp4").unlink(missing_ok=True)
-    lst.unlink(missing_ok=True)
-    if proc.returncode != 0:
+    feeder = _Feeder(v, part.segments, pipes)
+    feeder.start()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=3600, check=False, stdin=subprocess.DEVNULL)
+    finally:
+        feeder.release()
+        feeder.join(60)
+        for pipe in pipes:
+            pipe.unlink(missing_ok=True)
+        lst.unlink(missing_ok=True)
+    if feeder.error is not None:
+        raise feeder.error
+    if proc.returncode != 0 or len(feeder.hashes) != len(part.segments):
         raise ExportError(
             f"ffmpeg could not join {part.camera}: {proc.stderr.decode(errors='replace')[-300:]}"
         )
-    return listed
+    return [
+        {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration, "sha256": h}
+        for seg, h in zip(part.segments, feeder.hashes, strict=True)
+    ]
 
 
 def build_export(
