@@ -10,7 +10,7 @@ untouched and the checks cost one dict lookup per request:
 * **X-Forwarded-For** replaces the peer address only when the peer is one of
   `[api] trusted_proxies` (default: none), taking the nearest address no trusted proxy added.
 * **Cross-site requests**: a state-changing request authenticated by the session cookie, and the
-  cookie login itself (login CSRF), must carry `Origin` equal to this server's origin, or, without
+  cookie login itself (login CSRF), must carry an `Origin` naming this server's host, or, without
   `Origin`, `Sec-Fetch-Site: same-origin`; otherwise 403. Bearer-token requests are not
   cross-site forgeable (a browser never adds the header by itself) and are not checked.
 * **Headers**: `X-Content-Type-Options: nosniff`, frame, referrer and content-security policies
@@ -98,9 +98,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _own_origin(scope: Scope) -> str | None:
+def _same_host(origin: str, scope: Scope) -> bool:
+    """`Origin` names this server: its host[:port] is the request's `Host`. The scheme is not
+    compared, so a TLS-terminating proxy in front still matches (it must pass `Host` through)."""
     host = _header(scope, b"host")
-    return None if not host else f"{scope.get('scheme', 'http')}://{host}".lower()
+    scheme, sep, netloc = origin.partition("://")
+    return bool(host) and sep == "://" and scheme in ("http", "https") and netloc.lower() == str(host).lower()
 
 
 def cross_site_refusal(scope: Scope) -> str | None:
@@ -114,7 +117,7 @@ def cross_site_refusal(scope: Scope) -> str | None:
         return None
     origin = _header(scope, b"origin")
     if origin is not None:
-        if origin.lower() == _own_origin(scope):
+        if _same_host(origin, scope):
             return None
         return f"Origin {origin[:100]!r} is not this site"
     site = _header(scope, b"sec-fetch-site")
