@@ -269,7 +269,10 @@ def close_request(
 @router.post(
     "/{request_id}/export",
     response_class=StreamingResponse,
-    responses={**EXPORT_ERRORS, 200: {"content": {"application/zip": {}}, "description": "the signed export zip"}},
+    responses={
+        **EXPORT_ERRORS,
+        200: {"content": {"application/zip": {}}, "description": "the signed export zip"},
+    },
 )
 def export(
     request: Request, request_id: RequestId, body: ExportIn, who: Principal = Depends(require("dpo"))
