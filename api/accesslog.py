@@ -4,6 +4,13 @@ Routes call `record()`; the entry goes to the vault's tamper-evident access log
 (vault.auditlog.AccessLog, on vault.tlog). Recording happens *before* footage leaves the box:
 if the log cannot be written, the request fails and nothing is served. Hold changes are logged
 by vault.holds in the same transaction as the change.
+
+Requests that do not get that far are recorded too (`record_outcome()`, called by the app's error
+handlers): on a footage, export, hold or account route, a refusal (401, 403, 404) is an entry
+with result `denied`, any other failure (400, 409, 410, 416, 500, ...) one with result `failed`,
+both naming the user (or `anonymous`), the route and the status. Validation errors (422) and
+oversized bodies (413) are answered before anyone is identified and are not entries. A request
+that already wrote its entry writes no second one, so a performed view is exactly one entry.
 """
 
 from __future__ import annotations
@@ -12,11 +19,43 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from fastapi import Request
+
 from api.deps import Principal
 from api.state import AppState
 from vault.log import event
 
 log = logging.getLogger("holdfast.api.access")
+
+#: Longest purpose an entry carries (a free-text purpose is refused above this; reasons the API
+#: composes, such as an incident's description, are cut to it).
+MAX_PURPOSE = 500
+
+#: Routes whose refusals and failures are access-log entries, with the action each performs.
+AUDITED: dict[tuple[str, str], str] = {
+    ("GET", "/api/v1/segments"): "search",
+    ("GET", "/api/v1/timeline"): "search",
+    ("GET", "/api/v1/segments/{segment_id}/media"): "view",
+    ("GET", "/api/v1/segments/{segment_id}/thumbnail"): "thumbnail",
+    ("POST", "/api/v1/segments/{segment_id}/views"): "view",
+    ("GET", "/api/v1/cameras/{camera_id}/playlist.m3u8"): "view",
+    ("GET", "/api/v1/play/{ticket}/{segment_id}"): "play",
+    ("POST", "/api/v1/incidents"): "hold.add",
+    ("POST", "/api/v1/incidents/{incident_id}/close"): "hold.release",
+    ("POST", "/api/v1/incidents/{incident_id}/export"): "export",
+    ("POST", "/api/v1/subject-requests"): "hold.add",
+    ("POST", "/api/v1/subject-requests/{request_id}/close"): "hold.release",
+    ("POST", "/api/v1/subject-requests/{request_id}/export"): "export",
+}
+#: Account routes: every method on these prefixes.
+ACCOUNT_PREFIXES = ("/api/v1/users",)
+#: Path parameters that are capabilities, never written to the log.
+SECRET_PARAMS = frozenset({"ticket"})
+
+
+def bounded(purpose: str) -> str:
+    """`purpose` cut to MAX_PURPOSE characters (for reasons composed from longer fields)."""
+    return purpose if len(purpose) <= MAX_PURPOSE else purpose[: MAX_PURPOSE - 1] + "…"
 
 
 def record(
@@ -28,15 +67,17 @@ def record(
     source: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    request: Request | None = None,
     **detail: Any,
 ) -> int:
-    """Append one access-log entry; returns its sequence number."""
+    """Append one access-log entry; returns its sequence number. With `request`, the request is
+    marked as logged so its error handler does not add a second entry."""
     seq = st.vault.access_log.record(
         None,
         user=who.name,
         role=who.role,
         action=action,
-        purpose=purpose,
+        purpose=bounded(purpose),
         at=st.vault.clock(),
         source=source,
         start=start,
@@ -44,14 +85,71 @@ def record(
         result=result,
         **detail,
     )
+    if request is not None:
+        request.state.access_logged = True
     event(
         log,
         "access." + action,
         user=who.name,
         role=who.role,
         source=source or "",
-        purpose=purpose,
+        purpose=bounded(purpose),
         seq=seq,
         result=result,
     )
     return seq
+
+
+def audited_action(request: Request) -> str | None:
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return None
+    action = AUDITED.get((request.method, template))
+    if action is None and template.startswith(ACCOUNT_PREFIXES):
+        action = "account"
+    return action
+
+
+def record_outcome(request: Request, status: int, detail: str) -> None:
+    """The entry for a refused or failed request on an audited route (see the module docstring)."""
+    if status in (413, 422) or getattr(request.state, "access_logged", False):
+        return
+    action = audited_action(request)
+    if action is None:
+        return
+    from api.footage import purpose_problem  # footage imports this module
+
+    st: AppState = request.app.state.holdfast
+    who: Principal | None = getattr(request.state, "principal", None)
+    raw = request.query_params.get("purpose")
+    purpose = raw.strip() if raw is not None and purpose_problem(raw) is None else "(none given)"
+    route = request.scope["route"].path
+    target = {k: str(v)[:64] for k, v in request.path_params.items() if k not in SECRET_PARAMS}
+    result = "denied" if status in (401, 403, 404) else "failed"
+    try:
+        seq = st.vault.access_log.record(
+            None,
+            user=who.name if who else "anonymous",
+            role=who.role if who else "-",
+            action=action,
+            purpose=bounded(purpose),
+            at=st.vault.clock(),
+            result=result,
+            route=f"{request.method} {route}",
+            status=status,
+            target=target or None,
+            error=detail[:200],
+        )
+    except Exception as e:  # the answer stays the refusal; the failure to log it is an error event
+        event(log, "access.unrecorded", logging.ERROR, route=route, status=status, error=repr(e)[:200])
+        return
+    request.state.access_logged = True
+    event(
+        log,
+        "access." + result,
+        user=who.name if who else "anonymous",
+        route=f"{request.method} {route}",
+        status=status,
+        seq=seq,
+    )

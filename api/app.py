@@ -16,10 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import admin, audit, auth, footage, incidents, subjects
+from api import accesslog, admin, audit, auth, footage, incidents, subjects
 from api.deps import bearer_scheme, cookie_scheme, principal
+from api.guard import Guard
 from api.state import AppState
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
@@ -33,8 +35,8 @@ STATIC = Path(__file__).with_name("static")
 
 
 def _is_loopback(host: str | None) -> bool:
-    """127.0.0.0/8 or ::1. A reverse proxy on the box makes every client look local: do not proxy
-    /metrics (docs/design.md, "Metrics")."""
+    """127.0.0.0/8 or ::1. A reverse proxy on the box makes every client look local unless it is in
+    `[api] trusted_proxies` (then its X-Forwarded-For names the client): see docs/design.md, "Metrics"."""
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -56,6 +58,9 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
     st.password_gate = threading.BoundedSemaphore(cfg.api.max_password_checks)
     app.state.holdfast = st
 
+    async def refused(request: Request, status: int, detail: str) -> None:
+        await run_in_threadpool(accesslog.record_outcome, request, status, detail)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         msgs = []
@@ -71,12 +76,14 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
             detail = f"no such route: {request.url.path[:200]} (see /api/v1/openapi.json)"
         elif exc.status_code == 405 and detail == "Method Not Allowed":
             detail = f"method {request.method} not allowed on {request.url.path[:200]}"
+        await refused(request, exc.status_code, str(detail))
         return JSONResponse(
             {"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
     @app.exception_handler(KeyDestroyed)
     async def _shredded(request: Request, exc: KeyDestroyed) -> JSONResponse:
+        await refused(request, 410, str(exc))
         return JSONResponse({"detail": f"footage no longer exists: {exc}"}, status_code=410)
 
     @app.exception_handler(SealError)
@@ -86,14 +93,16 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
             "api.segment_damaged",
             logging.ERROR,
             error=f"{type(exc).__name__}: {exc}",
-            path=request.url.path,
+            path=request.url.path[:200],
         )
+        await refused(request, 500, f"{type(exc).__name__}: {exc}")
         return JSONResponse(
             {"detail": f"stored segment failed authentication ({type(exc).__name__}): {exc}"}, status_code=500
         )
 
     @app.exception_handler(HoldfastError)
     async def _holdfast(request: Request, exc: HoldfastError) -> JSONResponse:
+        await refused(request, 400, f"{type(exc).__name__}: {exc}")
         return JSONResponse({"detail": f"{type(exc).__name__}: {exc}"}, status_code=400)
 
     @app.get("/healthz", tags=["health"], responses={200: {"content": {"application/json": {}}}})
@@ -132,7 +141,7 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+        return FileResponse(STATIC / "index.html")
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> RedirectResponse:
@@ -140,15 +149,19 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next: Any) -> Any:
-        resp = await call_next(request)
-        resp.headers.setdefault("X-Frame-Options", "DENY")
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
-        resp.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        event(
+            log,
+            "api.error",
+            logging.ERROR,
+            error=f"{type(exc).__name__}: {exc}"[:300],
+            path=request.url.path[:200],
         )
-        return resp
+        await refused(request, 500, f"{type(exc).__name__}")
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500
+        )
 
+    app.add_middleware(Guard, trusted_proxies=list(cfg.api.trusted_proxies), tls=tls)
     return app

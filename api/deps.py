@@ -51,7 +51,10 @@ def principal(
             raise HTTPException(
                 401, "session expired or unknown token: log in again", headers={"WWW-Authenticate": "Bearer"}
             )
-        return Principal(user.id, user.name, user.role, frozenset(user.sites or ()))
+        who = Principal(user.id, user.name, user.role, frozenset(user.sites or ()))
+    # Kept for the error handlers: a refusal after this point is logged with the user's name.
+    request.state.principal = who
+    return who
 
 
 def require(*roles: str) -> Callable[..., Principal]:

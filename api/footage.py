@@ -12,7 +12,8 @@ import math
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -225,11 +226,19 @@ def seg_out(s: Segment) -> SegmentOut:
     )
 
 
+#: Times outside these years are refused: footage is not older than 1970, and arithmetic on
+#: times near year 9999 (deadlines, ranges) would overflow.
+YEARS = (1970, 9000)
+
+
 def parse_time(value: str, what: str) -> datetime:
     try:
-        return parse_iso(value, what)
+        t = parse_iso(value, what)
     except ValueError as e:
         raise HTTPException(400, str(e)) from None
+    if not YEARS[0] <= t.year < YEARS[1]:
+        raise HTTPException(400, f"{what}: {value[:64]!r} is outside the years {YEARS[0]}-{YEARS[1] - 1}")
+    return t
 
 
 def parse_range(start: str, end: str) -> tuple[datetime, datetime]:
@@ -266,21 +275,65 @@ def source_for(st: AppState, who: Principal, source_id: str) -> Camera | CallLin
     return src
 
 
+#: Letters that look like the Latin ones of "incident" (Cyrillic, Greek, Armenian, small capitals);
+#: NFKC already folds full-width and compatibility forms.
+_LOOKALIKES = str.maketrans(
+    {
+        "і": "i", "ı": "i", "ɩ": "i", "ι": "i", "ӏ": "i", "ɪ": "i", "í": "i", "ì": "i",
+        "ո": "n", "ռ": "n", "ɴ": "n", "п": "n",
+        "с": "c", "ϲ": "c", "ᴄ": "c", "ç": "c",
+        "ԁ": "d", "ɗ": "d", "ᑯ": "d",
+        "е": "e", "ҽ": "e", "ε": "e", "é": "e", "è": "e",
+        "т": "t", "τ": "t", "ţ": "t",
+    }
+)  # fmt: skip
+_NAMES_INCIDENT = re.compile(r"incident\W{0,3}\d")
+_EXACT_INCIDENT = re.compile(r"incident:([1-9][0-9]{0,11})")
+
+
+def purpose_problem(purpose: str) -> str | None:
+    """Why `purpose` cannot be a purpose (None if it can): length and invisible characters."""
+    if len(purpose) > accesslog.MAX_PURPOSE:
+        return f"purpose is {len(purpose)} characters; at most {accesslog.MAX_PURPOSE}"
+    bad = next(
+        (c for c in purpose if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp")), None
+    )
+    if bad is not None:
+        return f"purpose contains the control or invisible character U+{ord(bad):04X}: write plain text"
+    return None
+
+
 def check_purpose(st: AppState, who: Principal, purpose: str) -> str:
-    """`incident:N` must name an incident at a site of this user; free text is kept as given."""
+    """A purpose as the access log keeps it: plain text of at most 500 characters, and if it names an
+    incident, exactly `incident:N` (lowercase ASCII) of an incident this user can see.
+
+    Whether it names one is judged on its NFKC form, case-folded, with lookalike letters mapped
+    to Latin, so `Incident:9`, `ｉncident:９` or a Cyrillic `і` do not pass for incident 9 as free text.
+    """
+    problem = purpose_problem(purpose)
+    if problem is not None:
+        raise HTTPException(400, problem)
     purpose = purpose.strip()
     if len(purpose) < 3:
         raise HTTPException(422, "purpose is required: an incident (incident:ID) or a reason")
-    m = re.fullmatch(r"incident:(\d{1,12})", purpose)
-    if m:
-        from vault.users import Incident
+    skeleton = unicodedata.normalize("NFKC", purpose).casefold().translate(_LOOKALIKES)
+    if not _NAMES_INCIDENT.search(skeleton):
+        return purpose
+    m = _EXACT_INCIDENT.fullmatch(purpose)
+    if m is None:
+        raise HTTPException(
+            400,
+            "a purpose that names an incident must be exactly incident:N (lowercase, ASCII digits, "
+            "nothing else); for another reason, do not mention an incident number",
+        )
+    from vault.users import Incident
 
-        with st.vault.sessions() as s:
-            inc = s.get(Incident, int(m.group(1)))
-            if inc is None or who.barred_from(inc.site):
-                raise HTTPException(
-                    400, f"purpose names incident {m.group(1)}, which you cannot see or does not exist"
-                )
+    with st.vault.sessions() as s:
+        inc = s.get(Incident, int(m.group(1)))
+        if inc is None or who.barred_from(inc.site):
+            raise HTTPException(
+                400, f"purpose names incident {m.group(1)}, which you cannot see or does not exist"
+            )
     return purpose
 
 
@@ -520,17 +573,22 @@ def timeline(
 
 # -- bytes -----------------------------------------------------------------------------------
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+#: At most 15 digits a position (a petabyte): longer numbers are not offsets, and Python refuses
+#: to convert numbers over 4,300 digits at all.
+_RANGE_RE = re.compile(r"^bytes=([0-9]{0,15})-([0-9]{0,15})$")
+MAX_RANGE_HEADER = 100
 
 
 def parse_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """One `bytes=` range → (offset, length); None for the whole body. Clear 4xx otherwise."""
     if header is None:
         return None
-    m = _RANGE_RE.match(header.strip())
+    m = _RANGE_RE.match(header.strip()) if len(header) <= MAX_RANGE_HEADER else None
     if not m or (m.group(1) == "" and m.group(2) == ""):
         raise HTTPException(
-            400, f"malformed Range header {header[:100]!r}: expected bytes=START-END (one range)"
+            400,
+            f"malformed Range header {header[:40]!r}{'...' if len(header) > 40 else ''}: expected "
+            "bytes=START-END (one range, numbers of at most 15 digits)",
         )
     first, last = m.group(1), m.group(2)
     if first == "":
@@ -548,7 +606,7 @@ def parse_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
             headers={"Content-Range": f"bytes */{size}"},
         )
     if b < a:
-        raise HTTPException(400, f"malformed Range {header[:100]!r}: last byte before first byte")
+        raise HTTPException(400, f"malformed Range {header[:40]!r}: last byte before first byte")
     b = min(b, size - 1)
     return a, b - a + 1
 
@@ -569,12 +627,19 @@ def media_response(
     range_header: str | None,
     content_type: str,
     patches: list[tuple[int, bytes]] | None = None,
+    before_send: Callable[[str], object] | None = None,
 ) -> Response:
+    """The segment's bytes (or one range), with `patches` (offset, bytes) laid over the plaintext.
+
+    `before_send(range)` runs once the range is known to be servable and before any byte leaves:
+    the view's access-log entry, with the range it serves."""
     f = st.vault.store.open(seg.storage_key)
     try:
         reader = SegmentReader(f, st.vault.keyring, envelope=seg.envelope, expected_id=seg.id)
         size = reader.plaintext_size
         rng = parse_byte_range(range_header, size)
+        if before_send is not None:
+            before_send("all" if rng is None else f"bytes={rng[0]}-{rng[0] + rng[1] - 1}")
     except BaseException:
         f.close()
         raise
@@ -634,19 +699,22 @@ def segment_media(
     st = state(request)
     seg = load_segment(st, who, segment_id)
     purpose = check_purpose(st, who, purpose)
-    rng = request.headers.get("range")
-    accesslog.record(
-        st,
-        who,
-        "view",
-        purpose,
-        source=seg.source,
-        start=seg.start,
-        end=seg.end,
-        segment=seg.id,
-        range=rng or "all",
-    )
-    return media_response(st, seg, rng, content_type_for(seg))
+
+    def log_view(served: str) -> None:
+        accesslog.record(
+            st,
+            who,
+            "view",
+            purpose,
+            source=seg.source,
+            start=seg.start,
+            end=seg.end,
+            request=request,
+            segment=seg.id,
+            range=served,
+        )
+
+    return media_response(st, seg, request.headers.get("range"), content_type_for(seg), log_view)
 
 
 class ViewIn(BaseModel):
@@ -681,18 +749,16 @@ def open_view(
         source=seg.source,
         start=seg.start,
         end=seg.end,
+        request=request,
         segment=seg.id,
         via="ticket",
     )
-    now = st.vault.clock()
-    ticket = st.issue_ticket(who.user_id, seg.source, {seg.id}, now)
-    t = st.ticket(ticket, now)
-    assert t is not None
+    ticket, expires = st.issue_ticket(who.user_id, seg.source, {seg.id}, st.vault.clock())
     return ViewOut(
         segment=seg.id,
         url=f"/api/v1/play/{ticket}/{seg.id}",
         mime=content_type_for(seg),
-        expires=iso(t.expires),
+        expires=iso(expires),
     )
 
 
@@ -733,13 +799,24 @@ def playlist(
     if not segs:
         raise HTTPException(404, f"no footage from {cam.id} between {iso(a)} and {iso(b)}")
     inits = [hls.init_info(st, x) for x in segs]
-    accesslog.record(st, who, "view", purpose, source=cam.id, start=a, end=b, segments=len(segs), via="hls")
+    accesslog.record(
+        st,
+        who,
+        "view",
+        purpose,
+        source=cam.id,
+        start=a,
+        end=b,
+        request=request,
+        segments=len(segs),
+        via="hls",
+    )
     shifts: dict[str, float] = {}
     total = 0.0
     for x in segs:
         shifts[x.id] = total
         total += x.duration
-    ticket = st.issue_ticket(who.user_id, cam.id, {x.id for x in segs}, st.vault.clock(), shifts)
+    ticket, _expires = st.issue_ticket(who.user_id, cam.id, {x.id for x in segs}, st.vault.clock(), shifts)
     lines = [
         "#EXTM3U",
         "#EXT-X-VERSION:7",
@@ -870,7 +947,16 @@ def segment_thumbnail(
     if seg.kind != "video":
         raise HTTPException(409, f"segment {seg.id} is audio: no thumbnail")
     purpose = check_purpose(st, who, purpose)
+    jpeg = make_thumbnail(st, seg)
     accesslog.record(
-        st, who, "thumbnail", purpose, source=seg.source, start=seg.start, end=seg.end, segment=seg.id
+        st,
+        who,
+        "thumbnail",
+        purpose,
+        source=seg.source,
+        start=seg.start,
+        end=seg.end,
+        request=request,
+        segment=seg.id,
     )
-    return Response(make_thumbnail(st, seg), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from api.accesslog import bounded
 from api.deps import Principal
 from api.state import AppState
 from vault import holds
@@ -19,7 +20,7 @@ def place(st: AppState, session: Session, incident: Incident, who: Principal) ->
         st.vault.access_log,
         actor=who.name,
         role=who.role,
-        reason=f"incident:{incident.id}: {incident.description}",
+        reason=bounded(f"incident:{incident.id}: {incident.description}"),
         now=st.vault.clock(),
         sources=list(incident.cameras),
         start=incident.start,
@@ -39,7 +40,7 @@ def release(st: AppState, session: Session, incident: Incident, who: Principal, 
         incident.hold_id,
         actor=who.name,
         role=who.role,
-        reason=f"incident:{incident.id}: {reason}",
+        reason=bounded(f"incident:{incident.id}: {reason}"),
         now=st.vault.clock(),
         allowed=lambda _actor, _perm: who.role == "dpo",
     )

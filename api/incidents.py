@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -16,7 +15,7 @@ from starlette.background import BackgroundTask
 
 from api import accesslog, holds_bridge
 from api.deps import Principal, require, state
-from api.errors import ERRORS
+from api.errors import ERRORS, EXPORT_ERRORS
 from api.footage import camera_for, exportable_segments, parse_range, timeline_gaps
 from api.state import AppState
 from config.model import ID_PATTERN
@@ -185,16 +184,48 @@ def close_incident(
     return out(inc)
 
 
-def _zip_stream(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while b := f.read(1 << 20):
-            yield b
+def export_slot(st: AppState) -> evidence.ExportSlot:
+    """One of `[api] max_concurrent_exports` slots, or 429; the export's scratch must be usable."""
+    try:
+        return evidence.ExportSlot(evidence.export_scratch(st.cfg), st.cfg.api.max_concurrent_exports)
+    except evidence.ExportBusy as e:
+        raise HTTPException(429, str(e), headers={"Retry-After": "30"}) from None
+    except evidence.ExportError as e:
+        raise HTTPException(503, str(e)) from None
+
+
+def check_size(st: AppState, segments: list[Any]) -> None:
+    try:
+        evidence.check_export_size(segments, st.cfg.api.max_export_bytes)
+    except evidence.ExportTooLarge as e:
+        raise HTTPException(413, str(e)) from None
+
+
+def zip_response(built: evidence.Built, slot: evidence.ExportSlot, name: str) -> StreamingResponse:
+    """Stream the zip as it is assembled; the slot is held until the last byte (or a disconnect)."""
+
+    def body() -> Iterator[bytes]:
+        try:
+            yield from built.stream()
+        finally:
+            slot.release()
+
+    def cleanup() -> None:
+        built.discard()
+        slot.release()
+
+    return StreamingResponse(
+        body(),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        background=BackgroundTask(cleanup),
+    )
 
 
 @router.post(
     "/{incident_id}/export",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: {"content": {"application/zip": {}}, "description": "the evidence zip"}},
+    responses={**EXPORT_ERRORS, 200: {"content": {"application/zip": {}}, "description": "the evidence zip"}},
 )
 def export(
     request: Request, incident_id: IncidentId, who: Principal = Depends(require("security"))
@@ -210,34 +241,42 @@ def export(
     for p in parts:
         p.gaps = [g.model_dump() for g in timeline_gaps(st, p.camera, p.segments, a, b)]
     purpose = f"incident:{inc.id}"
-    for p in parts:
-        accesslog.record(
-            st,
-            who,
-            "export",
-            purpose,
-            source=p.camera,
+    check_size(st, [x for p in parts for x in p.segments])
+    slot = export_slot(st)
+    try:
+        built = evidence.build_export(
+            st.vault,
+            parts,
+            incident={
+                "id": inc.id,
+                "site": inc.site,
+                "description": inc.description,
+                "opened_by": inc.opened_by,
+            },
+            exporter={"user": who.name, "role": who.role},
             start=a,
             end=b,
-            incident=inc.id,
-            segments=len(p.segments),
         )
-    zpath = evidence.build_export(
-        st.vault,
-        parts,
-        incident={"id": inc.id, "site": inc.site, "description": inc.description, "opened_by": inc.opened_by},
-        exporter={"user": who.name, "role": who.role},
-        start=a,
-        end=b,
-    )
+    except BaseException:
+        slot.release()
+        raise
+    try:
+        for p in parts:
+            accesslog.record(
+                st,
+                who,
+                "export",
+                purpose,
+                source=p.camera,
+                start=a,
+                end=b,
+                request=request,
+                incident=inc.id,
+                segments=len(p.segments),
+            )
+    except BaseException:
+        built.discard()
+        slot.release()
+        raise
     name = f"holdfast-incident-{inc.id}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.zip"
-    return StreamingResponse(
-        _zip_stream(zpath),
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Content-Length": str(zpath.stat().st_size),
-            "Cache-Control": "no-store",
-        },
-        background=BackgroundTask(evidence.discard, zpath),
-    )
+    return zip_response(built, slot, name)

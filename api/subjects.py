@@ -18,16 +18,15 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from starlette.background import BackgroundTask
 
 from api import accesslog
 from api.deps import Principal, require, state
-from api.errors import ERRORS
+from api.errors import ERRORS, EXPORT_ERRORS
 from api.footage import exportable_segments, parse_time, timeline_gaps
-from api.incidents import _zip_stream
+from api.incidents import check_size, export_slot, zip_response
 from api.state import AppState
 from config.model import ID_PATTERN
-from vault import evidence, holds
+from vault import holds
 from vault.log import event
 from vault.redact import Rect, RedactError, Redactor
 from vault.subject_export import SourcePart, build_subject_export
@@ -89,6 +88,7 @@ class SubjectRequestOut(BaseModel):
     subject: str
     identity_verified: bool
     identity_note: str
+    identity_verified_by: str | None = None
     sources: list[str]
     start: str
     end: str
@@ -110,6 +110,7 @@ def out(r: SubjectRequest, now: datetime) -> SubjectRequestOut:
         subject=r.subject,
         identity_verified=r.identity_verified,
         identity_note=r.identity_note,
+        identity_verified_by=r.identity_verified_by,
         sources=list(r.sources),
         start=iso(r.start),
         end=iso(r.end),
@@ -165,6 +166,8 @@ def open_request(
             subject=body.subject.strip(),
             identity_verified=body.identity_verified,
             identity_note=body.identity_note.strip(),
+            identity_verified_by=who.name if body.identity_verified else None,
+            identity_verified_at=now if body.identity_verified else None,
             sources=srcs,
             start=a,
             end=b,
@@ -230,6 +233,7 @@ def verify_identity(
         r = s.get(SubjectRequest, request_id)
         assert r is not None
         r.identity_verified, r.identity_note = True, body.note.strip()
+        r.identity_verified_by, r.identity_verified_at = who.name, st.vault.clock()
     event(log, "subject_request.identity_verified", request=request_id, user=who.name)
     return out(r, st.vault.clock())
 
@@ -253,7 +257,7 @@ def close_request(
                 r.hold_id,
                 actor=who.name,
                 role=who.role,
-                reason=f"{purpose_of(r.id)} answered: {body.reason}",
+                reason=accesslog.bounded(f"{purpose_of(r.id)} answered: {body.reason}"),
                 now=now,
                 allowed=lambda _actor, _perm: who.role == "dpo",
             )
@@ -265,7 +269,10 @@ def close_request(
 @router.post(
     "/{request_id}/export",
     response_class=StreamingResponse,
-    responses={**ERRORS, 200: {"content": {"application/zip": {}}, "description": "the signed export zip"}},
+    responses={
+        **EXPORT_ERRORS,
+        200: {"content": {"application/zip": {}}, "description": "the signed export zip"},
+    },
 )
 def export(
     request: Request, request_id: RequestId, body: ExportIn, who: Principal = Depends(require("dpo"))
@@ -299,7 +306,8 @@ def export(
         if body.subject_rect is not None:
             r0 = body.subject_rect
             rect = Rect(r0.x, r0.y, r0.w, r0.h)
-        Redactor(body.blur, rect, detector=lambda _f: [])  # validate mode and rectangle up front
+        # Validate mode and rectangle (and its share of the frame) before anything is decoded.
+        Redactor(body.blur, rect, detector=lambda _f: [], max_share=st.cfg.api.subject_rect_max_share)
     except RedactError as e:
         raise HTTPException(400, str(e)) from None
     kinds = _kinds(st)
@@ -310,58 +318,69 @@ def export(
     for p in parts:
         p.gaps = [g.model_dump() for g in timeline_gaps(st, p.source, p.segments, a, b)]
     purpose = purpose_of(req.id)
-    for p in parts:
-        accesslog.record(
-            st,
-            who,
-            "export",
-            purpose,
-            source=p.source,
-            start=a,
-            end=b,
-            subject_request=req.id,
-            segments=len(p.segments),
-            blur=body.blur if p.kind == "camera" else "none (call audio as recorded)",
-        )
+    check_size(st, [x for p in parts for x in p.segments])
+    verified_by = req.identity_verified_by or "(not recorded)"
+    slot = export_slot(st)
     try:
-        zpath = build_subject_export(
-            st.vault,
-            parts,
-            request={
-                "id": req.id,
-                "subject": req.subject,
-                "received": iso(req.received_at),
-                "deadline": iso(req.deadline),
-            },
-            exporter={"user": who.name, "role": who.role},
-            start=a,
-            end=b,
-            redactor_for=lambda: Redactor(body.blur, rect),
-        )
-    except RedactError as e:
-        raise HTTPException(409, f"redaction failed: {e}") from None
-    with st.vault.sessions.begin() as s:
-        r = s.get(SubjectRequest, req.id)
-        assert r is not None
-        r.exports = [
-            *(r.exports or []),
-            {
-                "at": iso(st.vault.clock()),
-                "by": who.name,
-                "blur": body.blur,
-                "sources": srcs,
-                "start": iso(a),
-                "end": iso(b),
-            },
-        ]
+        try:
+            built = build_subject_export(
+                st.vault,
+                parts,
+                request={
+                    "id": req.id,
+                    "subject": req.subject,
+                    "received": iso(req.received_at),
+                    "deadline": iso(req.deadline),
+                    "identity_verified_by": verified_by,
+                    "identity_verified_at": iso(req.identity_verified_at)
+                    if req.identity_verified_at
+                    else None,
+                    "identity_note": req.identity_note,
+                },
+                exporter={"user": who.name, "role": who.role},
+                start=a,
+                end=b,
+                redactor_for=lambda: Redactor(body.blur, rect, max_share=st.cfg.api.subject_rect_max_share),
+            )
+        except RedactError as e:
+            raise HTTPException(409, f"redaction failed: {e}") from None
+    except BaseException:
+        slot.release()
+        raise
+    try:
+        for p in parts:
+            accesslog.record(
+                st,
+                who,
+                "export",
+                purpose,
+                source=p.source,
+                start=a,
+                end=b,
+                request=request,
+                subject_request=req.id,
+                segments=len(p.segments),
+                blur=body.blur if p.kind == "camera" else "none (call audio as recorded)",
+                identity_verified_by=verified_by,
+            )
+        with st.vault.sessions.begin() as s:
+            r = s.get(SubjectRequest, req.id)
+            assert r is not None
+            r.exports = [
+                *(r.exports or []),
+                {
+                    "at": iso(st.vault.clock()),
+                    "by": who.name,
+                    "identity_verified_by": verified_by,
+                    "blur": body.blur,
+                    "sources": srcs,
+                    "start": iso(a),
+                    "end": iso(b),
+                },
+            ]
+    except BaseException:
+        built.discard()
+        slot.release()
+        raise
     name = f"holdfast-subject-request-{req.id}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.zip"
-    return StreamingResponse(
-        _zip_stream(zpath),
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
-            "Content-Length": str(zpath.stat().st_size),
-            "Cache-Control": "no-store",
-        },
-        background=BackgroundTask(evidence.discard, zpath),
-    )
+    return zip_response(built, slot, name)

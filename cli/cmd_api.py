@@ -48,6 +48,9 @@ def serve(args: argparse.Namespace) -> int:
         port=port,
         log_config=None,
         access_log=False,
+        # X-Forwarded-For is api.guard's business ([api] trusted_proxies); uvicorn's own handling
+        # would believe any loopback peer.
+        proxy_headers=False,
         ssl_certfile=str(cfg.api.tls_cert) if tls else None,
         ssl_keyfile=str(cfg.api.tls_key) if tls else None,
     )

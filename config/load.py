@@ -75,6 +75,7 @@ def _absolutise(cfg: HoldfastConfig, base: Path) -> HoldfastConfig:
         update={
             "tls_cert": fix(cfg.api.tls_cert) or cfg.api.tls_cert,
             "tls_key": fix(cfg.api.tls_key) or cfg.api.tls_key,
+            "export_scratch": fix(cfg.api.export_scratch) or cfg.api.export_scratch,
         }
     )
     db = cfg.database

@@ -189,6 +189,33 @@ class Api(_Strict):
     #: Password checks (argon2id, 64 MiB each) run at once; more logins wait their turn, so a
     #: burst of logins cannot take the memory the recorders need.
     max_password_checks: int = Field(default=2, ge=1, le=64)
+    #: Largest share of the frame a subject-access export may leave unblurred (the subject's
+    #: rectangle): everyone else in the picture stays blurred.
+    subject_rect_max_share: float = Field(default=0.25, gt=0, le=1)
+    #: Reverse proxies (IP addresses or networks) whose X-Forwarded-For is believed; empty: none,
+    #: the peer address is the client.
+    trusted_proxies: list[str] = []
+    #: Evidence and subject-access exports running at once (per API process); more answer 429.
+    max_concurrent_exports: int = Field(default=2, ge=1, le=64)
+    #: Largest export, counted as the plaintext bytes of the segments it reads; larger answers 413.
+    max_export_bytes: int = Field(default=4 * 1024**3, ge=1)
+    #: tmpfs directory for exports; must not be the filesystem of `[pbx] dir` (an export filling
+    #: it would stop PBX recordings from landing). Default: `paths.scratch`.
+    export_scratch: Path | None = None
+    #: Live view tickets (HLS playlists, call views) one user may hold; the oldest is dropped.
+    view_tickets_per_user: int = Field(default=50, ge=1, le=10000)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for x in v:
+            try:
+                ipaddress.ip_network(x, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {x!r} is not an IP address or network") from None
+        return v
 
 
 class HoldfastConfig(_Strict):

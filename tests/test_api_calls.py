@@ -135,12 +135,14 @@ def test_call_plays_exact_bytes_with_one_access_entry_per_view(
     assert got == want
     assert client.get(view["url"], headers=h(tokens, "north")).status_code == 403
     new = entries()[before:]
-    assert [(e["action"], e["purpose"], e["source"], e["details"]["segment"]) for e in new] == [
+    assert [(e["action"], e["purpose"], e["source"], e["details"].get("segment")) for e in new] == [
         ("view", "call review", "cs-1", seg),
         ("view", "complaint 17", "cs-1", seg),
+        ("play", "(none given)", None, None),  # the other site's user, refused the ticket: denied
     ]
     assert new[0]["user"] == "sec" and new[0]["role"] == "security"
-    # The auditor and the other site are refused, and leave no "ok" entry.
+    assert (new[2]["user"], new[2]["result"], new[2]["details"]["status"]) == ("north", "denied", 403)
+    # The auditor and the other site are refused: "denied" entries, no "ok" entry.
     assert (
         client.get(f"/api/v1/segments/{seg}/media?purpose=curious", headers=h(tokens, "aud")).status_code
         == 403
@@ -149,5 +151,8 @@ def test_call_plays_exact_bytes_with_one_access_entry_per_view(
         client.get(f"/api/v1/segments/{seg}/media?purpose=curious", headers=h(tokens, "north")).status_code
         == 403
     )
-    assert len(entries()) == before + 2
+    assert [(e["user"], e["result"]) for e in entries()[before + 3 :]] == [
+        ("aud", "denied"),
+        ("north", "denied"),
+    ]
     assert len(CALLS) == 3

@@ -63,7 +63,11 @@ def test_healthz_and_bad_login(client: TestClient) -> None:
 
 
 def test_cookie_login_flags(client: TestClient) -> None:
-    r = client.post("/api/v1/auth/login", data={"username": "sec", "password": PASSWORD})
+    r = client.post(
+        "/api/v1/auth/login",
+        data={"username": "sec", "password": PASSWORD},
+        headers={"Origin": "http://testserver"},  # the page's own origin (api.guard)
+    )
     assert r.status_code == 200
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie

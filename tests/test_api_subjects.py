@@ -253,7 +253,13 @@ def test_request_holds_exports_redacted_and_releases(
         == 409
     )
     assert client.post(f"/api/v1/subject-requests/{rid}/export", json={}, headers=dpo).status_code == 409
-    last = client.get("/api/v1/audit/access-log?limit=1000", headers=h(tokens, "aud")).json()["entries"][-1]
+    logged = client.get("/api/v1/audit/access-log?limit=1000", headers=h(tokens, "aud")).json()["entries"]
+    # The refused second close and export are entries with result "failed" (status 409).
+    assert [(e["action"], e["result"], e["details"]["status"]) for e in logged[-2:]] == [
+        ("hold.release", "failed", 409),
+        ("export", "failed", 409),
+    ]
+    last = [e for e in logged if e["result"] == "ok"][-1]
     assert last["action"] == "hold.release" and f"subject access request {rid} answered" in last["purpose"]
 
 

@@ -87,7 +87,11 @@ def test_https_login_sets_secure_cookie_and_plain_http_fails(tmp_path: Path) -> 
                     if time.monotonic() > deadline:
                         pytest.fail("holdfast serve (TLS) did not answer /healthz in 120 s")
                     time.sleep(0.1)
-            r = c.post(base + "/api/v1/auth/login", data={"username": "sec", "password": PASSWORD})
+            r = c.post(
+                base + "/api/v1/auth/login",
+                data={"username": "sec", "password": PASSWORD},
+                headers={"Origin": base},  # the page's own origin (api.guard)
+            )
             assert r.status_code == 200, r.text
             cookie = r.headers["set-cookie"].lower()
             assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie

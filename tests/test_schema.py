@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 
 import vault.retention_models  # noqa: F401  (registers the models on Base.metadata)
 import vault.subjects  # noqa: F401
+import vault.tickets  # noqa: F401
 import vault.users  # noqa: F401
 from vault.db import Base, current_revision, head_revision, make_engine, migrate
 

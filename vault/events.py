@@ -25,10 +25,29 @@ _direct_level: int | None = None
 _write_lock = threading.Lock()
 
 
+#: Characters that would end, split or disguise a line: C0 controls, DEL, C1 controls, and the
+#: Unicode line and paragraph separators. Each is written as an escape, never raw. (No `re`:
+#: the camera recorder's per-process budget counts every module it imports.)
+_CONTROL = frozenset(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029))
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(c: str) -> str:
+    if c not in _CONTROL:
+        return c
+    return _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
 def fmt_value(v: Any) -> str:
+    """One value of a key=value line: quoted when it holds spaces, quotes or `=`; control
+    characters (NUL, CR, LF, ESC, ...) are always escaped, so attacker text cannot forge a line."""
     s = str(v)
-    if s == "" or any(c in s for c in ' "=\n\t'):
-        s = '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    control = not s.isprintable() and any(c in _CONTROL for c in s)
+    if s == "" or control or any(c in s for c in ' "='):
+        s = s.replace("\\", "\\\\").replace('"', '\\"')
+        if control:
+            s = "".join(_escape(c) for c in s)
+        s = '"' + s + '"'
     return s
 
 

@@ -1,8 +1,9 @@
 """Evidence export: one MP4 per camera and recording run, the gaps disclosed, a signed manifest, in one zip.
 
-Plaintext never touches persistent disk: segments are decrypted into the tmpfs scratch
-directory (ffmpeg's concat demuxer and `+faststart` both need seekable files), the zip is
-assembled there, streamed to the requester and deleted. The manifest lists the SHA-256 of every
+Plaintext never touches persistent disk: segments are decrypted into named pipes that ffmpeg's
+concat demuxer reads, ffmpeg writes the joined MP4 into the tmpfs scratch directory (`+faststart`
+needs a seekable file), and the zip is assembled while it streams to the requester, each file
+deleted from scratch once sent. The manifest lists the SHA-256 of every
 other file in the zip and is signed with the vault's Ed25519 key (`manifest.sig`), so
 `holdfast verify-export` needs only the public key, and one changed byte anywhere fails it.
 
@@ -14,6 +15,7 @@ compared with the one the appliance publishes, since a key inside the zip proves
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,8 +23,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -116,6 +119,68 @@ def scratch_dir(scratch: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="export-", dir=scratch))
 
 
+class ExportBusy(HoldfastError):
+    """Every export slot is taken: try again when one finishes."""
+
+
+class ExportTooLarge(HoldfastError):
+    """The export would read more than `[api] max_export_bytes`."""
+
+
+def export_scratch(cfg: Any) -> Path:
+    """The tmpfs directory exports are built in: `[api] export_scratch`, else `paths.scratch`.
+
+    It must not share a filesystem with `[pbx] dir`: the PBX writes call recordings there and
+    an export filling the same tmpfs would make it drop them.
+    """
+    scratch = Path(cfg.api.export_scratch or cfg.paths.scratch)
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pbx = cfg.pbx.dir
+    if pbx is not None and Path(pbx).exists() and os.stat(pbx).st_dev == os.stat(scratch).st_dev:
+        raise ExportError(
+            f"export scratch {scratch} is on the same filesystem as the PBX directory {pbx}: an export "
+            "could fill it and stop PBX recordings; set [api] export_scratch to a tmpfs of its own"
+        )
+    return scratch
+
+
+class ExportSlot:
+    """One of `[api] max_concurrent_exports` slots: an flock on a file in the export scratch
+    directory, so the limit holds across API worker processes; released when the export ends."""
+
+    def __init__(self, scratch: Path, slots: int) -> None:
+        import fcntl
+
+        self.fd: int | None = None
+        for i in range(slots):
+            fd = os.open(scratch / f".export-slot-{i}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.fd = fd
+            return
+        raise ExportBusy(
+            f"{slots} exports are already running ([api] max_concurrent_exports): try again when one finishes"
+        )
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def check_export_size(segments: Sequence[Segment], limit: int) -> int:
+    total = sum(int(x.plaintext_bytes or 0) for x in segments)
+    if total > limit:
+        raise ExportTooLarge(
+            f"export would read {total} bytes of footage, more than [api] max_export_bytes ({limit}): "
+            "export a shorter range or fewer sources"
+        )
+    return total
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -146,30 +211,55 @@ def run_file_name(camera: str, start: datetime, tz: str) -> str:
     return f"{camera}_{local.strftime('%Y-%m-%dT%H-%M-%S%z')}.mp4"
 
 
-def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
-    """Decrypt this run's segments into scratch, stream-copy them into one faststart MP4.
+class _Feeder(threading.Thread):
+    """Decrypts a camera's segments, in order, into the named pipes ffmpeg's concat demuxer opens
+    one after another, hashing each plaintext on the way: no decrypted copy lands in scratch."""
 
-    The MP4 carries the run's wall-clock start as `creation_time` (ffprobe: format tags).
+    def __init__(self, v: Vault, segments: Sequence[Segment], pipes: list[Path]) -> None:
+        super().__init__(daemon=True)
+        self.v, self.segments, self.pipes = v, segments, pipes
+        self.hashes: list[str] = []
+        self.error: BaseException | None = None
+        self.stop = False
+
+    def run(self) -> None:
+        try:
+            for seg, pipe in zip(self.segments, self.pipes, strict=True):
+                h = hashlib.sha256()
+                with open(pipe, "wb") as f:  # blocks until ffmpeg reaches this file
+                    if self.stop:
+                        return
+                    with self.v.open_segment(seg) as r:
+                        for piece in r.iter_range(0, r.plaintext_size):
+                            h.update(piece)
+                            f.write(piece)
+                self.hashes.append(h.hexdigest())
+        except BrokenPipeError:
+            pass  # ffmpeg stopped reading: its exit status says why
+        except BaseException as e:  # a seal error: reported by the caller
+            self.error = e
+
+    def release(self) -> None:
+        """Unblock a writer waiting for a reader that will never come (ffmpeg has exited)."""
+        self.stop = True
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
+
+
+def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
+    """Stream-copy this run's segments into one faststart MP4 in scratch.
+
+    The segments reach ffmpeg through named pipes, decrypted as it reads them; each list entry
+    carries the segment's duration from the index (a pipe cannot be probed for it). Only the
+    joined MP4 is a file: `+faststart` rewrites it in place and needs it seekable. The MP4
+    carries the run's wall-clock start as `creation_time` (ffprobe: format tags).
     """
-    listed = []
+    pipes = [work / f"{part.camera}-{i:06d}.pipe" for i in range(len(part.segments))]
     lines = []
-    for i, seg in enumerate(part.segments):
-        p = work / f"{part.camera}-{i:06d}.mp4"
-        h = hashlib.sha256()
-        with v.open_segment(seg) as r, open(p, "wb") as f:
-            for piece in r.iter_range(0, r.plaintext_size):
-                h.update(piece)
-                f.write(piece)
-        lines.append(f"file '{p}'\n")
-        listed.append(
-            {
-                "id": seg.id,
-                "start": iso(seg.start),
-                "end": iso(seg.end),
-                "duration": seg.duration,
-                "sha256": h.hexdigest(),
-            }
-        )
+    for pipe, seg in zip(pipes, part.segments, strict=True):
+        os.mkfifo(pipe, 0o600)
+        lines.append(f"file '{pipe}'\nduration {seg.duration:.6f}\n")
     lst = work / f"{part.camera}.txt"
     lst.write_text("".join(lines), "utf-8")
     cmd = [
@@ -193,14 +283,26 @@ def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str,
         "-y",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, timeout=3600, check=False)
-    for i in range(len(part.segments)):
-        (work / f"{part.camera}-{i:06d}.mp4").unlink(missing_ok=True)
-    if proc.returncode != 0:
+    feeder = _Feeder(v, part.segments, pipes)
+    feeder.start()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=3600, check=False, stdin=subprocess.DEVNULL)
+    finally:
+        feeder.release()
+        feeder.join(60)
+        for pipe in pipes:
+            pipe.unlink(missing_ok=True)
+        lst.unlink(missing_ok=True)
+    if feeder.error is not None:
+        raise feeder.error
+    if proc.returncode != 0 or len(feeder.hashes) != len(part.segments):
         raise ExportError(
             f"ffmpeg could not join {part.camera}: {proc.stderr.decode(errors='replace')[-300:]}"
         )
-    return listed
+    return [
+        {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration, "sha256": h}
+        for seg, h in zip(part.segments, feeder.hashes, strict=True)
+    ]
 
 
 def build_export(
@@ -210,9 +312,9 @@ def build_export(
     exporter: dict[str, Any],
     start: datetime,
     end: datetime,
-) -> Path:
-    """Build the zip in tmpfs scratch; the caller streams it and then calls `discard()`."""
-    work = scratch_dir(v.cfg.paths.scratch)
+) -> Built:
+    """Build the export's files in tmpfs scratch; the caller streams the zip (`Built.stream()`)."""
+    work = scratch_dir(export_scratch(v.cfg))
     try:
         files: dict[str, str] = {}
         cams = []
@@ -257,21 +359,80 @@ def build_export(
             "cameras": cams,
             "exporter": exporter,
         }
-        zpath = sign_and_zip(v, work, files, manifest)
-        event(
-            log, "evidence.built", incident=incident.get("id"), cameras=len(parts), bytes=zpath.stat().st_size
-        )
-        return zpath
+        built = sign(v, work, files, manifest)
+        event(log, "evidence.built", incident=incident.get("id"), cameras=len(parts), bytes=built.size())
+        return built
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
 
 
-def sign_and_zip(v: Vault, work: Path, files: dict[str, str], manifest: dict[str, Any]) -> Path:
-    """Add the file hashes, time and key id to `manifest`, sign it, zip it with the files.
+@dataclass
+class Built:
+    """A built export: its files in a private scratch directory and the signed manifest.
 
-    Shared by evidence and subject-access exports, so one `verify-export` checks both. Each
-    file is removed from scratch as soon as it is in the zip.
+    `stream()` yields the zip as it is assembled (never written whole to scratch) and removes
+    each file once it is in the stream; `discard()` removes whatever is left.
+    """
+
+    work: Path
+    files: dict[str, str]
+    manifest: bytes
+    signature: bytes
+    #: Unlisted members written after the signature (raw signature, SHA256SUMS).
+    extra: dict[str, bytes] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return sum((self.work / n).stat().st_size for n in self.files if (self.work / n).exists())
+
+    def stream(self, chunk: int = 1 << 20) -> Iterator[bytes]:
+        sink = _Sink()
+        try:
+            with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as z:  # type: ignore[arg-type]
+                z.writestr(MANIFEST, self.manifest)
+                z.writestr(SIGNATURE, self.signature)
+                for name, data in self.extra.items():
+                    z.writestr(name, data)
+                yield sink.take()
+                for name in self.files:
+                    path = self.work / name
+                    info = zipfile.ZipInfo.from_file(path, name)
+                    info.compress_type = zipfile.ZIP_STORED
+                    with open(path, "rb") as src, z.open(info, "w", force_zip64=True) as dst:
+                        while b := src.read(chunk):
+                            dst.write(b)
+                            yield sink.take()
+                    path.unlink()
+            yield sink.take()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class _Sink:
+    """A write-only file for zipfile: it streams (data descriptors) instead of seeking back."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, b: bytes) -> int:
+        self.parts.append(bytes(b))
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+
+def sign(v: Vault, work: Path, files: dict[str, str], manifest: dict[str, Any]) -> Built:
+    """Add the file hashes, time and key id to `manifest` and sign it.
+
+    Shared by evidence and subject-access exports, so one `verify-export` checks both.
     """
     sign_key = keys.load_sign_private(v.cfg.keys.dir / keys.SIGN_KEY)
     pub = sign_key.public_key()
@@ -292,26 +453,14 @@ def sign_and_zip(v: Vault, work: Path, files: dict[str, str], manifest: dict[str
     }
     body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     sig = sign_key.sign(body)
-    zpath = work / "export.zip"
-    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr(MANIFEST, body)
-        z.writestr(SIGNATURE, sig.hex() + "\n")
-        z.writestr(RAW_SIGNATURE, sig)
-        z.writestr(SUMS, sha256sums(files, hashlib.sha256(body).hexdigest()))
-        for name in files:
-            z.write(work / name, name)
-            (work / name).unlink()
-    return zpath
+    extra = {RAW_SIGNATURE: sig, SUMS: sha256sums(files, hashlib.sha256(body).hexdigest()).encode()}
+    return Built(work, files, body, (sig.hex() + "\n").encode(), extra)
 
 
 def sha256sums(files: dict[str, str], manifest_sha256: str) -> str:
     """`sha256sum -c` input for the manifest and every file it lists (binary mode marker)."""
     rows = {**files, MANIFEST: manifest_sha256}
     return "".join(f"{h} *{name}\n" for name, h in sorted(rows.items()))
-
-
-def discard(zpath: Path) -> None:
-    shutil.rmtree(zpath.parent, ignore_errors=True)
 
 
 def verify_export(zpath: Path, pub: Ed25519PublicKey) -> dict[str, Any]:

@@ -49,6 +49,8 @@ PERSIST_FRAMES = 5
 MARGIN = 0.25
 DETECT_WIDTH = 640
 MODES = ("faces", "all")
+#: Default largest share of the frame left unblurred around the subject.
+DEFAULT_MAX_SHARE = 0.25
 
 
 class RedactError(HoldfastError):
@@ -115,6 +117,10 @@ class Redactor:
     mode: str
     subject: Rect | None = None
     detector: Callable[[np.ndarray], list[tuple[int, int, int, int]]] | None = None
+    #: Largest share of the frame the subject's rectangle may cover (`[api] subject_rect_max_share`):
+    #: whatever lies in it is not blurred (blur=all) or its faces are kept (blur=faces), so a
+    #: rectangle over the whole frame would hand over everyone in it.
+    max_share: float = DEFAULT_MAX_SHARE
     frames: int = 0
     faces: int = 0
     frames_with_faces: int = 0
@@ -127,6 +133,13 @@ class Redactor:
             raise RedactError(f"blur mode {self.mode!r}: one of {', '.join(MODES)}")
         if self.mode == "all" and self.subject is None:
             raise RedactError("blur=all needs the subject's rectangle (everything else is blurred)")
+        if self.subject is not None:
+            share = min(self.subject.w, 1 - self.subject.x) * min(self.subject.h, 1 - self.subject.y)
+            if share > self.max_share + 1e-9:
+                raise RedactError(
+                    f"subject rectangle covers {share:.0%} of the frame; at most {self.max_share:.0%} "
+                    "may stay unblurred ([api] subject_rect_max_share): draw it around the subject only"
+                )
         if self.mode == "faces" and self.detector is None:
             self.detector = FaceDetector()
 
@@ -158,7 +171,7 @@ class Redactor:
         return out
 
     def summary(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"mode": self.mode, "frames": self.frames}
+        d: dict[str, Any] = {"mode": self.mode, "frames": self.frames, "max_unblurred_share": self.max_share}
         if self.subject is not None:
             d["subject_rect"] = {
                 "x": self.subject.x,

@@ -15,11 +15,10 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from vault.db import Segment
-from vault.evidence import scratch_dir, sha256_file, sign_and_zip
+from vault.evidence import Built, export_scratch, scratch_dir, sha256_file, sign
 from vault.log import event
 from vault.redact import Redactor, redact_video
 from vault.timeutil import iso
@@ -55,12 +54,12 @@ def build_subject_export(
     start: datetime,
     end: datetime,
     redactor_for: Any,
-) -> Path:
-    """Build the zip in tmpfs scratch; the caller streams it and then calls `evidence.discard()`.
+) -> Built:
+    """Build the export's files in tmpfs scratch; the caller streams the zip (`Built.stream()`).
 
     `redactor_for()` makes a fresh Redactor per camera (detector state is per video).
     """
-    work = scratch_dir(v.cfg.paths.scratch)
+    work = scratch_dir(export_scratch(v.cfg))
     try:
         files: dict[str, str] = {}
         listed = []
@@ -116,15 +115,9 @@ def build_subject_export(
                 "recorded: the subject is a party to the call."
             ),
         }
-        zpath = sign_and_zip(v, work, files, manifest)
-        event(
-            log,
-            "subject_export.built",
-            request=request.get("id"),
-            sources=len(parts),
-            bytes=zpath.stat().st_size,
-        )
-        return zpath
+        built = sign(v, work, files, manifest)
+        event(log, "subject_export.built", request=request.get("id"), sources=len(parts), bytes=built.size())
+        return built
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -24,6 +24,9 @@ class SubjectRequest(Base):
     subject: Mapped[str] = mapped_column(Text)
     identity_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     identity_note: Mapped[str] = mapped_column(Text, default="")
+    #: The DPO who recorded the identity check, and when: every export names them.
+    identity_verified_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    identity_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     sources: Mapped[list[str]] = mapped_column(JSON)
     start: Mapped[datetime] = mapped_column(UTCDateTime())
     end: Mapped[datetime] = mapped_column(UTCDateTime())
