@@ -39,6 +39,9 @@ SYSTEMD_DIR = Path("/etc/systemd/system")
 TMPFILES_DIR = Path("/etc/tmpfiles.d")
 SCRATCH = Path("/run/holdfast")
 PBX_DIR = Path("/run/holdfast-pbx")
+# Exports are built in the API unit's own tmpfs (TemporaryFileSystem= in holdfast-api.service):
+# not the /run that holds the PBX directory, so an export cannot fill it and drop PBX recordings.
+EXPORT_SCRATCH = Path("/run/holdfast-export/exports")
 
 #: (path, mode, owned by the holdfast user?) for every directory install makes.
 DIRECTORIES: list[tuple[Path, int, bool]] = [
@@ -165,6 +168,7 @@ class Installer:
             keys=STATE / "keys",
             pbx=PBX_DIR,
             database=STATE / "db" / "holdfast.db",
+            export_scratch=EXPORT_SCRATCH,
         )
 
     def ensure_config(self) -> None:

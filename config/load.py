@@ -114,7 +114,16 @@ def load(path: str | os.PathLike[str] | None = None) -> HoldfastConfig:
     return parse(data, p)
 
 
-def render_example(*, spool: Path, store: Path, scratch: Path, keys: Path, pbx: Path, database: Path) -> str:
+def render_example(
+    *,
+    spool: Path,
+    store: Path,
+    scratch: Path,
+    keys: Path,
+    pbx: Path,
+    database: Path,
+    export_scratch: Path | None = None,
+) -> str:
     """The example config with its paths replaced: what `init` and `install` write for a site."""
     import re
 
@@ -127,6 +136,8 @@ def render_example(*, spool: Path, store: Path, scratch: Path, keys: Path, pbx: 
         r'^dir = "pbx"$': f'dir = "{pbx}"',
         r'^url = "sqlite:///.*"$': f'url = "sqlite:///{database}"',
     }
+    if export_scratch is not None:
+        subs[r'^# export_scratch = ".*"$'] = f'export_scratch = "{export_scratch}"'
     for pattern, repl in subs.items():
         text, n = re.subn(pattern, repl.replace("\\", "\\\\"), text, flags=re.M)
         if n != 1:
