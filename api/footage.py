@@ -506,7 +506,7 @@ def _stream(
 
 
 def media_response(st: AppState, seg: Segment, range_header: str | None, content_type: str) -> Response:
-    f = st.vault.store.open(seg.storage_key)
+    f = st.vault.store.open(seg.storage_key, seg.storage_version, seg.stored_bytes)
     try:
         reader = SegmentReader(f, st.vault.keyring, envelope=seg.envelope, expected_id=seg.id)
         size = reader.plaintext_size

@@ -77,6 +77,9 @@ def _absolutise(cfg: HoldfastConfig, base: Path) -> HoldfastConfig:
             "tls_key": fix(cfg.api.tls_key) or cfg.api.tls_key,
         }
     )
+    store = cfg.store.model_copy(
+        update={"secret_key_file": fix(cfg.store.secret_key_file) or cfg.store.secret_key_file}
+    )
     db = cfg.database
     prefix = "sqlite:///"
     if db.url.startswith(prefix) and not db.url.startswith(prefix + "/") and db.url != prefix + ":memory:":
@@ -88,6 +91,7 @@ def _absolutise(cfg: HoldfastConfig, base: Path) -> HoldfastConfig:
             "pbx": pbx,
             "api": api,
             "database": db,
+            "store": store,
             "source_path": base,
         }
     )
