@@ -4,7 +4,9 @@ Order of operations for one segment (see docs/design.md, "Ingest and crash safet
 
 1. authenticate the whole spooled file (every chunk) with the vault's private key;
 2. write its stored form (envelope detached) to `store/...`: temp file, fsync, rename, fsync dir;
-3. insert the index row, carrying the envelope, in one transaction;
+   on S3: PUT (Content-MD5 checked by the server) then HEAD of the new version, with its legal
+   hold already ON when a hold covers its range;
+3. insert the index row, carrying the envelope (and the object version), in one transaction;
 4. unlink the spool file and fsync the spool directory.
 
 A kill -9 between any two steps leaves the spool file in place; the rerun finds either no row
@@ -33,7 +35,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from config.model import ID_PATTERN
-from vault import retention
+from vault import legalholds, retention
 from vault.db import Gap, Segment, Source
 from vault.fsutil import fsync_dir
 from vault.log import event
@@ -199,14 +201,23 @@ class Ingestor:
                     event(log, "ingest.duplicate", segment=res.segment_id, path=path.name)
                     return "duplicate"
                 raise Rejected(f"segment id {res.segment_id} is already indexed with different content")
-        key = self.vault.store.key_for(fields["source"], fields["start"], res.segment_id)
-        with open(path, "rb") as src, self.vault.store.writer(key) as dst:
+        store = self.vault.store
+        key = store.key_for(fields["source"], fields["start"], res.segment_id)
+        held = False
+        if store.supports_legal_holds:
+            # Into a held range: the object is written with its legal hold already ON.
+            with self.vault.sessions() as s:
+                held = legalholds.is_covered_now(
+                    s, fields["source"], fields["start"], fields["end"], self.vault.clock()
+                )
+        with open(path, "rb") as src, store.writer(key, legal_hold=held) as dst:
             _hdr, sha, stored = detach_envelope(src, dst)
         seg = Segment(
             **fields,
             stored_bytes=stored,
             sha256=sha,
             storage_key=key,
+            storage_version=dst.version_id,
             state="stored",
             envelope=res.envelope,
             ingested_at=self.vault.clock(),
@@ -217,7 +228,11 @@ class Ingestor:
         except IntegrityError:
             # Another ingest process won the race with this very file; the next pass dedups it.
             event(log, "ingest.race", logging.WARNING, segment=res.segment_id)
+            self._drop_losing_version(res.segment_id, key, dst.version_id)
             return "deferred"
+        if store.supports_legal_holds and not held:
+            # A hold placed between the check above and the commit saw no row to lock: look again.
+            legalholds.sync_segments(self.vault, [seg.id])
         self._unlink(path)
         event(
             log,
@@ -233,6 +248,16 @@ class Ingestor:
         if self.on_indexed is not None:
             self.on_indexed(seg)
         return "indexed"
+
+    def _drop_losing_version(self, segment_id: str, key: str, version: str | None) -> None:
+        """The race's loser uploaded its own version of the object; the winner's row names another."""
+        if version is None:
+            return
+        with self.vault.sessions() as s:
+            row = s.get(Segment, segment_id)
+            winner = None if row is None else row.storage_version
+        if winner is not None and winner != version:
+            self.vault.store.delete_blobs([(key, version)])
 
     def _ingest_gap(self, path: Path) -> None:
         try:

@@ -278,6 +278,14 @@ class S3Store:
             extra["ObjectLockLegalHoldStatus"] = "ON"
         c = self.client
         md5s: list[bytes] = []
+        reused = self._same_version(key, f, size)
+        if reused is not None:
+            # A rerun after a crash between upload and commit: that version is this very blob.
+            if legal_hold:
+                self.set_legal_hold(key, reused, True)
+            event(log, "store.upload_reused", key=key, version=reused)
+            return reused
+        f.seek(0)
         try:
             if size <= MULTIPART_THRESHOLD:
                 body = f.read()
@@ -329,6 +337,29 @@ class S3Store:
             )
         self._verify(key, version, size, _etag_of(md5s))
         return str(version)
+
+    def _same_version(self, key: str, f: BinaryIO, size: int) -> str | None:
+        """An existing version of `key` with this size and ETag (an earlier, uncommitted upload)."""
+        candidates = [
+            v for v in self.iter_versions(key) if v["key"] == key and not v["marker"] and v["size"] == size
+        ]
+        if not candidates:
+            return None
+        md5s = []
+        f.seek(0)
+        part = MULTIPART_THRESHOLD if size <= MULTIPART_THRESHOLD else PART_SIZE
+        while True:
+            b = f.read(part)
+            if not b:
+                break
+            md5s.append(hashlib.md5(b).digest())  # noqa: S324
+        if not md5s:
+            md5s.append(hashlib.md5(b"").digest())  # noqa: S324
+        etag = _etag_of(md5s)
+        for v in candidates:
+            if v["etag"] == etag:
+                return str(v["version"])
+        return None
 
     def _verify(self, key: str, version: str, size: int, etag: str) -> None:
         try:
