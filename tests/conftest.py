@@ -130,9 +130,8 @@ def any_appliance(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
 
 # -- Ceph RGW: the S3 store; the same retention, hold, crash, tamper and API tests run on both --
 
-import uuid as _uuid  # noqa: E402
-
 from tests.support import rgw as _rgw  # noqa: E402
+from tests.support.rgw import use_s3_store  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -144,25 +143,6 @@ def rgw_cluster() -> _Iterator[_rgw.RgwCluster]:
     cluster = _rgw.RgwCluster().start()
     yield cluster
     cluster.stop()
-
-
-def use_s3_store(app: Appliance, cluster: _rgw.RgwCluster, bucket: str | None = None) -> Appliance:
-    """Point an appliance at a fresh bucket (or `bucket`) on the RGW and run `holdfast store init`."""
-    assert cluster.user is not None
-    secret = app.dir / "s3.secret"
-    if not secret.exists():
-        secret.touch(mode=0o600)
-        secret.write_text(cluster.user.secret_key + "\n")
-    bucket = bucket or "hf-" + _uuid.uuid4().hex[:16]
-    text = app.config_path.read_text()
-    text += (
-        f'\n[store]\nkind = "s3"\nendpoint = "{cluster.endpoint}"\nbucket = "{bucket}"\n'
-        f'region = "{cluster.region}"\naccess_key = "{cluster.user.access_key}"\n'
-        f'secret_key_file = "{secret}"\n'
-    )
-    app.config_path.write_text(text)
-    app.cli("store", "init")
-    return app
 
 
 @pytest.fixture(params=["local", "s3"])

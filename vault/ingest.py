@@ -42,7 +42,15 @@ from vault.log import event
 from vault.notify import notify, watchdog_interval
 from vault.purge import store_full_reason
 from vault.retention_models import PurgeLogRow, PurgePending
-from vault.seal import SealError, SegmentReader, Truncated, detach_envelope, read_header, shred_envelope
+from vault.seal import (
+    SealError,
+    SegmentReader,
+    Truncated,
+    detach_envelope,
+    inspect,
+    read_header,
+    shred_envelope,
+)
 from vault.spool import ERASE_SUFFIX, GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
 from vault.timeutil import iso, parse_iso
 from vault.vault import Vault
@@ -76,6 +84,11 @@ class Ingestor:
         self.cfg = vault.cfg
         self.spool = vault.cfg.paths.spool
         self.on_indexed = on_indexed
+        #: A site box holds only seal.pub: it indexes from the segment's structure and leaves
+        #: authentication to the readers that hold the private key (docs/design.md, "Many sites").
+        self.keyless = not any(vault.cfg.keys.dir.glob("seal*.key"))
+        if self.keyless:
+            event(log, "ingest.keyless", keys=str(vault.cfg.keys.dir), verify="structure only")
         ensure_spool(self.spool)
         self.vault.migrate()
         self._sync_sources()
@@ -191,8 +204,10 @@ class Ingestor:
             return "deferred"
         self._refuse_if_purged(path)
         with open(path, "rb") as f:
-            res = SegmentReader(f, self.vault.keyring).verify()
+            res = inspect(f) if self.keyless else SegmentReader(f, self.vault.keyring).verify()
         fields = self._segment_fields(res, path)
+        if self.keyless:
+            fields["meta"]["authenticated_at_ingest"] = False
         with self.vault.sessions() as s:
             existing = s.get(Segment, res.segment_id)
             if existing is not None:

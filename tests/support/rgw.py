@@ -17,7 +17,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tests.support.appliance import Appliance
 from tests.support.rtsp import free_port
 from tests.support.wait import wait_for
 
@@ -210,6 +212,45 @@ rgw thread pool size = 64
                 p.kill()
                 p.wait(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def use_s3_store(app: Appliance, cluster: RgwCluster, bucket: str | None = None) -> Appliance:
+    """Point an appliance at a fresh bucket (or `bucket`) on the RGW and run `holdfast store init`."""
+    assert cluster.user is not None
+    secret = app.dir / "s3.secret"
+    if not secret.exists():
+        secret.touch(mode=0o600)
+        secret.write_text(cluster.user.secret_key + "\n")
+    bucket = bucket or "hf-" + uuid.uuid4().hex[:16]
+    text = app.config_path.read_text()
+    text += (
+        f'\n[store]\nkind = "s3"\nendpoint = "{cluster.endpoint}"\nbucket = "{bucket}"\n'
+        f'region = "{cluster.region}"\naccess_key = "{cluster.user.access_key}"\n'
+        f'secret_key_file = "{secret}"\n'
+    )
+    app.config_path.write_text(text)
+    app.cli("store", "init")
+    return app
+
+
+def plain_client(cluster: RgwCluster) -> Any:
+    """A boto3 client outside Holdfast's code: what anyone holding the bucket's keys could do."""
+    import boto3
+    from botocore.config import Config
+
+    assert cluster.user is not None
+    return boto3.client(
+        "s3",
+        endpoint_url=cluster.endpoint,
+        region_name=cluster.region,
+        aws_access_key_id=cluster.user.access_key,
+        aws_secret_access_key=cluster.user.secret_key,
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
 
 
 if __name__ == "__main__":
