@@ -94,7 +94,19 @@ class Ingestor:
         self._sync_sources()
 
     def _sync_sources(self) -> None:
-        """The config is the truth for sources; the index keeps a row per source for foreign keys."""
+        """The config is the truth for sources; the index keeps a row per source for foreign keys.
+
+        Several ingests (site boxes sharing one index) may start at once: the one that loses the
+        race to insert a source row just looks again."""
+        for attempt in range(5):
+            try:
+                self._sync_sources_once()
+                return
+            except IntegrityError:
+                if attempt == 4:
+                    raise  # the conflicting insert committed before ours failed: the retry sees it
+
+    def _sync_sources_once(self) -> None:
         with self.vault.sessions.begin() as s:
             for item, kind in [(c, "camera") for c in self.cfg.cameras] + [
                 (ln, "line") for ln in self.cfg.lines
@@ -119,7 +131,19 @@ class Ingestor:
         ]
 
     def process(self, path: Path) -> str:
-        """Ingest one spool file; returns indexed | duplicate | gap | erasure | rejected | deferred | gone."""
+        """Ingest one spool file; returns indexed | duplicate | gap | erasure | rejected | deferred | gone.
+
+        Several ingest processes may drain one spool: a file another one finished (and unlinked)
+        while this one looked at it is "gone", not an error."""
+        try:
+            return self._process(path)
+        except FileNotFoundError:
+            if path.exists():
+                raise
+            event(log, "ingest.gone", path=path.name, reason="another ingest process took it")
+            return "gone"
+
+    def _process(self, path: Path) -> str:
         if not path.exists():
             return "gone"
         try:

@@ -436,10 +436,11 @@ class S3Store:
                         "key": v["Key"],
                         "version": v["VersionId"],
                         "size": int(v["Size"]),
+                        "etag": str(v.get("ETag", "")).strip('"'),
                         "marker": False,
                     }
                 for m in page.get("DeleteMarkers", []):
-                    yield {"key": m["Key"], "version": m["VersionId"], "size": 0, "marker": True}
+                    yield {"key": m["Key"], "version": m["VersionId"], "size": 0, "etag": "", "marker": True}
         except (ClientError, BotoCoreError) as e:
             raise self._fail("ListObjectVersions", e) from None
 
