@@ -270,8 +270,12 @@ class Ingestor:
             self._drop_losing_version(res.segment_id, key, dst.version_id)
             return "deferred"
         if store.supports_legal_holds and not held:
-            # A hold placed between the check above and the commit saw no row to lock: look again.
-            legalholds.sync_segments(self.vault, [seg.id])
+            # A hold placed between the check above and the commit saw no row to lock: look again
+            # (a new object's legal hold is OFF, so only a hold found now costs a request).
+            with self.vault.sessions() as s:
+                held_now = legalholds.is_covered_now(s, seg.source, seg.start, seg.end, self.vault.clock())
+            if held_now:
+                store.set_legal_hold(key, dst.version_id, True)
         self._unlink(path)
         event(
             log,

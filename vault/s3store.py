@@ -44,8 +44,10 @@ MULTIPART_THRESHOLD = 32 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 #: DeleteObjects takes at most this many versions a call.
 DELETE_BATCH = 1000
-#: Range reads fetch at least this much: a header, a footer or a run of chunks in one GET.
-READ_BUFFER = 1024 * 1024
+#: Range reads fetch at least READ_AHEAD (a header, a footer with its trailer, a few chunks in
+#: one GET), growing to READ_BUFFER while a reader goes forward.
+READ_AHEAD = 128 * 1024
+READ_BUFFER = 2 * 1024 * 1024
 
 
 def read_secret(path: Path) -> str:
@@ -102,10 +104,17 @@ class _Upload:
 
 
 class RangeFile(io.RawIOBase):
-    """A seekable, read-only view of one object version; each read is a ranged GET."""
+    """A seekable, read-only view of one object version over ranged GETs, with one read-ahead window.
+
+    A miss fetches at least READ_AHEAD bytes, shifted back from the object's end when near it:
+    SegmentReader's header read then costs one GET, its footer and trailer one more (they share
+    the tail window), and the chunks of a range one more; sequential reads double the window up
+    to READ_BUFFER."""
 
     def __init__(self, store: S3Store, key: str, version_id: str | None, size: int) -> None:
         self._store, self._key, self._version, self._size, self._pos = store, key, version_id, size, 0
+        self._win_start, self._win = 0, b""
+        self._ahead = READ_AHEAD
 
     def readable(self) -> bool:
         return True
@@ -121,15 +130,36 @@ class RangeFile(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
+    def _fill(self, pos: int, want: int) -> None:
+        sequential = pos == self._win_start + len(self._win) and self._win
+        self._ahead = min(READ_BUFFER, self._ahead * 2) if sequential else READ_AHEAD
+        n = max(want, self._ahead)
+        start = max(0, min(pos, self._size - n))
+        end = min(self._size, max(pos + want, start + n))
+        self._win_start, self._win = (
+            start,
+            self._store.read_range(self._key, start, end - start, self._version),
+        )
+
     def readinto(self, b: Any) -> int:
         view = memoryview(b).cast("B")
         n = min(len(view), self._size - self._pos)
         if n <= 0:
             return 0
-        data = self._store.read_range(self._key, self._pos, n, self._version)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        lo = self._pos - self._win_start
+        if lo < 0 or lo + n > len(self._win):
+            self._fill(self._pos, n)
+            lo = self._pos - self._win_start
+        view[:n] = self._win[lo : lo + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        buf = bytearray(max(0, min(size, self._size - self._pos)))
+        got = self.readinto(buf)
+        return bytes(buf[:got])
 
 
 @dataclass(frozen=True)
@@ -339,27 +369,26 @@ class S3Store:
         return str(version)
 
     def _same_version(self, key: str, f: BinaryIO, size: int) -> str | None:
-        """An existing version of `key` with this size and ETag (an earlier, uncommitted upload)."""
-        candidates = [
-            v for v in self.iter_versions(key) if v["key"] == key and not v["marker"] and v["size"] == size
-        ]
-        if not candidates:
+        """The key's current version when it is this very blob (an earlier upload whose row was
+        never committed: ingest killed in between); one HEAD, 404 in the usual case."""
+        try:
+            h = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._fail(f"HeadObject of {key}", e) from None
+        except BotoCoreError as e:
+            raise self._fail(f"HeadObject of {key}", e) from None
+        if int(h.get("ContentLength", -1)) != size or not h.get("VersionId"):
             return None
         md5s = []
         f.seek(0)
         part = MULTIPART_THRESHOLD if size <= MULTIPART_THRESHOLD else PART_SIZE
-        while True:
-            b = f.read(part)
-            if not b:
-                break
+        while b := f.read(part):
             md5s.append(hashlib.md5(b).digest())  # noqa: S324
         if not md5s:
             md5s.append(hashlib.md5(b"").digest())  # noqa: S324
-        etag = _etag_of(md5s)
-        for v in candidates:
-            if v["etag"] == etag:
-                return str(v["version"])
-        return None
+        return str(h["VersionId"]) if str(h.get("ETag", "")).strip('"') == _etag_of(md5s) else None
 
     def _verify(self, key: str, version: str, size: int, etag: str) -> None:
         try:
@@ -405,12 +434,11 @@ class S3Store:
             raise self._fail(f"GetObject of {key} bytes {offset}+{length}", e) from None
 
     def open(self, key: str, version_id: str | None = None, size: int | None = None) -> BinaryIO:
-        """A buffered, seekable file over ranged GETs (size from the index saves a HEAD)."""
+        """A seekable file over ranged GETs (the size from the index saves a HEAD)."""
         check_key(key)
         if size is None:
             size = int(self.head(key, version_id)["ContentLength"])
-        raw = RangeFile(self, key, version_id, size)
-        return io.BufferedReader(raw, buffer_size=READ_BUFFER)  # type: ignore[return-value]
+        return RangeFile(self, key, version_id, size)  # type: ignore[return-value]
 
     def exists(self, key: str, version_id: str | None = None) -> bool:
         try:
