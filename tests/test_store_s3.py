@@ -45,7 +45,10 @@ def _legal_hold(client, bucket: str, key: str, version: str) -> str:  # type: ig
     try:
         r = client.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=version)
     except ClientError as e:
-        if e.response["Error"]["Code"] == "NoSuchObjectLockConfiguration":
+        if e.response["Error"]["Code"] in (
+            "NoSuchObjectLockConfiguration",
+            "ObjectLockConfigurationNotFoundError",
+        ):
             return "OFF"
         raise
     return str(r["LegalHold"]["Status"])

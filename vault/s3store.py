@@ -42,6 +42,8 @@ log = logging.getLogger("holdfast.store")
 #: Blobs above this are uploaded in parts (each part's MD5 checked by the server).
 MULTIPART_THRESHOLD = 32 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
+#: What S3 servers answer GetObjectLegalHold for a version that never had one (RGW: the second).
+NO_LEGAL_HOLD = ("NoSuchObjectLockConfiguration", "ObjectLockConfigurationNotFoundError")
 #: DeleteObjects takes at most this many versions a call.
 DELETE_BATCH = 1000
 #: Range reads fetch at least READ_AHEAD (a header, a footer with its trailer, a few chunks in
@@ -491,7 +493,7 @@ class S3Store:
         try:
             r = self.client.get_object_legal_hold(**kw)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchObjectLockConfiguration", "InvalidRequest"):
+            if e.response.get("Error", {}).get("Code") in NO_LEGAL_HOLD:
                 return False
             raise self._fail(f"GetObjectLegalHold of {key}", e) from None
         except BotoCoreError as e:
