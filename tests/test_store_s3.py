@@ -298,3 +298,28 @@ def test_store_config_keys_are_exactly_the_contract(tmp_path: Path) -> None:
     app.config_path.write_text(base + '\n[store]\nkind = "s3"\nbuckets = "x"\n')
     p = app.cli("config", "check", check=False)
     assert p.returncode != 0 and b"buckets" in p.stdout + p.stderr
+
+
+def test_ingest_defers_while_the_store_is_unreachable(s3app: Appliance) -> None:
+    from tests.support.rtsp import free_port
+
+    v = Vault(s3app.cfg)
+    endpoint = s3app.cfg.store.endpoint
+    assert endpoint is not None
+    text = s3app.config_path.read_text()
+    s3app.config_path.write_text(text.replace(endpoint, f"http://127.0.0.1:{free_port()}"))
+    from vault.spool import SpoolSegment
+
+    seg = SpoolSegment(
+        v.cfg.paths.spool,
+        v.seal_public,
+        {"source": "office-1", "kind": "video", "start": "2026-03-02T08:00:00Z"},
+    )
+    seg.write(b"x" * 1000)
+    seg.close({"end": "2026-03-02T08:00:10Z"})
+    out = s3app.cli("ingest", "--once").stdout
+    assert b"indexed=0" in out and b"deferred=1" in out, out
+    assert len(list(v.cfg.paths.spool.glob("*.seg"))) == 1
+    s3app.config_path.write_text(text)
+    assert b"indexed=1" in s3app.cli("ingest", "--once").stdout
+    v.close()

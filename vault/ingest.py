@@ -37,6 +37,7 @@ from watchdog.observers import Observer
 from config.model import ID_PATTERN
 from vault import legalholds, retention
 from vault.db import Gap, Segment, Source
+from vault.errors import StoreError
 from vault.fsutil import fsync_dir
 from vault.log import event
 from vault.notify import notify, watchdog_interval
@@ -165,6 +166,10 @@ class Ingestor:
         except SealError as e:
             self._reject(path, f"verification failed: {type(e).__name__}: {e}")
             return "rejected"
+        except StoreError as e:
+            # The store is unreachable or refused the write: the file waits in the spool.
+            event(log, "ingest.store_unavailable", logging.WARNING, path=path.name, error=str(e))
+            return "deferred"
 
     def _segment_fields(self, res: Any, path: Path) -> dict[str, Any]:
         meta = res.meta
