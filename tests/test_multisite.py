@@ -35,6 +35,7 @@ NORTH = """
 id = "north"
 name = "Another site"
 timezone = "Europe/Helsinki"
+country = "FI"
 
 [[cameras]]
 id = "north-1"
