@@ -633,7 +633,7 @@ def media_response(
 
     `before_send(range)` runs once the range is known to be servable and before any byte leaves:
     the view's access-log entry, with the range it serves."""
-    f = st.vault.store.open(seg.storage_key)
+    f = st.vault.store.open(seg.storage_key, seg.storage_version, seg.stored_bytes)
     try:
         reader = SegmentReader(f, st.vault.keyring, envelope=seg.envelope, expected_id=seg.id)
         size = reader.plaintext_size

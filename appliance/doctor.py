@@ -140,6 +140,29 @@ def check_disk(cfg: HoldfastConfig) -> list[Check]:
     return out
 
 
+def check_store(cfg: HoldfastConfig) -> list[Check]:
+    """The S3 store: secret readable (and private), bucket reachable, versioned, with Object Lock."""
+    if cfg.store.kind != "s3":
+        return []
+    from vault.errors import StoreError
+    from vault.s3store import S3Store
+
+    name = f"store s3 {cfg.store.bucket}"
+    try:
+        problems = S3Store(cfg.store).problems()
+    except StoreError as e:
+        return [
+            _fail(
+                name,
+                str(e),
+                "check [store] endpoint, access_key and secret_key_file (mode 0600), and that the S3 service runs",
+            )
+        ]
+    if problems:
+        return [_fail(name, "; ".join(problems), "run `holdfast store init`")]
+    return [_ok(name, f"{cfg.store.endpoint}: bucket versioned, Object Lock enabled")]
+
+
 def check_clock(cfg: HoldfastConfig, state: Callable[[], bool | None] = clock_state) -> Check:
     synced = state()
     if synced is True:
@@ -255,6 +278,7 @@ def run_checks(config_path: str | None, camera_timeout: float = 3.0) -> list[Che
         return checks
     checks += check_keys(cfg)
     checks += check_disk(cfg)
+    checks += check_store(cfg)
     checks.append(check_clock(cfg))
     db = check_database(cfg)
     checks.append(db)

@@ -8,10 +8,11 @@ import sys
 
 from cli.common import CommandError, open_vault, print_json
 from vault import holds
-from vault.purge import ClockUntrusted, PurgeError, Purger
+from vault.purge import ClockUntrusted, PurgeBusy, PurgeError, Purger
 
 EXIT_CLOCK = 3
 EXIT_STORE_FULL = 4
+EXIT_BUSY = 6
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"refused: {e}", 5) from None
         except PurgeError as e:
             raise CommandError(str(e), 2) from None
+        except PurgeBusy as e:
+            raise CommandError(str(e), EXIT_BUSY) from None
     if args.json:
         print_json(report.as_dict())
     elif args.dry_run:

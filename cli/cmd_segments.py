@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ls.set_defaults(func=list_cmd)
     sh = gs.add_parser("show", help="everything known about one segment, as JSON")
     sh.add_argument("id")
+    sh.add_argument("--json", action="store_true", help="JSON (the only format; accepted for scripts)")
     sh.set_defaults(func=show_cmd)
     c = gs.add_parser("cat", help="write a segment's decrypted bytes to stdout")
     c.add_argument("id")

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "hold": "cli.cmd_hold",
     "purge": "cli.cmd_purge",
     "audit": "cli.cmd_audit",
+    "store": "cli.cmd_store",
 }
 COMMAND_MODULES = list(dict.fromkeys(COMMANDS.values()))
 _GLOBAL_OPTIONS_WITH_VALUE = ("--config", "--log-level")

@@ -78,6 +78,9 @@ def _absolutise(cfg: HoldfastConfig, base: Path) -> HoldfastConfig:
             "export_scratch": fix(cfg.api.export_scratch) or cfg.api.export_scratch,
         }
     )
+    store = cfg.store.model_copy(
+        update={"secret_key_file": fix(cfg.store.secret_key_file) or cfg.store.secret_key_file}
+    )
     db = cfg.database
     prefix = "sqlite:///"
     if db.url.startswith(prefix) and not db.url.startswith(prefix + "/") and db.url != prefix + ":memory:":
@@ -89,6 +92,7 @@ def _absolutise(cfg: HoldfastConfig, base: Path) -> HoldfastConfig:
             "pbx": pbx,
             "api": api,
             "database": db,
+            "store": store,
             "source_path": base,
         }
     )

@@ -141,6 +141,47 @@ class Paths(_Strict):
     scratch: Path = Path("/run/holdfast")
 
 
+class Store(_Strict):
+    """Where sealed blobs live: the local filesystem (`[paths] store`) or an S3 bucket.
+
+    An S3 bucket must have Object Lock (legal holds) and so versioning; `holdfast store init`
+    creates or checks it. The secret key is read from `secret_key_file` (0600, refused when
+    group or others can read it) or, under systemd's LoadCredential=, from the credential of
+    the same file name in $CREDENTIALS_DIRECTORY.
+    """
+
+    kind: Literal["local", "s3"] = "local"
+    endpoint: str | None = None
+    bucket: str | None = None
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key_file: Path | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+/?$", v):
+            raise ValueError(f"not an S3 endpoint URL: {v!r} (expected http(s)://host[:port])")
+        return v
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
+            raise ValueError(f"not a valid S3 bucket name: {v!r} (3-63 of a-z 0-9 . -)")
+        return v
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> Store:
+        if self.kind == "s3":
+            missing = [
+                k for k in ("endpoint", "bucket", "access_key", "secret_key_file") if not getattr(self, k)
+            ]
+            if missing:
+                raise ValueError(f'kind = "s3" needs {", ".join(missing)}')
+        return self
+
+
 class Keys(_Strict):
     """Key files; recorders need only `seal.pub`, the vault and the API the private keys."""
 
@@ -225,6 +266,7 @@ class HoldfastConfig(_Strict):
     retention: dict[str, RetentionClass] = Field(min_length=1)
     paths: Paths
     keys: Keys
+    store: Store = Store()
     database: Database = Database()
     purge: Purge = Purge()
     pbx: Pbx = Pbx()

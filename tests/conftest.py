@@ -115,11 +115,40 @@ def use_database(app: Appliance, url: str) -> Appliance:
     return app
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-s3"])
 def any_appliance(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
-    """The same appliance on SQLite and on PostgreSQL: nothing in the logic is SQLite-only."""
+    """The same appliance on SQLite and on PostgreSQL (and PostgreSQL with the S3 store, the
+    scale-out pair): nothing in the logic is SQLite-only or local-disk-only."""
     app = make_appliance(tmp_path / "site")
-    if request.param == "postgresql":
+    if request.param.startswith("postgresql"):
         cluster = request.getfixturevalue("postgres_cluster")
         use_database(app, cluster.create_database())
+    if request.param.endswith("-s3"):
+        use_s3_store(app, request.getfixturevalue("rgw_cluster"))
+    return app
+
+
+# -- Ceph RGW: the S3 store; the same retention, hold, crash, tamper and API tests run on both --
+
+from tests.support import rgw as _rgw  # noqa: E402
+from tests.support.rgw import use_s3_store  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def rgw_cluster() -> _Iterator[_rgw.RgwCluster]:
+    """One private Ceph (mon, memstore OSD, radosgw) for the whole session: ~3-10 s to start."""
+    ok, why = _rgw.available()
+    if not ok:
+        pytest.skip(why)
+    cluster = _rgw.RgwCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_appliance(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
+    """The same appliance with the local store and with the S3 store on Ceph RGW."""
+    app = make_appliance(tmp_path / "site")
+    if request.param == "s3":
+        use_s3_store(app, request.getfixturevalue("rgw_cluster"))
     return app

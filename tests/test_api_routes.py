@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (the api_site fixture is imported by name)
+# ruff: noqa: F811  (fixtures are passed by name)
 """The HTTP API through FastAPI's TestClient: contract, role matrix, bytes, bad input, access log, export."""
 
 from __future__ import annotations
@@ -14,10 +14,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.support.apisite import PASSWORD, USERS, ApiSite, api_site  # noqa: F401
+from tests.support.apisite import PASSWORD, USERS, ApiSite, build_site
 from vault.users import LOCK_AFTER
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def api_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ApiSite:
+    """The API contract holds with the local store and with the S3 store (Ceph RGW) alike."""
+    rgw = request.getfixturevalue("rgw_cluster") if request.param == "s3" else None
+    return build_site(tmp_path_factory.mktemp("api-site"), rgw=rgw)
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,8 @@ def test_fmp4_sealed_ingested_listed_and_read_back(
     assert list(spool.glob("*.seg")) == []
     assert plaintext_media_files(spool, store) == []
     shown = json.loads(appliance.cli("segments", "show", s["id"]).stdout)
-    assert shown["sha256"] == hashlib.sha256((store / shown["storage_key"]).read_bytes()).hexdigest()
+    with appliance.vault() as v, v.store.open(shown["storage_key"], shown["storage_version"]) as blob:
+        assert shown["sha256"] == hashlib.sha256(blob.read()).hexdigest()
     assert shown["key_present"] is True
 
 

@@ -71,7 +71,8 @@ def test_sigkill_during_ingest(any_appliance: Appliance) -> None:
         rows = list(s.scalars(select(Segment)))
         assert {r.id for r in rows} == set(payloads)
         for row in rows:
-            blob = v.store.path(row.storage_key).read_bytes()
+            with v.store.open(row.storage_key, row.storage_version) as f:
+                blob = f.read()
             assert hashlib.sha256(blob).hexdigest() == row.sha256
             with v.open_segment(row) as r:
                 assert hashlib.sha256(r.read()).hexdigest() == payloads[row.id]

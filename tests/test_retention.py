@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,9 +29,10 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def app(appliance: Appliance) -> Appliance:
-    set_purge(appliance, require_clock_sync=False)
-    return appliance
+def app(store_appliance: Appliance) -> Appliance:
+    """Every retention, hold and tamper test runs with the local store and the S3 store (RGW)."""
+    set_purge(store_appliance, require_clock_sync=False)
+    return store_appliance
 
 
 def _vault(app: Appliance, clock: Clock) -> Vault:
@@ -309,7 +309,8 @@ def test_blob_copied_before_purge_cannot_be_opened_after(app: Appliance, tmp_pat
         seg = v.get_segment(s, sid)
         envelope = seg.envelope
         copy = tmp_path / "stolen.seg"
-        shutil.copyfile(v.store.path(seg.storage_key), copy)
+        with v.store.open(seg.storage_key, seg.storage_version) as blob:
+            copy.write_bytes(blob.read())
     assert envelope is not None
     with open(copy, "rb") as f:  # before the purge the copy opens with the index's envelope
         assert SegmentReader(f, v.keyring, envelope=envelope).read(0, 6) == b"secret"

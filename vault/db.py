@@ -74,6 +74,8 @@ class Segment(Base):
     retention_class: Mapped[str] = mapped_column(String(64))
     deadline: Mapped[datetime] = mapped_column(UTCDateTime())
     storage_key: Mapped[str] = mapped_column(String(512))
+    #: The object version in an S3 store (Object Lock buckets are versioned); None on the local store.
+    storage_version: Mapped[str | None] = mapped_column(String(1024), nullable=True, default=None)
     state: Mapped[str] = mapped_column(String(16), default="stored")  # stored | purging
     key_id: Mapped[str] = mapped_column(String(16))
     #: The wrapped segment key, detached from the blob at ingest; NULL once crypto-shredded.

@@ -32,6 +32,13 @@ log = logging.getLogger("holdfast.holds")
 
 #: The role that may release a hold (the API maps its accounts onto this).
 RELEASE_PERMISSION = "hold.release"
+#: Session.info key: holds changed in this transaction, whose S3 legal holds the vault sets
+#: after the commit (vault.legalholds.sync_holds).
+CHANGED = "holdfast.holds_changed"
+
+
+def _changed(session: Session, hold_id: str) -> None:
+    session.info.setdefault(CHANGED, set()).add(hold_id)
 
 
 class HoldError(HoldfastError):
@@ -180,6 +187,7 @@ def add_hold(
     for sid in segment_ids:
         session.add(HoldSegment(hold_id=h.id, segment_id=sid))
     session.flush()
+    _changed(session, h.id)
     access_log.record(
         session,
         user=actor,
@@ -240,6 +248,7 @@ def release_hold(
     if h.released_at is not None:
         raise HoldError(f"hold {hold_id} was already released at {iso(h.released_at)} by {h.released_by}")
     h.released_at, h.released_by, h.release_reason = now, actor, reason
+    _changed(session, h.id)
     access_log.record(
         session, user=actor, role=role, action="hold.release", purpose=reason, at=now, hold=hold_id
     )
@@ -257,6 +266,7 @@ def expire_holds(session: Session, access_log: AccessLog, now: datetime) -> list
         assert h.until is not None
         h.released_at, h.released_by = now, "holdfast-purge"
         h.release_reason = f"hold period ended at {iso(h.until)}"
+        _changed(session, h.id)
         access_log.record(
             session,
             user="holdfast-purge",

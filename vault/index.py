@@ -77,6 +77,7 @@ def segment_dict(seg: Segment, full: bool = False) -> dict[str, Any]:
                 "stored_bytes": seg.stored_bytes,
                 "sha256": seg.sha256,
                 "storage_key": seg.storage_key,
+                "storage_version": seg.storage_version,
                 "state": seg.state,
                 "key_id": seg.key_id,
                 "key_present": seg.envelope is not None,

@@ -4,7 +4,9 @@ Order of operations for one segment (see docs/design.md, "Ingest and crash safet
 
 1. authenticate the whole spooled file (every chunk) with the vault's private key;
 2. write its stored form (envelope detached) to `store/...`: temp file, fsync, rename, fsync dir;
-3. insert the index row, carrying the envelope, in one transaction;
+   on S3: PUT (Content-MD5 checked by the server) then HEAD of the new version, with its legal
+   hold already ON when a hold covers its range;
+3. insert the index row, carrying the envelope (and the object version), in one transaction;
 4. unlink the spool file and fsync the spool directory.
 
 A kill -9 between any two steps leaves the spool file in place; the rerun finds either no row
@@ -34,14 +36,23 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from config.model import ID_PATTERN
-from vault import retention
+from vault import legalholds, retention
 from vault.db import Gap, Segment, Source
+from vault.errors import StoreError
 from vault.fsutil import fsync_dir
 from vault.log import event
 from vault.notify import notify, watchdog_interval
 from vault.purge import store_full_reason
 from vault.retention_models import PurgeLogRow, PurgePending
-from vault.seal import SealError, SegmentReader, Truncated, detach_envelope, read_header, shred_envelope
+from vault.seal import (
+    SealError,
+    SegmentReader,
+    Truncated,
+    detach_envelope,
+    inspect,
+    read_header,
+    shred_envelope,
+)
 from vault.spool import ERASE_SUFFIX, GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
 from vault.timeutil import iso, parse_iso
 from vault.vault import Vault
@@ -75,12 +86,29 @@ class Ingestor:
         self.cfg = vault.cfg
         self.spool = vault.cfg.paths.spool
         self.on_indexed = on_indexed
+        #: A site box holds only seal.pub: it indexes from the segment's structure and leaves
+        #: authentication to the readers that hold the private key (docs/design.md, "Many sites").
+        self.keyless = not any(vault.cfg.keys.dir.glob("seal*.key"))
+        if self.keyless:
+            event(log, "ingest.keyless", keys=str(vault.cfg.keys.dir), verify="structure only")
         ensure_spool(self.spool)
         self.vault.migrate()
         self._sync_sources()
 
     def _sync_sources(self) -> None:
-        """The config is the truth for sources; the index keeps a row per source for foreign keys."""
+        """The config is the truth for sources; the index keeps a row per source for foreign keys.
+
+        Several ingests (site boxes sharing one index) may start at once: the one that loses the
+        race to insert a source row just looks again."""
+        for attempt in range(5):
+            try:
+                self._sync_sources_once()
+                return
+            except IntegrityError:
+                if attempt == 4:
+                    raise  # the conflicting insert committed before ours failed: the retry sees it
+
+    def _sync_sources_once(self) -> None:
         with self.vault.sessions.begin() as s:
             for item, kind in [(c, "camera") for c in self.cfg.cameras] + [
                 (ln, "line") for ln in self.cfg.lines
@@ -105,7 +133,19 @@ class Ingestor:
         ]
 
     def process(self, path: Path) -> str:
-        """Ingest one spool file; returns indexed | duplicate | gap | erasure | rejected | deferred | gone."""
+        """Ingest one spool file; returns indexed | duplicate | gap | erasure | rejected | deferred | gone.
+
+        Several ingest processes may drain one spool: a file another one finished (and unlinked)
+        while this one looked at it is "gone", not an error."""
+        try:
+            return self._process(path)
+        except FileNotFoundError:
+            if path.exists():
+                raise
+            event(log, "ingest.gone", path=path.name, reason="another ingest process took it")
+            return "gone"
+
+    def _process(self, path: Path) -> str:
         if not path.exists():
             return "gone"
         try:
@@ -127,6 +167,10 @@ class Ingestor:
         except SealError as e:
             self._reject(path, f"verification failed: {type(e).__name__}: {e}")
             return "rejected"
+        except StoreError as e:
+            # The store is unreachable or refused the write: the file waits in the spool.
+            event(log, "ingest.store_unavailable", logging.WARNING, path=path.name, error=str(e))
+            return "deferred"
 
     def _segment_fields(self, res: Any, path: Path) -> dict[str, Any]:
         meta = res.meta
@@ -190,8 +234,10 @@ class Ingestor:
             return "deferred"
         self._refuse_if_purged(path)
         with open(path, "rb") as f:
-            res = SegmentReader(f, self.vault.keyring).verify()
+            res = inspect(f) if self.keyless else SegmentReader(f, self.vault.keyring).verify()
         fields = self._segment_fields(res, path)
+        if self.keyless:
+            fields["meta"]["authenticated_at_ingest"] = False
         with self.vault.sessions() as s:
             existing = s.get(Segment, res.segment_id)
             if existing is not None:
@@ -200,9 +246,17 @@ class Ingestor:
                     event(log, "ingest.duplicate", segment=res.segment_id, path=path.name)
                     return "duplicate"
                 raise Rejected(f"segment id {res.segment_id} is already indexed with different content")
-        key = self.vault.store.key_for(fields["source"], fields["start"], res.segment_id)
+        store = self.vault.store
+        key = store.key_for(fields["source"], fields["start"], res.segment_id)
+        held = False
+        if store.supports_legal_holds:
+            # Into a held range: the object is written with its legal hold already ON.
+            with self.vault.sessions() as s:
+                held = legalholds.is_covered_now(
+                    s, fields["source"], fields["start"], fields["end"], self.vault.clock()
+                )
         try:
-            with open(path, "rb") as src, self.vault.store.writer(key) as dst:
+            with open(path, "rb") as src, store.writer(key, legal_hold=held) as dst:
                 _hdr, sha, stored = detach_envelope(src, dst)
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -214,7 +268,7 @@ class Ingestor:
                 "ingest.store_full",
                 logging.WARNING,
                 path=path.name,
-                reason=f"no space left in the store ({self.vault.store.root}): {e.strerror}; the "
+                reason=f"no space left in the store ({store.describe()}): {e.strerror}; the "
                 "segment waits in the spool until the purger or an operator frees space",
             )
             return "deferred"
@@ -223,6 +277,7 @@ class Ingestor:
             stored_bytes=stored,
             sha256=sha,
             storage_key=key,
+            storage_version=dst.version_id,
             state="stored",
             envelope=res.envelope,
             ingested_at=self.vault.clock(),
@@ -233,7 +288,15 @@ class Ingestor:
         except IntegrityError:
             # Another ingest process won the race with this very file; the next pass dedups it.
             event(log, "ingest.race", logging.WARNING, segment=res.segment_id)
+            self._drop_losing_version(res.segment_id, key, dst.version_id)
             return "deferred"
+        if store.supports_legal_holds and not held:
+            # A hold placed between the check above and the commit saw no row to lock: look again
+            # (a new object's legal hold is OFF, so only a hold found now costs a request).
+            with self.vault.sessions() as s:
+                held_now = legalholds.is_covered_now(s, seg.source, seg.start, seg.end, self.vault.clock())
+            if held_now:
+                store.set_legal_hold(key, dst.version_id, True)
         self._unlink(path)
         event(
             log,
@@ -249,6 +312,16 @@ class Ingestor:
         if self.on_indexed is not None:
             self.on_indexed(seg)
         return "indexed"
+
+    def _drop_losing_version(self, segment_id: str, key: str, version: str | None) -> None:
+        """The race's loser uploaded its own version of the object; the winner's row names another."""
+        if version is None:
+            return
+        with self.vault.sessions() as s:
+            row = s.get(Segment, segment_id)
+            winner = None if row is None else row.storage_version
+        if winner is not None and winner != version:
+            self.vault.store.delete_blobs([(key, version)])
 
     def _ingest_gap(self, path: Path) -> None:
         try:

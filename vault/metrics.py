@@ -150,7 +150,8 @@ class HoldfastCollector:
             GaugeMetricFamily(
                 "holdfast_store_used_ratio",
                 "Used fraction of the store's filesystem",
-                value=used / total if total else 1.0,
+                # an S3 store has no filesystem to fill: it reports (0, 0)
+                value=used / total if total else 0.0,
             ),
             GaugeMetricFamily(
                 "holdfast_store_high_water_ratio",

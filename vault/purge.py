@@ -4,7 +4,8 @@ Crash-safe order for every segment (Moonfire's garbage-table idea, plus crypto-s
 
 1. one transaction: row -> state 'purging', envelope -> NULL (the key is destroyed: the blob
    and every copy of it are unreadable from here on), a `purge_pending` row records the reason;
-2. unlink the blob and fsync its directory (`False` if a previous run already did);
+2. delete the blob: unlink and fsync its directory (local), or DeleteObjects by version id,
+   1,000 versions a call (S3); a blob a previous run already deleted counts as deleted;
 3. one transaction: append the purge-log entry (skipped if one exists for the segment), delete
    the segment row and the pending row, sign a checkpoint of the log.
 
@@ -23,7 +24,8 @@ import ctypes
 import ctypes.util
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import metadata
@@ -68,6 +70,52 @@ class ClockUntrusted(HoldfastError):
 
 class PurgeError(HoldfastError):
     """A purge request that cannot be carried out as asked."""
+
+
+class PurgeBusy(HoldfastError):
+    """Another purger (on this or another box) holds the index's purge lock; this one did nothing."""
+
+
+#: PostgreSQL advisory lock key of the one purger across all boxes sharing an index ("HFPURGE").
+PURGE_LOCK_KEY = 0x4846505552474500
+
+
+@contextmanager
+def purge_lock(vault: Vault) -> Iterator[None]:
+    """One purger at a time across every box that shares the index (PostgreSQL advisory lock,
+    held on its own connection for the whole pass; released if the process dies). SQLite is
+    one box's index: its write transactions already serialise purgers there."""
+    if vault.engine.dialect.name != "postgresql":
+        yield
+        return
+    with vault.engine.connect() as conn:
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PURGE_LOCK_KEY}).scalar()
+        conn.commit()
+        if not got:
+            holder = conn.execute(
+                text(
+                    "SELECT a.pid, coalesce(host(a.client_addr), 'local'), a.application_name, a.backend_start "
+                    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND ((l.classid::bigint << 32) | l.objid::bigint) = :k"
+                ),
+                {"k": PURGE_LOCK_KEY},
+            ).first()
+            who = (
+                f" (PostgreSQL backend pid {holder[0]} from {holder[1]}, connected since {iso(holder[3])})"
+                if holder is not None
+                else ""
+            )
+            event(log, "purge.busy", logging.WARNING, holder=who.strip() or "unknown")
+            raise PurgeBusy(
+                f"another purger holds the purge lock on this index{who}; one purger runs at a time "
+                "across all boxes: this pass did nothing, the next timer run tries again"
+            )
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PURGE_LOCK_KEY})
+            conn.commit()
 
 
 # -- the clock guard -------------------------------------------------------------------------
@@ -271,18 +319,18 @@ class Purger:
         """Steps 2 and 3 for marked rows (all of them when `ids` is None: the restart path)."""
         v = self.vault
         with v.sessions() as s:
-            q = select(Segment.id, Segment.storage_key).where(Segment.state == "purging")
+            q = select(Segment.id, Segment.storage_key, Segment.storage_version).where(
+                Segment.state == "purging"
+            )
             if ids is not None:
                 q = q.where(Segment.id.in_(list(ids)))
             rows = s.execute(q).all()
         if not rows:
             return 0
-        dirs = set()
-        for _sid, key in rows:
-            if v.store.delete_nosync(key):
-                dirs.add(v.store.path(key).parent)
-        v.store.sync_dirs(dirs)
-        ids_ = [sid for sid, _key in rows]
+        # Local: unlink each, one fsync per touched directory. S3: DeleteObjects by version id,
+        # 1,000 a call; a version already gone counts as deleted (a resumed purge).
+        v.store.delete_blobs((key, version) for _sid, key, version in rows)
+        ids_ = [sid for sid, _key, _version in rows]
         with v.sessions.begin() as s:
             # The purge log's lock first: another purger finishing the same rows waits here and
             # then finds them gone, so each segment gets exactly one entry; the time is read
@@ -389,7 +437,15 @@ class Purger:
     # -- one pass ------------------------------------------------------------------------------
 
     def run(self, dry_run: bool = False) -> PurgeReport:
-        """One pass: finish interrupted purges, purge expired, then relieve disk pressure."""
+        """One pass: finish interrupted purges, purge expired, then relieve disk pressure.
+
+        Raises PurgeBusy, having done nothing, when another purger holds the lock."""
+        if dry_run:
+            return self._run(dry_run)
+        with purge_lock(self.vault):
+            return self._run(dry_run)
+
+    def _run(self, dry_run: bool) -> PurgeReport:
         v = self.vault
         report = PurgeReport(dry_run=dry_run)
         now = v.clock()

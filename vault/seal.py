@@ -656,6 +656,38 @@ class SegmentReader:
 # -- keyless operations: recovery of killed writers, detaching the envelope -------------------
 
 
+def inspect(f: BinaryIO) -> VerifyResult:
+    """What the index needs, from the structure alone (no key): for a site box's ingest.
+
+    Checks the header parses, the footer's chunk count fits the file and the closing metadata
+    is JSON; it cannot authenticate anything (that needs the vault's private key), so
+    `trailer_authenticated` is False and a changed byte is found on the first read, by
+    `SegmentReader`, where the key is."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    hdr = read_header(f)
+    lay = _layout(f, hdr, size)
+    trailer: dict[str, Any] = {}
+    if lay.trailer_json:
+        try:
+            t = json.loads(lay.trailer_json.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise TrailerDamaged(f"segment {hdr.segment_id}: closing metadata is not valid JSON") from None
+        trailer = t if isinstance(t, dict) else {}
+    plain = 0 if lay.chunks == 0 else (lay.chunks - 1) * hdr.chunk_size + lay.last_plain
+    return VerifyResult(
+        segment_id=hdr.segment_id,
+        meta=hdr.meta,
+        trailer=trailer,
+        trailer_authenticated=False,
+        chunks=lay.chunks,
+        plaintext_bytes=plain,
+        cut_short=lay.cut_short,
+        key_id=hdr.key_id,
+        envelope=hdr.envelope,
+    )
+
+
 def recover_partial(f: BinaryIO, trailer: dict[str, Any]) -> int:
     """Close a segment whose writer died: keep its whole chunks, mark it cut short.
 

@@ -1,8 +1,10 @@
 """The segment store: sealed blobs by storage key, written atomically and durably.
 
 Layout `store/<source>/<yyyy>/<mm>/<dd>/<id>` keeps a day of one camera in one directory, so
-listing, backup and manual inspection stay cheap at 8,640 segments a camera a day. The class
-is the seam for S3-compatible storage: callers use keys, never paths.
+listing, backup and manual inspection stay cheap at 8,640 segments a camera a day. Callers use
+keys, never paths: `make_store` gives this class or the S3 store (vault/s3store.py, the same
+keys as object keys) from `[store] kind`. A blob is addressed by (key, version id); the local
+store has no versions (None).
 
 What a store must offer (`holdfast check` uses only these, so an S3 store implements the same):
 `key_for`, `writer`, `open`, `exists`, `size`, `delete`, and for the consistency check
@@ -20,39 +22,62 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from vault.errors import StoreError
 from vault.fsutil import fsync_dir
 
+if TYPE_CHECKING:
+    from config.model import HoldfastConfig
+    from vault.s3store import S3Store
+
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}/\d{4}/\d{2}/\d{2}/[A-Za-z0-9_-]{1,64}$")
 
 
+def check_key(key: str) -> str:
+    if not _KEY_RE.match(key):
+        raise StoreError(f"unsafe storage key {key!r}")
+    return key
+
+
+def key_for(source: str, start: datetime, segment_id: str) -> str:
+    return check_key(f"{source}/{start:%Y/%m/%d}/{segment_id}")
+
+
+class _LocalSink:
+    """What `LocalStore.writer` yields: the temp file's write, and no version."""
+
+    version_id: str | None = None
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.write = f.write
+
+
 class LocalStore:
+    supports_legal_holds = False
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    @staticmethod
-    def key_for(source: str, start: datetime, segment_id: str) -> str:
-        key = f"{source}/{start:%Y/%m/%d}/{segment_id}"
-        if not _KEY_RE.match(key):
-            raise StoreError(f"unsafe storage key {key!r}")
-        return key
+    key_for = staticmethod(key_for)
+
+    def describe(self) -> str:
+        return f"local {self.root}"
 
     def path(self, key: str) -> Path:
-        if not _KEY_RE.match(key):
-            raise StoreError(f"unsafe storage key {key!r}")
-        return self.root / key
+        return self.root / check_key(key)
 
     @contextmanager
-    def writer(self, key: str) -> Iterator[BinaryIO]:
-        """Write to a temporary file beside the target; fsync, rename, fsync the directory."""
+    def writer(self, key: str, *, legal_hold: bool = False) -> Iterator[_LocalSink]:
+        """Write to a temporary file beside the target; fsync, rename, fsync the directory.
+
+        `legal_hold` is for the S3 store; here the index alone keeps held footage."""
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.tmp")
         f = open(tmp, "wb")  # noqa: SIM115 - closed below on every path
         try:
-            yield f
+            yield _LocalSink(f)
             f.flush()
             os.fsync(f.fileno())
             f.close()
@@ -66,17 +91,34 @@ class LocalStore:
             tmp.unlink(missing_ok=True)
             raise
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, version_id: str | None = None, size: int | None = None) -> BinaryIO:
         try:
             return open(self.path(key), "rb")  # noqa: SIM115 - caller closes
         except FileNotFoundError:
             raise StoreError(f"segment blob {key} is missing from the store at {self.root}") from None
 
-    def exists(self, key: str) -> bool:
+    def exists(self, key: str, version_id: str | None = None) -> bool:
         return self.path(key).exists()
 
-    def size(self, key: str) -> int:
+    def size(self, key: str, version_id: str | None = None) -> int:
         return self.path(key).stat().st_size
+
+    def legal_hold(self, key: str, version_id: str | None) -> bool:
+        return False
+
+    def set_legal_hold(self, key: str, version_id: str | None, on: bool) -> None:
+        """The local store has no legal holds of its own: the index keeps held footage."""
+
+    def delete_blobs(self, blobs: Iterable[tuple[str, str | None]]) -> int:
+        """Unlink each, then fsync each touched directory once; already gone counts (a resumed purge)."""
+        dirs = set()
+        n = 0
+        for key, _version in blobs:
+            if self.delete_nosync(key):
+                n += 1
+                dirs.add(self.path(key).parent)
+        self.sync_dirs(dirs)
+        return n
 
     def delete(self, key: str) -> bool:
         """Unlink and sync the directory; False if it was already gone (a resumed purge)."""
@@ -165,3 +207,12 @@ def _listing(d: str | Path) -> list[tuple[str, os.DirEntry[str]]]:
         return []
     entries.sort(key=lambda t: t[0], reverse=True)
     return entries
+
+
+def make_store(cfg: HoldfastConfig) -> LocalStore | S3Store:
+    """The store `[store] kind` names: the local filesystem (`[paths] store`) or an S3 bucket."""
+    if cfg.store.kind == "s3":
+        from vault.s3store import S3Store
+
+        return S3Store(cfg.store)
+    return LocalStore(cfg.paths.store)

@@ -6,6 +6,7 @@ thing everywhere: look up the row, fetch the blob, join it with the envelope fro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,17 +15,21 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.model import HoldfastConfig
-from vault import keys
+from vault import holds, keys
 from vault.auditlog import AccessLog, PurgeLog
 from vault.db import Segment, make_engine, migrate, session_factory
 from vault.errors import HoldfastError
+from vault.log import event
 from vault.seal import SegmentReader
-from vault.store import LocalStore
+from vault.store import make_store
 from vault.timeutil import utcnow
+
+log = logging.getLogger("holdfast.vault")
 
 
 class SegmentNotFound(HoldfastError):
@@ -35,7 +40,7 @@ class Vault:
     def __init__(self, cfg: HoldfastConfig, clock: Callable[[], datetime] = utcnow) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.store = LocalStore(cfg.paths.store)
+        self.store = make_store(cfg)
 
     @cached_property
     def engine(self) -> Engine:
@@ -43,7 +48,36 @@ class Vault:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        return session_factory(self.engine)
+        factory = session_factory(self.engine)
+        if self.store.supports_legal_holds:
+            sa_event.listen(factory, "after_commit", self._after_commit)
+            sa_event.listen(factory, "after_rollback", self._after_rollback)
+        return factory
+
+    def _after_commit(self, session: Session) -> None:
+        """Holds changed in the committed transaction: set their objects' legal holds now.
+
+        Runs after the commit (the index is the authority); a failure leaves drift that
+        `holdfast check --repair-holds` mends, so it is logged, never raised into the caller."""
+        changed = session.info.pop(holds.CHANGED, None)
+        if not changed:
+            return
+        from vault import legalholds
+
+        try:
+            legalholds.sync_holds(self, changed)
+        except HoldfastError as e:
+            event(
+                log,
+                "legalholds.sync_failed",
+                logging.ERROR,
+                holds=",".join(sorted(changed)),
+                error=str(e),
+                fix="holdfast check --repair-holds",
+            )
+
+    def _after_rollback(self, session: Session) -> None:
+        session.info.pop(holds.CHANGED, None)
 
     def migrate(self, progress: Callable[[int, int], None] | None = None) -> None:
         migrate(self.engine, progress)
@@ -82,7 +116,7 @@ class Vault:
 
     @contextmanager
     def open_segment(self, seg: Segment) -> Iterator[SegmentReader]:
-        with self.store.open(seg.storage_key) as f:
+        with self.store.open(seg.storage_key, seg.storage_version, seg.stored_bytes) as f:
             yield SegmentReader(f, self.keyring, envelope=seg.envelope, expected_id=seg.id)
 
     def close(self) -> None:

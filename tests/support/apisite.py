@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.footage import record
+from tests.support.rgw import RgwCluster, use_s3_store
 
 PASSWORD = "correct horse battery"
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
@@ -59,9 +60,13 @@ class ApiSite:
     calls: dict[str, str]  # call_id -> segment id
 
 
-def build_site(directory: Path, count: int = 14) -> ApiSite:
-    """office-1: `count` 10 s segments from T0 with a 30 s gap after the 6th; north-1: 2 segments."""
+def build_site(directory: Path, count: int = 14, rgw: RgwCluster | None = None) -> ApiSite:
+    """office-1: `count` 10 s segments from T0 with a 30 s gap after the 6th; north-1: 2 segments.
+
+    With `rgw`, the segments are stored in a bucket on it (the S3 store)."""
     app = make_appliance(directory)
+    if rgw is not None:
+        use_s3_store(app, rgw)
     with open(app.config_path, "a", encoding="utf-8") as f:
         f.write(EXTRA_CONFIG)
     for name, (role, sites) in USERS.items():
