@@ -202,6 +202,37 @@ def test_drift_found_and_mended_and_purge_unlocks_a_stale_legal_hold(
     v.close()
 
 
+def test_check_reports_legal_hold_drift_and_repair_holds_mends_it(
+    s3app: Appliance, rgw_cluster: RgwCluster
+) -> None:
+    """`holdfast check` names a held segment whose object lost its legal hold; --repair-holds sets it."""
+    v = Vault(s3app.cfg)
+    bucket = s3app.cfg.store.bucket
+    now = datetime.now(UTC)
+    (held,) = make_segments(v, "office-1", now - timedelta(minutes=5), 1)
+    with v.sessions.begin() as s:
+        holds.add_hold(s, v.access_log, actor="g", role="staff", reason="x", now=now, segment_ids=[held])
+    row = _rows(v)[held]
+    v.close()
+    p = s3app.cli("check", "--json", check=False)
+    assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+    plain_client(rgw_cluster).put_object_legal_hold(
+        Bucket=bucket, Key=row.storage_key, VersionId=row.storage_version, LegalHold={"Status": "OFF"}
+    )
+    p = s3app.cli("check", "--json", check=False)
+    assert p.returncode == 1, p.stderr.decode()
+    assert p.stdout, p.stderr.decode()
+    problems = json.loads(p.stdout)["problems"]
+    assert [(x["kind"], x["segment"], x["path"]) for x in problems] == [
+        ("legal_hold_drift", held, row.storage_key)
+    ]
+    assert held in s3app.cli("check", check=False).stdout.decode()
+    p = s3app.cli("check", "--repair-holds", check=False)
+    assert p.returncode == 0, p.stdout
+    client = plain_client(rgw_cluster)
+    assert _legal_hold(client, bucket, row.storage_key, row.storage_version) == "ON"
+
+
 def test_cli_cat_show_and_multipart_and_ranged_reads(
     s3app: Appliance, rgw_cluster: RgwCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,7 @@ KINDS: dict[str, str] = {
     "log_invalid": "the purge or access log does not verify against its last signed checkpoint",
     "spool_stale": "a spool file older than an hour: ingest (or a recorder) is not taking it",
     "plaintext": "plaintext media in the spool or the store",
+    "legal_hold_drift": "(S3) an object's legal hold differs from what the index's holds say",
 }
 
 
@@ -115,12 +116,26 @@ def run_check(vault: Vault, deep: bool = False) -> CheckReport:
     """Every check, in one read-only pass over index, store, logs and spool."""
     report = CheckReport(deep=deep)
     _store_vs_index(vault, report)
+    _legal_holds(vault, report)
     with vault.sessions() as s:
         _purge_log_vs_index(vault, s, report)
         for lg in (vault.purge_log, vault.access_log):
             _verify_log(vault, s, lg, report)
     _spool(vault, report)
     return report
+
+
+def _legal_holds(vault: Vault, report: CheckReport) -> None:
+    """On an Object Lock store, each stored object's legal hold must match the index's holds."""
+    from vault import legalholds
+
+    for d in legalholds.find_drift(vault):
+        report.add(
+            "legal_hold_drift",
+            f"{d.describe()}; run `holdfast check --repair-holds` to set it from the index's holds",
+            segment=d.segment,
+            path=d.key,
+        )
 
 
 # -- the index against the store -----------------------------------------------------------
