@@ -714,7 +714,7 @@ def segment_media(
             range=served,
         )
 
-    return media_response(st, seg, request.headers.get("range"), content_type_for(seg), log_view)
+    return media_response(st, seg, request.headers.get("range"), content_type_for(seg), before_send=log_view)
 
 
 class ViewIn(BaseModel):

@@ -175,6 +175,22 @@ def test_control_characters_are_escaped_in_log_lines(client: TestClient, tokens:
 # -- 4. what the access log records -------------------------------------------------------------
 
 
+def test_every_audited_route_exists_and_every_footage_route_is_audited(client: TestClient) -> None:
+    """A renamed route must not silently stop leaving `denied` entries."""
+    from api.accesslog import AUDITED
+
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    routes = {(m.upper(), p) for p, ops in paths.items() for m in ops}
+    assert set(AUDITED) <= routes, set(AUDITED) - routes
+    footage = {
+        (m, p)
+        for m, p in routes
+        if p.startswith(("/api/v1/segments", "/api/v1/play", "/api/v1/cameras/", "/api/v1/extent"))
+        or p.endswith("/export")
+    }
+    assert footage <= set(AUDITED), footage - set(AUDITED)
+
+
 def test_refused_and_failed_requests_are_access_log_entries(
     api_site: ApiSite, client: TestClient, tokens: dict[str, str]
 ) -> None:
