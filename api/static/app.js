@@ -97,7 +97,8 @@ function defaultTab() { return { security: "footage", auditor: "audit", dpo: "su
 $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   try {
-    await api("/auth/login", { method: "POST", body: new URLSearchParams(new FormData(ev.target)) });
+    // Read the answer to its end, so the request is finished rather than left open.
+    await (await api("/auth/login", { method: "POST", body: new URLSearchParams(new FormData(ev.target)) })).json();
     say(""); ev.target.reset(); await start();
   } catch (e) { say(e.message); }
 });
