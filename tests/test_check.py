@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, text, update
 
-from tests.support.appliance import Appliance
+from tests.conftest import use_database
+from tests.support.appliance import Appliance, make_appliance
 from tests.support.media import make_fmp4
 from tests.support.retention import make_segments, set_purge
 from vault.db import Segment
@@ -62,6 +63,17 @@ def app(any_appliance: Appliance) -> Appliance:
     return any_appliance
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def local_app(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
+    """The local store on both databases: these tests damage blobs through the store's files
+    (the S3 store's damage and drift are in tests/test_store_s3.py)."""
+    app = make_appliance(tmp_path / "site")
+    if request.param == "postgresql":
+        use_database(app, request.getfixturevalue("postgres_cluster").create_database())
+    set_purge(app, require_clock_sync=False)
+    return app
+
+
 def test_clean_appliance_with_stored_and_purged_segments(app: Appliance) -> None:
     with app.vault() as v:
         make_segments(v, "office-1", OLD, 2)
@@ -75,7 +87,8 @@ def test_clean_appliance_with_stored_and_purged_segments(app: Appliance) -> None
     assert rc == 0 and problems == []
 
 
-def test_store_damage_is_named_by_segment_and_key(app: Appliance) -> None:
+def test_store_damage_is_named_by_segment_and_key(local_app: Appliance) -> None:
+    app = local_app
     with app.vault() as v:
         gone, short, left, flipped, fine = make_segments(v, "office-1", RECENT, 5)
         (other,) = make_segments(v, "garage-1", RECENT, 1)
@@ -110,7 +123,8 @@ def test_store_damage_is_named_by_segment_and_key(app: Appliance) -> None:
     assert fine not in plain and other not in plain
 
 
-def test_purge_leftovers_and_purge_log_against_the_index(app: Appliance, tmp_path: Path) -> None:
+def test_purge_leftovers_and_purge_log_against_the_index(local_app: Appliance, tmp_path: Path) -> None:
+    app = local_app
     with app.vault() as v:
         a, b, c = make_segments(v, "office-1", OLD, 3)
         saved = shutil.copyfile(blob(v, a), tmp_path / "a.blob")
@@ -196,7 +210,8 @@ def test_an_edited_log_row_fails_verification(app: Appliance, log: str) -> None:
     assert "first bad entry: seq 0" in problems[0]["detail"]
 
 
-def test_stale_and_plaintext_spool_files(app: Appliance, ffmpeg: str) -> None:
+def test_stale_and_plaintext_spool_files(local_app: Appliance, ffmpeg: str) -> None:
+    app = local_app
     spool = app.cfg.paths.spool
     with app.vault() as v:
         make_segments(v, "office-1", RECENT, 1)
