@@ -115,6 +115,16 @@ def use_database(app: Appliance, url: str) -> Appliance:
     return app
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_appliance(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
+    """The same appliance on SQLite and on PostgreSQL, local store: for what the database
+    serialises (logs, accounts, notes), where the store plays no part."""
+    app = make_appliance(tmp_path / "site")
+    if request.param == "postgresql":
+        use_database(app, request.getfixturevalue("postgres_cluster").create_database())
+    return app
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "postgresql-s3"])
 def any_appliance(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
     """The same appliance on SQLite and on PostgreSQL (and PostgreSQL with the S3 store, the

@@ -52,8 +52,8 @@ def access_entries(app: Appliance) -> list[dict]:
 # -- lockout, timing, memory ---------------------------------------------------------------------
 
 
-def test_50_parallel_wrong_passwords_lock_the_account(any_appliance: Appliance) -> None:
-    app = any_appliance
+def test_50_parallel_wrong_passwords_lock_the_account(db_appliance: Appliance) -> None:
+    app = db_appliance
     add_user(app, "sec", "security", "demo")
     with serve(app) as (base, _proc):
         go = threading.Barrier(50)

@@ -51,9 +51,9 @@ def log_sizes(app: Appliance) -> dict[str, int]:
 
 
 def test_concurrent_views_and_cli_holds_keep_one_verifiable_access_log(
-    any_appliance: Appliance, tmp_path: Path
+    db_appliance: Appliance, tmp_path: Path
 ) -> None:
-    app = any_appliance
+    app = db_appliance
     with app.vault() as v:
         seg = make_segments(v, "office-1", T0, 1)[0]
     add_user(app, "sec", "security", "demo")
@@ -112,9 +112,9 @@ def test_concurrent_views_and_cli_holds_keep_one_verifiable_access_log(
 
 
 def test_concurrent_purgers_and_erasures_keep_one_verifiable_purge_log(
-    any_appliance: Appliance, tmp_path: Path
+    db_appliance: Appliance, tmp_path: Path
 ) -> None:
-    app = any_appliance
+    app = db_appliance
     set_purge(app, require_clock_sync=False, batch_size=4)
     expired_at = datetime.now(UTC) - timedelta(days=60)
     with app.vault() as v:
@@ -141,7 +141,9 @@ def test_concurrent_purgers_and_erasures_keep_one_verifiable_purge_log(
         t.join()
     codes = [p.wait(300) for p in procs]
     shared.close()
-    assert codes == [0, 0, 0]
+    # On PostgreSQL one purger runs at a time across boxes (an advisory lock): a purger that finds
+    # it held exits 6 and leaves the work to the holder. On SQLite (one box) all three run.
+    assert all(c in (0, 6) for c in codes) and 0 in codes, codes
     assert not errors, errors
     counts = export_and_verify(app, tmp_path / "export")
     assert counts["purge"] == before["purge"] + len(expired) + len(recent)
@@ -167,8 +169,8 @@ def _open_incident(base: str, tok: str) -> int:
     return int(r.json()["id"])
 
 
-def test_45_concurrent_notes_from_three_users_are_all_kept(any_appliance: Appliance) -> None:
-    app = any_appliance
+def test_45_concurrent_notes_from_three_users_are_all_kept(db_appliance: Appliance) -> None:
+    app = db_appliance
     with app.vault() as v:
         make_segments(v, "office-1", T0, 1)
     users = ("sec", "sec2", "dpo")
