@@ -5,6 +5,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Test files run two at a time (pytest-xdist, one file per worker): most tests wait on real-time
+# recording, servers and browsers rather than compute, so two overlap well on two cores.
+TEST_WORKERS ?= 2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Media, the RTSP test server (GStreamer from Debian, run by Debian's python3; -bad for its H.265
@@ -50,7 +53,7 @@ venv: $(VENV)/.installed
 test: deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: venv
 	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow"
