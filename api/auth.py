@@ -9,7 +9,8 @@ Every failure and lockout is a structured log event.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -62,13 +63,22 @@ def _roles_of(dep: Dependant) -> frozenset[str] | None:
     return None
 
 
+def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI wraps those: `original_router`)."""
+    for r in routes:
+        if isinstance(r, APIRoute):
+            yield r
+        inner = getattr(r, "original_router", None)
+        if inner is not None:
+            yield from _api_routes(inner.routes)
+
+
 def views_for(app: FastAPI, role: str) -> list[str]:
     """The views whose route admits `role`, in the page's order (a missing route admits nobody)."""
     admits: dict[tuple[str, str], frozenset[str]] = {}
-    for r in app.routes:
-        if isinstance(r, APIRoute):
-            for m in r.methods:
-                admits[(m, r.path)] = _roles_of(r.dependant) or frozenset()
+    for r in _api_routes(app.routes):
+        for m in r.methods:
+            admits[(m, r.path)] = _roles_of(r.dependant) or frozenset()
     return [v for v, key in VIEW_ROUTES.items() if role in admits.get(key, frozenset())]
 
 
