@@ -228,7 +228,7 @@ def test_incident_from_a_selection_plays_its_cameras_in_sync(site: ApiSite, serv
             page.wait_for_selector("#incident-view:not([hidden]) video[data-camera=garage-1]")
             assert page.locator("#inc-players video").count() == 2
             hold = page.inner_text("#inc-hold")
-            assert "Legal hold" in hold and "in force" in hold and "office-1, garage-1" in hold
+            assert "Legal hold" in hold and "in force" in hold and "garage-1, office-1" in hold
             page.fill("#inc-note", "Van plate noted from garage-1")
             page.click("#inc-note-form button[type=submit]")
             page.wait_for_function(
