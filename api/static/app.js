@@ -451,7 +451,8 @@ $("incident-form").addEventListener("submit", async (ev) => {
     if (!cams.length) { say("Tick at least one camera for the incident"); return; }
     const inc = await postJSON("/incidents", { site: view.site, cameras: cams, start: isoOf($("inc-from").value), end: isoOf($("inc-to").value), description: $("description").value });
     $("purpose").value = `incident:${inc.id}`;
-    location.hash = `#incidents/${inc.id}`;
+    history.pushState(null, "", `#incidents/${inc.id}`); // no hashchange: the message below stays
+    await showTab(`incidents/${inc.id}`);
     say(`Incident ${inc.id} opened; its footage is on legal hold`, true);
   } catch (e) { say(e.message); }
 });
