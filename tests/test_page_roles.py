@@ -269,5 +269,21 @@ def test_incident_from_a_selection_plays_its_cameras_in_sync(site: ApiSite, serv
             page.wait_for_function("() => !document.querySelector('video[data-camera=garage-1]').paused")
             assert page.inner_text("#inc-clock").startswith("2026-11-21 10:01:")
             shot(page, "incident-gap")
+
+            # The DPO reads the same incident, its notes and hold, without players (footage is security's).
+            dpo = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
+            dpo.set_default_timeout(60_000)
+            page2 = dpo.new_page()
+            login(page2, server, "dpo")
+            page2.goto(f"{server}/#incidents/{inc['id']}")
+            page2.wait_for_function(
+                "() => document.getElementById('inc-notes').textContent.includes('Van plate noted')"
+            )
+            assert "in force" in page2.inner_text("#inc-hold")
+            assert (
+                page2.locator("#inc-players video").count() == 0
+                and page2.locator("#inc-controls").is_hidden()
+            )
+            shot(page2, "incident-dpo")
         finally:
             browser.close()
