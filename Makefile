@@ -106,7 +106,7 @@ install: apt
 	@test -x $(BOX_PYTHON) || { echo "$(BOX_PYTHON) missing: apt-get install python3 python3-venv" >&2; exit 1; }
 	umask 022 && $(SUDO) mkdir -p $(PREFIX)
 	umask 022 && { git ls-files -z | $(SUDO) rsync -a --from0 --files-from=- ./ $(PREFIX)/ 2>/dev/null || \
-		git ls-files -z | xargs -0 $(SUDO) cp --parents -t $(PREFIX); }
+		git ls-files -z | xargs -0 $(SUDO) cp -P --parents -t $(PREFIX); }
 	umask 022 && $(SUDO) $(BOX_PYTHON) -m venv $(PREFIX)/.venv
 	umask 022 && $(SUDO) $(PREFIX)/.venv/bin/pip install -q --upgrade --no-warn-script-location $(PREFIX)
 	cd / && $(SUDO) $(PREFIX)/.venv/bin/holdfast install

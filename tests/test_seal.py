@@ -107,7 +107,7 @@ def test_any_write_pattern_round_trips(keyset, splits: list[int], size: int) -> 
 def test_whole_chunk_writes_round_trip_from_any_buffer(keyset, splits: list[int], kind: str) -> None:
     """Whole-chunk writes are kept by reference only when the caller's buffer cannot change."""
     kr, pub = keyset
-    data = PAYLOAD[: sum(splits) + 3]
+    data = os.urandom(sum(splits) + 3)  # up to 10 writes of 2 chunks: more than PAYLOAD holds
     out = io.BytesIO()
     w = SegmentWriter(out, pub, {"id": "seg1", "source": "office-1"}, CS)  # type: ignore[arg-type]
     scratch = bytearray(3 * CS)
