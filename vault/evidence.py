@@ -1,9 +1,10 @@
 """Evidence export: one MP4 per camera and recording run, the gaps disclosed, a signed manifest, in one zip.
 
-Plaintext never touches persistent disk: segments are decrypted into named pipes that ffmpeg's
-concat demuxer reads, ffmpeg writes the joined MP4 into the tmpfs scratch directory (`+faststart`
-needs a seekable file), and the zip is assembled while it streams to the requester, each file
-deleted from scratch once sent. The manifest lists the SHA-256 of every
+Plaintext never touches persistent disk: a run's segments are decrypted in memory and joined
+into one fragmented MP4 in the tmpfs scratch directory (`vault.media.join_fragmented`: one init
+section, the fragments with continuous decode times), and the zip is assembled while it streams
+to the requester, each file deleted from scratch once sent. Segments that cannot be joined box by
+box go through ffmpeg's concat demuxer instead, fed by named pipes. The manifest lists the SHA-256 of every
 other file in the zip and is signed with the vault's Ed25519 key (`manifest.sig`), so
 `holdfast verify-export` needs only the public key, and one changed byte anywhere fails it.
 
@@ -36,11 +37,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault import keys
+from vault import keys, media
 from vault.db import Segment
 from vault.errors import HoldfastError
 from vault.log import event
-from vault.media import require
 from vault.timeutil import iso
 from vault.vault import Vault
 
@@ -247,8 +247,36 @@ class _Feeder(threading.Thread):
                 os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
 
 
+def _join(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
+    """This run's segments as one MP4 in scratch, with each segment's plaintext SHA-256.
+
+    Joined box by box at decryption speed when the segments allow it; else by ffmpeg.
+    """
+    hashes: list[str] = []
+
+    def plaintext(seg: Segment) -> Iterator[bytes]:
+        h = hashlib.sha256()
+        with v.open_segment(seg) as r:
+            for piece in r.iter_range(0, r.plaintext_size):
+                h.update(piece)
+                yield piece
+        hashes.append(h.hexdigest())
+
+    try:
+        with open(out, "wb") as f:
+            media.join_fragmented((plaintext(s) for s in part.segments), f, part.segments[0].start)
+    except media.NotJoinable as e:
+        out.unlink(missing_ok=True)
+        event(log, "evidence.join_fallback", camera=part.camera, reason=str(e))
+        return _concat(v, part, work, out)
+    return [
+        {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration, "sha256": h}
+        for seg, h in zip(part.segments, hashes, strict=True)
+    ]
+
+
 def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
-    """Stream-copy this run's segments into one faststart MP4 in scratch.
+    """Stream-copy this run's segments into one faststart MP4 in scratch with ffmpeg.
 
     The segments reach ffmpeg through named pipes, decrypted as it reads them; each list entry
     carries the segment's duration from the index (a pipe cannot be probed for it). Only the
@@ -262,27 +290,7 @@ def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str,
         lines.append(f"file '{pipe}'\nduration {seg.duration:.6f}\n")
     lst = work / f"{part.camera}.txt"
     lst.write_text("".join(lines), "utf-8")
-    cmd = [
-        require("ffmpeg"),
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-f",
-        "concat",
-        "-safe",
-        "0",
-        "-i",
-        str(lst),
-        "-c",
-        "copy",
-        "-metadata",
-        f"creation_time={iso(part.segments[0].start)}",
-        "-movflags",
-        "+faststart",
-        "-y",
-        str(out),
-    ]
+    cmd = media.concat_command(lst, out, part.segments[0].start)
     feeder = _Feeder(v, part.segments, pipes)
     feeder.start()
     try:
@@ -329,7 +337,7 @@ def build_export(
             for run in recording_runs(part.segments):
                 name = run_file_name(part.camera, run[0].start, tz)
                 out = work / name
-                listed = _concat(v, CameraPart(part.camera, run), work, out)
+                listed = _join(v, CameraPart(part.camera, run), work, out)
                 files[name] = sha256_file(out)
                 segs += listed
                 runs.append(

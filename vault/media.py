@@ -151,7 +151,13 @@ def encode_h264_command(width: int, height: int, rate: str, out: Path) -> list[s
     """Encode raw BGR frames from stdin as H.264 in a faststart MP4 at `out`."""
     stream = ffmpeg.input("pipe:0", f="rawvideo", pix_fmt="bgr24", s=f"{width}x{height}", r=rate)
     stream = stream.output(
-        str(out), vcodec="libx264", preset="veryfast", crf=18, pix_fmt="yuv420p", movflags="+faststart", f="mp4"
+        str(out),
+        vcodec="libx264",
+        preset="veryfast",
+        crf=18,
+        pix_fmt="yuv420p",
+        movflags="+faststart",
+        f="mp4",
     )
     return _compile(stream, "-y")
 
