@@ -7,11 +7,8 @@ segment on a pipe and writing the JPEG to a pipe.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-import subprocess
-import threading
 import unicodedata
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -29,10 +26,10 @@ from api.errors import ERRORS
 from api.state import AppState
 from config.model import ID_PATTERN, CallLine, Camera
 from recorder import callmeta
+from vault import media
 from vault.db import Segment
 from vault.errors import KeyFileError
 from vault.index import gaps_in_range
-from vault.media import require as require_tool
 from vault.seal import SegmentReader
 from vault.timeutil import iso, parse_iso
 from vault.vault import SegmentNotFound
@@ -879,55 +876,15 @@ def play_segment(
 
 def make_thumbnail(st: AppState, seg: Segment, width: int = 320) -> bytes:
     """First keyframe as JPEG: ffmpeg reads the plaintext on stdin, writes the JPEG on stdout."""
-    cmd = [
-        require_tool("ffmpeg"),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-skip_frame",
-        "nokey",
-        "-i",
-        "pipe:0",
-        "-frames:v",
-        "1",
-        "-vf",
-        f"scale={width}:-2",
-        "-f",
-        "image2",
-        "-c:v",
-        "mjpeg",
-        "pipe:1",
-    ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def feed() -> None:
-        try:
-            with st.vault.open_segment(seg) as r:
-                for piece in r.iter_range(0, r.plaintext_size):
-                    proc.stdin.write(piece)  # type: ignore[union-attr]
-        except (BrokenPipeError, OSError, ValueError):
-            pass  # ffmpeg has its frame and closed the pipe
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                proc.stdin.close()  # type: ignore[union-attr]
+    def plaintext() -> Iterator[bytes]:
+        with st.vault.open_segment(seg) as r:
+            yield from r.iter_range(0, r.plaintext_size)
 
-    t = threading.Thread(target=feed, daemon=True)
-    t.start()
-    timer = threading.Timer(30, proc.kill)
-    timer.start()
     try:
-        out = proc.stdout.read()  # type: ignore[union-attr]
-        err = proc.stderr.read()  # type: ignore[union-attr]
-        proc.wait()
-    finally:
-        timer.cancel()
-        t.join(5)
-    if proc.returncode != 0 or not out:
-        raise HTTPException(
-            409,
-            f"no thumbnail: ffmpeg could not decode segment {seg.id}: {err.decode(errors='replace')[-200:]}",
-        )
-    return out
+        return media.thumbnail(plaintext, width)
+    except media.MediaError as e:
+        raise HTTPException(409, f"no thumbnail: segment {seg.id}: {e}") from None
 
 
 @router.get(

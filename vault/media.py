@@ -108,6 +108,8 @@ def probe_stream(pieces: Iterable[bytes], fifo: Path) -> dict[str, Any]:
     fifo.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(fifo, 0o600)
 
+    errors: list[BaseException] = []
+
     def feed() -> None:
         try:
             with open(fifo, "wb") as f:  # blocks until ffprobe opens it
@@ -115,16 +117,21 @@ def probe_stream(pieces: Iterable[bytes], fifo: Path) -> dict[str, Any]:
                     f.write(piece)
         except (BrokenPipeError, OSError):
             pass  # ffprobe has read what it needs and closed the FIFO
+        except BaseException as e:  # a seal error while decrypting: the caller's to report
+            errors.append(e)
 
     t = threading.Thread(target=feed, daemon=True)
     t.start()
     try:
-        return probe_raw(fifo)
+        data = probe_raw(fifo)
     finally:
         with contextlib.suppress(OSError):  # unblock a feeder whose reader never came
             os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
         t.join(30)
         fifo.unlink(missing_ok=True)
+        if errors:
+            raise errors[0]
+    return data
 
 
 # -- commands composed with ffmpeg-python ------------------------------------------------------
