@@ -7,6 +7,7 @@ no error in ffmpeg, hold every frame of every segment, and carry the run's start
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -37,9 +38,10 @@ def test_joined_run_decodes_every_frame_with_continuous_time(tmp_path: Path) -> 
     segs = [make_fmp4(tmp_path / f"s{i}.mp4", 2.0, 320, 240, gop=25, audio=True) for i in range(3)]
     out = tmp_path / "run.mp4"
     with open(out, "wb") as f:
-        joined = media.join_fragmented((pieces(s, 4099) for s in segs), f, START)
+        joined = media.join_fragmented(((s.stat().st_size, pieces(s, 4099)) for s in segs), f, START, 6.0)
     lengths = [float(media.probe_raw(s, select_streams="v:0")["streams"][0]["duration"]) for s in segs]
     assert abs(joined.seconds - sum(lengths)) < 0.01
+    assert joined.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
     # An outside tool decodes the whole file without one error line.
     decoded = subprocess.run(
         [FFMPEG, "-nostdin", "-v", "error", "-i", str(out), "-f", "null", "-"],
@@ -71,7 +73,7 @@ def test_a_change_of_stream_parameters_is_not_joined(tmp_path: Path) -> None:
     a = make_fmp4(tmp_path / "a.mp4", 1.0, 320, 240, gop=25)
     b = make_fmp4(tmp_path / "b.mp4", 1.0, 640, 480, gop=25)
     with open(tmp_path / "run.mp4", "wb") as f, pytest.raises(media.NotJoinable, match="parameters change"):
-        media.join_fragmented([pieces(a), pieces(b)], f, START)
+        media.join_fragmented([(a.stat().st_size, pieces(a)), (b.stat().st_size, pieces(b))], f, START, 2.0)
 
 
 def test_a_plain_mp4_is_not_joined(tmp_path: Path) -> None:
@@ -82,7 +84,7 @@ def test_a_plain_mp4_is_not_joined(tmp_path: Path) -> None:
         check=True,
     )  # fmt: skip
     with open(tmp_path / "run.mp4", "wb") as f, pytest.raises(media.NotJoinable):
-        media.join_fragmented([pieces(plain)], f, START)
+        media.join_fragmented([(plain.stat().st_size, pieces(plain))], f, START, 1.0)
 
 
 def test_commands_are_composed_with_ffmpeg_python() -> None:
@@ -106,3 +108,18 @@ def test_probe_stream_reads_a_fifo(tmp_path: Path) -> None:
     info = media.probe_stream(pieces(seg), tmp_path / "probe.fifo")
     assert media.video_geometry(info) == (320, 240, "25/1")
     assert not (tmp_path / "probe.fifo").exists()
+
+
+def test_a_segment_cut_short_loses_only_its_last_fragment(tmp_path: Path) -> None:
+    whole = make_fmp4(tmp_path / "a.mp4", 2.0, 320, 240, gop=25)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) - 500])  # inside the last fragment's mdat
+    out = tmp_path / "run.mp4"
+    with open(out, "wb") as f:
+        media.join_fragmented([(len(data) - 500, pieces(cut)), (len(data), pieces(whole))], f, START, 4.0)
+    decoded = subprocess.run(
+        [FFMPEG, "-nostdin", "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True, check=True
+    )
+    assert decoded.stderr == b""
+    assert frames(out) == 2 * frames(whole) - 25  # the cut fragment (one GOP) is gone, nothing else

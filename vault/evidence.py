@@ -247,32 +247,39 @@ class _Feeder(threading.Thread):
                 os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
 
 
-def _join(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
-    """This run's segments as one MP4 in scratch, with each segment's plaintext SHA-256.
+def _join(v: Vault, part: CameraPart, work: Path, out: Path) -> tuple[list[dict[str, Any]], str]:
+    """This run's segments as one MP4 in scratch: each segment's plaintext SHA-256, the file's.
 
     Joined box by box at decryption speed when the segments allow it; else by ffmpeg.
     """
     hashes: list[str] = []
 
-    def plaintext(seg: Segment) -> Iterator[bytes]:
-        h = hashlib.sha256()
-        with v.open_segment(seg) as r:
-            for piece in r.iter_range(0, r.plaintext_size):
-                h.update(piece)
-                yield piece
-        hashes.append(h.hexdigest())
+    def sources() -> Iterator[tuple[int, Iterator[bytes]]]:
+        for seg in part.segments:
+            h = hashlib.sha256()
+            with v.open_segment(seg) as r:
 
+                def plaintext(r: Any = r, h: Any = h) -> Iterator[bytes]:
+                    for piece in r.iter_range(0, r.plaintext_size):
+                        h.update(piece)
+                        yield piece
+
+                yield r.plaintext_size, plaintext()
+            hashes.append(h.hexdigest())
+
+    seconds = sum(float(s.duration or 0.0) for s in part.segments)
     try:
         with open(out, "wb") as f:
-            media.join_fragmented((plaintext(s) for s in part.segments), f, part.segments[0].start)
+            joined = media.join_fragmented(sources(), f, part.segments[0].start, seconds)
+        digest = joined.sha256
     except media.NotJoinable as e:
         out.unlink(missing_ok=True)
         event(log, "evidence.join_fallback", camera=part.camera, reason=str(e))
-        return _concat(v, part, work, out)
+        return _concat(v, part, work, out), sha256_file(out)
     return [
         {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration, "sha256": h}
         for seg, h in zip(part.segments, hashes, strict=True)
-    ]
+    ], digest
 
 
 def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
@@ -337,8 +344,7 @@ def build_export(
             for run in recording_runs(part.segments):
                 name = run_file_name(part.camera, run[0].start, tz)
                 out = work / name
-                listed = _join(v, CameraPart(part.camera, run), work, out)
-                files[name] = sha256_file(out)
+                listed, files[name] = _join(v, CameraPart(part.camera, run), work, out)
                 segs += listed
                 runs.append(
                     {"file": name, "start": iso(run[0].start), "end": iso(run[-1].end), "segments": len(run)}

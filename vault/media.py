@@ -17,13 +17,14 @@ decryption; remuxing through ffmpeg's concat demuxer and a `+faststart` rewrite 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import struct
 import subprocess
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -332,83 +333,184 @@ def _layout(init: mp4.InitSegment) -> tuple[str, tuple[tuple[int, int | None, in
 class Joined:
     fragments: int
     seconds: float
+    sha256: str  # of the whole file as written
 
 
-def join_fragmented(segments: Iterable[Iterable[bytes]], out: BinaryIO, start: datetime) -> Joined:
-    """Write one fragmented MP4 to `out` (a seekable file) from the plaintext of each segment.
+#: Boxes a segment may carry that the joined file does without (indexes of the old file).
+_DROPPED = {b"free", b"skip", b"sidx", b"mfra", b"prft", b"styp", b"emsg"}
+#: Boxes read whole into memory (init sections, fragment headers); an mdat is never buffered.
+_MAX_HEADER_BOX = 16 << 20
+_NO_MDAT = mp4.Box("mdat", b"")
 
-    `segments` yields, per segment in time order, an iterable of its plaintext pieces. The first
-    init section is written once (creation time `start`); every fragment follows with its tfdt
-    shifted so each segment starts where the previous one ended (per track, never backwards) and
-    mfhd sequence numbers counting up. A trailing partial box of a segment cut short is dropped,
-    as a player would. Raises NotJoinable before or while writing; the caller discards `out`.
-    """
-    layout: tuple[str, Any] | None = None
-    header: bytearray | None = None
-    timescales: dict[int, int] = {}
-    primary = 0
-    run_end: dict[int, int] = {}  # per track: where the next segment may start, in its timescale
-    sequence = 0
-    for pieces in segments:
-        reader = mp4.FragmentedMp4Reader()
-        shift: dict[int, int] = {}
-        seg_start: Fraction | None = None
+
+class _Joiner:
+    """State across a run's segments: the first init section, per-track end times, the output."""
+
+    def __init__(self, out: BinaryIO, start: datetime, seconds: float) -> None:
+        self.out, self.start, self.seconds = out, start, seconds
+        self.sha = hashlib.sha256()
+        self.init: mp4.InitSegment | None = None
+        self.layout: tuple[str, Any] | None = None
+        self.run_end: dict[int, int] = {}
+        self.sequence = 0
+
+    def emit(self, data: bytes | bytearray | memoryview) -> None:
+        self.out.write(data)
+        self.sha.update(data)
+
+    def on_init(self, data: bytes) -> None:
         try:
-            for piece in pieces:
-                for item in reader.feed(piece):
-                    if isinstance(item, mp4.InitSegment):
-                        if layout is None:
-                            layout, header = _layout(item), _joined_init(item)
-                            _set_times(header, start, {}, item.primary.track_id)
-                            timescales = {t.track_id: t.timescale for t in item.tracks.values()}
-                            primary = item.primary.track_id
-                            out.write(header)
-                        elif _layout(item) != layout:
-                            raise NotJoinable("the stream's parameters change within the run")
-                        continue
-                    if not isinstance(item, mp4.Fragment):
-                        if item.type in ("free", "skip", "sidx", "mfra", "prft", "styp", "emsg"):
-                            continue  # indexes of the old file; nothing a player needs
-                        raise NotJoinable(f"top-level {item.type} box outside a fragment")
-                    if seg_start is None:
-                        seg_start = Fraction(run_end.get(primary, 0), timescales[primary])
-                    sequence += 1
-                    moof = bytearray(item.moof.data)
-                    _renumber(item.moof, moof, sequence)
-                    fields = mp4.decode_time_fields(item.moof)
-                    if len(fields) != len(item.tracks):
-                        raise NotJoinable("a track fragment without tfdt (decode time)")
-                    for f in fields:
-                        scale = timescales[f.track_id]
-                        if f.track_id not in shift:
-                            at = max(round(seg_start * scale), run_end.get(f.track_id, 0))
-                            shift[f.track_id] = at - f.value
-                        value = f.value + shift[f.track_id]
-                        at = f.offset - item.moof.offset
-                        if f.version == 1:
-                            struct.pack_into(">Q", moof, at, value)
-                        elif value < 2**32:
-                            struct.pack_into(">I", moof, at, value)
-                        else:
-                            raise NotJoinable("32-bit decode times overflow over the run")
-                        run_end[f.track_id] = max(
-                            run_end.get(f.track_id, 0), value + item.tracks[f.track_id].duration
-                        )
-                    out.write(moof)
-                    out.write(item.mdat.data)
+            init = mp4.parse_init(data)
         except mp4.Mp4Error as e:
-            raise NotJoinable(f"not a fragmented MP4 this join reads: {e}") from None
-        if layout is None:
-            raise NotJoinable("segment without an init section")
-    if header is None or sequence == 0:
+            raise NotJoinable(f"unreadable init section: {e}") from None
+        if self.init is None:
+            self.init, self.layout = init, _layout(init)
+            header = _joined_init(init)
+            ends = {t.track_id: round(Fraction(self.seconds) * t.timescale) for t in init.tracks.values()}
+            _set_times(header, self.start, ends, init.primary.track_id)
+            self.emit(header)
+        elif _layout(init) != self.layout:
+            raise NotJoinable("the stream's parameters change within the run")
+
+    def on_moof(self, data: bytes, seg: _Segment) -> tuple[bytearray, dict[int, int]]:
+        """The moof renumbered and its decode times moved on; and the track ends it reaches."""
+        if self.init is None:
+            raise NotJoinable("fragment before any init section")
+        moof = mp4.Box("moof", data)
+        try:
+            frag = mp4.parse_fragment(moof, _NO_MDAT, self.init)
+            fields = mp4.decode_time_fields(moof)
+        except mp4.Mp4Error as e:
+            raise NotJoinable(f"unreadable fragment: {e}") from None
+        if len(fields) != len(frag.tracks):
+            raise NotJoinable("a track fragment without tfdt (decode time)")
+        buf = bytearray(data)
+        _renumber(moof, buf, self.sequence + 1)
+        primary = self.init.primary
+        if seg.start is None:
+            seg.start = Fraction(self.run_end.get(primary.track_id, 0), primary.timescale)
+        ends: dict[int, int] = {}
+        for f in fields:
+            scale = self.init.tracks[f.track_id].timescale
+            if f.track_id not in seg.shift:
+                at = max(round(seg.start * scale), self.run_end.get(f.track_id, 0))
+                seg.shift[f.track_id] = at - f.value
+            value = f.value + seg.shift[f.track_id]
+            if f.version == 1:
+                struct.pack_into(">Q", buf, f.offset, value)
+            elif value < 2**32:
+                struct.pack_into(">I", buf, f.offset, value)
+            else:
+                raise NotJoinable("32-bit decode times overflow over the run")
+            ends[f.track_id] = value + frag.tracks[f.track_id].duration
+        return buf, ends
+
+    def commit(self, ends: dict[int, int]) -> None:
+        self.sequence += 1
+        for tid, end in ends.items():
+            self.run_end[tid] = max(self.run_end.get(tid, 0), end)
+
+
+@dataclass
+class _Segment:
+    start: Fraction | None = None
+    shift: dict[int, int] = field(default_factory=dict)
+
+
+def join_fragmented(
+    segments: Iterable[tuple[int, Iterable[bytes]]], out: BinaryIO, start: datetime, seconds: float
+) -> Joined:
+    """Write one fragmented MP4 to `out` from the plaintext of a run's segments, in one pass.
+
+    `segments` yields, per segment in time order, its plaintext size and an iterable of its
+    plaintext pieces. The first init section is written once, with creation time `start` and
+    duration `seconds` (the index's; a player reading from a pipe shows it). Every fragment
+    follows with its tfdt shifted so each segment starts where the previous one ended (per
+    track, never backwards) and mfhd sequence numbers counting up. mdat payloads pass straight
+    from the pieces to `out`, never buffered; a fragment a segment cut short does not hold whole
+    is dropped, as a player would. Raises NotJoinable; the caller then discards `out`.
+    """
+    j = _Joiner(out, start, seconds)
+    for size, pieces in segments:
+        _join_segment(j, size, pieces)
+    if j.init is None or j.sequence == 0:
         raise NotJoinable("no fragments to join")
-    seconds = Fraction(run_end.get(primary, 0), timescales[primary])
-    _set_times(header, start, run_end, primary)
-    end = out.tell()
-    out.seek(0)
-    out.write(header)
-    out.seek(end)
-    return Joined(sequence, float(seconds))
+    primary = j.init.primary
+    return Joined(j.sequence, j.run_end.get(primary.track_id, 0) / primary.timescale, j.sha.hexdigest())
+
+
+def _join_segment(j: _Joiner, size: int, pieces: Iterable[bytes]) -> None:
+    """One segment's boxes: init collected, moofs patched, mdat payloads passed through."""
+    seg = _Segment()
+    pos = 0  # stream offset of the next byte
+    head = bytearray()  # a box header, or a whole small box, being collected
+    want = 8  # bytes `head` must reach
+    kind = b""
+    init = bytearray()  # ftyp + moov before the first fragment
+    moof: tuple[bytearray, dict[int, int]] | None = None
+    passing = 0  # mdat payload bytes still to pass through
+    skipping = 0  # bytes of a dropped box (or a cut-short tail) still to skip
+    for piece in pieces:
+        view = memoryview(piece)
+        i, n = 0, len(view)
+        while i < n:
+            if passing:
+                take = min(passing, n - i)
+                j.emit(view[i : i + take])
+                passing -= take
+            elif skipping:
+                take = min(skipping, n - i)
+                skipping -= take
+            else:
+                take = min(want - len(head), n - i)
+                head += view[i : i + take]
+            i += take
+            pos += take
+            if passing or skipping or len(head) < want:
+                continue
+            if not kind:  # the header is complete
+                box_size, kind = struct.unpack_from(">I4s", head)
+                if box_size == 1:
+                    if want == 8:
+                        want = 16
+                        kind = b""
+                        continue
+                    box_size = struct.unpack_from(">Q", head, 8)[0]
+                if box_size < len(head):
+                    raise NotJoinable(f"box {kind!r} at {pos - len(head)} has size {box_size}")
+                box_start = pos - len(head)
+                if box_start + box_size > size:  # cut short inside this box: drop it and the rest
+                    skipping, head, kind, want = size - pos, bytearray(), b"", 8
+                    moof = None
+                    continue
+                if kind == b"mdat":
+                    if moof is None:
+                        raise NotJoinable("mdat without a moof before it")
+                    j.emit(moof[0])
+                    j.emit(head)
+                    j.commit(moof[1])
+                    moof, passing = None, box_size - len(head)
+                    head, kind, want = bytearray(), b"", 8
+                    continue
+                if kind in _DROPPED:
+                    skipping, head, kind, want = box_size - len(head), bytearray(), b"", 8
+                    continue
+                if box_size > _MAX_HEADER_BOX:
+                    raise NotJoinable(f"{kind!r} box of {box_size} bytes")
+                want = box_size
+                if len(head) < want:
+                    continue
+            box, this = bytes(head), kind
+            head, kind, want = bytearray(), b"", 8
+            if this in (b"ftyp", b"moov"):
+                init += box
+                if this == b"moov":
+                    j.on_init(bytes(init))
+                    init = bytearray()
+            elif this == b"moof":
+                moof = j.on_moof(box, seg)
+            else:
+                raise NotJoinable(f"top-level {this!r} box outside a fragment")
 
 
 def _renumber(moof: mp4.Box, buf: bytearray, sequence: int) -> None:
