@@ -7,6 +7,7 @@ One camera, `segments` real sealed segments of one continuous run (ffmpeg testsr
 of `repeats` runs after one warm-up run of each, alternating which goes first (fair cache order):
 
 - raw: decrypting every segment's plaintext (the floor an export cannot beat);
+- decrypt + SHA-256: raw plus the per-segment plaintext hash every export's manifest lists;
 - join: `vault.evidence._join` in process, the run's one MP4 as the export writes it (decrypt,
   per-segment SHA-256, box-by-box join into tmpfs scratch);
 - export: POST /api/v1/incidents/{id}/export over HTTP to the last byte of the zip (join, file
@@ -20,6 +21,7 @@ and its frame count equals the sum of the segments' frames.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import shutil
@@ -94,6 +96,13 @@ def main() -> int:
                 for _ in rd.iter_range(0, rd.plaintext_size):
                     pass
 
+    def hashed() -> None:
+        for seg in segs:
+            h = hashlib.sha256()
+            with v.open_segment(seg) as rd:
+                for piece in rd.iter_range(0, rd.plaintext_size):
+                    h.update(piece)
+
     def join() -> None:
         out = scratch / "join.mp4"
         evidence._join(v, evidence.CameraPart("garage-1", list(segs)), scratch, out)
@@ -136,20 +145,27 @@ def main() -> int:
                 for b in r.iter_raw():
                     last_zip.write(b)
 
-        for fn in (raw, join, export):  # warm-up: page cache, keys, imports, the server
+        for fn in (raw, hashed, join, export):  # warm-up: page cache, keys, imports, the server
             fn()
-        t_raw, t_join, t_exp = [], [], []
+        t_raw: list[float] = []
+        t_hash: list[float] = []
+        t_join: list[float] = []
+        t_exp: list[float] = []
         for i in range(a.repeats):
-            order = [(raw, t_raw), (join, t_join), (export, t_exp)]
-            for fn, into in order[i % 3 :] + order[: i % 3]:
+            order = [(raw, t_raw), (hashed, t_hash), (join, t_join), (export, t_exp)]
+            for fn, into in order[i % 4 :] + order[: i % 4]:
                 into.append(median_time(fn, 1))
         t_concat = median_time(concat, max(1, a.repeats // 2))
         c.close()
 
         mb = plain / 1e6
-        r_raw, r_join, r_exp, r_cat = (statistics.median(x) for x in (t_raw, t_join, t_exp, [t_concat]))
+        r_raw, r_hash, r_join, r_exp = (statistics.median(x) for x in (t_raw, t_hash, t_join, t_exp))
+        r_cat = t_concat
         print(f"{len(segs)} segments of one run, {mb:.1f} MB plaintext, median of {a.repeats} runs each:")
         print(f"  raw decryption      {r_raw:7.3f} s  {mb / r_raw:6.0f} MB/s  (baseline)")
+        print(
+            f"  decrypt + SHA-256   {r_hash:7.3f} s  {mb / r_hash:6.0f} MB/s  {r_raw / r_hash:.2f}x raw (the manifest's hashes)"
+        )
         print(f"  join (in process)   {r_join:7.3f} s  {mb / r_join:6.0f} MB/s  {r_raw / r_join:.2f}x raw")
         print(f"  export (HTTP, zip)  {r_exp:7.3f} s  {mb / r_exp:6.0f} MB/s  {r_raw / r_exp:.2f}x raw")
         print(
