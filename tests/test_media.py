@@ -119,7 +119,9 @@ def test_a_segment_cut_short_loses_only_its_last_fragment(tmp_path: Path) -> Non
     with open(out, "wb") as f:
         media.join_fragmented([(len(data) - 500, pieces(cut)), (len(data), pieces(whole))], f, START, 4.0)
     decoded = subprocess.run(
-        [FFMPEG, "-nostdin", "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True, check=True
+        [FFMPEG, "-nostdin", "-v", "error", "-i", str(out), "-f", "null", "-"],
+        capture_output=True,
+        check=True,
     )
     assert decoded.stderr == b""
     assert frames(out) == 2 * frames(whole) - 25  # the cut fragment (one GOP) is gone, nothing else
