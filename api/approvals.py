@@ -157,6 +157,40 @@ def policy(request: Request, who: Principal = Depends(require(*ANYONE))) -> Poli
     )
 
 
+class CheckOut(BaseModel):
+    """Whether an access would need approval now, and which request covers it (for the page)."""
+
+    action: str
+    needed: list[str] = Field(description="sources a rule applies to (empty: no approval needed)")
+    covered_by: int | None = Field(description="the approved or break-glass request that covers it")
+
+
+@router.get("/check", response_model=CheckOut, responses=ERRORS)
+def check(
+    request: Request,
+    action: Annotated[Action, Query()],
+    sources: Annotated[list[str], Query(min_length=1, max_length=approvals.MAX_SOURCES)],
+    start: Annotated[str, Query(max_length=64)],
+    end: Annotated[str, Query(max_length=64)],
+    who: Principal = Depends(require("security", "dpo")),
+) -> CheckOut:
+    """Ask before an access: does it need approval, and is it covered? Not an access: not logged."""
+    st = state(request)
+    a, b = _range(start, end)
+    now = st.vault.clock()
+    try:
+        acts = {approvals.access_action(st.cfg, action, x) for x in sources}
+    except KeyError as e:
+        raise HTTPException(404, str(e.args[0])) from None
+    act = action if len(acts) != 1 else acts.pop()
+    need = approvals.needing_approval(st.cfg, who.role, act, sources, a, now)
+    found = None
+    if need:
+        with st.vault.sessions() as s:
+            found = approvals.covering(s, person(who), act, need, a, b, now)
+    return CheckOut(action=act, needed=need, covered_by=found.id if found else None)
+
+
 @router.get("", response_model=list[ApprovalOut], responses=ERRORS)
 def list_requests(
     request: Request,
