@@ -744,7 +744,7 @@ async function loadApprovals() {
       for (const [verb, label] of [["approve", "Approve"], ["refuse", "Refuse"]]) {
         const b = document.createElement("button"); b.textContent = label; b.className = verb;
         b.addEventListener("click", async () => {
-          try { await postJSON(`/approvals/${a.id}/${verb}`, {}); say(`Request #${a.id}: ${verb === "approve" ? "approved" : "refused"}`, true); await loadApprovals(); }
+          try { await postJSON(`/approvals/${a.id}/${verb}`, {}); await loadApprovals(); say(`Request #${a.id}: ${verb === "approve" ? "approved" : "refused"}`, true); }
           catch (e) { say(e.message); }
         });
         cell.append(b);
