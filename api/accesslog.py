@@ -79,8 +79,9 @@ def record(
     """Append one access-log entry; returns its sequence number. With `request`, the request is
     marked as logged so its error handler does not add a second entry, and an approval that
     allowed it (api.approvals.require_approval) is named as `approval_request`."""
-    if request is not None and "approval_request" not in detail:
-        detail["approval_request"] = getattr(request.state, "approval_request", None)
+    approval = getattr(request.state, "approval_request", None) if request is not None else None
+    if approval is not None:
+        detail.setdefault("approval_request", approval)
     seq = st.vault.access_log.record(
         None,
         user=who.name,
