@@ -153,6 +153,10 @@ def test_refused_request_covers_nothing_and_is_decided_once(db_appliance: Applia
         clock.now += timedelta(hours=25)
         with pytest.raises(AlreadyDecided, match="lapsed"), v.sessions.begin() as s:
             approvals.decide(s, v.access_log, v.cfg, DPO, late.id, True, "", clock())
+    # an administrator's overview on the console
+    out = json.loads(app.cli("approvals", "list", "--state", "refused", "--json").stdout)
+    assert [(r["id"], r["decided_by"], r["reason"]) for r in out] == [(req.id, "dpo", "no incident named")]
+    assert len(json.loads(app.cli("approvals", "list", "--json").stdout)) == 2
 
 
 def test_concurrent_decisions_are_serialised(db_appliance: Appliance) -> None:
