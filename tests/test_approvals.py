@@ -90,6 +90,9 @@ def test_age_rule_triggers_only_for_old_footage(db_appliance: Appliance) -> None
     # call audio needs approval at any age
     assert approvals.needing_approval(cfg, "dpo", "call_audio", ["cs-1"], young, now) == ["cs-1"]
     assert approvals.access_action(cfg, "view", "cs-1") == "call_audio"
+    # footage of a source no longer configured: only rules for every site apply
+    assert approvals.needing_approval(cfg, "dpo", "call_audio", ["gone-1"], young, now) == ["gone-1"]
+    assert approvals.needing_approval(cfg, "security", "export", ["gone-1"], young, now) == []
 
 
 def test_approval_is_bound_to_its_request(db_appliance: Appliance) -> None:

@@ -190,10 +190,15 @@ def needing_approval(
     """The sources of this access that a rule says need approval (empty: the access is free).
 
     An age rule triggers when the accessed range begins more than `older_than_hours` before now.
+    A source no longer in the config (footage kept after its camera was removed) has no site:
+    only rules for every site apply to it.
     """
     out = []
     for src in sources:
-        site = cfg.source(src).site
+        try:
+            site = cfg.source(src).site
+        except KeyError:
+            site = ""
         if any(_applies(r, action, role, site, start, now) for r in cfg.approvals.rules):
             out.append(src)
     return out
@@ -201,9 +206,11 @@ def needing_approval(
 
 def access_action(cfg: HoldfastConfig, action: str, source: str) -> str:
     """A `view` of a call line is `call_audio`; everything else keeps its action."""
-    if action == "view" and cfg.source_kind(source) == "line":
-        return "call_audio"
-    return action
+    try:
+        line = cfg.source_kind(source) == "line"
+    except KeyError:  # no longer configured: checked under the action asked for
+        return action
+    return "call_audio" if action == "view" and line else action
 
 
 def covering(
