@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import accesslog, admin, audit, auth, footage, incidents, subjects
+from api import accesslog, admin, approvals, audit, auth, footage, incidents, subjects
 from api.deps import bearer_scheme, cookie_scheme, principal
 from api.guard import Guard
 from api.state import AppState
@@ -136,8 +136,9 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
                 )
         return Response(exposition(v), media_type=CONTENT_TYPE)
 
-    for r in (auth.router, footage.router, incidents.router, subjects.router, audit.router, admin.router):
-        app.include_router(r)
+    routers = (auth, footage, incidents, subjects, audit, admin, approvals)
+    for r in routers:
+        app.include_router(r.router)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

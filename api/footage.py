@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api import accesslog, hls
+from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.state import AppState
@@ -696,6 +697,7 @@ def segment_media(
     st = state(request)
     seg = load_segment(st, who, segment_id)
     purpose = check_purpose(st, who, purpose)
+    require_approval(st, who, request, "view", [seg.source], seg.start, seg.end)
 
     def log_view(served: str) -> None:
         accesslog.record(
@@ -738,6 +740,7 @@ def open_view(
     st = state(request)
     seg = load_segment(st, who, segment_id)
     purpose = check_purpose(st, who, body.purpose)
+    require_approval(st, who, request, "view", [seg.source], seg.start, seg.end)
     accesslog.record(
         st,
         who,
@@ -789,6 +792,7 @@ def playlist(
     cam = camera_for(st, who, camera_id)
     a, b = parse_range(start, end)
     purpose = check_purpose(st, who, purpose)
+    require_approval(st, who, request, "view", [cam.id], a, b)
     with st.vault.sessions() as s:
         segs = [x for x in find_segments(s, cam.id, a, b) if x.kind == "video" and x.envelope is not None]
         for x in segs:
@@ -904,6 +908,7 @@ def segment_thumbnail(
     if seg.kind != "video":
         raise HTTPException(409, f"segment {seg.id} is audio: no thumbnail")
     purpose = check_purpose(st, who, purpose)
+    require_approval(st, who, request, "view", [seg.source], seg.start, seg.end)
     jpeg = make_thumbnail(st, seg)
     accesslog.record(
         st,

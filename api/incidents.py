@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from api import accesslog, holds_bridge
+from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
 from api.footage import camera_for, exportable_segments, parse_range, timeline_gaps
@@ -234,6 +235,7 @@ def export(
     st = state(request)
     inc = _get(st, who, incident_id)
     a, b = inc.start, inc.end
+    require_approval(st, who, request, "export", list(inc.cameras), a, b)
     parts = []
     with st.vault.sessions() as s:
         for c in inc.cameras:
