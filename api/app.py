@@ -164,5 +164,7 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
             {"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500
         )
 
-    app.add_middleware(Guard, trusted_proxies=list(cfg.api.trusted_proxies), tls=tls)
+    app.add_middleware(
+        Guard, trusted_proxies=list(cfg.api.trusted_proxies), tls=tls, worker=cfg.api.workers > 1
+    )
     return app

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -129,10 +130,12 @@ def cross_site_refusal(scope: Scope) -> str | None:
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, trusted_proxies: list[str], tls: bool) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: list[str], tls: bool, worker: bool = False) -> None:
         self.app = app
         self.nets = _networks(trusted_proxies)
         self.tls = tls
+        #: Built in the worker process (api.workers forks before create_app), so this is its pid.
+        self.worker = str(os.getpid()).encode() if worker else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -181,6 +184,8 @@ class Guard:
         ]
         if self.tls:
             extra.append((b"strict-transport-security", b"max-age=31536000"))
+        if self.worker is not None:
+            extra.append((b"x-holdfast-worker", self.worker))
         if not path.startswith("/static/"):
             extra.append((b"cache-control", b"no-store"))
 

@@ -39,22 +39,14 @@ def serve(args: argparse.Namespace) -> int:
         raise CommandError(
             f"refusing to serve plain HTTP on {host}: set api.tls_cert and api.tls_key to bind beyond loopback"
         )
+    from api.workers import serve as serve_workers
+    from api.workers import uvicorn_config
     from vault.notify import notify
 
-    app = create_app(cfg, tls=tls)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        # X-Forwarded-For is api.guard's business ([api] trusted_proxies); uvicorn's own handling
-        # would believe any loopback peer.
-        proxy_headers=False,
-        ssl_certfile=str(cfg.api.tls_cert) if tls else None,
-        ssl_keyfile=str(cfg.api.tls_key) if tls else None,
-    )
     url = f"{'https' if tls else 'http'}://{host}:{port}"
+    if cfg.api.workers > 1:
+        return serve_workers(cfg, host, port, tls, url)
+    app = create_app(cfg, tls=tls)
 
     class Server(uvicorn.Server):
         """READY (holdfast-api.service is Type=notify) once the socket is bound, not before."""
@@ -64,7 +56,7 @@ def serve(args: argparse.Namespace) -> int:
             if self.started:
                 notify("READY=1", f"STATUS=serving {url}")
 
-    server = Server(config)
+    server = Server(uvicorn_config(app, cfg, host, port, tls))
     server.run()
     return 0 if server.started else 3  # uvicorn's startup-failure status (e.g. port in use)
 

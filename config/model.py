@@ -236,7 +236,8 @@ class Api(_Strict):
     #: Reverse proxies (IP addresses or networks) whose X-Forwarded-For is believed; empty: none,
     #: the peer address is the client.
     trusted_proxies: list[str] = []
-    #: Evidence and subject-access exports running at once (per API process); more answer 429.
+    #: Evidence and subject-access exports running at once, across all the API's worker processes
+    #: (an flock per slot in the export scratch); more answer 429.
     max_concurrent_exports: int = Field(default=2, ge=1, le=64)
     #: Largest export, counted as the plaintext bytes of the segments it reads; larger answers 413.
     max_export_bytes: int = Field(default=4 * 1024**3, ge=1)
@@ -245,6 +246,10 @@ class Api(_Strict):
     export_scratch: Path | None = None
     #: Live view tickets (HLS playlists, call views) one user may hold; the oldest is dropped.
     view_tickets_per_user: int = Field(default=50, ge=1, le=10000)
+    #: API worker processes sharing the one listening socket. Everything requests share (sessions,
+    #: view tickets, login failure counts, export slots) lives in the index or the export scratch,
+    #: so any worker answers any request. More than the box's cores buys nothing.
+    workers: int = Field(default=1, ge=1, le=64)
 
     @field_validator("trusted_proxies")
     @classmethod
