@@ -18,6 +18,7 @@ from the index at scrape time. What a worker keeps for itself is a cache of deri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -212,7 +213,5 @@ def serve(cfg: HoldfastConfig, host: str, port: int, tls: bool, url: str) -> int
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -23,6 +24,8 @@ from sqlalchemy import select
 
 from tests.support.apisite import PASSWORD, T0, ApiSite, build_site
 from tests.support.footage import record
+from tests.support.notify import NotifySocket
+from tests.support.rtsp import free_port
 from tests.support.server import serve, token
 from tests.support.wait import wait_for
 from vault.timeutil import iso
@@ -201,3 +204,43 @@ def test_the_export_slot_limit_holds_across_workers(
         ),
         60,
     )
+
+
+def test_the_parent_notifies_ready_when_all_workers_serve_and_feeds_the_watchdog_only_while_all_beat(
+    site: ApiSite, tmp_path: Path
+) -> None:
+    ns = NotifySocket(tmp_path / "notify")
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
+    proc = site.app.popen(
+        "serve", "--port", str(port), env=ns.env(watchdog_seconds=2.0), stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: ns.values("READY") or proc.poll() is not None, 120), "no READY=1"
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+        pids = worker_pids(proc)
+        assert len(pids) == 2
+        # READY came from the parent only once both were serving: both answer at once.
+        until_both(lambda: httpx.get(base + "/healthz", timeout=60), {str(p) for p in pids}, tries=100)
+        assert any("2 workers" in x for x in ns.values("STATUS"))
+        assert wait_for(lambda: len(ns.times("WATCHDOG=1")) >= 3, 60)
+        # A hung worker (stopped) starves the watchdog, so systemd restarts the service.
+        hung = min(pids)
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            assert wait_for(lambda: time.monotonic() - max(ns.times("WATCHDOG=1")) > 4.0, 60)
+        finally:
+            os.kill(hung, signal.SIGCONT)
+        resumed = time.monotonic()
+        assert wait_for(lambda: max(ns.times("WATCHDOG=1")) > resumed, 60)
+        proc.terminate()
+        assert proc.wait(30) == 0
+        assert "STOPPING=1" in [m for _, m in ns.poll()]
+        assert not (pids & worker_pids(proc))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+        ns.close()
