@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from api import accesslog, hls
 from api.approvals import require_approval
@@ -134,6 +134,7 @@ def find_segments(
     b: datetime,
     limit: int = MAX_SEGMENTS,
     meta: dict[str, str] | None = None,
+    columns: Sequence[Any] = (),
 ) -> list[Segment]:
     """Segments of `source` overlapping [a, b), oldest first, in two index range scans.
 
@@ -142,11 +143,14 @@ def find_segments(
     another, so only the last ones can reach into the range) plus those starting in [a, b),
     both served by ix_segments_source_start. `meta` filters on top-level meta fields (calls:
     agent, direction, call_id, remote/remote_hash), as vault.index.segments_in_range does.
+    `columns` loads only those (SEGMENT_OUT_COLUMNS: the scans then read the covering index alone).
     """
     conds = [Segment.meta[k].as_string() == v for k, v in (meta or {}).items()]
+    only = [load_only(*columns)] if columns else []
     before = list(
         session.scalars(
             select(Segment)
+            .options(*only)
             .where(Segment.source == source, Segment.start < a, *conds)
             .order_by(Segment.start.desc())
             .limit(PRECEDING)
@@ -155,6 +159,7 @@ def find_segments(
     inside = list(
         session.scalars(
             select(Segment)
+            .options(*only)
             .where(Segment.source == source, Segment.start >= a, Segment.start < b, *conds)
             .order_by(Segment.start)
             .limit(limit)
@@ -207,6 +212,20 @@ def call_out(s: Segment) -> CallOut | None:
         call_duration=_num(m.get("call_duration"), float),
         pauses=pauses,
     )
+
+
+#: What seg_out reads: all in ix_segments_source_start, so search and timeline never visit a row.
+SEGMENT_OUT_COLUMNS = (
+    Segment.id,
+    Segment.source,
+    Segment.kind,
+    Segment.meta,
+    Segment.start,
+    Segment.end,
+    Segment.duration,
+    Segment.cut_short,
+    Segment.plaintext_bytes,
+)
 
 
 def seg_out(s: Segment) -> SegmentOut:
@@ -460,7 +479,8 @@ def search_segments(
     a, b = parse_range(start, end)
     meta = call_filters(st, src, agent, direction, call_id, remote)
     with st.vault.sessions() as s:
-        return [seg_out(x) for x in find_segments(s, source, a, b, limit, meta=meta)]
+        found = find_segments(s, source, a, b, limit, meta=meta, columns=SEGMENT_OUT_COLUMNS)
+        return [seg_out(x) for x in found]
 
 
 def first_start(session: Session, source: str) -> datetime | None:
@@ -559,12 +579,13 @@ def timeline(
     source_for(st, who, source)
     a, b = parse_range(start, end)
     with st.vault.sessions() as s:
-        segs = find_segments(s, source, a, b)
+        segs = find_segments(s, source, a, b, columns=SEGMENT_OUT_COLUMNS)
+        out = [seg_out(x) for x in segs]
     return TimelineOut(
         source=source,
         start=iso(a),
         end=iso(b),
-        segments=[seg_out(x) for x in segs],
+        segments=out,
         gaps=timeline_gaps(st, source, segs, a, b),
     )
 

@@ -60,6 +60,10 @@ class Source(Base):
     retention_class: Mapped[str] = mapped_column(String(64))
 
 
+#: What a search, timeline or playlist reads of a segment, beyond the (source, start) it seeks by.
+COVER = ("end", "id", "kind", "duration", "cut_short", "plaintext_bytes", "meta")
+
+
 class Segment(Base):
     __tablename__ = "segments"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -85,7 +89,14 @@ class Segment(Base):
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
-        Index("ix_segments_source_start", "source", "start"),
+        # The search, timeline and playlist range scans read only SEARCH_COLUMNS, so this index
+        # answers them alone (SQLite "USING COVERING INDEX", PostgreSQL "Index Only Scan"):
+        # no table row is visited. SQLite has no INCLUDE, so the extra columns are trailing keys;
+        # PostgreSQL keys on (source, start) and carries the rest (json has no btree order).
+        Index("ix_segments_source_start", "source", "start", *COVER).ddl_if(dialect="sqlite"),
+        Index("ix_segments_source_start", "source", "start", postgresql_include=list(COVER)).ddl_if(
+            dialect="postgresql"
+        ),
         Index("ix_segments_state_deadline", "state", "deadline"),
     )
 
