@@ -15,7 +15,13 @@ the same time against it:
 
 Every second the benchmark reads /proc: CPU seconds (utime+stime, plus reaped children), RSS, and
 from smaps_rollup PSS and USS (Private_Clean + Private_Dirty). A Holdfast camera counts its share
-of the recorder process(es) plus its ffmpeg child.
+of the recorder process(es) plus its ffmpeg child. Ratios compare like with like: whole camera
+against whole camera, and Holdfast's ffmpeg children against the bare ffmpeg processes; the
+Python recorder's own share has no bare counterpart and is shown without a ratio.
+
+The recorders run from a byte-compiled copy of the packages in the temporary work directory
+(as an installed appliance runs from compiled modules), with PYTHONDONTWRITEBYTECODE set: the
+benchmark writes nothing into the tree it runs from.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import compileall
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +41,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.dont_write_bytecode = True  # nothing written into the tree this runs from
+#: The packages the recorders import, copied and compiled into the work directory.
+PACKAGES = ("config", "vault", "recorder", "cli", "api", "appliance")
 
 from tests.support.media import make_h264_annexb  # noqa: E402
 from tests.support.rtsp import RtspServer  # noqa: E402
@@ -78,12 +88,14 @@ class Tree:
     """One camera's processes: a root (recorder or ffmpeg) and its live children."""
 
     proc: subprocess.Popen[bytes]
+    #: The root is a Python recorder (its ffmpeg are children); False: the root is ffmpeg itself.
+    python_root: bool = True
     cpu: float = 0.0
     cpu_at_warm: float | None = None  # CPU when the measured window starts
-    own_cpu: float = 0.0  # the root process alone (for Holdfast: the Python recorder, no ffmpeg)
+    own_cpu: float = 0.0  # the Python recorder alone (no ffmpeg); 0 for a bare ffmpeg
     own_cpu_at_warm: float | None = None
     peak: list[int] = field(default_factory=lambda: [0, 0, 0])  # RSS, PSS, USS kB (peak of sum)
-    own_uss: int = 0  # peak USS kB of the root process alone
+    own_uss: int = 0  # peak USS kB of the Python recorder alone; 0 for a bare ffmpeg
     startup_peak: list[int] = field(default_factory=lambda: [0, 0, 0])  # before the window
 
     def sample(self) -> None:
@@ -91,9 +103,10 @@ class Tree:
         if root is None:
             return
         cpu = root[0] + root[1]
-        self.own_cpu = max(self.own_cpu, root[0])
         mem = list(_mem(self.proc.pid))
-        self.own_uss = max(self.own_uss, mem[2])
+        if self.python_root:
+            self.own_cpu = max(self.own_cpu, root[0])
+            self.own_uss = max(self.own_uss, mem[2])
         for child in _children(self.proc.pid):
             st = _stat(child)
             if st is not None:
@@ -104,12 +117,16 @@ class Tree:
         self.peak = [max(a, b) for a, b in zip(self.peak, mem, strict=True)]
 
 
-def _config(site: Path, url: str, n: int) -> Path:
+def _config(site: Path, url: str, n: int, code: Path) -> Path:
     """`holdfast init` config with N cameras at site demo (cam-000...) and N at site shared
     (shared-000...), all on the benchmark's server."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1"}
     subprocess.run(
-        [sys.executable, "-m", "cli.main", "init", str(site)], check=True, capture_output=True, env=env
+        [sys.executable, "-m", "cli.main", "init", str(site)],
+        check=True,
+        capture_output=True,
+        env=env,
+        cwd=code,
     )
     path = site / "holdfast.toml"
     text = re.sub(r"\[\[cameras\]\]\n(?:[^\[\n][^\n]*\n|\n)*", "", path.read_text())
@@ -122,27 +139,37 @@ def _config(site: Path, url: str, n: int) -> Path:
     return path
 
 
-def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
+def compiled_copy(work: Path) -> Path:
+    """The packages copied into `work/code` and byte-compiled there (not in the source tree)."""
+    code = work / "code"
+    for pkg in PACKAGES:
+        shutil.copytree(REPO / pkg, code / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+        compileall.compile_dir(str(code / pkg), quiet=1)
+    return code
+
+
+def run(n: int, duration: float, stream: Path, work: Path, code: Path) -> dict[str, float]:
     server = RtspServer(0, ["/cam"], file=str(stream)).start()
     url = server.url("/cam")
     site = work / f"site-{n}"
-    cfg = _config(site, url, n)
+    cfg = _config(site, url, n, code)
     bare_dir = work / f"bare-{n}"
     bare_dir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HOLDFAST_CONFIG": str(cfg)}
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1", "HOLDFAST_CONFIG": str(cfg)}
     logs = open(work / f"log-{n}.txt", "wb")  # noqa: SIM115 - closed below
     holdfast: list[Tree] = []
     bare: list[Tree] = []
     cmd = [sys.executable, "-m", "cli.main", "record", "camera", "--site", "shared"]
-    shared = Tree(subprocess.Popen(cmd, env=env, stdout=logs, stderr=logs))
+    shared = Tree(subprocess.Popen(cmd, env=env, stdout=logs, stderr=logs, cwd=code))
     try:
         for i in range(n):
             cmd = [sys.executable, "-m", "cli.main", "record", "camera", f"cam-{i:03d}"]
-            holdfast.append(Tree(subprocess.Popen(cmd, env=env, stdout=logs, stderr=logs)))
+            holdfast.append(Tree(subprocess.Popen(cmd, env=env, stdout=logs, stderr=logs, cwd=code)))
             ff = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp"]
             ff += ["-i", url, "-c", "copy", "-f", "segment", "-segment_time", "10", "-reset_timestamps", "1"]
             ff.append(str(bare_dir / f"cam-{i:03d}-%05d.mp4"))
-            bare.append(Tree(subprocess.Popen(ff, stdin=subprocess.DEVNULL, stdout=logs, stderr=logs)))
+            ffp = subprocess.Popen(ff, stdin=subprocess.DEVNULL, stdout=logs, stderr=logs)
+            bare.append(Tree(ffp, python_root=False))
         # Start-up (a Python CLI, an RTSP handshake and ffmpeg's probing per camera) is paid once
         # per daemon start and is not what a camera costs all day: measure it, then wait until
         # every recorder is writing before the measured window starts.
@@ -192,10 +219,12 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
 
     def per_cam(trees: list[Tree], n: int = n) -> dict[str, float]:
         window = [t.cpu - (t.cpu_at_warm or 0.0) for t in trees]
+        own = sum(t.own_cpu - (t.own_cpu_at_warm or 0.0) for t in trees) / n
         return {
             "startup_cpu_s": sum(t.cpu_at_warm or 0.0 for t in trees) / n,
             "cpu_s": sum(window) / n,
-            "own_cpu_s": sum(t.own_cpu - (t.own_cpu_at_warm or 0.0) for t in trees) / n,
+            "ffmpeg_cpu_s": sum(window) / n - own,
+            "own_cpu_s": own,
             "pct_core": sum(window) / n / duration * 100,
             "rss_mb": sum(t.peak[0] for t in trees) / n / 1024,
             "pss_mb": sum(t.peak[1] for t in trees) / n / 1024,
@@ -215,17 +244,20 @@ def run(n: int, duration: float, stream: Path, work: Path) -> dict[str, float]:
     labels = {
         "startup_cpu_s": "start-up CPU s (once)",
         "cpu_s": "CPU s in the window",
-        "own_cpu_s": "  of which root process",
+        "ffmpeg_cpu_s": "  of which ffmpeg",
+        "own_cpu_s": "  of which Python",
         "pct_core": "CPU % of one core",
         "rss_mb": "peak RSS MB",
         "pss_mb": "peak PSS MB",
         "uss_mb": "peak USS MB",
-        "own_uss_mb": "  of which root process",
+        "own_uss_mb": "  of which Python",
         "startup_pss_mb": "start-up peak PSS MB",
     }
     for k, label in labels.items():
-        ra = h[k] / b[k] if b[k] else float("nan")
-        rb = st[k] / b[k] if b[k] else float("nan")
+        if not b[k]:  # the Python recorder's share: bare ffmpeg has none to compare with
+            print(f"{label:24} {h[k]:12.2f} {st[k]:12.2f} {'-':>12} {'-':>6} {'-':>6}")
+            continue
+        ra, rb = h[k] / b[k], st[k] / b[k]
         print(f"{label:24} {h[k]:12.2f} {st[k]:12.2f} {b[k]:12.2f} {ra:6.2f} {rb:6.2f}")
     for name, x in (("unit per camera", h), ("site process", st)):
         print(
@@ -244,18 +276,17 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=60.0)
     p.add_argument("--keep", type=Path, help="work in this (new) directory and keep logs and output")
     args = p.parse_args()
-    # An installed appliance runs from byte-compiled modules (pip compiles on install); a source
-    # tree under PYTHONDONTWRITEBYTECODE would recompile every module in every recorder at start.
-    for pkg in ("config", "vault", "recorder", "cli"):
-        compileall.compile_dir(str(REPO / pkg), quiet=1)
     with tempfile.TemporaryDirectory(prefix="holdfast-bench-") as tmp:
         work = Path(tmp)
         if args.keep is not None:
             args.keep.mkdir(parents=True)
             work = args.keep
+        # An installed appliance runs from byte-compiled modules (pip compiles on install): so do
+        # the recorders here, from a compiled copy, never compiling into this tree.
+        code = compiled_copy(work)
         stream = make_h264_annexb(work / "cam.h264", seconds=10, bitrate_kbps=4000)
         for n in args.cameras:
-            run(n, args.duration, stream, work)
+            run(n, args.duration, stream, work, code)
     return 0
 
 
