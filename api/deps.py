@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.state import AppState
-from vault.users import session_user
+from vault.users import token_owner
 
 COOKIE = "holdfast_session"
 bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/token")
@@ -45,13 +45,12 @@ def principal(
     if not token:
         raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
     st = state(request)
-    with st.vault.sessions.begin() as s:
-        user = session_user(s, token, st.vault.clock())
-        if user is None:
-            raise HTTPException(
-                401, "session expired or unknown token: log in again", headers={"WWW-Authenticate": "Bearer"}
-            )
-        who = Principal(user.id, user.name, user.role, frozenset(user.sites or ()))
+    owner = token_owner(st.vault.engine, token, st.vault.clock())
+    if owner is None:
+        raise HTTPException(
+            401, "session expired or unknown token: log in again", headers={"WWW-Authenticate": "Bearer"}
+        )
+    who = Principal(owner.user_id, owner.name, owner.role, frozenset(owner.sites))
     # Kept for the error handlers: a refusal after this point is logged with the user's name.
     request.state.principal = who
     return who

@@ -23,6 +23,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import (
     JSON,
     Boolean,
+    Engine,
     ForeignKey,
     Index,
     Integer,
@@ -405,20 +406,36 @@ def new_session(session: Session, user: User, kind: str, now: datetime, minutes:
     return token
 
 
-def session_user(session: Session, token: str, now: datetime) -> User | None:
-    """The user a live token belongs to; expired tokens are deleted on sight."""
+@dataclass(frozen=True)
+class TokenOwner:
+    """Who a live token belongs to: what every API request needs to know, and no more."""
+
+    user_id: int
+    name: str
+    role: str
+    sites: tuple[str, ...]
+
+
+def token_owner(engine: Engine, token: str, now: datetime) -> TokenOwner | None:
+    """The owner of a live token in one indexed join on a plain connection (no ORM session, no
+    write): this runs on every API request. An expired token is deleted when seen."""
     if not token or len(token) > 128:
         return None
-    row = session.get(ApiSession, _token_hash(token))
-    if row is None:
+    digest = _token_hash(token)
+    q = (
+        select(User.id, User.name, User.role, User.sites, User.disabled, ApiSession.expires_at)
+        .join(ApiSession, ApiSession.user_id == User.id)
+        .where(ApiSession.token_sha256 == digest)
+    )
+    with engine.connect() as c:
+        row = c.execute(q).first()
+    if row is None or row.disabled:
         return None
     if row.expires_at <= now:
-        session.delete(row)
+        with engine.begin() as c:
+            c.execute(delete(ApiSession).where(ApiSession.token_sha256 == digest))
         return None
-    user = session.get(User, row.user_id)
-    if user is None or user.disabled:
-        return None
-    return user
+    return TokenOwner(int(row.id), str(row.name), str(row.role), tuple(row.sites or ()))
 
 
 def end_session(session: Session, token: str) -> None:
