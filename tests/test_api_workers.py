@@ -244,3 +244,14 @@ def test_the_parent_notifies_ready_when_all_workers_serve_and_feeds_the_watchdog
             proc.wait(10)
         log.close()
         ns.close()
+
+
+def test_workers_must_be_between_1_and_64() -> None:
+    from pydantic import ValidationError
+
+    from config.model import Api
+
+    assert Api().workers == 1
+    for bad in (0, 65, "two"):
+        with pytest.raises(ValidationError, match="workers"):
+            Api(workers=bad)
