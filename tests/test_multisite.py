@@ -8,7 +8,9 @@ their sites.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import signal
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +24,7 @@ from tests.conftest import use_database
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import set_purge
 from tests.support.rgw import RgwCluster, use_s3_store
+from tests.support.wait import wait_for
 from vault.db import Segment
 from vault.purge import PURGE_LOCK_KEY
 from vault.spool import SpoolSegment
@@ -166,3 +169,62 @@ def test_site_box_without_private_key_cannot_read_what_it_stored(
     p = box.cli("segments", "cat", sid, check=False)
     assert p.returncode != 0 and b"seal" in p.stderr
     assert central.cli("segments", "cat", sid).stdout
+
+
+def test_a_site_ingest_killed_mid_batch_loses_nothing_and_indexes_nothing_twice(
+    tmp_path: Path,
+    postgres_cluster,  # type: ignore[no-untyped-def]
+    rgw_cluster: RgwCluster,
+) -> None:
+    """kill -9 one site's ingest mid-batch (the other site's runs on), restart it: every segment is
+    indexed once and reads back; an object left without a row is an orphan `holdfast check`
+    names, never footage lost."""
+    db = postgres_cluster.create_database()
+    central = _box(tmp_path / "central", db, rgw_cluster, None)
+    bucket = central.cfg.store.bucket
+    assert bucket is not None
+    demo_box = _site_box(tmp_path / "demo-box", db, rgw_cluster, bucket, central)
+    north_box = _site_box(tmp_path / "north-box", db, rgw_cluster, bucket, central)
+    many = 3 * N
+    want = _spool(demo_box, "office-1", many) | _spool(north_box, "north-1", N)
+    spool = demo_box.cfg.paths.spool
+
+    def waiting() -> int:
+        return len(list(spool.glob("*.seg")))
+
+    north = north_box.popen("ingest", "--once", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    kills = 0
+    while kills < 6:
+        before = waiting()
+        p = demo_box.popen("ingest", "--once", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # mid-batch: once a few segments have left the spool, so the kill lands between an
+        # object's put, its row's commit and the spool file's unlink
+        assert wait_for(lambda p=p, before=before: waiting() <= before - 3 or p.poll() is not None, 120)
+        if p.poll() is not None:
+            break  # finished before the kill: everything is in
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        kills += 1
+    assert kills >= 3, f"the ingest finished after {kills} kills; spool more segments"
+    assert 0 < waiting() < many, "the kills left nothing to resume, or let nothing through"
+    out, err = north.communicate(timeout=600)
+    assert north.returncode == 0, err.decode()
+    demo_box.cli("ingest", "--once")  # the restart
+    assert list(spool.glob("*.seg")) == []
+    rejected = spool / "rejected"
+    assert not rejected.exists() or list(rejected.iterdir()) == []
+
+    with central.vault() as v:
+        with v.sessions() as s:
+            rows = list(s.scalars(select(Segment)))
+        ids = [r.id for r in rows]
+        assert len(ids) == len(set(ids)) == len(want) and set(ids) == set(want)
+        for row in rows:
+            with v.open_segment(row) as r:
+                assert hashlib.sha256(r.read()).hexdigest() == want[row.id]
+        keys = {x["key"] for x in v.store.iter_versions() if not x["marker"]}
+    indexed = {r.storage_key for r in rows}
+    report = json.loads(central.cli("check", "--json", check=False).stdout)
+    orphans = {p["path"] for p in report["problems"] if p["kind"] == "orphan"}
+    assert keys - indexed == orphans, "an object without a row that check does not name"
+    assert not orphans & indexed
