@@ -5,13 +5,13 @@ has no INCLUDE). PostgreSQL: keys (source, start) INCLUDE the rest (json has no 
 Either way those queries read the index alone and never visit a table row.
 
 Revision ID: 0009_covering_indexes
-Revises: 0007_store_s3
+Revises: 0008_approvals
 """
 
 from alembic import op
 
 revision = "0009_covering_indexes"
-down_revision = "0007_store_s3"
+down_revision = "0008_approvals"
 branch_labels = None
 depends_on = None
 
