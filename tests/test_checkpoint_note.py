@@ -19,7 +19,7 @@ from pymerkle import InclusionProof, InmemoryTree, verify_consistency
 
 from tests.support.appliance import HOLDFAST, Appliance
 from tests.support.retention import Clock, make_segments, set_purge
-from vault import note, tlog
+from vault import note, tlog, tlogstream
 from vault.purge import Purger
 from vault.vault import Vault
 
@@ -268,7 +268,7 @@ def test_migration_progress_on_a_terminal_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("block", [61, 4096, 4 << 20])
 def test_streaming_verify_any_block_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
     """Entries split across read blocks, skipped blocks before --since: same verdicts."""
-    monkeypatch.setattr(tlog, "_BLOCK", block)
+    monkeypatch.setattr(tlogstream, "_BLOCK", block)
     key = Ed25519PrivateKey.generate()
     entries, cps, leaves = [], [], bytearray()
     acc = tlog.MerkleAccumulator()
@@ -285,13 +285,13 @@ def test_streaming_verify_any_block_size(tmp_path: Path, monkeypatch: pytest.Mon
     (d / tlog.CONSISTENCY_FILE).write_bytes(
         tlog.consistency_lines(tlog.MerkleLevels(leaves), [c.size for c in cps], 300)
     )
-    rep = tlog.verify_export_dir(d, key.public_key())
+    rep = tlogstream.verify_export_dir(d, key.public_key())
     assert rep.ok and rep.verified_size == 300 and rep.entry_count == 300
     old = cps[4]  # size 200
-    assert tlog.verify_since(d, old, key.public_key()).ok
+    assert tlogstream.verify_since(d, old, key.public_key()).ok
     bad = list(entries)
     bad[250] = bad[250].replace(b'"n":250', b'"n":251')
     tlog.write_export(d, bad, cps)
-    assert not tlog.verify_since(d, old, key.public_key()).ok
-    full = tlog.verify_export_dir(d, key.public_key())
+    assert not tlogstream.verify_since(d, old, key.public_key()).ok
+    full = tlogstream.verify_export_dir(d, key.public_key())
     assert not full.ok and full.first_bad_entry == 250

@@ -42,9 +42,9 @@ from vault.tlog import (
     read_export,
     sign_checkpoint,
     verify_checkpoint,
-    verify_log,
     write_export,
 )
+from vault.tlogverify import verify_log
 
 # ---------------------------------------------------------------- reference data
 
