@@ -99,7 +99,7 @@ def verify_cmd(args: argparse.Namespace) -> int:
     if len(chain) > 1:
         print(
             f"signing keys trusted through {len(transitions)} signed hand-over(s): "
-            + ", ".join(tlog.key_id(k) for k in chain)
+            + ", ".join(keys.key_id(k).hex() for k in chain)
         )
     if args.since is not None:
         return _verify_since(args, chain)

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +37,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from vault import note
+from vault.canonical import EntryFormatError, TlogError, canonical_json
+from vault.fsutil import atomic_write_bytes
+from vault.keyid import key_id
 from vault.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -77,10 +78,10 @@ __all__ = [
     "ProofError",
     "TlogError",
     "canonical_json",
+    "checkpoint_lines",
     "checkpoint_body",
     "consistency_proof",
     "inclusion_proof",
-    "key_id",
     "leaf_hash",
     "load_public_key",
     "make_entry",
@@ -102,20 +103,14 @@ CHECKPOINTS_FILE = "checkpoints.jsonl"
 NOTE_FILE = "checkpoint"
 #: One RFC 9162 consistency proof per earlier signed checkpoint size, to the latest checkpoint.
 CONSISTENCY_FILE = "consistency.jsonl"
+#: Export files are for handing to an auditor: readable by anyone the directory lets in.
+EXPORT_MODE = 0o644
 
 GENESIS_PREV = "00" * HASH_SIZE
 """``prev`` of entry 0: there is no previous entry, so it commits to 32 zero bytes."""
 
 _GENESIS = bytes(HASH_SIZE)
 _RESERVED = ("seq", "prev")
-
-
-class TlogError(Exception):
-    """Base class for tamper-evident log errors."""
-
-
-class EntryFormatError(TlogError, ValueError):
-    """An entry is not canonical JSON with integer ``seq`` and hex ``prev``."""
 
 
 class CheckpointError(TlogError):
@@ -135,15 +130,6 @@ class ExportFormatError(TlogError):
 
 
 # --------------------------------------------------------------------------- entries
-
-
-def canonical_json(obj: Any) -> bytes:
-    """One byte string per value (sorted keys, no whitespace, UTF-8), so hashes are reproducible."""
-    try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise EntryFormatError(f"value cannot be encoded as canonical JSON: {exc}") from exc
-    return text.encode("utf-8")
 
 
 def make_entry(seq: int, prev_leaf_hash: bytes | None, payload: Mapping[str, Any]) -> bytes:
@@ -195,12 +181,6 @@ def _is_lower_hex(s: str) -> bool:
 
 
 # --------------------------------------------------------------------------- checkpoints
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """First 8 bytes (hex) of SHA-256 of the raw public key: names the key without trusting it."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).digest()[:8].hex()
 
 
 def load_public_key(data: bytes) -> Ed25519PublicKey:
@@ -333,7 +313,7 @@ def sign_checkpoint(
         size=size,
         root=bytes(root),
         time=time_str,
-        key_id=key_id(private_key.public_key()),
+        key_id=key_id(private_key.public_key()).hex(),
         signature=private_key.sign(body),
     )
 
@@ -346,11 +326,11 @@ def verify_checkpoint(cp: Checkpoint, public_key: Ed25519PublicKey | Sequence[Ed
     """
     if not isinstance(public_key, Ed25519PublicKey):
         chain = list(public_key)
-        public_key = next((k for k in chain if key_id(k) == cp.key_id), chain[-1])
+        public_key = next((k for k in chain if key_id(k).hex() == cp.key_id), chain[-1])
     body = cp.body()
     if not isinstance(cp.signature, bytes):
         raise CheckpointFormatError("signature must be bytes")
-    expected_id = key_id(public_key)
+    expected_id = key_id(public_key).hex()
     if cp.key_id != expected_id:
         raise CheckpointSignatureError(
             f"checkpoint names key {cp.key_id!r} but the verifying key is {expected_id!r}: "
@@ -376,9 +356,9 @@ def checkpoint_note(cp: Checkpoint, public_key: Ed25519PublicKey) -> bytes:
     at checkpoint time is the note's signature; the key name is the origin (the spec's
     recommendation), the key ID SHA-256(origin || 0x0A || 0x01 || public key)[:4].
     """
-    if cp.key_id != key_id(public_key):
+    if cp.key_id != key_id(public_key).hex():
         raise CheckpointSignatureError(
-            f"checkpoint is signed by key {cp.key_id}, not by {key_id(public_key)}: pass its own key"
+            f"checkpoint is signed by key {cp.key_id}, not by {key_id(public_key).hex()}: pass its own key"
         )
     return note.assemble(cp.body(), [note.signature_line(cp.origin, public_key, cp.signature)])
 
@@ -413,32 +393,13 @@ def parse_checkpoint_note(
     except (binascii.Error, ValueError):
         raise CheckpointFormatError("checkpoint note root is not base64") from None
     sig = next(s for s in sigs if s.name == v.name and s.key_id == v.key_id)
-    cp = Checkpoint(origin, int(size_s), root_hash, time, key_id(v.public_key), sig.signature)
+    cp = Checkpoint(origin, int(size_s), root_hash, time, key_id(v.public_key).hex(), sig.signature)
     if cp.body() != text:
         raise CheckpointFormatError("checkpoint note text is not in canonical form")
     return cp
 
 
 # --------------------------------------------------------------------------- export
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file and rename so a crash never leaves half an export."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_export(
@@ -455,8 +416,13 @@ def write_export(
                 f"entry {i} is not single-line bytes; entries must be canonical JSON "
                 "(see make_entry), which never contains a raw newline"
             )
-    _atomic_write(d / ENTRIES_FILE, b"".join(e + b"\n" for e in entries))
-    _atomic_write(d / CHECKPOINTS_FILE, b"".join(canonical_json(cp.to_dict()) + b"\n" for cp in checkpoints))
+    atomic_write_bytes(d / ENTRIES_FILE, b"".join(e + b"\n" for e in entries), EXPORT_MODE)
+    atomic_write_bytes(d / CHECKPOINTS_FILE, checkpoint_lines(checkpoints), EXPORT_MODE)
+
+
+def checkpoint_lines(checkpoints: Sequence[Checkpoint]) -> bytes:
+    """checkpoints.jsonl: one canonical JSON checkpoint per line."""
+    return b"".join(canonical_json(cp.to_dict()) + b"\n" for cp in checkpoints)
 
 
 def consistency_lines(levels: MerkleLevels, old_sizes: Sequence[int], new_size: int) -> bytes:
@@ -472,9 +438,9 @@ def consistency_lines(levels: MerkleLevels, old_sizes: Sequence[int], new_size: 
 def read_export(directory: str | os.PathLike[str]) -> tuple[list[bytes], list[Checkpoint]]:
     """Read an export written by write_export; entries come back as the exact bytes hashed."""
     d = Path(directory)
+    checkpoints = read_checkpoints(d)
     try:
         raw_entries = (d / ENTRIES_FILE).read_bytes()
-        raw_cps = (d / CHECKPOINTS_FILE).read_bytes()
     except FileNotFoundError as exc:
         raise ExportFormatError(
             f"{exc.filename} is missing: an export needs both {ENTRIES_FILE} and {CHECKPOINTS_FILE}"
@@ -482,16 +448,6 @@ def read_export(directory: str | os.PathLike[str]) -> tuple[list[bytes], list[Ch
     entries = raw_entries.split(b"\n")
     if entries[-1] == b"":
         entries.pop()
-    checkpoints: list[Checkpoint] = []
-    for lineno, line in enumerate(raw_cps.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            checkpoints.append(Checkpoint.from_dict(json.loads(line.decode("utf-8"))))
-        except (UnicodeDecodeError, ValueError, CheckpointFormatError) as exc:
-            raise ExportFormatError(
-                f"{d / CHECKPOINTS_FILE} line {lineno} is not a valid checkpoint: {exc}"
-            ) from exc
     return entries, checkpoints
 
 
