@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from orjson import loads as _fast_loads
 
-from vault.merkle import EMPTY_ROOT, ProofError, frontier_from_consistency, node_hash, verify_consistency
+from vault.merkle import (
+    EMPTY_ROOT,
+    MerkleAccumulator,
+    ProofError,
+    frontier_from_consistency,
+    leaf_hash,
+    leaf_hashes,
+    verify_consistency,
+)
 from vault.tlog import (
     CHECKPOINTS_FILE,
     CONSISTENCY_FILE,
@@ -38,33 +46,52 @@ __all__ = ["Progress", "SinceReport", "verify_export_dir", "verify_since"]
 
 #: Entries are read in blocks of this many bytes: memory stays flat whatever the log's size.
 _BLOCK = 4 << 20
-_LEAF = b"\x00"
-_NODE = b"\x01"
+_SEQ_PREV = itemgetter("seq", "prev")
 
 Progress = Callable[[int], None]
 """Called with the number of bytes of entries.jsonl read so far (for a progress bar)."""
 
 
+def _check_batch(lines: list[bytes], first: int, prev_hex: str) -> list[bytes] | None:
+    """Leaf hashes of entries first.. (`lines`), or None unless each has seq == its index and
+    prev == the previous entry's leaf hash (`prev_hex` for the first).
+
+    The same checks as parse_entry and verify_log, a block at a time: each step is a map() or
+    one comparison over the whole block, so no Python code runs per entry, and each decoded
+    entry is freed as soon as its seq and prev are taken.
+    """
+    leaves = leaf_hashes(lines)
+    try:
+        # KeyError: seq or prev missing; TypeError: not a JSON object; ValueError: not JSON.
+        seqs, prevs = zip(*map(_SEQ_PREV, map(_fast_loads, lines)), strict=True)
+        # With every prev 64 characters long, equal concatenations mean equal prevs.
+        linked = set(map(len, prevs)) == {64} and "".join(prevs) == prev_hex + b"".join(leaves[:-1]).hex()
+    except (ValueError, KeyError, TypeError):
+        return None
+    # bool is a subclass of int and True == 1: the type check keeps them apart, as parse_entry does.
+    if not linked or set(map(type, seqs)) != {int} or seqs != tuple(range(first, first + len(lines))):
+        return None
+    return leaves
+
+
 def _stream_entries(
     path: Path,
-    start: int,
-    acc_stack: list[bytes],
+    acc: MerkleAccumulator,
     prev_hex: str,
     roots: Mapping[int, bytes],
     progress: Progress | None,
-) -> tuple[int, bytes | None] | None:
-    """Check entries `start`.. of path in one pass; None at the first anomaly of any kind.
+) -> int | None:
+    """Check entries acc.size.. of path in one pass; the entry count, or None at any anomaly.
 
-    `acc_stack` is the Merkle frontier at `start` (modified in place); each entry must decode
-    as JSON with seq == its index and prev == the previous entry's leaf hash, and the root at
-    every size in `roots` must match. Returns (entry count, root at the end or None).
-    Entries before `start` are skipped unread; the one before it is hashed for the prev check.
+    `acc` is the Merkle tree of the entries before (from a consistency proof's frontier, or
+    empty); each later entry must decode as JSON with seq == its index and prev == the previous
+    entry's leaf hash, and the root at every size in `roots` must match. Entries before
+    acc.size are skipped unread, except the last of them, hashed for the prev check.
     """
-    sha = hashlib.sha256
+    start = acc.size
     targets = sorted(s for s in roots if s > start)
     ti = 0
     i = 0
-    size = start
     done = 0
     with open(path, "rb") as f:
         rest = b""
@@ -73,7 +100,7 @@ def _stream_entries(
             done += len(block)
             if progress is not None:
                 progress(done)
-            if block and i + block.count(b"\n") < start - 1:
+            if block and start > 1 and i + block.count(b"\n") < start - 1:
                 # Every line ending in this block lies before start - 1: skip without splitting.
                 c = block.count(b"\n")
                 i += c
@@ -84,40 +111,32 @@ def _stream_entries(
                 rest = lines.pop()
             else:
                 lines = [rest] if rest else []
-            for line in lines:
-                if i < start:
-                    if i == start - 1:
-                        prev_hex = sha(_LEAF + line).hexdigest()
-                    i += 1
-                    continue
-                h = sha(_LEAF + line).digest()
-                try:
-                    obj = _fast_loads(line)
-                except ValueError:
+            if i < start:
+                skip = min(start - i, len(lines))
+                if i + skip == start:
+                    prev_hex = leaf_hash(lines[skip - 1]).hex()
+                i += skip
+                del lines[:skip]
+            if lines:
+                leaves = _check_batch(lines, i, prev_hex)
+                if leaves is None:
                     return None
-                if type(obj) is not dict:
-                    return None
-                seq = obj.get("seq")
-                if type(seq) is not int or seq != i or obj.get("prev") != prev_hex:
-                    return None
-                prev_hex = h.hex()
-                # Append to the frontier: one node hash per trailing 1 bit of the old size.
-                n = size
-                while n & 1:
-                    h = sha(_NODE + acc_stack.pop() + h).digest()
-                    n >>= 1
-                acc_stack.append(h)
-                size += 1
-                i += 1
-                while ti < len(targets) and targets[ti] == size:
-                    if _stack_root(acc_stack) != roots[size]:
+                prev_hex = leaves[-1].hex()
+                first, i = i, i + len(lines)
+                pos = 0
+                while ti < len(targets) and targets[ti] <= i:
+                    cut = targets[ti] - first
+                    acc.extend(leaves[pos:cut])
+                    pos = cut
+                    if acc.root() != roots[targets[ti]]:
                         return None
                     ti += 1
+                acc.extend(leaves[pos:])
             if not block:
                 break
     if i < start or ti < len(targets):
         return None
-    return i, (_stack_root(acc_stack) if acc_stack else None)
+    return i
 
 
 def _count_lines(path: Path) -> int:
@@ -128,13 +147,6 @@ def _count_lines(path: Path) -> int:
             n += block.count(b"\n")
             last = block[-1:]
     return n + (last != b"\n")
-
-
-def _stack_root(stack: list[bytes]) -> bytes:
-    r = stack[-1]
-    for h in reversed(stack[:-1]):
-        r = node_hash(h, r)
-    return r
 
 
 def verify_export_dir(
@@ -165,9 +177,8 @@ def verify_export_dir(
     if clean and 0 in roots and roots[0] != EMPTY_ROOT:
         clean = False
     if clean:
-        res = _stream_entries(d / ENTRIES_FILE, 0, [], GENESIS_PREV, roots, progress)
-        if res is not None:
-            n, _ = res
+        n = _stream_entries(d / ENTRIES_FILE, MerkleAccumulator(), GENESIS_PREV, roots, progress)
+        if n is not None:
             covered = max(roots)
             return VerifyReport(
                 ok=True,
@@ -265,16 +276,15 @@ def verify_since(
         if count != n:
             return fail(f"the export has {count} entries but its newest checkpoint covers {n}", n, count)
         return SinceReport(True, m, n, count)
-    stack = frontier_from_consistency(m, n, old.root, proof) if m else []
+    acc = MerkleAccumulator.from_frontier(m, frontier_from_consistency(m, n, old.root, proof) if m else [])
     roots = {cp.size: cp.root for _, cp in good if cp.size > m}
-    res = _stream_entries(d / ENTRIES_FILE, m, stack, GENESIS_PREV, roots, progress)
-    if res is None:
+    count = _stream_entries(d / ENTRIES_FILE, acc, GENESIS_PREV, roots, progress)
+    if count is None:
         return fail(
             f"entries after {m} do not reproduce the signed roots up to size {n}, or an entry's "
             "seq/prev is wrong: run a full `holdfast audit verify` (without --since) to pinpoint it",
             n,
         )
-    count, _ = res
     if count != n:
         return fail(f"the export has {count} entries but its newest checkpoint covers {n}", n, count)
     return SinceReport(True, m, n, count)
