@@ -18,7 +18,7 @@ Sign key (`rotate_sign`): a transition statement `{old_key_id, new_key_id, new_p
 checkpoint}` signed by the old key AND the new key is appended to `sign-transitions.jsonl`; the
 checkpoint in it is the latest log checkpoint re-signed by the new key ("signed over"). An
 auditor who trusts the first `sign.pub` follows the chain with `trusted_sign_keys` and passes
-the resulting keys to `tlog.verify_log`. The old private sign key is then destroyed (nothing is
+the resulting keys to `tlogverify.verify_log`. The old private sign key is then destroyed (nothing is
 ever signed with it again); its public half stays as `sign-<keyid>.pub`.
 """
 
