@@ -1,7 +1,7 @@
 """Auditor views: access log, purge log with its latest checkpoint, verification, compliance.
 
 No footage here: auditors read *about* footage, never the footage itself. Verification is
-vault.tlog.verify_log, the same code `holdfast audit verify` runs offline on an export.
+vault.tlogverify.verify_log, the same code `holdfast audit verify` runs offline on an export.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from vault import keys, tlog
+from vault import keys, tlogverify
 from vault.auditlog import AuditLog
 from vault.log import event
 from vault.report import compliance_report
@@ -131,7 +131,7 @@ def verify(request: Request, who: Principal = Depends(require("auditor", "dpo"))
             upto = alog.signed_size(s)  # a consistent cut while other requests keep appending
             entries = [text.encode("utf-8") for _seq, text in alog.entries(s, upto=upto)]
             cps = alog.checkpoints(s, upto=upto)
-        rep = tlog.verify_log(entries, cps, pub, origin=alog.origin)
+        rep = tlogverify.verify_log(entries, cps, pub, origin=alog.origin)
         out.append(
             VerifyOut(
                 log=alog.name,

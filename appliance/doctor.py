@@ -22,6 +22,7 @@ from appliance.install import USER, systemd_running
 from appliance.units import recorder_units
 from config.load import ConfigError
 from config.model import HoldfastConfig
+from vault.clocksync import clock_synchronised
 
 
 @dataclass
@@ -41,11 +42,7 @@ def _fail(name: str, detail: str, fix: str) -> Check:
 
 
 def clock_state() -> bool | None:
-    """The kernel's NTP-synchronised flag; the purger's own check when the retention code is present."""
-    try:
-        from vault.purge import clock_synchronised  # the purger's guard: one definition for both
-    except ImportError:  # pragma: no cover - before the retention code is installed
-        return None
+    """The kernel's NTP-synchronised flag, read as the purger's own clock guard reads it."""
     return clock_synchronised()
 
 

@@ -95,18 +95,20 @@ def build(d: Path, m: int) -> tuple[Path, Path]:
     return d / "export", d / "sign.pub"
 
 
-def timed(cmd: list[str], scratch: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS in MiB (GNU time's %M: the command's own, not inherited), exit status."""
+def timed(cmd: list[str], scratch: Path) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (user + system), peak RSS in MiB (GNU time's %M: the command's
+    own, not inherited), exit status. On a shared machine the CPU seconds are the steadier figure."""
     out = scratch / "time.txt"
     t = time.perf_counter()
     p = subprocess.run(
-        ["/usr/bin/time", "-o", str(out), "-f", "%M", *cmd],
+        ["/usr/bin/time", "-o", str(out), "-f", "%U %S %M", *cmd],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     secs = time.perf_counter() - t
-    return secs, int(out.read_text().split()[-1]) / 1024, p.returncode
+    user, system, rss = out.read_text().split()[-3:]
+    return secs, float(user) + float(system), int(rss) / 1024, p.returncode
 
 
 def main() -> None:
@@ -137,10 +139,12 @@ def main() -> None:
             ("holdfast audit verify --since (99 %)", [*holdfast, "audit", "verify", str(export), "--pubkey", str(pub), "--since", str(d / "since.note")]),
             ("python start-up (holdfast --help)", [*holdfast, "--help"]),
         ]  # fmt: skip
-        print(f"{'command':45} {'wall s':>8} {'peak MiB':>9} {'exit':>5}")
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"{'command':45} {'wall s':>8} {'CPU s':>7} {'peak MiB':>9} {'exit':>5}")
         for name, cmd in rows:
-            secs, rss, rc = timed(cmd, d)
-            print(f"{name:45} {secs:8.2f} {rss:9.0f} {rc:5d}")
+            secs, cpu, rss, rc = timed(cmd, d)
+            print(f"{name:45} {secs:8.2f} {cpu:7.2f} {rss:9.0f} {rc:5d}")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         shutil.rmtree(d)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recorder.calls import control_request, control_socket_path  # noqa: E402
+from recorder.callcontrol import control_request, control_socket_path  # noqa: E402
 from tests.support.appliance import HOLDFAST, make_appliance  # noqa: E402
 from tests.support.audio import Pulse  # noqa: E402
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cli import progress
 from cli.common import CommandError, open_vault, print_json
-from vault import auditverify, keyrotation, keys, tlog
+from vault import auditverify, keyrotation, keys, tlog, tlogstream
 from vault.timeutil import parse_iso
 
 # vault.auditlog and vault.report (SQLAlchemy) are imported by the commands that use the index:
@@ -99,7 +99,7 @@ def verify_cmd(args: argparse.Namespace) -> int:
     if len(chain) > 1:
         print(
             f"signing keys trusted through {len(transitions)} signed hand-over(s): "
-            + ", ".join(tlog.key_id(k) for k in chain)
+            + ", ".join(keys.key_id(k).hex() for k in chain)
         )
     if args.since is not None:
         return _verify_since(args, chain)
@@ -157,9 +157,9 @@ def _verify_since(args: argparse.Namespace, chain: list[tlog.Ed25519PublicKey]) 
     path = d / tlog.ENTRIES_FILE
     with progress.bar(f"verify {name}-log", path.stat().st_size if path.exists() else None, "bytes") as up:
         try:
-            rep = tlog.verify_since(d, old, chain, progress=up)
+            rep = tlogstream.verify_since(d, old, chain, progress=up)
         except tlog.TlogError as e:
-            rep = tlog.SinceReport(False, old.size, 0, 0, str(e))
+            rep = tlogstream.SinceReport(False, old.size, 0, 0, str(e))
     print(f"{name}-log: {rep.summary()}")
     if rep.ok and (d / tlog.NOTE_FILE).exists():
         print(f"keep {d / tlog.NOTE_FILE} as your last verified checkpoint")

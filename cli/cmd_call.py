@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def control(args: argparse.Namespace) -> int:
-    from recorder.calls import call_line, control_request, control_socket_path
+    from recorder.callcontrol import call_line, control_request, control_socket_path
 
     cfg = load_config(args)
     try:

@@ -28,7 +28,8 @@ EXIT_NO_DEVICE = 78
 
 
 def run(args: argparse.Namespace) -> int:
-    from recorder.calls import CallError, NoInputDevice, run_line
+    from recorder.callcontrol import CallError
+    from recorder.calls import NoInputDevice, run_line
     from vault.notify import notify
 
     cfg = load_config(args)

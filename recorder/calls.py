@@ -6,15 +6,9 @@ call is active. During a call, 16-bit PCM goes to an ffmpeg process on stdin and
 output comes back on stdout straight into a `SpoolSegment`, which seals it chunk by chunk: the
 plaintext exists only in this process's and ffmpeg's memory, never in a file, not even a temp one.
 
-Call boundaries come from the telephony side over HTTP on a unix socket
-(`<paths.scratch>/calls-<LINE>/control.sock`; `holdfast call start|stop|optout` use it too):
-
-    POST /calls/start   {"agent", "direction": "in"|"out", "remote", "call_id"?}
-    POST /calls/stop    {}
-    POST /calls/optout  {}
-    POST /calls/pause   {}   (card numbers, health details: audio from now on is discarded)
-    POST /calls/resume  {}
-    GET  /status
+Call boundaries come from the telephony side over HTTP on a unix socket (recorder.callcontrol,
+`<paths.scratch>/calls-<LINE>/control.sock`; `holdfast call start|stop|optout|pause|resume` use
+it too). Pausing (card numbers, health details) discards audio from then on until resumed.
 
 A call longer than `max_segment_seconds` is cut into parts sharing `call_id`; each part's meta
 names its `part` index and `previous_segment`. Calls shorter than `min_seconds` are dropped and an
@@ -26,54 +20,35 @@ where audio was left out. See docs/design.md "Call recording".
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import json
 import logging
-import os
-import shutil
-import socket
-import socketserver
-import subprocess
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from config.model import CallLine, HoldfastConfig
+from recorder.callcontrol import CallError, call_line, control_socket_path, serve_control
+from recorder.callencoder import Part, ffmpeg_opus_cmd
 from recorder.callmeta import CallMeta, CallMetaError, validate
 from vault import keys
 from vault.errors import HoldfastError
 from vault.fsutil import fsync_dir
 from vault.log import event
 from vault.notify import notify, watchdog_interval
-from vault.spool import SEG_SUFFIX, SpoolSegment, ensure_spool, recover_partials, write_erasure
+from vault.spool import SEG_SUFFIX, ensure_spool, recover_partials, write_erasure
 from vault.timeutil import iso, utcnow
 
 log = logging.getLogger("holdfast.calls")
 
-#: Sealed chunk size for call audio. 24 kbit/s Opus fills 8 KiB in ~2.7 s, so a recorder killed
-#: mid-call loses at most that much; the 16-byte tag per chunk costs 0.2 %.
-CALL_CHUNK_SIZE = 8 * 1024
 #: Capture buffer: 100 ms. Small enough for exact call boundaries, large enough to be cheap.
 BUFFER_SECONDS = 0.1
-SOCKET_NAME = "control.sock"
 #: Left = agent, right = caller when the device gives two channels (see docs/design.md).
 STEREO_CHANNEL_MAP = ["agent", "caller"]
-
-
-class CallError(HoldfastError):
-    """A call-control request that cannot be done now (no call active, one already active...)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class NoInputDevice(HoldfastError):
@@ -87,111 +62,6 @@ class NoInputDevice(HoldfastError):
             f"then `systemctl restart holdfast-calls@{line.id}`"
         )
         self.line = line.id
-
-
-def control_socket_path(cfg: HoldfastConfig, line_id: str) -> Path:
-    """Where a line's recorder listens; systemd's RuntimeDirectory=holdfast/calls-%i makes the dir."""
-    return cfg.paths.scratch / f"calls-{line_id}" / SOCKET_NAME
-
-
-def call_line(cfg: HoldfastConfig, line_id: str) -> CallLine:
-    try:
-        src = cfg.source(line_id)
-    except KeyError as e:
-        raise CallError(str(e.args[0]), 404) from None
-    if not isinstance(src, CallLine):
-        raise CallError(f"{line_id!r} is a camera, not a call line", 404)
-    return src
-
-
-# -- encoding: ffmpeg on pipes into a sealed segment ---------------------------------------------
-
-
-# A plain argument list like the camera recorder's: ffmpeg-python would add 5.3 MiB RSS to a
-# capture process for one fixed list (recorder/camera.py, ffmpeg_command).
-def ffmpeg_opus_cmd(rate: int, channels: int, bitrate: str, channel_map: list[str] | None) -> list[str]:
-    """Raw s16le on stdin -> Ogg Opus on stdout; Ogg streams to a pipe and plays in Chromium."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise HoldfastError("ffmpeg not found on PATH (apt-get install ffmpeg)")
-    cmd = [ffmpeg, "-hide_banner", "-nostats", "-loglevel", "error"]
-    cmd += ["-f", "s16le", "-ar", str(rate), "-ac", str(channels), "-i", "pipe:0"]
-    cmd += ["-c:a", "libopus", "-b:a", bitrate, "-application", "voip"]
-    if channel_map:
-        cmd += ["-metadata:s:a:0", f"HOLDFAST_CHANNELS={','.join(channel_map)}"]
-    # One Ogg page per ~200 ms and no output buffering: sealed chunks follow the audio closely.
-    cmd += ["-page_duration", "200000", "-flush_packets", "1", "-f", "ogg", "pipe:1"]
-    return cmd
-
-
-class Part:
-    """One segment of a call: an ffmpeg encoder whose stdout is pumped into a SpoolSegment."""
-
-    def __init__(self, rec: LineRecorder, index: int, start: datetime, meta: dict[str, Any]) -> None:
-        self.index = index
-        self.start = start
-        self.samples = 0
-        self.seg = SpoolSegment(rec.cfg.paths.spool, rec.recipient, meta, CALL_CHUNK_SIZE)
-        self.segment_id = self.seg.segment_id
-        self.error: str | None = None
-        try:
-            self.proc = subprocess.Popen(
-                rec.encoder_cmd,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        except OSError:
-            self.seg.abort()
-            raise
-        assert self.proc.stdout is not None and self.proc.stdin is not None
-        self._pump = threading.Thread(target=self._pump_loop, name=f"pump-{self.segment_id[:8]}", daemon=True)
-        self._pump.start()
-
-    def _pump_loop(self) -> None:
-        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
-        while True:
-            data = os.read(fd, 65536)
-            if not data:
-                return
-            if self.error is None:
-                try:
-                    self.seg.write(data)
-                except OSError as e:  # disk full: keep draining ffmpeg, report at close
-                    self.error = f"spool write failed: {e}"
-
-    def feed(self, pcm: bytes, samples: int) -> None:
-        try:
-            self.proc.stdin.write(pcm)  # type: ignore[union-attr]
-        except (BrokenPipeError, ValueError):
-            if self.error is None:
-                self.error = f"encoder exited early (status {self.proc.poll()})"
-        self.samples += samples
-
-    def finish(self) -> str | None:
-        """Let ffmpeg flush; returns an error text or None."""
-        with contextlib.suppress(BrokenPipeError):
-            self.proc.stdin.close()  # type: ignore[union-attr]
-        self._pump.join()
-        err = self.proc.stderr.read().decode(errors="replace").strip()  # type: ignore[union-attr]
-        rc = self.proc.wait()
-        if rc != 0 and self.error is None:
-            self.error = f"ffmpeg exited {rc}: {err[-300:]}"
-        return self.error
-
-    def close(self, trailer: dict[str, Any]) -> Path:
-        path, _summary = self.seg.close(trailer)
-        return path
-
-    def discard(self) -> None:
-        """Opt-out / too short: stop the encoder and delete the partial sealed file."""
-        self.proc.kill()
-        self._pump.join()
-        self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stderr):
-            with contextlib.suppress(OSError):
-                f.close()  # type: ignore[union-attr]
-        self.seg.abort()
 
 
 @dataclass
@@ -595,153 +465,6 @@ def find_input_device(pa: Any, line: CallLine) -> int | None:
     raise NoInputDevice(
         line, f"no input device matches; input devices: {', '.join(input_device_names(pa)) or 'none'}"
     )
-
-
-# -- control server: HTTP on a unix socket -----------------------------------------------------
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-def _handler(rec: LineRecorder) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "holdfast-calls"
-
-        def address_string(self) -> str:  # unix sockets have no peer address
-            return "unix"
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            return
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _body(self) -> dict[str, Any]:
-            n = int(self.headers.get("Content-Length") or 0)
-            if n > 65536:
-                raise CallError("request body too large", 413)
-            raw = self.rfile.read(n) if n else b"{}"
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
-                raise CallError("request body is not JSON", 400) from None
-            if not isinstance(body, dict):
-                raise CallError("request body must be a JSON object", 400)
-            return body
-
-        def do_GET(self) -> None:  # noqa: N802
-            if self.path == "/status":
-                self._reply(200, rec.status())
-            else:
-                self._reply(404, {"error": f"no such endpoint: GET {self.path}"})
-
-        def do_POST(self) -> None:  # noqa: N802
-            try:
-                body = self._body()
-                if self.path == "/calls/start":
-                    unknown = set(body) - {"agent", "direction", "remote", "call_id"}
-                    if unknown:
-                        raise CallError(f"unknown fields: {', '.join(sorted(unknown))}", 400)
-                    out = rec.start_call(
-                        body.get("agent"), body.get("direction"), body.get("remote"), body.get("call_id")
-                    )
-                elif self.path == "/calls/stop":
-                    out = rec.stop_call()
-                elif self.path == "/calls/optout":
-                    out = rec.optout()
-                elif self.path == "/calls/pause":
-                    out = rec.pause()
-                elif self.path == "/calls/resume":
-                    out = rec.resume()
-                else:
-                    self._reply(404, {"error": f"no such endpoint: POST {self.path}"})
-                    return
-            except CallError as e:
-                self._reply(e.status, {"error": str(e)})
-                return
-            except Exception as e:  # an explicit answer beats a dropped connection
-                event(
-                    log,
-                    "calls.control_error",
-                    logging.ERROR,
-                    path=self.path,
-                    error=f"{type(e).__name__}: {e}",
-                )
-                self._reply(500, {"error": f"{type(e).__name__}: {e}"})
-                return
-            self._reply(200, out)
-
-    return Handler
-
-
-def serve_control(rec: LineRecorder, path: Path) -> _UnixHTTPServer:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    if path.exists() or path.is_symlink():
-        # Left by a killed recorder: refuse only if something still answers on it.
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()
-        else:
-            raise HoldfastError(f"{path}: another recorder for line {rec.line.id} is running")
-        finally:
-            probe.close()
-    old = os.umask(0o117)  # owner and group (the CTI integration's group) may connect
-    try:
-        srv = _UnixHTTPServer(str(path), _handler(rec))
-    finally:
-        os.umask(old)
-    threading.Thread(target=srv.serve_forever, name="control", daemon=True).start()
-    return srv
-
-
-# -- client, for `holdfast call ...` --------------------------------------------------------------
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(str(self._path))
-        self.sock = s
-
-
-def control_request(
-    path: Path, method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 30.0
-) -> tuple[int, dict[str, Any]]:
-    conn = _UnixConnection(path, timeout)
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        try:
-            conn.request(method, url, body=data, headers=headers)
-            resp = conn.getresponse()
-            raw = resp.read()
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise HoldfastError(
-                f"no recorder is listening on {path} (is `holdfast record calls` running?)"
-            ) from None
-        try:
-            out = json.loads(raw)
-        except ValueError:
-            out = {"error": raw.decode(errors="replace")}
-        return resp.status, out
-    finally:
-        conn.close()
-
-
-# -- the daemon -----------------------------------------------------------------------------------
 
 
 def run_line(cfg: HoldfastConfig, line_id: str, socket_path: Path | None = None) -> int:

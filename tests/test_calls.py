@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.calls import control_request, control_socket_path
+from recorder.callcontrol import control_request, control_socket_path
 from tests.support.appliance import HOLDFAST, Appliance
 from tests.support.audio import (
     PlaintextWatch,

@@ -19,7 +19,7 @@ from pymerkle import InclusionProof, InmemoryTree, verify_consistency
 
 from tests.support.appliance import HOLDFAST, Appliance
 from tests.support.retention import Clock, make_segments, set_purge
-from vault import note, tlog
+from vault import note, tlog, tlogstream, tlogverify
 from vault.purge import Purger
 from vault.vault import Vault
 
@@ -268,7 +268,7 @@ def test_migration_progress_on_a_terminal_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("block", [61, 4096, 4 << 20])
 def test_streaming_verify_any_block_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
     """Entries split across read blocks, skipped blocks before --since: same verdicts."""
-    monkeypatch.setattr(tlog, "_BLOCK", block)
+    monkeypatch.setattr(tlogstream, "_BLOCK", block)
     key = Ed25519PrivateKey.generate()
     entries, cps, leaves = [], [], bytearray()
     acc = tlog.MerkleAccumulator()
@@ -285,13 +285,61 @@ def test_streaming_verify_any_block_size(tmp_path: Path, monkeypatch: pytest.Mon
     (d / tlog.CONSISTENCY_FILE).write_bytes(
         tlog.consistency_lines(tlog.MerkleLevels(leaves), [c.size for c in cps], 300)
     )
-    rep = tlog.verify_export_dir(d, key.public_key())
+    rep = tlogstream.verify_export_dir(d, key.public_key())
     assert rep.ok and rep.verified_size == 300 and rep.entry_count == 300
     old = cps[4]  # size 200
-    assert tlog.verify_since(d, old, key.public_key()).ok
+    assert tlogstream.verify_since(d, old, key.public_key()).ok
     bad = list(entries)
     bad[250] = bad[250].replace(b'"n":250', b'"n":251')
     tlog.write_export(d, bad, cps)
-    assert not tlog.verify_since(d, old, key.public_key()).ok
-    full = tlog.verify_export_dir(d, key.public_key())
+    assert not tlogstream.verify_since(d, old, key.public_key()).ok
+    full = tlogstream.verify_export_dir(d, key.public_key())
     assert not full.ok and full.first_bad_entry == 250
+
+
+def _relink(entries: list[bytes], first: int) -> None:
+    """Recompute prev from entry `first` on, as someone with write access could."""
+    for k in range(first, len(entries)):
+        obj = json.loads(entries[k])
+        obj["prev"] = tlog.leaf_hash(entries[k - 1]).hex()
+        entries[k] = tlog.canonical_json(obj)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["seq_true", "seq_float", "prev_missing", "prev_upper", "not_object", "bad_json", "split_string"],
+)
+def test_streaming_verify_reports_what_verify_log_reports(tmp_path: Path, tamper: str) -> None:
+    """An entry the block-wise checks must refuse, in the unsealed tail where no root covers it:
+    the streaming verifier's report is verify_log's, never a clean one."""
+    key = Ed25519PrivateKey.generate()
+    entries: list[bytes] = []
+    prev = None
+    for i in range(20):
+        entries.append(tlog.make_entry(i, prev, {"n": i}))
+        prev = tlog.leaf_hash(entries[-1])
+    cps = [tlog.sign_checkpoint(key, "o/purge-log", 1, tlog.root([tlog.leaf_hash(entries[0])]), T0)]
+    k = 1  # in the unsealed tail; seq True equals 1 in Python, so only a type check refuses it
+    obj = json.loads(entries[k])
+    if tamper == "seq_true":
+        entries[k] = entries[k].replace(b'"seq":1}', b'"seq":true}')
+    elif tamper == "seq_float":
+        entries[k] = entries[k].replace(b'"seq":1}', b'"seq":1.0}')
+    elif tamper == "prev_missing":
+        del obj["prev"]
+        entries[k] = tlog.canonical_json(obj)
+    elif tamper == "prev_upper":
+        entries[k] = entries[k].replace(obj["prev"].encode(), obj["prev"].upper().encode())
+    elif tamper == "not_object":
+        entries[k] = b"[" + entries[k] + b"]"
+    elif tamper == "bad_json":
+        entries[k] = entries[k][:-1]
+    else:  # two lines that only parse as one JSON value when joined with a comma
+        entries[k : k + 2] = [b'{"a":"}', b'{","seq":1}']
+    assert entries[k] != tlog.make_entry(k, tlog.leaf_hash(entries[0]), {"n": k})
+    _relink(entries, k + 2 if tamper == "split_string" else k + 1)
+    d = tmp_path / "log"
+    tlog.write_export(d, entries, cps)
+    streamed = tlogstream.verify_export_dir(d, key.public_key())
+    assert not streamed.ok
+    assert streamed == tlogverify.verify_log(*tlog.read_export(d), key.public_key())

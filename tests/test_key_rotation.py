@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.appliance import Appliance
-from vault import keyrotation, keys, merkle, tlog
+from vault import keyrotation, keys, merkle, tlog, tlogverify
 from vault.db import Segment
 from vault.purge import Purger
 from vault.timeutil import iso, utcnow
@@ -127,7 +127,7 @@ def test_sign_rotation_signs_over_the_purge_logs_latest_checkpoint(appliance: Ap
     cp = tlog.Checkpoint.from_dict(t["checkpoint"])
     assert (cp.origin, cp.size, cp.root) == (latest.origin, latest.size, latest.root)
     chain = keyrotation.trusted_sign_keys(root_pub, [t])
-    assert tlog.key_id(chain[-1]) == cp.key_id == t["new_key_id"]
+    assert keys.key_id(chain[-1]).hex() == cp.key_id == t["new_key_id"]
 
 
 def test_prune_keeps_a_key_a_spooled_segment_needs(appliance: Appliance, ffmpeg: str) -> None:
@@ -162,19 +162,20 @@ def test_sign_rotation_signs_over_and_verifies_as_a_chain(tmp_path: Path) -> Non
     )
     rec = keyrotation.rotate_sign(tmp_path, cp1)
     new = keys.load_sign_private(tmp_path / "sign.key")
-    assert tlog.key_id(new.public_key()) == rec["new_key_id"] != tlog.key_id(old.public_key())
+    assert keys.key_id(new.public_key()).hex() == rec["new_key_id"] != keys.key_id(old.public_key()).hex()
     assert (tmp_path / f"sign-{rec['old_key_id']}.pub").exists()
     cp2 = tlog.sign_checkpoint(
         new, "holdfast purge log", 4, merkle.root([merkle.leaf_hash(e) for e in entries]), t0.replace(hour=1)
     )
     chain = keyrotation.trusted_sign_keys(root_pub, keyrotation.read_transitions(tmp_path))
     assert len(chain) == 2
-    assert tlog.verify_log(entries, [cp1, cp2], chain).ok
-    assert not tlog.verify_log(entries, [cp1, cp2], root_pub).ok  # the old key alone cannot vouch for cp2
+    assert tlogverify.verify_log(entries, [cp1, cp2], chain).ok
+    # The old key alone cannot vouch for cp2.
+    assert not tlogverify.verify_log(entries, [cp1, cp2], root_pub).ok
     # A forged transition (not signed by the trusted key) breaks the chain.
     rogue = Ed25519PrivateKey.generate()
     forged = dict(keyrotation.read_transitions(tmp_path)[0])
-    forged["old_key_id"] = tlog.key_id(rogue.public_key())
+    forged["old_key_id"] = keys.key_id(rogue.public_key()).hex()
     with pytest.raises(keyrotation.TransitionError):
         keyrotation.trusted_sign_keys(root_pub, [forged])
 

@@ -16,9 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from tests.support.appliance import Appliance
 from tests.support.retention import Clock, make_segments, set_purge
 from vault import holds
+from vault.clocksync import clock_synchronised
 from vault.db import Segment, current_revision
 from vault.ingest import Ingestor
-from vault.purge import ClockUntrusted, Purger, clock_synchronised
+from vault.purge import ClockUntrusted, Purger
 from vault.retention_models import AccessLogRow, PurgeLogRow
 from vault.seal import KeyDestroyed, SegmentReader, read_header
 from vault.spool import SpoolSegment

@@ -33,6 +33,7 @@ from vault import auditverify, tlog
 from vault.db import begin_write
 from vault.errors import HoldfastError
 from vault.fsutil import atomic_write_bytes, fsync_dir
+from vault.keyid import key_id
 from vault.log import event
 from vault.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
 from vault.timeutil import iso
@@ -256,7 +257,7 @@ class AuditLog:
             "proof_bytes": 32 * len(proof),
             "checkpoint": cp.to_dict(),
         }
-        if cp.key_id == tlog.key_id(public_key):
+        if cp.key_id == key_id(public_key).hex():
             out["checkpoint_note"] = tlog.checkpoint_note(cp, public_key).decode("utf-8")
         return out
 
@@ -296,10 +297,10 @@ class AuditLog:
         cps = self.checkpoints(session, upto=upto)
         atomic_write_bytes(
             d / tlog.CHECKPOINTS_FILE,
-            b"".join(tlog.canonical_json(c.to_dict()) + b"\n" for c in cps),
-            0o644,
+            tlog.checkpoint_lines(cps),
+            tlog.EXPORT_MODE,
         )
-        kid = tlog.key_id(public_key) if public_key is not None else None
+        kid = key_id(public_key).hex() if public_key is not None else None
         signed = [c for c in cps if c.key_id == kid and c.size <= n]
         if public_key is not None and signed:
             head = max(signed, key=lambda c: c.size)
@@ -422,7 +423,7 @@ def write_manifest(directory: Path, logs: list[dict[str, Any]], pub: Ed25519Publ
                 "logs": [x["log"] for x in logs],
                 "summary": logs,
                 "exported_at": iso(now),
-                "key_id": tlog.key_id(pub),
+                "key_id": key_id(pub).hex(),
             },
             indent=2,
         ).encode()

@@ -1,7 +1,7 @@
 """Offline verification of an `audit export` directory: what an auditor runs, with no database.
 
 Kept apart from vault.auditlog (which needs SQLAlchemy) so `holdfast audit verify` starts fast;
-vault.tlog does the work, this adds the two-log export layout (manifest.json, <log>-log/).
+vault.tlogstream does the work, this adds the two-log export layout (manifest.json, <log>-log/).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault import tlog
+from vault import tlog, tlogstream, tlogverify
 
 
 def verify_export(
     directory: Path,
     pub: Ed25519PublicKey | Sequence[Ed25519PublicKey],
     progress: Callable[[str], Callable[[int], None]] | None = None,
-) -> list[tuple[str, tlog.VerifyReport | str]]:
+) -> list[tuple[str, tlogverify.VerifyReport | str]]:
     """Verify every log named in DIR/manifest.json; a str in place of a report is a fatal read error.
 
     An unsealed tail counts as a failure here: `audit export` always signs the head first, so
@@ -32,10 +32,10 @@ def verify_export(
         logs = [(str(x["log"]), str(x["origin"])) for x in manifest["summary"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         return [("manifest", f"{manifest_path}: unreadable manifest ({e})")]
-    out: list[tuple[str, tlog.VerifyReport | str]] = []
+    out: list[tuple[str, tlogverify.VerifyReport | str]] = []
     for name, origin in logs:
         try:
-            rep = tlog.verify_export_dir(
+            rep = tlogstream.verify_export_dir(
                 directory / f"{name}-log",
                 pub,
                 origin=origin,

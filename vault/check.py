@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault import holds, keyrotation, keys, tlog
+from vault import holds, keyrotation, keys, tlog, tlogverify
 from vault.auditlog import AuditLog
 from vault.db import Segment
 from vault.errors import HoldfastError, StoreError
@@ -393,7 +393,7 @@ def _sign_keys(vault: Vault) -> list[Ed25519PublicKey]:
 
 def _verify_log(vault: Vault, s: Session, lg: AuditLog, report: CheckReport) -> None:
     """Stream the entries: seq and hash chain entry by entry, then the root at the last signed
-    checkpoint against that checkpoint. On a failure, vault.tlog.verify_log pinpoints the entry."""
+    checkpoint against that checkpoint. On a failure, vault.tlogverify.verify_log pinpoints the entry."""
     name = f"{lg.name}-log"
     cp = lg.latest_checkpoint(s)
     acc = tlog.MerkleAccumulator()
@@ -443,10 +443,10 @@ def _verify_log(vault: Vault, s: Session, lg: AuditLog, report: CheckReport) -> 
 
 
 def _pinpoint(vault: Vault, s: Session, lg: AuditLog) -> str:
-    """Only on a failure: the whole log in memory, so vault.tlog names the first bad entry."""
+    """Only on a failure: the whole log in memory, so vault.tlogverify names the first bad entry."""
     try:
         entries = [text.encode("utf-8") for _seq, text in lg.entries(s)]
-        rep = tlog.verify_log(entries, lg.checkpoints(s), _sign_keys(vault), origin=lg.origin)
+        rep = tlogverify.verify_log(entries, lg.checkpoints(s), _sign_keys(vault), origin=lg.origin)
     except (tlog.TlogError, OSError, HoldfastError):
         return ""
     first = rep.first_bad_entry

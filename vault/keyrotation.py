@@ -18,7 +18,7 @@ Sign key (`rotate_sign`): a transition statement `{old_key_id, new_key_id, new_p
 checkpoint}` signed by the old key AND the new key is appended to `sign-transitions.jsonl`; the
 checkpoint in it is the latest log checkpoint re-signed by the new key ("signed over"). An
 auditor who trusts the first `sign.pub` follows the chain with `trusted_sign_keys` and passes
-the resulting keys to `tlog.verify_log`. The old private sign key is then destroyed (nothing is
+the resulting keys to `tlogverify.verify_log`. The old private sign key is then destroyed (nothing is
 ever signed with it again); its public half stays as `sign-<keyid>.pub`.
 """
 
@@ -205,7 +205,7 @@ def rotate_sign(directory: Path, latest: tlog.Checkpoint | None = None) -> dict[
     """New sign key; the transition (and the latest checkpoint re-signed) appended; old private destroyed."""
     old = keys.load_sign_private(directory / keys.SIGN_KEY)
     new = Ed25519PrivateKey.generate()
-    old_kid, new_kid = tlog.key_id(old.public_key()), tlog.key_id(new.public_key())
+    old_kid, new_kid = keys.key_id(old.public_key()).hex(), keys.key_id(new.public_key()).hex()
     body: dict[str, Any] = {
         "old_key_id": old_kid,
         "new_key_id": new_kid,
@@ -261,9 +261,9 @@ def trusted_sign_keys(
     chain = [root]
     for i, t in enumerate(transitions):
         cur = chain[-1]
-        if t.get("old_key_id") != tlog.key_id(cur):
+        if t.get("old_key_id") != keys.key_id(cur).hex():
             raise TransitionError(
-                f"transition {i} starts from key {t.get('old_key_id')}, not {tlog.key_id(cur)}"
+                f"transition {i} starts from key {t.get('old_key_id')}, not {keys.key_id(cur).hex()}"
             )
         try:
             new = Ed25519PublicKey.from_public_bytes(base64.b64decode(t["new_public_key"]))
@@ -275,7 +275,7 @@ def trusted_sign_keys(
             raise TransitionError(
                 f"transition {i} ({t.get('old_key_id')} -> {t.get('new_key_id')}) does not verify: {e!r}"
             ) from None
-        if tlog.key_id(new) != t["new_key_id"]:
+        if keys.key_id(new).hex() != t["new_key_id"]:
             raise TransitionError(f"transition {i}: new_key_id does not match its public key")
         if t["checkpoint"] is not None:
             tlog.verify_checkpoint(tlog.Checkpoint.from_dict(t["checkpoint"]), new)
@@ -295,7 +295,7 @@ def _verify_transition(i: int, t: dict[str, Any], old: Ed25519PublicKey) -> Ed25
         raise TransitionError(
             f"transition {i} ({t.get('old_key_id')} -> {t.get('new_key_id')}) does not verify: {e!r}"
         ) from None
-    if tlog.key_id(old) != t["old_key_id"] or tlog.key_id(new) != t["new_key_id"]:
+    if keys.key_id(old).hex() != t["old_key_id"] or keys.key_id(new).hex() != t["new_key_id"]:
         raise TransitionError(f"transition {i}: key ids do not match the keys that signed it")
     return new
 
@@ -312,8 +312,8 @@ def trust_chain(
     and is trusted only because the already-trusted new key signed a statement naming its id).
     A transition that does not verify is an error, never skipped.
     """
-    by_id = {tlog.key_id(k): k for k in known}
-    trusted = {tlog.key_id(anchor): anchor}
+    by_id = {keys.key_id(k).hex(): k for k in known}
+    trusted = {keys.key_id(anchor).hex(): anchor}
     changed = True
     while changed:
         changed = False
@@ -321,11 +321,13 @@ def trust_chain(
             old_id, new_id = t.get("old_key_id"), t.get("new_key_id")
             if old_id in trusted and new_id not in trusted:
                 new = _verify_transition(i, t, trusted[old_id])
-                trusted[tlog.key_id(new)] = new
+                trusted[keys.key_id(new).hex()] = new
                 changed = True
             elif new_id in trusted and old_id not in trusted and old_id in by_id:
                 new = _verify_transition(i, t, by_id[old_id])
-                if tlog.key_id(new) != new_id or keys.raw_public(new) != keys.raw_public(trusted[new_id]):
+                if keys.key_id(new).hex() != new_id or keys.raw_public(new) != keys.raw_public(
+                    trusted[new_id]
+                ):
                     raise TransitionError(f"transition {i} names a different key as {new_id}")
                 trusted[old_id] = by_id[old_id]
                 changed = True

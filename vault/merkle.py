@@ -24,6 +24,7 @@ __all__ = [
     "frontier_from_consistency",
     "inclusion_proof",
     "leaf_hash",
+    "leaf_hashes",
     "node_hash",
     "root",
     "verify_consistency",
@@ -35,6 +36,7 @@ _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 
 EMPTY_ROOT: bytes = hashlib.sha256(b"").digest()
+_digest = type(hashlib.sha256()).digest
 """MTH({}) = SHA-256() per RFC 9162 2.1.1: the root of a log with no entries."""
 
 
@@ -66,6 +68,11 @@ def leaf_hash(data: bytes) -> bytes:
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right) for an interior node."""
     return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+
+
+def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
+    """leaf_hash of each entry; map() keeps the loop in C (a streaming verifier hashes millions)."""
+    return list(map(_digest, map(hashlib.sha256, map(_LEAF_PREFIX.__add__, entries))))
 
 
 def _check_hash(value: bytes, what: str) -> None:
@@ -136,6 +143,36 @@ class MerkleAccumulator:
         self._stack.append(h)
         self._size = index + 1
         return index
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Append many leaf hashes; the same tree as append() on each, in far fewer Python steps.
+
+        Each run of 2**k leaves that starts at a multiple of 2**k is a perfect subtree: it is
+        hashed level by level (map() over each level: no Python code per node) and pushed like
+        one append of height k. The node hashes are the n - 1 that appending one by one computes.
+        """
+        leaves = list(leaves)
+        if leaves and set(map(len, leaves)) != {HASH_SIZE}:
+            raise MerkleRangeError(f"every leaf hash must be {HASH_SIZE} bytes")
+        sha, prefix = hashlib.sha256, _NODE_PREFIX
+        pos, n = 0, len(leaves)
+        while pos < n:
+            size = self._size
+            k = (n - pos).bit_length() - 1
+            if size:
+                k = min(k, (size & -size).bit_length() - 1)
+            level = leaves[pos : pos + (1 << k)]
+            while len(level) > 1:
+                pairs = map(bytes.__add__, level[0::2], level[1::2])
+                level = list(map(_digest, map(sha, map(prefix.__add__, pairs))))
+            h = level[0]
+            m = size >> k
+            while m & 1:
+                h = sha(prefix + self._stack.pop() + h).digest()
+                m >>= 1
+            self._stack.append(h)
+            self._size = size + (1 << k)
+            pos += 1 << k
 
     def append_data(self, data: bytes) -> bytes:
         """Hash raw entry bytes as a leaf, append it, and return the leaf hash."""

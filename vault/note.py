@@ -21,8 +21,9 @@ import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from vault.keyid import raw_public
 
 EM_DASH = "\u2014"
 #: Signature type byte of Ed25519 in the signed-note registry.
@@ -53,10 +54,6 @@ class Signature:
     signature: bytes
 
 
-def _raw(pub: Ed25519PublicKey) -> bytes:
-    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise NoteError(f"key name {name!r} must be non-empty, without spaces or '+'")
@@ -66,7 +63,7 @@ def check_name(name: str) -> str:
 def key_id(name: str, pub: Ed25519PublicKey) -> bytes:
     """SHA-256(name || 0x0A || 0x01 || public key)[:4], as the spec recommends for Ed25519."""
     check_name(name)
-    return hashlib.sha256(name.encode() + b"\n" + bytes([SIG_ED25519]) + _raw(pub)).digest()[:4]
+    return hashlib.sha256(name.encode() + b"\n" + bytes([SIG_ED25519]) + raw_public(pub)).digest()[:4]
 
 
 def verifier(name: str, pub: Ed25519PublicKey) -> Verifier:
@@ -75,7 +72,7 @@ def verifier(name: str, pub: Ed25519PublicKey) -> Verifier:
 
 def verifier_key(name: str, pub: Ed25519PublicKey) -> str:
     """The published verifier key line, e.g. for Go's note.NewVerifier."""
-    b64 = base64.b64encode(bytes([SIG_ED25519]) + _raw(pub)).decode()
+    b64 = base64.b64encode(bytes([SIG_ED25519]) + raw_public(pub)).decode()
     return f"{name}+{key_id(name, pub).hex()}+{b64}"
 
 

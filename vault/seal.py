@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from vault.canonical import canonical_json
 from vault.errors import HoldfastError
 from vault.keyid import key_id, raw_public
 
@@ -158,10 +159,6 @@ def _mac_ok(key: bytes, data: bytes, tag: bytes) -> bool:
 
 def _nonce(prefix: bytes, counter: int, last: bool) -> bytes:
     return prefix + counter.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
-
-
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _canonical_header(fixed_and_meta: bytes) -> bytes:
