@@ -87,8 +87,9 @@ def test_each_role_sees_only_its_views(server: str) -> None:
                 login(page, server, user)
                 shown = page.locator("#nav a:visible").all_inner_texts()
                 assert shown == [LABELS[v] for v in LABELS if v in VIEWS[role]], (user, shown)
-                # Its first view opens; a view it cannot use stays closed, whatever the address says.
-                page.wait_for_selector(".tab:not([hidden])")
+                # Its first view opens and loads; a view it cannot use stays closed, whatever the
+                # address says.
+                page.wait_for_selector(".tab:not([hidden]):not([aria-busy])")
                 for view in LABELS:
                     if view in VIEWS[role]:
                         continue
@@ -99,6 +100,44 @@ def test_each_role_sees_only_its_views(server: str) -> None:
                     assert page.locator(f"#{view}").is_hidden()
                 shot(page, f"roles-nav-{role}")
                 ctx.close()
+        finally:
+            browser.close()
+
+
+def test_a_late_answer_leaves_the_current_view_alone(server: str) -> None:
+    """The footage view's timeline answers after the person has moved on: its message ("N segments")
+    does not replace the message of the view they are on, and that view stays the one shown."""
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
+            ctx.set_default_timeout(30_000)
+            page = ctx.new_page()
+            held: list = []
+
+            def hold(route) -> None:  # type: ignore[no-untyped-def]
+                if held:
+                    route.continue_()
+                else:
+                    held.append(route)  # the first is answered below, when the test says
+
+            page.route("**/api/v1/timeline?*", hold)
+            with page.expect_request("**/api/v1/timeline?*") as first:
+                login(page, server, "sec")
+            page.goto(f"{server}/#subjects")
+            page.wait_for_function(
+                "() => document.getElementById('msg').textContent.includes('not a view the security role')"
+            )
+            with page.expect_response(lambda r: r.request == first.value) as late:
+                held[0].continue_()
+            late.value.finished()
+            # The page reads a second answer from the same place: by then it has read the first.
+            page.evaluate("async (u) => { await (await fetch(u)).json(); }", first.value.url)
+            assert "not a view the security role" in page.inner_text("#msg")
+            assert page.locator("#footage").is_hidden() and page.locator("#subjects").is_hidden()
         finally:
             browser.close()
 

@@ -111,10 +111,17 @@ $("logout").addEventListener("click", async () => { await api("/auth/logout", { 
 
 // -- tabs -----------------------------------------------------------------------------------
 window.addEventListener("hashchange", () => me && showTab(location.hash.slice(1)));
+// Each opening of a view takes the next number; a load started for an earlier one finds its number
+// superseded when its answer arrives and then neither speaks in #msg nor changes what is shown, so
+// the view the person is on now, and its message, stay as they are.
+let tabGen = 0;
+const superseded = (gen) => gen != null && gen !== tabGen;
+/** Open a view; resolves to its number, still current (tabGen) if nothing else was opened meanwhile. */
 async function showTab(hash) {
+  const gen = ++tabGen;
   const [name, arg] = hash.split("/");
   const allowed = me.views.includes(name);
-  for (const s of document.querySelectorAll(".tab")) s.hidden = !allowed || s.id !== name;
+  for (const s of document.querySelectorAll(".tab")) { s.hidden = !allowed || s.id !== name; s.removeAttribute("aria-busy"); }
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("active", a.dataset.tab === name);
     if (a.dataset.tab === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
@@ -122,16 +129,19 @@ async function showTab(hash) {
   say("");
   if (name !== "footage") $("video").pause();
   if (!(name === "incidents" && arg)) closeIncidentView();
-  if (!allowed) { say(`“${name}” is not a view the ${me.role} role can use`); return; }
+  if (!allowed) { say(`“${name}” is not a view the ${me.role} role can use`); return gen; }
+  $(name).setAttribute("aria-busy", "true"); // until its data is shown
   try {
-    if (name === "footage") await loadCameras();
+    if (name === "footage") await loadCameras(gen);
     if (name === "calls") await loadLines();
     if (name === "subjects") await loadSubjects();
-    if (name === "incidents") { if (arg) await openIncidentView(+arg); else await loadIncidents(); }
+    if (name === "incidents") { if (arg) await openIncidentView(+arg, gen); else await loadIncidents(); }
     if (name === "approvals") await loadApprovals();
     if (name === "audit") await loadAudit();
     if (name === "admin") await loadAdmin();
-  } catch (e) { say(e.message); }
+  } catch (e) { if (!superseded(gen)) say(e.message); }
+  if (!superseded(gen)) $(name).removeAttribute("aria-busy");
+  return gen;
 }
 
 // -- footage --------------------------------------------------------------------------------
@@ -145,22 +155,24 @@ const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10
 let vis = null; // {a, b}: visible window, ms since epoch
 let thumbs = new Map(); // `${purpose}|${segment id}` -> Promise of an object URL (this view only)
 
-async function loadCameras() {
+async function loadCameras(gen) {
   const cams = await getJSON("/cameras");
+  if (superseded(gen)) return;
   const sel = $("camera"); const keep = sel.value; sel.replaceChildren();
   for (const c of cams) { const o = document.createElement("option"); o.value = c.id; o.dataset.site = c.site; o.textContent = `${c.id} (${c.site})`; sel.append(o); }
   if (keep) sel.value = keep;
   if (sel.selectedOptions[0]) setZone(siteZone(sel.selectedOptions[0].dataset.site));
-  if (!view && sel.value) await openRecordings();
+  if (!view && sel.value) await openRecordings(gen);
 }
 
 /** Open the timeline on the range that holds recordings: the last hour of them (or all, if less). */
-async function openRecordings() {
+async function openRecordings(gen) {
   const x = await getJSON(`/extent?source=${encodeURIComponent($("camera").value)}`);
+  if (superseded(gen)) return;
   if (!x.last) { say(`${$("camera").value} has no recordings yet`); return; }
   const last = new Date(x.last), first = new Date(Math.max(new Date(x.first), last - 3600e3));
   $("from").value = fmt(first); $("to").value = fmt(last);
-  await search();
+  await search(gen);
 }
 
 $("camera").addEventListener("change", async () => {
@@ -168,9 +180,11 @@ $("camera").addEventListener("change", async () => {
   try { await openRecordings(); } catch (e) { say(e.message); }
 });
 
-async function search() {
+/** Show the typed range's timeline; `gen`: the view's opening this search belongs to, if any. */
+async function search(gen) {
   const cam = $("camera").value, s = isoOf($("from").value), e = isoOf($("to").value);
   const t = await getJSON(`/timeline?source=${encodeURIComponent(cam)}&start=${s}&end=${e}`);
+  if (superseded(gen)) return; // the person moved on: opening footage again searches again
   stopPlayer();
   for (const p of thumbs.values()) p.then((u) => u && URL.revokeObjectURL(u));
   thumbs = new Map();
@@ -454,8 +468,7 @@ $("incident-form").addEventListener("submit", async (ev) => {
     const inc = await postJSON("/incidents", { site: view.site, cameras: cams, start: isoOf($("inc-from").value), end: isoOf($("inc-to").value), description: $("description").value });
     $("purpose").value = `incident:${inc.id}`;
     history.pushState(null, "", `#incidents/${inc.id}`); // no hashchange: the message below stays
-    await showTab(`incidents/${inc.id}`);
-    say(`Incident ${inc.id} opened; its footage is on legal hold`, true);
+    if (!superseded(await showTab(`incidents/${inc.id}`))) say(`Incident ${inc.id} opened; its footage is on legal hold`, true);
   } catch (e) { say(e.message); }
 });
 
@@ -645,9 +658,10 @@ function renderIncident(i) {
   if (!i.notes.length) { const li = document.createElement("li"); li.className = "hint"; li.textContent = "No notes yet"; ol.append(li); }
 }
 
-async function openIncidentView(id) {
+async function openIncidentView(id, gen) {
   closeIncidentView();
   const i = await getJSON(`/incidents/${id}`);
+  if (superseded(gen)) return;
   setZone(siteZone(i.site));
   $("incident-list").hidden = true; $("incident-view").hidden = false;
   renderIncident(i);
