@@ -5,9 +5,12 @@ cameras side by side on one wall clock, with its notes and hold."""
 
 from __future__ import annotations
 
+import json
 import urllib.error
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +19,7 @@ from api.app import create_app
 from tests.support.apisite import PASSWORD, T0, USERS, ApiSite, api_site  # noqa: F401
 from tests.support.browser import CHROMIUM, FLAGS, bearer, login, need_chromium, serve, shot
 from tests.support.footage import record
-from tests.test_api_browser import BROWSER_ZONE, axe_violations
+from tests.test_api_browser import BROWSER_ZONE, assert_site_times, axe_violations
 
 #: What each role can use, as the issue states it (the page gets it from the server's routes).
 VIEWS = {
@@ -208,6 +211,80 @@ def test_admin_manages_accounts(site: ApiSite, server: str) -> None:
             page.wait_for_selector("tr[data-user=temp1]", state="detached")
             assert _login_fails(server, "temp1")
             shot(page, "admin-removed")
+        finally:
+            browser.close()
+
+
+def test_dpo_answers_a_subject_request(site: ApiSite, server: str, tmp_path: Path) -> None:
+    """The DPO opens a request for a camera and a call line, typed in the site's time (Helsinki,
+    the browser in New York), exports what it holds and sees the export in the request's row."""
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            ctx = browser.new_context(
+                timezone_id=BROWSER_ZONE,
+                viewport={"width": 1280, "height": 900},
+                accept_downloads=True,
+                bypass_csp=True,
+            )
+            ctx.set_default_timeout(60_000)
+            page = ctx.new_page()
+            login(page, server, "dpo")
+            page.wait_for_selector("#subjects:not([hidden]):not([aria-busy])")
+            page.fill("#sar-subject", "Person in a red coat at the front desk")
+            page.check("#sar-verified")
+            page.fill("#sar-note", "passport checked at the office")
+            page.fill("#sar-sources", "office-1, cs-1")
+            # 08:00:40–08:01:10 UTC: office-1's last 20 s before its recorded gap, and call-1 on cs-1.
+            page.fill("#sar-from", "2026-11-21 10:00:40")
+            page.fill("#sar-to", "2026-11-21 10:01:10")
+            page.click("#sar-form button[type=submit]")
+            page.wait_for_function(
+                "() => /^Subject request \\d+ opened/.test(document.getElementById('msg').textContent)"
+            )
+            msg = page.inner_text("#msg")
+            assert msg.endswith("Europe/Helsinki"), msg  # the deadline, in the site's zone
+            rid = page.input_value("#sar-id")
+            row = page.locator("#sar-rows tr", has=page.locator(f"td:text-is('{rid}')"))
+            row.wait_for()
+            rng = row.locator("td.time").first
+            assert rng.inner_text() == "2026-11-21 10:00:40 – 2026-11-21 10:01:10"
+            assert rng.get_attribute("title") == "2026-11-21T08:00:40Z – 2026-11-21T08:01:10Z (UTC)"
+            assert "office-1, cs-1" in row.inner_text() or "cs-1, office-1" in row.inner_text()
+            assert "none yet" in row.inner_text()
+            assert_site_times(page)
+
+            page.select_option("#sar-blur", "faces")
+            with page.expect_download(timeout=600_000) as dl:
+                page.click("#sar-export button[type=submit]")
+            zpath = tmp_path / dl.value.suggested_filename
+            dl.value.save_as(zpath)
+            page.wait_for_function(
+                "() => document.getElementById('msg').textContent.startsWith('Export ')"
+                " && document.querySelector('#sar-rows ol.exports li')"
+            )
+            assert "verify-export" in page.inner_text("#msg")
+            exported = row.locator("ol.exports li").inner_text()
+            assert "by dpo (blur faces): cs-1, office-1, 2026-11-21 10:00:40 – 10:01:10" in exported
+            assert row.locator("ol.exports time").get_attribute("title").endswith("Z")
+            assert_site_times(page)
+            shot(page, "dpo-subject-request")
+
+            # The export holds what was found: office-1's two segments before its gap, the call.
+            pub = site.app.cfg.keys.dir / "sign.pub"
+            assert b"export OK" in site.app.cli("verify-export", str(zpath), "--pubkey", str(pub)).stdout
+            with zipfile.ZipFile(zpath) as z:
+                m = json.loads(z.read("manifest.json"))
+                names = z.namelist()
+            assert m["subject_request"]["id"] == int(rid)
+            found = {x["source"]: [s["id"] for s in x["segments"]] for x in m["sources"]}
+            assert found["office-1"] == site.segments[4:6]
+            assert found["cs-1"] == [site.calls["call-1"]]
+            assert "office-1-redacted.mp4" in names and f"cs-1-{site.calls['call-1']}.ogg" in names
+            assert not axe_violations(page)
         finally:
             browser.close()
 

@@ -526,7 +526,7 @@ async function loadSubjects() {
   for (const r of rows) {
     const tr = document.createElement("tr");
     tr.append(td(r.id), td(r.subject), td(r.identity_verified ? `verified: ${r.identity_note}` : "NOT verified"), td(r.sources.join(", ")),
-      rangeTd(r.start, r.end), (() => { const c = timeTd(r.deadline); if (r.overdue) c.textContent += " (OVERDUE)"; return c; })(), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")));
+      rangeTd(r.start, r.end), (() => { const c = timeTd(r.deadline); if (r.overdue) c.textContent += " (OVERDUE)"; return c; })(), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")), exportsTd(r.exports));
     const act = document.createElement("td");
     if (r.state === "open" && !r.identity_verified) {
       const b = document.createElement("button"); b.textContent = "Identity verified…";
@@ -542,6 +542,20 @@ async function loadSubjects() {
     }
     tr.append(act); tb.append(tr);
   }
+}
+
+/** What was exported for a request: when (site's zone, UTC on hover), by whom, which sources and range. */
+function exportsTd(exports) {
+  const c = document.createElement("td");
+  if (!exports.length) { c.textContent = "none yet"; return c; }
+  const ol = document.createElement("ol"); ol.className = "exports";
+  for (const x of exports) {
+    const li = document.createElement("li"); const t = document.createElement("time");
+    t.dateTime = x.at; t.textContent = fmt(x.at); t.title = utcText(x.at);
+    li.append(t, ` by ${x.by} (blur ${x.blur}): ${x.sources.join(", ")}, ${fmt(x.start)} – ${fmtTime(x.end)}`);
+    ol.append(li);
+  }
+  c.append(ol); return c;
 }
 
 $("sar-form").addEventListener("submit", async (ev) => {
