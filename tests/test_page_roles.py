@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from tests.support.apisite import PASSWORD, T0, USERS, ApiSite, api_site  # noqa
 from tests.support.browser import CHROMIUM, FLAGS, bearer, login, need_chromium, serve, shot
 from tests.support.footage import record
 from tests.test_api_browser import BROWSER_ZONE, assert_site_times, axe_violations
+from vault.users import LOCK_AFTER
 
 #: What each role can use, as the issue states it (the page gets it from the server's routes).
 VIEWS = {
@@ -153,8 +155,18 @@ def _login_fails(server: str, user: str) -> bool:
     return False
 
 
+def _wrong_password_refused(server: str, user: str) -> bool:
+    data = f"username={user}&password=not+the+password".encode()
+    try:
+        urllib.request.urlopen(server + "/api/v1/auth/token", data=data, timeout=60)
+    except urllib.error.HTTPError as e:
+        return e.code == 401
+    return False
+
+
 def test_admin_manages_accounts(site: ApiSite, server: str) -> None:
-    """Add an account, change its role, disable it (its login then fails), enable, remove."""
+    """Add an account, change its role, disable it (its login then fails), enable, see it locked by
+    wrong passwords and unlock it, remove it."""
     need_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -197,6 +209,23 @@ def test_admin_manages_accounts(site: ApiSite, server: str) -> None:
 
             page.locator("tr[data-user=temp1] button.enable").click()
             page.wait_for_selector("tr[data-user=temp1] button.disable")
+            assert bearer(server, "temp1")
+
+            # Wrong passwords lock it; the administrator sees why it cannot log in and unlocks it.
+            for _ in range(LOCK_AFTER):
+                assert _wrong_password_refused(server, "temp1")
+            assert _login_fails(server, "temp1")
+            page.reload()
+            page.wait_for_selector("tr[data-user=temp1] button.unlock")
+            state = page.inner_text("tr[data-user=temp1] td.state")
+            assert "locked" in state and f"{LOCK_AFTER} failed logins" in state, state
+            created = page.locator("tr[data-user=temp1] td.time")
+            assert created.inner_text().startswith("20") and created.get_attribute("title").endswith("Z")
+            assert_site_times(page)
+            shot(page, "admin-locked")
+            page.locator("tr[data-user=temp1] button.unlock").click()
+            page.wait_for_function("() => document.getElementById('msg').textContent === 'temp1 unlocked'")
+            assert "locked" not in page.inner_text("tr[data-user=temp1] td.state")
             assert bearer(server, "temp1")
             page.locator("tr[data-user=temp1] button.logout-all").click()
             page.wait_for_function(
