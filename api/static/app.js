@@ -167,8 +167,9 @@ async function loadCameras(gen) {
 
 /** Open the timeline on the range that holds recordings: the last hour of them (or all, if less). */
 async function openRecordings(gen) {
+  const asked = searchGen;
   const x = await getJSON(`/extent?source=${encodeURIComponent($("camera").value)}`);
-  if (superseded(gen)) return;
+  if (superseded(gen) || searchGen !== asked) return; // a search the person started wins
   if (!x.last) { say(`${$("camera").value} has no recordings yet`); return; }
   const last = new Date(x.last), first = new Date(Math.max(new Date(x.first), last - 3600e3));
   $("from").value = fmt(first); $("to").value = fmt(last);
@@ -181,10 +182,12 @@ $("camera").addEventListener("change", async () => {
 });
 
 /** Show the typed range's timeline; `gen`: the view's opening this search belongs to, if any. */
+let searchGen = 0; // the latest search's number: an earlier one answering later is dropped
 async function search(gen) {
+  const mine = ++searchGen;
   const cam = $("camera").value, s = isoOf($("from").value), e = isoOf($("to").value);
   const t = await getJSON(`/timeline?source=${encodeURIComponent(cam)}&start=${s}&end=${e}`);
-  if (superseded(gen)) return; // the person moved on: opening footage again searches again
+  if (superseded(gen) || mine !== searchGen) return; // the person moved on, or searched again
   stopPlayer();
   for (const p of thumbs.values()) p.then((u) => u && URL.revokeObjectURL(u));
   thumbs = new Map();
