@@ -48,6 +48,7 @@ VIEW_ROUTES: dict[str, tuple[str, str]] = {
     "calls": ("GET", "/api/v1/segments"),
     "incidents": ("GET", "/api/v1/incidents"),
     "subjects": ("GET", "/api/v1/subject-requests"),
+    "approvals": ("GET", "/api/v1/approvals"),
     "audit": ("GET", "/api/v1/audit/compliance"),
     "admin": ("GET", "/api/v1/users"),
 }

@@ -25,16 +25,17 @@ from vault.users import LOCK_AFTER
 
 #: What each role can use, as the issue states it (the page gets it from the server's routes).
 VIEWS = {
-    "security": ["footage", "calls", "incidents"],
-    "auditor": ["audit"],
-    "dpo": ["incidents", "subjects", "audit"],
-    "admin": ["admin"],
+    "security": ["footage", "calls", "incidents", "approvals"],
+    "auditor": ["approvals", "audit"],
+    "dpo": ["incidents", "subjects", "approvals", "audit"],
+    "admin": ["approvals", "admin"],
 }
 LABELS = {
     "footage": "Footage",
     "calls": "Calls",
     "incidents": "Incidents",
     "subjects": "Subject requests",
+    "approvals": "Approvals",
     "audit": "Audit",
     "admin": "Admin",
 }
@@ -62,6 +63,7 @@ def test_views_follow_the_routes(site: ApiSite) -> None:
         "calls": f"/api/v1/segments?source=cs-1&{q}",
         "incidents": "/api/v1/incidents",
         "subjects": "/api/v1/subject-requests",
+        "approvals": "/api/v1/approvals",
         "audit": "/api/v1/audit/compliance",
         "admin": "/api/v1/users",
     }
