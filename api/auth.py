@@ -9,10 +9,13 @@ Every failure and lockout is a structured log event.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 
 from api.deps import COOKIE, Principal, principal, state
 from api.errors import ERRORS
@@ -33,6 +36,51 @@ class MeOut(BaseModel):
     name: str
     role: str
     sites: list[str]
+    views: list[str] = Field(
+        default=[], description="the page's views this role may use (derived from the routes' roles)"
+    )
+
+
+#: Each view of the page and the route it cannot work without: the role may use the view iff
+#: that route admits the role. The page's navigation comes from here, so it follows the routes.
+VIEW_ROUTES: dict[str, tuple[str, str]] = {
+    "footage": ("GET", "/api/v1/timeline"),
+    "calls": ("GET", "/api/v1/segments"),
+    "incidents": ("GET", "/api/v1/incidents"),
+    "subjects": ("GET", "/api/v1/subject-requests"),
+    "approvals": ("GET", "/api/v1/approvals"),
+    "audit": ("GET", "/api/v1/audit/compliance"),
+    "admin": ("GET", "/api/v1/users"),
+}
+
+
+def _roles_of(dep: Dependant) -> frozenset[str] | None:
+    for d in dep.dependencies:
+        roles = getattr(d.call, "roles", None)
+        if roles is not None:
+            return frozenset(roles)
+        if (found := _roles_of(d)) is not None:
+            return found
+    return None
+
+
+def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI wraps those: `original_router`)."""
+    for r in routes:
+        if isinstance(r, APIRoute):
+            yield r
+        inner = getattr(r, "original_router", None)
+        if inner is not None:
+            yield from _api_routes(inner.routes)
+
+
+def views_for(app: FastAPI, role: str) -> list[str]:
+    """The views whose route admits `role`, in the page's order (a missing route admits nobody)."""
+    admits: dict[tuple[str, str], frozenset[str]] = {}
+    for r in _api_routes(app.routes):
+        for m in r.methods:
+            admits[(m, r.path)] = _roles_of(r.dependant) or frozenset()
+    return [v for v, key in VIEW_ROUTES.items() if role in admits.get(key, frozenset())]
 
 
 #: One answer for every failed login: which accounts exist, are disabled or locked is not told.
@@ -91,7 +139,9 @@ def login(
     response.set_cookie(
         COOKIE, tok, max_age=minutes * 60, httponly=True, samesite="strict", secure=st.tls, path="/"
     )
-    return MeOut(name=user.name, role=user.role, sites=list(user.sites))
+    return MeOut(
+        name=user.name, role=user.role, sites=list(user.sites), views=views_for(request.app, user.role)
+    )
 
 
 @router.post("/logout", status_code=204, responses={401: ERRORS[401]})
@@ -124,6 +174,8 @@ def logout_all(request: Request, response: Response, who: Principal = Depends(pr
 
 
 @router.get("/me", response_model=MeOut, responses={401: ERRORS[401]})
-def me(who: Principal = Depends(principal)) -> MeOut:
-    """Who is logged in, with which role and sites."""
-    return MeOut(name=who.name, role=who.role, sites=sorted(who.sites))
+def me(request: Request, who: Principal = Depends(principal)) -> MeOut:
+    """Who is logged in, with which role and sites, and which of the page's views it may use."""
+    return MeOut(
+        name=who.name, role=who.role, sites=sorted(who.sites), views=views_for(request.app, who.role)
+    )

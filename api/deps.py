@@ -66,4 +66,5 @@ def require(*roles: str) -> Callable[..., Principal]:
             )
         return p
 
+    check.roles = allowed  # type: ignore[attr-defined]  # read by api.auth.views_for
     return check

@@ -171,6 +171,7 @@ def test_cli_account_changes_are_logged_and_reach_live_sessions(site: Appliance,
         "name": "sec",
         "role": "auditor",
         "sites": [],
+        "views": ["approvals", "audit"],
     }
     assert client.get("/api/v1/audit/access-log", headers=sec).status_code == 200
     site.cli("users", "set-role", "sec", "security", "--site", "demo")

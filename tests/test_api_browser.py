@@ -117,7 +117,10 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
             assert_site_times(page2)
             shot(page2, "5-auditor-verified")
             page2.goto(server + "/#footage")
-            page2.wait_for_function("() => document.getElementById('msg').textContent.includes('403')")
+            page2.wait_for_function(
+                "() => document.getElementById('msg').textContent.includes('not a view the auditor role can use')"
+            )
+            assert page2.locator("#footage").is_hidden()
             r = page2.request.get(
                 server
                 + "/api/v1/cameras/office-1/playlist.m3u8?start=2026-11-21T08:00:00Z&end=2026-11-21T08:03:00Z&purpose=curious"

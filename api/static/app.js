@@ -87,12 +87,17 @@ async function start() {
   $("login").hidden = !!me; $("nav").hidden = !me; $("logout").hidden = !me;
   $("who").textContent = me ? `${me.name} (${me.role}${me.sites.length ? ": " + me.sites.join(", ") : ""})` : "";
   if (me) {
+    // The navigation offers only the views this role may use (the server derives them from its routes).
+    for (const a of document.querySelectorAll("#nav a")) a.hidden = !me.views.includes(a.dataset.tab);
     sites = await getJSON("/sites").catch(() => []);
     setZone(siteZone(me.sites[0]));
     showTab(location.hash.slice(1) || defaultTab());
   }
 }
-function defaultTab() { return { security: "footage", auditor: "audit", dpo: "subjects", admin: "admin" }[me.role]; }
+function defaultTab() {
+  const want = { security: "footage", auditor: "audit", dpo: "subjects", admin: "admin" }[me.role];
+  return me.views.includes(want) ? want : me.views[0] || "";
+}
 
 $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -106,19 +111,37 @@ $("logout").addEventListener("click", async () => { await api("/auth/logout", { 
 
 // -- tabs -----------------------------------------------------------------------------------
 window.addEventListener("hashchange", () => me && showTab(location.hash.slice(1)));
-async function showTab(name) {
-  for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== name;
-  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.tab === name);
+// Each opening of a view takes the next number; a load started for an earlier one finds its number
+// superseded when its answer arrives and then neither speaks in #msg nor changes what is shown, so
+// the view the person is on now, and its message, stay as they are.
+let tabGen = 0;
+const superseded = (gen) => gen != null && gen !== tabGen;
+/** Open a view; resolves to its number, still current (tabGen) if nothing else was opened meanwhile. */
+async function showTab(hash) {
+  const gen = ++tabGen;
+  const [name, arg] = hash.split("/");
+  const allowed = me.views.includes(name);
+  for (const s of document.querySelectorAll(".tab")) { s.hidden = !allowed || s.id !== name; s.removeAttribute("aria-busy"); }
+  for (const a of document.querySelectorAll("#nav a")) {
+    a.classList.toggle("active", a.dataset.tab === name);
+    if (a.dataset.tab === name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
   say("");
+  if (name !== "footage") $("video").pause();
+  if (!(name === "incidents" && arg)) closeIncidentView();
+  if (!allowed) { say(`“${name}” is not a view the ${me.role} role can use`); return gen; }
+  $(name).setAttribute("aria-busy", "true"); // until its data is shown
   try {
-    if (name === "footage") await loadCameras();
+    if (name === "footage") await loadCameras(gen);
     if (name === "calls") await loadLines();
     if (name === "subjects") await loadSubjects();
-    if (name === "incidents") await loadIncidents();
+    if (name === "incidents") { if (arg) await openIncidentView(+arg, gen); else await loadIncidents(); }
     if (name === "approvals") await loadApprovals();
     if (name === "audit") await loadAudit();
     if (name === "admin") await loadAdmin();
-  } catch (e) { say(e.message); }
+  } catch (e) { if (!superseded(gen)) say(e.message); }
+  if (!superseded(gen)) $(name).removeAttribute("aria-busy");
+  return gen;
 }
 
 // -- footage --------------------------------------------------------------------------------
@@ -132,22 +155,25 @@ const STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10
 let vis = null; // {a, b}: visible window, ms since epoch
 let thumbs = new Map(); // `${purpose}|${segment id}` -> Promise of an object URL (this view only)
 
-async function loadCameras() {
+async function loadCameras(gen) {
   const cams = await getJSON("/cameras");
+  if (superseded(gen)) return;
   const sel = $("camera"); const keep = sel.value; sel.replaceChildren();
   for (const c of cams) { const o = document.createElement("option"); o.value = c.id; o.dataset.site = c.site; o.textContent = `${c.id} (${c.site})`; sel.append(o); }
   if (keep) sel.value = keep;
   if (sel.selectedOptions[0]) setZone(siteZone(sel.selectedOptions[0].dataset.site));
-  if (!view && sel.value) await openRecordings();
+  if (!view && sel.value) await openRecordings(gen);
 }
 
 /** Open the timeline on the range that holds recordings: the last hour of them (or all, if less). */
-async function openRecordings() {
+async function openRecordings(gen) {
+  const asked = searchGen;
   const x = await getJSON(`/extent?source=${encodeURIComponent($("camera").value)}`);
+  if (superseded(gen) || searchGen !== asked) return; // a search the person started wins
   if (!x.last) { say(`${$("camera").value} has no recordings yet`); return; }
   const last = new Date(x.last), first = new Date(Math.max(new Date(x.first), last - 3600e3));
   $("from").value = fmt(first); $("to").value = fmt(last);
-  await search();
+  await search(gen);
 }
 
 $("camera").addEventListener("change", async () => {
@@ -155,9 +181,13 @@ $("camera").addEventListener("change", async () => {
   try { await openRecordings(); } catch (e) { say(e.message); }
 });
 
-async function search() {
+/** Show the typed range's timeline; `gen`: the view's opening this search belongs to, if any. */
+let searchGen = 0; // the latest search's number: an earlier one answering later is dropped
+async function search(gen) {
+  const mine = ++searchGen;
   const cam = $("camera").value, s = isoOf($("from").value), e = isoOf($("to").value);
   const t = await getJSON(`/timeline?source=${encodeURIComponent(cam)}&start=${s}&end=${e}`);
+  if (superseded(gen) || mine !== searchGen) return; // the person moved on, or searched again
   stopPlayer();
   for (const p of thumbs.values()) p.then((u) => u && URL.revokeObjectURL(u));
   thumbs = new Map();
@@ -165,7 +195,8 @@ async function search() {
   const firstRec = t.segments.length ? new Date(t.segments[0].start) : view.start;
   view.cursor = new Date(Math.max(view.start, firstRec));
   vis = { a: view.start.getTime(), b: view.end.getTime() };
-  drawTimeline(); drawGapList();
+  drawTimeline(); drawGapList(); incidentCameras();
+  $("inc-from").value = fmt(view.start); $("inc-to").value = fmt(view.end);
   say(`${t.segments.length} segments, ${t.gaps.length} gaps`, true);
 }
 $("search-form").addEventListener("submit", async (ev) => { ev.preventDefault(); try { await search(); } catch (e) { say(e.message); } });
@@ -194,7 +225,7 @@ function drawTimeline() {
     if ((Math.min(1, frac(g.end)) - Math.max(0, frac(g.start))) * width > 90) { const t = document.createElement("span"); t.textContent = g.reason; b.append(t); }
     bar.append(b);
   }
-  drawAxis(width); drawThumbs(width); drawCursor();
+  drawAxis(width); drawThumbs(width); drawCursor(); drawSelection();
   $("tl-window").textContent = `${fmt(new Date(vis.a))} – ${fmt(new Date(vis.b))} (${spanText(vis.b - vis.a)})`;
   $("tl-window").title = `UTC ${utcText(new Date(vis.a))} – ${utcText(new Date(vis.b))}`;
 }
@@ -273,18 +304,51 @@ $("timeline").addEventListener("wheel", (ev) => {
 // click or drag on the bar/thumbnails: seek (scrub); drag on the axis: pan
 function wallAtX(x) { const r = $("timeline").getBoundingClientRect(); return new Date(vis.a + (x - r.left) / r.width * (vis.b - vis.a)); }
 let drag = null;
+let selectMode = false;
+const clampView = (d) => new Date(Math.min(view.end, Math.max(view.start, d)));
 $("timeline").addEventListener("pointerdown", (ev) => {
   if (!view) return;
   $("timeline").setPointerCapture(ev.pointerId);
-  drag = ev.target.closest("#tl-axis") ? { pan: true, x: ev.clientX, a: vis.a, b: vis.b } : { pan: false };
-  if (!drag.pan) seekTo(wallAtX(ev.clientX));
+  if (ev.target.closest("#tl-axis")) drag = { pan: true, x: ev.clientX, a: vis.a, b: vis.b };
+  else if (selectMode || ev.shiftKey) { const w = clampView(wallAtX(ev.clientX)); drag = { select: true }; view.sel = { a: w, b: w }; drawSelection(); }
+  else { drag = { pan: false }; seekTo(wallAtX(ev.clientX)); }
 });
 $("timeline").addEventListener("pointermove", (ev) => {
   if (!drag) return;
   if (drag.pan) { const d = (drag.x - ev.clientX) / $("timeline").clientWidth * (drag.b - drag.a); setWindow(drag.a + d, drag.b + d); }
+  else if (drag.select) { view.sel.b = clampView(wallAtX(ev.clientX)); drawSelection(); }
   else seekTo(wallAtX(ev.clientX));
 });
-$("timeline").addEventListener("pointerup", () => { drag = null; });
+$("timeline").addEventListener("pointerup", () => { if (drag && drag.select) finishSelection(); drag = null; });
+
+// A range selected on the timeline becomes the incident form's range (the site's cameras below it).
+function drawSelection() {
+  const el = $("tl-sel"); const s = view && view.sel;
+  if (!s) { el.hidden = true; return; }
+  const a = new Date(Math.min(s.a, s.b)), b = new Date(Math.max(s.a, s.b));
+  el.hidden = !place(el, a, b, 0.2);
+  el.title = `selected ${fmt(a)} – ${fmtTime(b)} ${zone}`;
+}
+function finishSelection() {
+  const s = view.sel; const a = new Date(Math.min(s.a, s.b)), b = new Date(Math.max(s.a, s.b));
+  if (b - a < 1000) { view.sel = null; drawSelection(); return; }
+  view.sel = { a, b }; drawSelection();
+  $("inc-from").value = fmt(a); $("inc-to").value = fmt(b);
+  say(`Selected ${fmt(a)} – ${fmtTime(b)} (${spanText(b - a)}): tick the cameras and describe it below to open an incident`, true);
+}
+$("tl-select").addEventListener("click", () => { selectMode = !selectMode; $("tl-select").setAttribute("aria-pressed", String(selectMode)); });
+
+/** The incident form's cameras: those of the shown camera's site, the shown one ticked. */
+function incidentCameras() {
+  const box = $("inc-cameras"); const keep = new Set(checked(box));
+  box.querySelectorAll("label").forEach((l) => l.remove());
+  for (const o of $("camera").options) {
+    if (o.dataset.site !== view.site) continue;
+    const l = document.createElement("label"); l.className = "check";
+    const c = document.createElement("input"); c.type = "checkbox"; c.value = o.value; c.checked = o.value === view.camera || keep.has(o.value);
+    l.append(c, ` ${o.value}`); box.append(l);
+  }
+}
 
 // Media time ↔ wall clock: the playlist concatenates the video segments (gaps removed), in order.
 function wallAt(t) {
@@ -402,9 +466,12 @@ $("incident-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   if (!view) { say("Find footage first: the incident covers the camera and range shown"); return; }
   try {
-    const inc = await postJSON("/incidents", { site: view.site, cameras: [view.camera], start: view.start.toISOString(), end: view.end.toISOString(), description: $("description").value });
+    const cams = checked($("inc-cameras"));
+    if (!cams.length) { say("Tick at least one camera for the incident"); return; }
+    const inc = await postJSON("/incidents", { site: view.site, cameras: cams, start: isoOf($("inc-from").value), end: isoOf($("inc-to").value), description: $("description").value });
     $("purpose").value = `incident:${inc.id}`;
-    say(`Incident ${inc.id} opened; its footage is on legal hold`, true);
+    history.pushState(null, "", `#incidents/${inc.id}`); // no hashchange: the message below stays
+    if (!superseded(await showTab(`incidents/${inc.id}`))) say(`Incident ${inc.id} opened; its footage is on legal hold`, true);
   } catch (e) { say(e.message); }
 });
 
@@ -462,7 +529,7 @@ async function loadSubjects() {
   for (const r of rows) {
     const tr = document.createElement("tr");
     tr.append(td(r.id), td(r.subject), td(r.identity_verified ? `verified: ${r.identity_note}` : "NOT verified"), td(r.sources.join(", ")),
-      rangeTd(r.start, r.end), (() => { const c = timeTd(r.deadline); if (r.overdue) c.textContent += " (OVERDUE)"; return c; })(), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")));
+      rangeTd(r.start, r.end), (() => { const c = timeTd(r.deadline); if (r.overdue) c.textContent += " (OVERDUE)"; return c; })(), td(r.state + (r.close_reason ? `: ${r.close_reason}` : "")), exportsTd(r.exports));
     const act = document.createElement("td");
     if (r.state === "open" && !r.identity_verified) {
       const b = document.createElement("button"); b.textContent = "Identity verified…";
@@ -478,6 +545,20 @@ async function loadSubjects() {
     }
     tr.append(act); tb.append(tr);
   }
+}
+
+/** What was exported for a request: when (site's zone, UTC on hover), by whom, which sources and range. */
+function exportsTd(exports) {
+  const c = document.createElement("td");
+  if (!exports.length) { c.textContent = "none yet"; return c; }
+  const ol = document.createElement("ol"); ol.className = "exports";
+  for (const x of exports) {
+    const li = document.createElement("li"); const t = document.createElement("time");
+    t.dateTime = x.at; t.textContent = fmt(x.at); t.title = utcText(x.at);
+    li.append(t, ` by ${x.by} (blur ${x.blur}): ${x.sources.join(", ")}, ${fmt(x.start)} – ${fmtTime(x.end)}`);
+    ol.append(li);
+  }
+  c.append(ol); return c;
 }
 
 $("sar-form").addEventListener("submit", async (ev) => {
@@ -513,6 +594,8 @@ async function loadIncidents() {
     const tr = document.createElement("tr");
     tr.append(td(i.id), td(i.site), td(i.cameras.join(", ")), rangeTd(i.start, i.end), td(i.description), td(i.state + (i.close_reason ? `: ${i.close_reason}` : "")));
     const act = document.createElement("td");
+    const open = document.createElement("a"); open.href = `#incidents/${i.id}`; open.className = "open-incident"; open.textContent = "View";
+    open.setAttribute("aria-label", `View incident ${i.id}`); act.append(open, " ");
     if (me.role === "security") {
       const b = document.createElement("button"); b.textContent = "Export evidence"; b.className = "export"; b.dataset.id = i.id;
       b.addEventListener("click", () => exportIncident(i.id, b)); act.append(b);
@@ -528,6 +611,163 @@ async function loadIncidents() {
     tr.append(act); tb.append(tr);
   }
 }
+
+// -- incident view: the incident's cameras side by side on one wall clock ---------------------
+// One shared clock (wall time, advancing with performance.now() while playing). Each player is
+// placed at the clock's instant through its own segment list (media time = its video segments
+// back to back, gaps removed: how the playlist plays), and drift is corrected every SYNC_MS:
+// small drift by nudging playbackRate, large drift by seeking. A camera with nothing recorded at
+// the instant pauses and says why; while a player that should play is still loading, the clock
+// and the others wait for it.
+let incView = null; // {incident, start, end, players: [{camera, video, played, gaps, hls, note}], clock, timer}
+const SYNC_MS = 250, SEEK_DRIFT = 0.3;
+
+function closeIncidentView() {
+  if (incView) {
+    clearInterval(incView.timer);
+    for (const p of incView.players) { if (p.hls) p.hls.destroy(); p.video.pause(); p.video.removeAttribute("src"); p.video.load(); }
+    incView = null;
+  }
+  $("incident-view").hidden = true; $("incident-list").hidden = false;
+}
+
+/** Where `wall` (ms) falls in a camera's played segments: media time, and whether it was recorded. */
+function mediaPos(played, wall) {
+  let acc = 0;
+  for (const s of played) {
+    if (wall < s.a) return { t: acc, inside: false };
+    if (wall < s.b) return { t: acc + Math.min(s.d, (wall - s.a) / 1000), inside: true };
+    acc += s.d;
+  }
+  return { t: acc, inside: false };
+}
+const clockNow = (c) => (c.playing ? c.wall + (performance.now() - c.perf) : c.wall);
+function clockSet(c, wall) { c.wall = wall; c.perf = performance.now(); }
+
+function attachPlayer(video, url) {
+  if (!video.canPlayType("application/vnd.apple.mpegurl") && window.Hls && window.Hls.isSupported()) {
+    const h = new window.Hls({ enableWorker: false });
+    h.on(window.Hls.Events.ERROR, (_, d) => { if (d.fatal) say(`Player could not load the footage (${d.details}): check your access`); });
+    h.loadSource(url); h.attachMedia(video); video.dataset.player = "hls.js"; return h;
+  }
+  video.src = url; video.dataset.player = "native"; return null;
+}
+
+function renderIncident(i) {
+  const cams = i.cameras.join(", ");
+  $("inc-title").textContent = `Incident ${i.id}: ${i.description}`;
+  $("inc-summary").textContent = `Site ${i.site} · cameras ${cams} · ${fmt(i.start)} – ${fmt(i.end)} ${zone} · opened by ${i.opened_by} at ${fmt(i.opened_at)} · ${i.state}`;
+  $("inc-summary").title = `UTC ${utcText(i.start)} – ${utcText(i.end)}`;
+  const hold = $("inc-hold");
+  if (i.state === "open") {
+    hold.textContent = `Legal hold ${i.hold_id || "–"} in force: the footage of ${cams} from ${fmt(i.start)} to ${fmt(i.end)} is kept past its retention deadline until the data protection officer closes this incident.`;
+    hold.className = "hold active";
+  } else {
+    hold.textContent = `Legal hold ${i.hold_id || "–"} released by ${i.closed_by} at ${fmt(i.closed_at)}: ${i.close_reason}. The footage is purged at its retention deadline again.`;
+    hold.className = "hold released";
+  }
+  const ol = $("inc-notes"); ol.replaceChildren();
+  for (const n of i.notes) {
+    const li = document.createElement("li"); const t = document.createElement("time");
+    t.dateTime = n.at; t.textContent = fmt(n.at); t.title = utcText(n.at);
+    li.append(t, ` ${n.by}: ${n.text}`); ol.append(li);
+  }
+  if (!i.notes.length) { const li = document.createElement("li"); li.className = "hint"; li.textContent = "No notes yet"; ol.append(li); }
+}
+
+async function openIncidentView(id, gen) {
+  closeIncidentView();
+  const i = await getJSON(`/incidents/${id}`);
+  if (superseded(gen)) return;
+  setZone(siteZone(i.site));
+  $("incident-list").hidden = true; $("incident-view").hidden = false;
+  renderIncident(i);
+  const v = { incident: i, start: new Date(i.start), end: new Date(i.end), players: [], clock: { wall: Date.parse(i.start), perf: 0, playing: false } };
+  incView = v;
+  const holder = $("inc-players"); holder.replaceChildren();
+  if (!me.views.includes("footage")) {
+    const p = document.createElement("p"); p.className = "hint";
+    p.textContent = "The footage plays for the site's security staff; this view shows the incident's record, notes and hold."; holder.append(p);
+    $("inc-controls").hidden = true; return;
+  }
+  $("inc-controls").hidden = false;
+  const purpose = `incident:${i.id}`;
+  for (const cam of i.cameras) {
+    const t = await getJSON(`/timeline?source=${enc(cam)}&start=${i.start}&end=${i.end}`);
+    if (incView !== v) return; // left the view meanwhile
+    const fig = document.createElement("figure"); fig.className = "cam"; fig.dataset.camera = cam;
+    const cap = document.createElement("figcaption"); cap.textContent = cam;
+    const stage = document.createElement("div"); stage.className = "stage";
+    const video = document.createElement("video"); video.muted = true; video.playsInline = true; video.preload = "auto";
+    video.dataset.camera = cam; video.setAttribute("aria-label", `camera ${cam}`);
+    const mark = document.createElement("div"); mark.className = "watermark"; mark.setAttribute("aria-hidden", "true");
+    const note = document.createElement("div"); note.className = "gapnote"; note.hidden = true;
+    stage.append(video, mark, note); fig.append(cap, stage); holder.append(fig);
+    const played = t.segments.filter((s) => s.kind === "video").map((s) => ({ a: Date.parse(s.start), b: Date.parse(s.end), d: s.duration }));
+    const url = `/api/v1/cameras/${enc(cam)}/playlist.m3u8?start=${i.start}&end=${i.end}&purpose=${enc(purpose)}`;
+    v.players.push({ camera: cam, video, played, gaps: t.gaps, note, mark, hls: attachPlayer(video, url) });
+  }
+  const first = Math.min(...v.players.map((p) => (p.played[0] ? p.played[0].a : Infinity)));
+  clockSet(v.clock, Math.max(v.start.getTime(), Number.isFinite(first) ? first : v.start.getTime()));
+  $("inc-seek").max = String((v.end - v.start) / 1000);
+  v.purpose = purpose;
+  v.timer = setInterval(syncTick, SYNC_MS);
+  playLabel(); syncTick();
+}
+
+function playLabel() { if (incView) $("inc-play").textContent = incView.clock.playing ? "Pause" : "Play"; }
+
+function syncTick() {
+  const v = incView; if (!v) return;
+  const c = v.clock;
+  let w = clockNow(c);
+  if (w >= v.end.getTime()) { w = v.end.getTime(); c.playing = false; clockSet(c, w); playLabel(); }
+  let stalled = false;
+  const pos = v.players.map((p) => {
+    const m = mediaPos(p.played, w);
+    if (m.inside && p.video.readyState >= 1) {
+      const drift = p.video.currentTime - m.t;
+      if (Math.abs(drift) > SEEK_DRIFT) { p.video.currentTime = m.t; p.video.playbackRate = 1; }
+      else p.video.playbackRate = Math.min(1.1, Math.max(0.9, 1 - drift));
+    }
+    if (c.playing && m.inside && !p.video.ended && (p.video.readyState < 3 || p.video.seeking)) stalled = true;
+    return m;
+  });
+  if (stalled) { w = v.lastWall ?? w; clockSet(c, w); } // the clock waits for the player still loading
+  v.lastWall = w;
+  const mark = `${me.name} · ${v.purpose} · ${fmt(new Date())} ${zone}`;
+  v.players.forEach((p, k) => {
+    const m = pos[k];
+    if (c.playing && !stalled && m.inside) { if (p.video.paused) p.video.play().catch(() => {}); } else if (!p.video.paused) p.video.pause();
+    p.note.hidden = m.inside;
+    if (!m.inside) { const g = p.gaps.find((x) => Date.parse(x.start) <= w && w < Date.parse(x.end)); p.note.textContent = `No recording at this moment${g ? `: ${g.reason}` : ""}`; }
+    if (p.mark.dataset.text !== mark) { p.mark.dataset.text = mark; p.mark.replaceChildren(...[0, 1, 2].map(() => { const d = document.createElement("div"); d.textContent = mark; return d; })); }
+  });
+  const at = new Date(w);
+  $("inc-clock").textContent = fmt(at); $("inc-clock").title = `UTC ${utcText(at)}`;
+  if (document.activeElement !== $("inc-seek")) $("inc-seek").value = String((w - v.start) / 1000);
+  $("inc-seek").setAttribute("aria-valuetext", `${fmt(at)} ${zone}`);
+}
+
+$("inc-play").addEventListener("click", () => {
+  const v = incView; if (!v) return;
+  if (!v.clock.playing && clockNow(v.clock) >= v.end.getTime()) clockSet(v.clock, v.start.getTime());
+  clockSet(v.clock, clockNow(v.clock)); v.clock.playing = !v.clock.playing; v.lastWall = v.clock.wall;
+  playLabel(); syncTick();
+});
+$("inc-seek").addEventListener("input", () => {
+  const v = incView; if (!v) return;
+  clockSet(v.clock, v.start.getTime() + Number($("inc-seek").value) * 1000); v.lastWall = v.clock.wall; syncTick();
+});
+$("inc-note-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const v = incView; if (!v) return;
+  try {
+    const i = await postJSON(`/incidents/${v.incident.id}/notes`, { text: $("inc-note").value });
+    v.incident = i; renderIncident(i); $("inc-note").value = ""; say("Note added", true);
+  } catch (e) { say(e.message); }
+});
+
 
 async function exportIncident(id, button) {
   button.disabled = true; say(`Building the export for incident ${id}…`, true);
@@ -691,11 +931,71 @@ $("browser-verify-form").addEventListener("submit", async (ev) => {
 });
 
 // -- admin ----------------------------------------------------------------------------------
-async function loadAdmin() {
-  $("health").textContent = JSON.stringify(await getJSON("/health"), null, 2);
-  const tb = $("user-rows"); tb.replaceChildren();
-  for (const u of await getJSON("/users")) { const tr = document.createElement("tr"); tr.append(td(u.name), td(u.role), td(u.sites.join(", ")), td(u.locked ? "locked" : "")); tb.append(tr); }
+// Accounts through the admin API: add, change role and sites, disable/enable, unlock, log out
+// everywhere, remove. Each row's controls are labelled with the account's name.
+const ROLE_NAMES = ["security", "auditor", "dpo", "admin"];
+const enc = encodeURIComponent;
+function siteBoxes(holder, name, chosen, role) {
+  for (const x of sites) {
+    const l = document.createElement("label"); l.className = "check";
+    const c = document.createElement("input"); c.type = "checkbox"; c.value = x.id; c.checked = chosen.includes(x.id);
+    c.disabled = role !== "security"; if (name) c.setAttribute("aria-label", `${name} works at ${x.id}`);
+    l.append(c, ` ${x.id}`); holder.append(l);
+  }
 }
+const checked = (holder) => [...holder.querySelectorAll("input:checked")].map((c) => c.value);
+async function adminDo(what, path, opts, done) {
+  try { await api(path, opts); await loadAdmin(); say(done, true); } catch (e) { say(`${what}: ${e.message}`); }
+}
+const putJSON = (body) => ({ method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+async function loadAdmin() {
+  const users = await getJSON("/users");
+  const tb = $("user-rows"); tb.replaceChildren();
+  for (const u of users) {
+    const tr = document.createElement("tr"); tr.dataset.user = u.name;
+    const role = document.createElement("select"); role.className = "role"; role.setAttribute("aria-label", `role of ${u.name}`);
+    for (const r of ROLE_NAMES) { const o = document.createElement("option"); o.value = r; o.textContent = r; role.append(o); }
+    role.value = u.role;
+    const roleTd = document.createElement("td"); roleTd.append(role);
+    const siteTd = document.createElement("td"); siteTd.className = "sites"; siteBoxes(siteTd, u.name, u.sites, u.role);
+    role.addEventListener("change", () => { for (const c of siteTd.querySelectorAll("input")) c.disabled = role.value !== "security"; });
+    const state = [u.disabled ? "disabled" : "active", u.locked ? "locked" : "", u.failed_logins ? `${u.failed_logins} failed logins` : ""].filter(Boolean).join(", ");
+    const stTd = td(state); stTd.className = u.disabled ? "failed state" : "state";
+    const act = document.createElement("td"); act.className = "actions";
+    const btn = (label, cls, fn) => { const b = document.createElement("button"); b.type = "button"; b.textContent = label; b.className = cls; b.setAttribute("aria-label", `${label}: ${u.name}`); b.addEventListener("click", fn); act.append(b); };
+    btn("Save role and sites", "save", () => {
+      const want = role.value, ss = want === "security" ? checked(siteTd) : [];
+      if (want !== u.role) return adminDo(`Changing ${u.name}`, `/users/${enc(u.name)}/role`, putJSON({ role: want, sites: ss }), `${u.name} is now ${want}${ss.length ? " at " + ss.join(", ") : ""}`);
+      if (want === "security" && ss.join() !== [...u.sites].sort().join()) return adminDo(`Changing ${u.name}`, `/users/${enc(u.name)}/sites`, putJSON({ sites: ss }), `${u.name} now works at ${ss.join(", ")}`);
+      say(`Nothing to change for ${u.name}`, true);
+    });
+    if (u.disabled) btn("Enable", "enable", () => adminDo(`Enabling ${u.name}`, `/users/${enc(u.name)}/enable`, { method: "POST" }, `${u.name} enabled: it can log in again`));
+    else btn("Disable", "disable", () => adminDo(`Disabling ${u.name}`, `/users/${enc(u.name)}/disable`, { method: "POST" }, `${u.name} disabled: logins refused, its sessions ended`));
+    if (u.locked) btn("Unlock", "unlock", () => adminDo(`Unlocking ${u.name}`, `/users/${enc(u.name)}/unlock`, { method: "POST" }, `${u.name} unlocked`));
+    btn("Log out everywhere", "logout-all", () => adminDo(`Logging ${u.name} out`, `/users/${enc(u.name)}/logout`, { method: "POST" }, `${u.name} logged out everywhere`));
+    if (u.name !== me.name) {
+      btn("Remove", "remove", () => {
+        if (!confirm(`Remove the account ${u.name}? Its sessions end at once; its name stays in the logs.`)) return;
+        return adminDo(`Removing ${u.name}`, `/users/${enc(u.name)}`, { method: "DELETE" }, `${u.name} removed`);
+      });
+    }
+    tr.append(td(u.name), roleTd, siteTd, stTd, timeTd(u.created_at), act); tb.append(tr);
+  }
+  if (!$("new-sites").querySelector("input")) siteBoxes($("new-sites"), "", [], $("new-role").value);
+  const h = await getJSON("/health");
+  const gb = (n) => `${(n / 1e9).toFixed(1)} GB`;
+  $("health").replaceChildren(dataView({ segments: h.segments, store_used: `${gb(h.store_used_bytes)} of ${gb(h.store_total_bytes)}`,
+    spool_backlog: h.spool_backlog, oldest_segment: h.oldest_segment, newest_segment: h.newest_segment }));
+}
+function newRoleSites() { for (const c of $("new-sites").querySelectorAll("input")) c.disabled = $("new-role").value !== "security"; }
+$("new-role").addEventListener("change", newRoleSites);
+$("user-add").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const role = $("new-role").value, name = $("new-name").value.trim();
+  const body = { name, role, sites: role === "security" ? checked($("new-sites")) : [], password: $("new-password").value };
+  try { await postJSON("/users", body); ev.target.reset(); newRoleSites(); await loadAdmin(); say(`Account ${name} added (${role})`, true); } catch (e) { say(`Adding ${name}: ${e.message}`); }
+});
 
 start();
 
