@@ -20,8 +20,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from api import accesslog, hls
 from api.deps import Principal, require, state
@@ -31,7 +29,14 @@ from config.model import ID_PATTERN, CallLine, Camera
 from recorder import callmeta
 from vault.db import Segment
 from vault.errors import KeyFileError
-from vault.index import gaps_in_range
+from vault.index import (
+    GAP_TOLERANCE,
+    MAX_SEGMENTS,
+    coverage_gaps,
+    find_segments,
+    first_start,
+    last_end,
+)
 from vault.media import require as require_tool
 from vault.seal import SegmentReader
 from vault.timeutil import iso, parse_iso
@@ -41,11 +46,6 @@ router = APIRouter(prefix="/api/v1", tags=["footage"])
 
 SEGMENT_ID = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_RANGE = timedelta(days=2)
-MAX_SEGMENTS = 5000
-#: Holes between consecutive segments shorter than this are encoder jitter, not gaps.
-GAP_TOLERANCE = 1.0
-#: How many segments starting before a range are checked for overlapping into it.
-PRECEDING = 8
 
 SourceId = Annotated[
     str, Query(pattern=ID_PATTERN, description="camera or call-line id", examples=["office-1", "cs-1"])
@@ -127,51 +127,6 @@ class TimelineOut(BaseModel):
     end: str
     segments: list[SegmentOut]
     gaps: list[GapOut]
-
-
-def find_segments(
-    session: Session,
-    source: str,
-    a: datetime,
-    b: datetime,
-    limit: int = MAX_SEGMENTS,
-    meta: dict[str, str] | None = None,
-) -> list[Segment]:
-    """Segments of `source` overlapping [a, b), oldest first, in two index range scans.
-
-    A plain `start < b AND end > a` filter reads every earlier row of the source (millions at
-    scale). Here: the few segments starting just before `a` (a camera's segments follow one
-    another, so only the last ones can reach into the range) plus those starting in [a, b),
-    both served by ix_segments_source_start. `meta` filters on top-level meta fields (calls:
-    agent, direction, call_id, remote/remote_hash), as vault.index.segments_in_range does.
-    """
-    conds = [Segment.meta[k].as_string() == v for k, v in (meta or {}).items()]
-    before = list(
-        session.scalars(
-            select(Segment)
-            .where(Segment.source == source, Segment.start < a, *conds)
-            .order_by(Segment.start.desc())
-            .limit(PRECEDING)
-        )
-    )
-    inside = list(
-        session.scalars(
-            select(Segment)
-            .where(Segment.source == source, Segment.start >= a, Segment.start < b, *conds)
-            .order_by(Segment.start)
-            .limit(limit)
-        )
-    )
-    return ([x for x in reversed(before) if x.end > a] + inside)[:limit]
-
-
-def exportable_segments(session: Session, source: str, a: datetime, b: datetime) -> list[Segment]:
-    """Segments of [a, b) that can still be opened (key not shredded), detached from the session
-    so an export can stream them after it closes."""
-    segs = [x for x in find_segments(session, source, a, b) if x.envelope is not None]
-    for x in segs:
-        session.expunge(x)
-    return segs
 
 
 def _num(value: Any, kind: type) -> Any:
@@ -465,71 +420,10 @@ def search_segments(
         return [seg_out(x) for x in find_segments(s, source, a, b, limit, meta=meta)]
 
 
-def first_start(session: Session, source: str) -> datetime | None:
-    """When the source's oldest indexed segment starts (one index seek)."""
-    return session.scalar(
-        select(Segment.start).where(Segment.source == source).order_by(Segment.start).limit(1)
-    )
-
-
-def last_end(session: Session, source: str) -> datetime | None:
-    """Where the source's newest indexed segment ends (the last few by start, one index seek)."""
-    ends = session.scalars(
-        select(Segment.end).where(Segment.source == source).order_by(Segment.start.desc()).limit(PRECEDING)
-    )
-    return max(ends, default=None)
-
-
 def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b: datetime) -> list[GapOut]:
-    """Recorded gaps (with the recorder's reason) plus any other hole in coverage, explained as unknown.
-
-    Time before the source's first recording still held is not a gap: nothing was expected then
-    (the camera did not exist yet, or its older footage was purged as promised).
-    """
+    """The source's gaps in [a, b) as the API shows them (vault.index.coverage_gaps)."""
     with st.vault.sessions() as s:
-        recorded = gaps_in_range(s, source, a, b)
-        first = first_start(s, source)
-    if first is None:
-        first = b
-    if first > a:
-        recorded = [g for g in recorded if g.end > first]
-        a = min(first, b)
-    gaps = [
-        GapOut(
-            source=source,
-            start=iso(max(g.start, a)),
-            end=iso(min(g.end, b)),
-            duration=(min(g.end, b) - max(g.start, a)).total_seconds(),
-            reason=g.reason,
-        )
-        for g in recorded
-    ]
-    covered = [(g.start, g.end) for g in recorded]
-    cursor = a
-    holes: list[tuple[datetime, datetime]] = []
-    for seg in segs:
-        if (seg.start - cursor).total_seconds() > GAP_TOLERANCE:
-            holes.append((cursor, seg.start))
-        cursor = max(cursor, seg.end)
-    if (b - cursor).total_seconds() > GAP_TOLERANCE:
-        holes.append((cursor, b))
-    for h0, h1 in holes:
-        if any(
-            c0 <= h0 + timedelta(seconds=GAP_TOLERANCE) and c1 >= h1 - timedelta(seconds=GAP_TOLERANCE)
-            for c0, c1 in covered
-        ):
-            continue
-        gaps.append(
-            GapOut(
-                source=source,
-                start=iso(h0),
-                end=iso(h1),
-                duration=(h1 - h0).total_seconds(),
-                reason="no recording (reason not recorded)",
-            )
-        )
-    gaps.sort(key=lambda g: g.start)
-    return gaps
+        return [GapOut(**g) for g in coverage_gaps(s, source, segs, a, b)]
 
 
 class ExtentOut(BaseModel):

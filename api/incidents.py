@@ -16,10 +16,11 @@ from starlette.background import BackgroundTask
 from api import accesslog, holds_bridge
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
-from api.footage import camera_for, exportable_segments, parse_range, timeline_gaps
+from api.footage import camera_for, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import evidence
+from vault.index import coverage_gaps, exportable_segments
 from vault.log import event
 from vault.timeutil import iso
 from vault.users import Incident, add_incident_note
@@ -238,8 +239,8 @@ def export(
     with st.vault.sessions() as s:
         for c in inc.cameras:
             parts.append(evidence.CameraPart(c, exportable_segments(s, c, a, b)))
-    for p in parts:
-        p.gaps = [g.model_dump() for g in timeline_gaps(st, p.camera, p.segments, a, b)]
+        for p in parts:
+            p.gaps = coverage_gaps(s, p.camera, p.segments, a, b)
     purpose = f"incident:{inc.id}"
     check_size(st, [x for p in parts for x in p.segments])
     slot = export_slot(st)

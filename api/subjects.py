@@ -22,11 +22,12 @@ from sqlalchemy import select
 from api import accesslog
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
-from api.footage import exportable_segments, parse_time, timeline_gaps
+from api.footage import parse_time
 from api.incidents import check_size, export_slot, zip_response
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import holds
+from vault.index import coverage_gaps, exportable_segments
 from vault.log import event
 from vault.redact import Rect, RedactError, Redactor
 from vault.subject_export import SourcePart, build_subject_export
@@ -315,8 +316,8 @@ def export(
     with st.vault.sessions() as s:
         for src in srcs:
             parts.append(SourcePart(src, kinds.get(src, "camera"), exportable_segments(s, src, a, b)))
-    for p in parts:
-        p.gaps = [g.model_dump() for g in timeline_gaps(st, p.source, p.segments, a, b)]
+        for p in parts:
+            p.gaps = coverage_gaps(s, p.source, p.segments, a, b)
     purpose = purpose_of(req.id)
     check_size(st, [x for p in parts for x in p.segments])
     verified_by = req.identity_verified_by or "(not recorded)"
