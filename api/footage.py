@@ -1,6 +1,6 @@
 """Footage: cameras, segment search, timeline with gaps, media with HTTP Range, HLS, thumbnails.
 
-Reads decrypt only the chunks a byte range touches (SegmentReader.iter_range); plaintext is
+Reads decrypt only the chunks a byte range touches (Vault.open_plaintext); plaintext is
 streamed to the client and never written to disk. Thumbnails are made by ffmpeg reading the
 segment on a pipe and writing the JPEG to a pipe.
 """
@@ -13,7 +13,7 @@ import re
 import subprocess
 import threading
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -38,7 +38,6 @@ from vault.index import (
     last_end,
 )
 from vault.media import require as require_tool
-from vault.seal import SegmentReader
 from vault.timeutil import iso, parse_iso
 from vault.vault import SegmentNotFound
 
@@ -505,16 +504,6 @@ def parse_byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return a, b - a + 1
 
 
-def _stream(
-    reader_f: Any, reader: SegmentReader, offset: int, length: int, patches: list[tuple[int, bytes]]
-) -> Iterator[bytes]:
-    try:
-        pieces = reader.iter_range(offset, length)
-        yield from hls.patch_stream(pieces, offset, patches) if patches else pieces
-    finally:
-        reader_f.close()
-
-
 def media_response(
     st: AppState,
     seg: Segment,
@@ -527,28 +516,24 @@ def media_response(
 
     `before_send(range)` runs once the range is known to be servable and before any byte leaves:
     the view's access-log entry, with the range it serves."""
-    f = st.vault.store.open(seg.storage_key, seg.storage_version, seg.stored_bytes)
+    plain = st.vault.open_plaintext(seg)
     try:
-        reader = SegmentReader(f, st.vault.keyring, envelope=seg.envelope, expected_id=seg.id)
-        size = reader.plaintext_size
+        size = plain.size
         rng = parse_byte_range(range_header, size)
         if before_send is not None:
             before_send("all" if rng is None else f"bytes={rng[0]}-{rng[0] + rng[1] - 1}")
     except BaseException:
-        f.close()
+        plain.close()
         raise
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-    if rng is None:
-        headers["Content-Length"] = str(size)
-        return StreamingResponse(
-            _stream(f, reader, 0, size, patches or []), 200, headers=headers, media_type=content_type
-        )
-    off, n = rng
+    off, n = (0, size) if rng is None else rng
+    pieces = plain.stream(off, n)
+    body = hls.patch_stream(pieces, off, patches) if patches else pieces
     headers["Content-Length"] = str(n)
+    if rng is None:
+        return StreamingResponse(body, 200, headers=headers, media_type=content_type)
     headers["Content-Range"] = f"bytes {off}-{off + n - 1}/{size}"
-    return StreamingResponse(
-        _stream(f, reader, off, n, patches or []), 206, headers=headers, media_type=content_type
-    )
+    return StreamingResponse(body, 206, headers=headers, media_type=content_type)
 
 
 _AUDIO_MIME = {"ogg": "audio/ogg", "flac": "audio/flac", "wav": "audio/wav", "mp3": "audio/mpeg"}
@@ -796,9 +781,8 @@ def make_thumbnail(st: AppState, seg: Segment, width: int = 320) -> bytes:
 
     def feed() -> None:
         try:
-            with st.vault.open_segment(seg) as r:
-                for piece in r.iter_range(0, r.plaintext_size):
-                    proc.stdin.write(piece)  # type: ignore[union-attr]
+            for piece in st.vault.read_plaintext(seg):
+                proc.stdin.write(piece)  # type: ignore[union-attr]
         except (BrokenPipeError, OSError, ValueError):
             pass  # ffmpeg has its frame and closed the pipe
         finally:

@@ -22,7 +22,6 @@ from fastapi import HTTPException
 from api.state import AppState
 from vault import mp4
 from vault.db import Segment
-from vault.seal import SegmentReader
 
 #: Top-level boxes walked per segment at most (a 10 s segment has a few dozen fragments).
 MAX_BOXES = 100_000
@@ -42,32 +41,15 @@ def iso_ms(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _box_at(r: SegmentReader, pos: int) -> tuple[int, bytes, int]:
-    """(size, type, header size) of the top-level box at `pos`."""
-    head = r.read(pos, min(16, r.plaintext_size - pos))
-    size, kind = struct.unpack(">I4s", head[:8])
-    header = 8
-    if size == 1:
-        if len(head) < 16:
-            return 0, kind, 8
-        size = struct.unpack(">Q", head[8:16])[0]
-        header = 16
-    return size, kind, header
-
-
 def init_info(st: AppState, seg: Segment) -> InitInfo:
     """The bytes before the first `moof` parsed as an init section (ftyp+moov)."""
     key = ("init", seg.id)
     cached = st.cached(key)
     if cached is not None:
         return cached
-    with st.vault.open_segment(seg) as r:
-        pos, size = 0, r.plaintext_size
-        for _ in range(64):
-            if pos + 8 > size:
-                break
-            box_size, kind, _ = _box_at(r, pos)
-            if kind == b"moof":
+    with st.vault.open_plaintext(seg) as r:
+        for pos, _size, kind, _header in mp4.walk_boxes(r.read, r.size, limit=64):
+            if kind == "moof":
                 try:
                     init = mp4.parse_init(r.read(0, pos))
                 except mp4.Mp4Error as e:
@@ -79,9 +61,6 @@ def init_info(st: AppState, seg: Segment) -> InitInfo:
                 )
                 st.remember(key, info)
                 return info
-            if box_size < 8:
-                break
-            pos += box_size
     raise HTTPException(
         409, f"segment {seg.id} is not fragmented MP4 (no moof box): play it with /media instead"
     )
@@ -95,21 +74,16 @@ def decode_time_patches(st: AppState, seg: Segment, shift: float) -> list[tuple[
         return cached
     info = init_info(st, seg)
     fields: list[mp4.DecodeTimeField] = []
-    with st.vault.open_segment(seg) as r:
-        pos, size = info.length, r.plaintext_size
-        for _ in range(MAX_BOXES):
-            if pos + 8 > size:
-                break
-            box_size, kind, header = _box_at(r, pos)
-            if box_size < 8 or pos + box_size > size:
+    with st.vault.open_plaintext(seg) as r:
+        for pos, box_size, kind, header in mp4.walk_boxes(r.read, r.size, info.length, MAX_BOXES):
+            if pos + box_size > r.size:
                 break  # a segment cut short ends mid-box: the rest is not played either
-            if kind == b"moof":
+            if kind == "moof":
                 moof = mp4.Box("moof", r.read(pos, box_size), pos, header)
                 try:
                     fields += mp4.decode_time_fields(moof)
                 except mp4.Mp4Error as e:
                     raise HTTPException(409, f"segment {seg.id} has an unreadable fragment: {e}") from None
-            pos += box_size
     first: dict[int, int] = {}
     for f in fields:
         first.setdefault(f.track_id, f.value)

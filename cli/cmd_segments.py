@@ -158,9 +158,8 @@ def cat_cmd(args: argparse.Namespace) -> int:
     with open_vault(args) as v, v.sessions() as s:
         seg = v.get_segment(s, args.id)
         out = sys.stdout.buffer
-        with v.open_segment(seg) as r:
-            for piece in r.iter_range(0, r.plaintext_size):
-                out.write(piece)
+        for piece in v.read_plaintext(seg):
+            out.write(piece)
         out.flush()
     return 0
 

@@ -229,10 +229,9 @@ class _Feeder(threading.Thread):
                 with open(pipe, "wb") as f:  # blocks until ffmpeg reaches this file
                     if self.stop:
                         return
-                    with self.v.open_segment(seg) as r:
-                        for piece in r.iter_range(0, r.plaintext_size):
-                            h.update(piece)
-                            f.write(piece)
+                    for piece in self.v.read_plaintext(seg):
+                        h.update(piece)
+                        f.write(piece)
                 self.hashes.append(h.hexdigest())
         except BrokenPipeError:
             pass  # ffmpeg stopped reading: its exit status says why

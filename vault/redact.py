@@ -215,10 +215,9 @@ class _Feed(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.v.open_segment(self.seg) as r:
-                for piece in r.iter_range(0, r.plaintext_size):
-                    self.sha.update(piece)
-                    self.pipe.write(piece)
+            for piece in self.v.read_plaintext(self.seg):
+                self.sha.update(piece)
+                self.pipe.write(piece)
             self.complete = True
         except (BrokenPipeError, OSError, ValueError):
             pass  # the child stopped reading (ffprobe has what it needs)
