@@ -1,5 +1,7 @@
 """HLS that plays in any client (ffmpeg, hls.js, native): one timeline across segments.
 
+The playlist route lives here; its segments are served by api.media's ticketed play route.
+
 Every segment is a self-contained fragmented MP4 whose decode times start wherever its
 recording connection was (0 after every reconnect, and 0 for imported clips). Played one after
 another, a client sees time jump backwards at each segment and drops or stalls. So the playlist
@@ -12,16 +14,28 @@ happens on plaintext in memory while streaming; nothing is written to disk.
 
 from __future__ import annotations
 
+import math
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fastapi import HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
 
+from api import accesslog
+from api.deps import Principal, require, state
+from api.errors import ERRORS
+from api.footage import Purpose, TimeParam, camera_for, check_purpose, parse_range
 from api.state import AppState
+from config.model import ID_PATTERN
 from vault import mp4
 from vault.db import Segment
+from vault.index import GAP_TOLERANCE, find_segments
+from vault.timeutil import iso
+
+router = APIRouter(prefix="/api/v1", tags=["footage"])
 
 #: Top-level boxes walked per segment at most (a 10 s segment has a few dozen fragments).
 MAX_BOXES = 100_000
@@ -122,3 +136,87 @@ def patch_stream(pieces: Iterator[bytes], offset: int, patches: list[tuple[int, 
             piece = bytes(buf)
         yield piece
         pos = end
+
+
+@router.get(
+    "/cameras/{camera_id}/playlist.m3u8",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"application/vnd.apple.mpegurl": {}}}},
+)
+def playlist(
+    request: Request,
+    camera_id: str,
+    start: TimeParam,
+    end: TimeParam,
+    purpose: Purpose,
+    who: Principal = Depends(require("security")),
+) -> Response:
+    """An HLS VOD playlist for a time range: one access-log entry covers the whole view.
+
+    Segments play as one timeline (api.hls rewrites their decode times as they are served), so
+    a run of back-to-back segments with the same stream parameters shares one EXT-X-MAP; a gap
+    or a change of parameters starts a new run after an EXT-X-DISCONTINUITY, with a
+    `#HOLDFAST-GAP` comment naming the gap. EXT-X-PROGRAM-DATE-TIME (milliseconds) gives each
+    segment's wall-clock start. Segment URLs end in `.mp4`, which HLS clients require.
+    """
+    st = state(request)
+    if not re.fullmatch(ID_PATTERN, camera_id):
+        raise HTTPException(400, f"malformed camera id {camera_id[:80]!r}")
+    cam = camera_for(st, who, camera_id)
+    a, b = parse_range(start, end)
+    purpose = check_purpose(st, who, purpose)
+    with st.vault.sessions() as s:
+        segs = [x for x in find_segments(s, cam.id, a, b) if x.kind == "video" and x.envelope is not None]
+        for x in segs:
+            s.expunge(x)
+    if not segs:
+        raise HTTPException(404, f"no footage from {cam.id} between {iso(a)} and {iso(b)}")
+    inits = [init_info(st, x) for x in segs]
+    accesslog.record(
+        st,
+        who,
+        "view",
+        purpose,
+        source=cam.id,
+        start=a,
+        end=b,
+        request=request,
+        segments=len(segs),
+        via="hls",
+    )
+    shifts: dict[str, float] = {}
+    total = 0.0
+    for x in segs:
+        shifts[x.id] = total
+        total += x.duration
+    ticket, _expires = st.issue_ticket(who.user_id, cam.id, {x.id for x in segs}, st.vault.clock(), shifts)
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:7",
+        f"#EXT-X-TARGETDURATION:{max(1, math.ceil(max(x.duration for x in segs)))}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+    ]
+    prev: Segment | None = None
+    prev_sig: str | None = None
+    for x, init in zip(segs, inits, strict=True):
+        uri = f"/api/v1/play/{ticket}/{x.id}.mp4"
+        gap = prev is not None and (x.start - prev.end).total_seconds() > GAP_TOLERANCE
+        if prev is None or gap or init.signature != prev_sig:
+            if prev is not None:
+                if gap:
+                    lines.append(f"#HOLDFAST-GAP:{iso(prev.end)}/{iso(x.start)}")
+                lines.append("#EXT-X-DISCONTINUITY")
+            lines.append(f'#EXT-X-MAP:URI="{uri}",BYTERANGE="{init.length}@0"')
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(x.start)}")
+        lines.append(f"#EXTINF:{x.duration:.3f},")
+        lines.append(f"#EXT-X-BYTERANGE:{x.plaintext_bytes - init.length}@{init.length}")
+        lines.append(uri)
+        prev, prev_sig = x, init.signature
+    lines.append("#EXT-X-ENDLIST")
+    return Response(
+        "\n".join(lines) + "\n",
+        media_type="application/vnd.apple.mpegurl",
+        headers={"Cache-Control": "no-store"},
+    )
