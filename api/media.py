@@ -118,6 +118,41 @@ MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+class SegmentAccess:
+    """One segment a user may see, asked for with a checked purpose: the route's access-log entry
+    is written by `log`, naming the segment, its source and time span."""
+
+    def __init__(self, request: Request, who: Principal, seg: Segment, purpose: str) -> None:
+        self.request, self.who, self.seg, self.purpose = request, who, seg, purpose
+
+    def log(self, action: str, **extra: Any) -> None:
+        seg = self.seg
+        accesslog.record(
+            state(self.request),
+            self.who,
+            action,
+            self.purpose,
+            source=seg.source,
+            start=seg.start,
+            end=seg.end,
+            request=self.request,
+            segment=seg.id,
+            **extra,
+        )
+
+
+def segment_access(
+    request: Request, who: Principal, segment_id: str, purpose: str, video_only: str | None = None
+) -> SegmentAccess:
+    """The segment (404 unknown, 403 another site), refused for audio when `video_only` names
+    what needs video, and the purpose as the access log keeps it (check_purpose)."""
+    st = state(request)
+    seg = load_segment(st, who, segment_id)
+    if video_only is not None and seg.kind != "video":
+        raise HTTPException(409, f"segment {seg.id} is audio: no {video_only}")
+    return SegmentAccess(request, who, seg, check_purpose(st, who, purpose))
+
+
 @router.get("/segments/{segment_id}/media", response_class=Response, responses=MEDIA_RESPONSES)
 def segment_media(
     request: Request,
@@ -126,25 +161,15 @@ def segment_media(
     who: Principal = Depends(require("security")),
 ) -> Response:
     """The segment's plaintext bytes exactly as recorded; HTTP Range gives 206 and decrypts only touched chunks."""
-    st = state(request)
-    seg = load_segment(st, who, segment_id)
-    purpose = check_purpose(st, who, purpose)
-
-    def log_view(served: str) -> None:
-        accesslog.record(
-            st,
-            who,
-            "view",
-            purpose,
-            source=seg.source,
-            start=seg.start,
-            end=seg.end,
-            request=request,
-            segment=seg.id,
-            range=served,
-        )
-
-    return media_response(st, seg, request.headers.get("range"), content_type_for(seg), before_send=log_view)
+    view = segment_access(request, who, segment_id, purpose)
+    seg = view.seg
+    return media_response(
+        state(request),
+        seg,
+        request.headers.get("range"),
+        content_type_for(seg),
+        before_send=lambda served: view.log("view", range=served),
+    )
 
 
 class ViewIn(BaseModel):
@@ -169,20 +194,9 @@ def open_view(
     this user only, for an hour, without further entries (as the HLS playlist does for video).
     """
     st = state(request)
-    seg = load_segment(st, who, segment_id)
-    purpose = check_purpose(st, who, body.purpose)
-    accesslog.record(
-        st,
-        who,
-        "view",
-        purpose,
-        source=seg.source,
-        start=seg.start,
-        end=seg.end,
-        request=request,
-        segment=seg.id,
-        via="ticket",
-    )
+    view = segment_access(request, who, segment_id, body.purpose)
+    seg = view.seg
+    view.log("view", via="ticket")
     ticket, expires = st.issue_ticket(who.user_id, seg.source, {seg.id}, st.vault.clock())
     return ViewOut(
         segment=seg.id,
@@ -284,21 +298,7 @@ def segment_thumbnail(
     who: Principal = Depends(require("security")),
 ) -> Response:
     """The segment's first keyframe as a JPEG, made on a pipe and never stored."""
-    st = state(request)
-    seg = load_segment(st, who, segment_id)
-    if seg.kind != "video":
-        raise HTTPException(409, f"segment {seg.id} is audio: no thumbnail")
-    purpose = check_purpose(st, who, purpose)
-    jpeg = make_thumbnail(st, seg)
-    accesslog.record(
-        st,
-        who,
-        "thumbnail",
-        purpose,
-        source=seg.source,
-        start=seg.start,
-        end=seg.end,
-        request=request,
-        segment=seg.id,
-    )
+    view = segment_access(request, who, segment_id, purpose, video_only="thumbnail")
+    jpeg = make_thumbnail(state(request), view.seg)
+    view.log("thumbnail")
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
