@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,11 +10,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from starlette.background import BackgroundTask
 
 from api import accesslog, holds_bridge
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
+from api.exports import check_size, export_slot, zip_response
 from api.footage import camera_for, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
@@ -183,44 +182,6 @@ def close_incident(
         )
     event(log, "incident.closed", incident=inc.id, user=who.name, reason=body.reason)
     return out(inc)
-
-
-def export_slot(st: AppState) -> evidence.ExportSlot:
-    """One of `[api] max_concurrent_exports` slots, or 429; the export's scratch must be usable."""
-    try:
-        return evidence.ExportSlot(evidence.export_scratch(st.cfg), st.cfg.api.max_concurrent_exports)
-    except evidence.ExportBusy as e:
-        raise HTTPException(429, str(e), headers={"Retry-After": "30"}) from None
-    except evidence.ExportError as e:
-        raise HTTPException(503, str(e)) from None
-
-
-def check_size(st: AppState, segments: list[Any]) -> None:
-    try:
-        evidence.check_export_size(segments, st.cfg.api.max_export_bytes)
-    except evidence.ExportTooLarge as e:
-        raise HTTPException(413, str(e)) from None
-
-
-def zip_response(built: evidence.Built, slot: evidence.ExportSlot, name: str) -> StreamingResponse:
-    """Stream the zip as it is assembled; the slot is held until the last byte (or a disconnect)."""
-
-    def body() -> Iterator[bytes]:
-        try:
-            yield from built.stream()
-        finally:
-            slot.release()
-
-    def cleanup() -> None:
-        built.discard()
-        slot.release()
-
-    return StreamingResponse(
-        body(),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
-        background=BackgroundTask(cleanup),
-    )
 
 
 @router.post(

@@ -22,8 +22,8 @@ from sqlalchemy import select
 from api import accesslog
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
+from api.exports import check_size, export_slot, zip_response
 from api.footage import parse_time
-from api.incidents import check_size, export_slot, zip_response
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import holds
