@@ -1,14 +1,19 @@
-"""Exports over HTTP: a slot per export, the size limit, and the zip streamed as it is assembled."""
+"""Exports over HTTP: a slot per export, the size limit, the access log, and the zip streamed as
+it is assembled. Incident and subject-request exports both go through `stream_export`; each
+supplies its parts, its builder (vault.evidence.build_signed underneath) and its log details."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from api import accesslog
+from api.deps import Principal
 from api.state import AppState
 from vault import evidence
 
@@ -49,3 +54,49 @@ def zip_response(built: evidence.Built, slot: evidence.ExportSlot, name: str) ->
         headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
         background=BackgroundTask(cleanup),
     )
+
+
+def stream_export(
+    st: AppState,
+    request: Request,
+    who: Principal,
+    purpose: str,
+    parts: Sequence[evidence.ExportPart],
+    start: datetime,
+    end: datetime,
+    build: Callable[[], evidence.Built],
+    detail: Callable[[evidence.ExportPart], dict[str, Any]],
+    name: str,
+    after_log: Callable[[], None] | None = None,
+) -> StreamingResponse:
+    """Check the size, take a slot, build, write one access-log entry per part for [start, end)
+    (with `detail(part)`),
+    run `after_log`, then stream the zip named `name-<local time>.zip`. A failure at any step
+    releases the slot and the scratch; nothing is sent unless every entry was written."""
+    check_size(st, [x for p in parts for x in p.segments])
+    slot = export_slot(st)
+    try:
+        built = build()
+    except BaseException:
+        slot.release()
+        raise
+    try:
+        for p in parts:
+            accesslog.record(
+                st,
+                who,
+                "export",
+                purpose,
+                source=p.source,
+                start=start,
+                end=end,
+                request=request,
+                **detail(p),
+            )
+        if after_log is not None:
+            after_log()
+    except BaseException:
+        built.discard()
+        slot.release()
+        raise
+    return zip_response(built, slot, f"{name}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.zip")

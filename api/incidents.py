@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -11,15 +10,14 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api import accesslog, holds_bridge
+from api import holds_bridge
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
-from api.exports import check_size, export_slot, zip_response
+from api.exports import stream_export
 from api.footage import camera_for, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import evidence
-from vault.index import coverage_gaps, exportable_segments
 from vault.log import event
 from vault.timeutil import iso
 from vault.users import Incident, add_incident_note
@@ -196,17 +194,16 @@ def export(
     st = state(request)
     inc = _get(st, who, incident_id)
     a, b = inc.start, inc.end
-    parts = []
-    with st.vault.sessions() as s:
-        for c in inc.cameras:
-            parts.append(evidence.CameraPart(c, exportable_segments(s, c, a, b)))
-        for p in parts:
-            p.gaps = coverage_gaps(s, p.camera, p.segments, a, b)
-    purpose = f"incident:{inc.id}"
-    check_size(st, [x for p in parts for x in p.segments])
-    slot = export_slot(st)
-    try:
-        built = evidence.build_export(
+    parts = evidence.gather_parts(st.vault, inc.cameras, a, b)
+    return stream_export(
+        st,
+        request,
+        who,
+        f"incident:{inc.id}",
+        parts,
+        a,
+        b,
+        build=lambda: evidence.build_export(
             st.vault,
             parts,
             incident={
@@ -218,27 +215,7 @@ def export(
             exporter={"user": who.name, "role": who.role},
             start=a,
             end=b,
-        )
-    except BaseException:
-        slot.release()
-        raise
-    try:
-        for p in parts:
-            accesslog.record(
-                st,
-                who,
-                "export",
-                purpose,
-                source=p.camera,
-                start=a,
-                end=b,
-                request=request,
-                incident=inc.id,
-                segments=len(p.segments),
-            )
-    except BaseException:
-        built.discard()
-        slot.release()
-        raise
-    name = f"holdfast-incident-{inc.id}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.zip"
-    return zip_response(built, slot, name)
+        ),
+        detail=lambda p: {"incident": inc.id, "segments": len(p.segments)},
+        name=f"holdfast-incident-{inc.id}",
+    )

@@ -22,15 +22,15 @@ from sqlalchemy import select
 from api import accesslog
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
-from api.exports import check_size, export_slot, zip_response
+from api.exports import stream_export
 from api.footage import parse_time
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import holds
-from vault.index import coverage_gaps, exportable_segments
+from vault.evidence import Built, ExportPart, gather_parts
 from vault.log import event
 from vault.redact import Rect, RedactError, Redactor
-from vault.subject_export import SourcePart, build_subject_export
+from vault.subject_export import build_subject_export
 from vault.subjects import SubjectRequest
 from vault.timeutil import iso
 
@@ -312,19 +312,12 @@ def export(
     except RedactError as e:
         raise HTTPException(400, str(e)) from None
     kinds = _kinds(st)
-    parts: list[SourcePart] = []
-    with st.vault.sessions() as s:
-        for src in srcs:
-            parts.append(SourcePart(src, kinds.get(src, "camera"), exportable_segments(s, src, a, b)))
-        for p in parts:
-            p.gaps = coverage_gaps(s, p.source, p.segments, a, b)
-    purpose = purpose_of(req.id)
-    check_size(st, [x for p in parts for x in p.segments])
+    parts = gather_parts(st.vault, srcs, a, b, kind=lambda x: kinds.get(x, "camera"))
     verified_by = req.identity_verified_by or "(not recorded)"
-    slot = export_slot(st)
-    try:
+
+    def build() -> Built:
         try:
-            built = build_subject_export(
+            return build_subject_export(
                 st.vault,
                 parts,
                 request={
@@ -345,25 +338,16 @@ def export(
             )
         except RedactError as e:
             raise HTTPException(409, f"redaction failed: {e}") from None
-    except BaseException:
-        slot.release()
-        raise
-    try:
-        for p in parts:
-            accesslog.record(
-                st,
-                who,
-                "export",
-                purpose,
-                source=p.source,
-                start=a,
-                end=b,
-                request=request,
-                subject_request=req.id,
-                segments=len(p.segments),
-                blur=body.blur if p.kind == "camera" else "none (call audio as recorded)",
-                identity_verified_by=verified_by,
-            )
+
+    def detail(p: ExportPart) -> dict[str, Any]:
+        return {
+            "subject_request": req.id,
+            "segments": len(p.segments),
+            "blur": body.blur if p.kind == "camera" else "none (call audio as recorded)",
+            "identity_verified_by": verified_by,
+        }
+
+    def note_export() -> None:
         with st.vault.sessions.begin() as s:
             r = s.get(SubjectRequest, req.id)
             assert r is not None
@@ -379,9 +363,17 @@ def export(
                     "end": iso(b),
                 },
             ]
-    except BaseException:
-        built.discard()
-        slot.release()
-        raise
-    name = f"holdfast-subject-request-{req.id}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.zip"
-    return zip_response(built, slot, name)
+
+    return stream_export(
+        st,
+        request,
+        who,
+        purpose_of(req.id),
+        parts,
+        a,
+        b,
+        build,
+        detail,
+        name=f"holdfast-subject-request-{req.id}",
+        after_log=note_export,
+    )

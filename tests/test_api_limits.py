@@ -446,7 +446,7 @@ def test_export_zip_is_streamed_not_built_whole_in_scratch(api_site: ApiSite, tm
             segs = exportable_segments(s, "office-1", t0, t0 + timedelta(seconds=30))
         built = evidence.build_export(
             v,
-            [evidence.CameraPart("office-1", segs)],
+            [evidence.ExportPart("office-1", segs)],
             {"id": 0},
             {"user": "t"},
             t0,
