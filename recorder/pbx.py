@@ -40,7 +40,7 @@ from vault.log import event
 from vault.media import MediaError, probe
 from vault.spool import PARTIAL_DIR, SEG_SUFFIX, SpoolSegment, ensure_spool
 from vault.timeutil import iso
-from vault.watch import DirectoryWatcher
+from vault.watch import DirectoryWatcher, listing
 
 log = logging.getLogger("holdfast.pbx")
 
@@ -139,15 +139,7 @@ class PbxIngestor:
         return now - prev[1] >= self.settle
 
     def candidates(self) -> list[Path]:
-        try:
-            names = sorted(os.listdir(self.dir))
-        except FileNotFoundError:
-            return []
-        return [
-            self.dir / n
-            for n in names
-            if not n.startswith(".") and Path(n).suffix.lower() in AUDIO_MIME and (self.dir / n).is_file()
-        ]
+        return listing(self.dir, lambda p: p.suffix.lower() in AUDIO_MIME and p.is_file())
 
     def consider(self, audio: Path) -> str:
         """One recording: growing | open | waiting-sidecar | sealed | rejected | dropped."""

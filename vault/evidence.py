@@ -350,7 +350,7 @@ def build_export(
         (work / "gaps.txt").write_text("camera\tstart\tend\treason\n" + gaps_txt, "utf-8")
         files["gaps.txt"] = sha256_file(work / "gaps.txt")
 
-    built = build_signed(
+    return build_signed(
         v,
         parts,
         camera,
@@ -360,8 +360,6 @@ def build_export(
         end=end,
         finish=gaps_file,
     )
-    event(log, "evidence.built", incident=incident.get("id"), cameras=len(parts), bytes=built.size())
-    return built
 
 
 #: Renders one part of an export into the scratch directory, adding each file it writes (name:
@@ -389,7 +387,9 @@ def build_signed(
         if finish is not None:
             finish(work, entries, files)
         manifest = {**header, "range": {"start": iso(start), "end": iso(end)}, listed_as: entries}
-        return sign(v, work, files, manifest)
+        built = sign(v, work, files, manifest)
+        event(log, "export.built", format=header.get("format"), parts=len(parts), bytes=built.size())
+        return built
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -53,7 +53,7 @@ from vault.seal import (
 from vault.spool import ERASE_SUFFIX, GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
 from vault.timeutil import iso, parse_iso
 from vault.vault import Vault
-from vault.watch import DirectoryWatcher
+from vault.watch import DirectoryWatcher, listing
 
 log = logging.getLogger("holdfast.ingest")
 
@@ -120,15 +120,7 @@ class Ingestor:
     # -- one file ------------------------------------------------------------------------
 
     def pending(self) -> list[Path]:
-        try:
-            names = sorted(os.listdir(self.spool))
-        except FileNotFoundError:
-            return []
-        return [
-            self.spool / n
-            for n in names
-            if not n.startswith(".") and n.endswith((SEG_SUFFIX, GAP_SUFFIX, ERASE_SUFFIX))
-        ]
+        return listing(self.spool, lambda p: p.name.endswith((SEG_SUFFIX, GAP_SUFFIX, ERASE_SUFFIX)))
 
     def process(self, path: Path) -> str:
         """Ingest one spool file; returns indexed | duplicate | gap | erasure | rejected | deferred | gone.

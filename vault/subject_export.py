@@ -11,19 +11,16 @@ vault's Ed25519 key, so `holdfast verify-export` checks it with the public key a
 from __future__ import annotations
 
 import hashlib
-import logging
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vault.db import Segment
-from vault.evidence import Built, ExportPart, build_signed, sha256_file
-from vault.log import event
+from vault.evidence import ExportPart, PartRenderer, sha256_file
 from vault.redact import Redactor, redact_video
 from vault.timeutil import iso
 from vault.vault import Vault
 
-log = logging.getLogger("holdfast.subject_export")
 FORMAT = "holdfast-subject-access/1"
 NOTE = (
     "Video is re-encoded with everyone but the subject irreversibly blurred; segment sha256 "
@@ -42,19 +39,15 @@ def _audio_ext(seg: Segment) -> str:
     return _EXT.get(mime, "bin")
 
 
-def build_subject_export(
-    v: Vault,
-    parts: list[ExportPart],
-    request: dict[str, Any],
-    exporter: dict[str, Any],
-    start: datetime,
-    end: datetime,
-    redactor_for: Any,
-) -> Built:
-    """Build the export's files in tmpfs scratch; the caller streams the zip (`Built.stream()`).
+def manifest_header(request: dict[str, Any], exporter: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's own fields; vault.evidence.build_signed adds the range, sources and files."""
+    return {"format": FORMAT, "subject_request": request, "exporter": exporter, "note": NOTE}
 
-    `redactor_for()` makes a fresh Redactor per camera (detector state is per video).
-    """
+
+def part_renderer(v: Vault, redactor_for: Callable[[], Redactor]) -> PartRenderer:
+    """How one source of the answer is written (for vault.evidence.build_signed): a camera as one
+    redacted MP4, a call line as its recordings. `redactor_for()` makes a fresh Redactor per
+    camera (detector state is per video)."""
 
     def source(work: Path, part: ExportPart, files: dict[str, str]) -> dict[str, Any]:
         entry: dict[str, Any] = {"source": part.source, "kind": part.kind, "gaps": part.gaps}
@@ -88,14 +81,4 @@ def build_subject_export(
             )
         return entry
 
-    built = build_signed(
-        v,
-        parts,
-        source,
-        header={"format": FORMAT, "subject_request": request, "exporter": exporter, "note": NOTE},
-        listed_as="sources",
-        start=start,
-        end=end,
-    )
-    event(log, "subject_export.built", request=request.get("id"), sources=len(parts), bytes=built.size())
-    return built
+    return source

@@ -7,8 +7,10 @@ each loop also rescans the directory on its own schedule.
 
 from __future__ import annotations
 
+import os
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +78,13 @@ class DirectoryWatcher:
             return False
         self._last_scan = now
         return True
+
+
+def listing(directory: Path, keep: Callable[[Path], bool]) -> list[Path]:
+    """The rescan: files in `directory` by name, hidden ones (a leading dot: being written) left
+    out, those `keep` accepts; [] while the directory does not exist."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    return [directory / n for n in names if not n.startswith(".") and keep(directory / n)]
