@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -48,8 +47,8 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=20)
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-segments-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench-segments-") as tmp:
+        work = Path(tmp)
         app = make_appliance(work / "site")
         db = Path(app.cfg.database.url.removeprefix("sqlite:///"))
         ins = bulk_rows(db, a.rows)
@@ -93,8 +92,6 @@ def main() -> int:
             f"p50 {pct(cli, 50):.0f} ms; holdfast --help p50 {pct(boot, 50):.0f} ms; "
             f"all sources (no --source): {every:.0f} ms"
         )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
