@@ -70,9 +70,9 @@ def stream_export(
     after_log: Callable[[], None] | None = None,
 ) -> StreamingResponse:
     """Check the size, take a slot, build, write one access-log entry per part for [start, end)
-    (with `detail(part)`),
-    run `after_log`, then stream the zip named `name-<local time>.zip`. A failure at any step
-    releases the slot and the scratch; nothing is sent unless every entry was written."""
+    (with `detail(part)`), run `after_log`, then stream the zip named `name-<local time>.zip`.
+    A failure at any step releases the slot and the scratch; nothing is sent unless every
+    entry was written."""
     check_size(st, [x for p in parts for x in p.segments])
     slot = export_slot(st)
     try:
