@@ -48,6 +48,10 @@ AUDITED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/subject-requests"): "hold.add",
     ("POST", "/api/v1/subject-requests/{request_id}/close"): "hold.release",
     ("POST", "/api/v1/subject-requests/{request_id}/export"): "export",
+    ("POST", "/api/v1/approvals"): "approval.request",
+    ("POST", "/api/v1/approvals/{request_id}/approve"): "approval.approve",
+    ("POST", "/api/v1/approvals/{request_id}/refuse"): "approval.refuse",
+    ("POST", "/api/v1/approvals/break-glass"): "break_glass",
 }
 #: Account routes: every method on these prefixes.
 ACCOUNT_PREFIXES = ("/api/v1/users",)
@@ -73,7 +77,11 @@ def record(
     **detail: Any,
 ) -> int:
     """Append one access-log entry; returns its sequence number. With `request`, the request is
-    marked as logged so its error handler does not add a second entry."""
+    marked as logged so its error handler does not add a second entry, and an approval that
+    allowed it (api.approvals.require_approval) is named as `approval_request`."""
+    approval = getattr(request.state, "approval_request", None) if request is not None else None
+    if approval is not None:
+        detail.setdefault("approval_request", approval)
     seq = st.vault.access_log.record(
         None,
         user=who.name,

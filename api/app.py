@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import accesslog, admin, audit, auth, footage, hls, incidents, media, subjects
+from api import accesslog, admin, approvals, audit, auth, footage, hls, incidents, media, subjects
 from api.deps import bearer_scheme, cookie_scheme, principal
 from api.guard import Guard
 from api.state import AppState
@@ -136,9 +136,9 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
                 )
         return Response(exposition(v), media_type=CONTENT_TYPE)
 
-    routers = (auth, footage, media, hls, incidents, subjects, audit, admin)
-    for r in (m.router for m in routers):
-        app.include_router(r)
+    routers = (auth, footage, media, hls, incidents, subjects, audit, admin, approvals)
+    for r in routers:
+        app.include_router(r.router)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from api import accesslog
+from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.footage import Purpose, TimeParam, camera_for, check_purpose, parse_range
@@ -165,6 +166,7 @@ def playlist(
     cam = camera_for(st, who, camera_id)
     a, b = parse_range(start, end)
     purpose = check_purpose(st, who, purpose)
+    require_approval(st, who, request, "view", [cam.id], a, b)
     with st.vault.sessions() as s:
         segs = [x for x in find_segments(s, cam.id, a, b) if x.kind == "video" and x.envelope is not None]
         for x in segs:

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api import holds_bridge
+from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
 from api.exports import stream_export
@@ -194,6 +195,7 @@ def export(
     st = state(request)
     inc = _get(st, who, incident_id)
     a, b = inc.start, inc.end
+    require_approval(st, who, request, "export", list(inc.cameras), a, b)
     parts = evidence.gather_parts(st.vault, inc.cameras, a, b)
     return stream_export(
         st,

@@ -7,10 +7,7 @@ segment on a pipe and writing the JPEG to a pipe.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import subprocess
-import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -19,12 +16,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from api import accesslog, hls
+from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.footage import Purpose, check_purpose, content_type_for, load_segment
 from api.state import AppState
+from vault import media
 from vault.db import Segment
-from vault.media import require as require_tool
 from vault.timeutil import iso
 
 router = APIRouter(prefix="/api/v1", tags=["footage"])
@@ -150,7 +148,9 @@ def segment_access(
     seg = load_segment(st, who, segment_id)
     if video_only is not None and seg.kind != "video":
         raise HTTPException(409, f"segment {seg.id} is audio: no {video_only}")
-    return SegmentAccess(request, who, seg, check_purpose(st, who, purpose))
+    purpose = check_purpose(st, who, purpose)
+    require_approval(st, who, request, "view", [seg.source], seg.start, seg.end)
+    return SegmentAccess(request, who, seg, purpose)
 
 
 @router.get("/segments/{segment_id}/media", response_class=Response, responses=MEDIA_RESPONSES)
@@ -236,54 +236,10 @@ def play_segment(
 
 def make_thumbnail(st: AppState, seg: Segment, width: int = 320) -> bytes:
     """First keyframe as JPEG: ffmpeg reads the plaintext on stdin, writes the JPEG on stdout."""
-    cmd = [
-        require_tool("ffmpeg"),
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-skip_frame",
-        "nokey",
-        "-i",
-        "pipe:0",
-        "-frames:v",
-        "1",
-        "-vf",
-        f"scale={width}:-2",
-        "-f",
-        "image2",
-        "-c:v",
-        "mjpeg",
-        "pipe:1",
-    ]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    def feed() -> None:
-        try:
-            for piece in st.vault.read_plaintext(seg):
-                proc.stdin.write(piece)  # type: ignore[union-attr]
-        except (BrokenPipeError, OSError, ValueError):
-            pass  # ffmpeg has its frame and closed the pipe
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                proc.stdin.close()  # type: ignore[union-attr]
-
-    t = threading.Thread(target=feed, daemon=True)
-    t.start()
-    timer = threading.Timer(30, proc.kill)
-    timer.start()
     try:
-        out = proc.stdout.read()  # type: ignore[union-attr]
-        err = proc.stderr.read()  # type: ignore[union-attr]
-        proc.wait()
-    finally:
-        timer.cancel()
-        t.join(5)
-    if proc.returncode != 0 or not out:
-        raise HTTPException(
-            409,
-            f"no thumbnail: ffmpeg could not decode segment {seg.id}: {err.decode(errors='replace')[-200:]}",
-        )
-    return out
+        return media.thumbnail(lambda: st.vault.read_plaintext(seg), width)
+    except media.MediaError as e:
+        raise HTTPException(409, f"no thumbnail: segment {seg.id}: {e}") from None
 
 
 @router.get(

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api import accesslog
+from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
 from api.exports import stream_export
@@ -293,6 +294,7 @@ def export(
     outside = [x for x in srcs if x not in req.sources]
     if outside:
         raise HTTPException(400, f"source(s) {', '.join(outside)} are not part of this request")
+    require_approval(st, who, request, "export", srcs, a, b)
     rect = None
     try:
         if body.subject_rect is not None:

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "cli.cmd_doctor",
     "check": "cli.cmd_check",
     "metrics": "cli.cmd_metrics",
+    "approvals": "cli.cmd_approvals",
     "demo": "cli.cmd_demo",
     "users": "cli.cmd_users",
     "serve": "cli.cmd_api",

@@ -259,6 +259,39 @@ class Api(_Strict):
         return v
 
 
+#: Roles an account can have (vault.users.ROLES is the same tuple; config cannot import the vault).
+Role = Literal["security", "auditor", "dpo", "admin"]
+#: What a four-eyes rule can cover: viewing camera footage, exporting, listening to call audio.
+ApprovalAction = Literal["view", "export", "call_audio"]
+
+
+class ApprovalRule(_Strict):
+    """One kind of access that needs a second person's approval of a named request first."""
+
+    action: ApprovalAction
+    #: Sites the rule applies to; empty: every site.
+    sites: list[str] = []
+    #: Roles whose accesses need the approval; empty: every role.
+    roles: list[Role] = []
+    #: Only footage that began more than this many hours before the access (e.g. 72); unset: any age.
+    older_than_hours: float | None = Field(default=None, gt=0, le=24 * 3650)
+
+
+class Approvals(_Strict):
+    """Four eyes on a request (vault/approvals.py). No rules (the default): nothing needs approval."""
+
+    rules: list[ApprovalRule] = []
+    #: Roles that may approve or refuse a request (never the requester; a security approver
+    #: only for sites assigned to them).
+    approver_roles: list[Role] = Field(default=["dpo"], min_length=1)
+    #: An approval is valid this long after it was given; a pending request lapses after as long.
+    expire_hours: float = Field(default=24.0, gt=0, le=24 * 31)
+    #: How long a break-glass override grants access to what it names.
+    break_glass_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    #: Shortest reason a break-glass override accepts (characters, after trimming).
+    break_glass_min_reason: int = Field(default=20, ge=5, le=500)
+
+
 class HoldfastConfig(_Strict):
     sites: list[Site] = Field(min_length=1)
     cameras: list[Camera] = []
@@ -272,6 +305,7 @@ class HoldfastConfig(_Strict):
     pbx: Pbx = Pbx()
     api: Api = Api()
     recorder: Recorder = Recorder()
+    approvals: Approvals = Approvals()
 
     #: Where the file was loaded from; relative paths in it are relative to its directory.
     source_path: Path | None = Field(default=None, exclude=True)
@@ -299,6 +333,10 @@ class HoldfastConfig(_Strict):
                 if item.id in sources:
                     errors.append(f'{where}.id: duplicate source id "{item.id}" (also {sources[item.id]})')
                 sources[item.id] = where
+        for i, rule in enumerate(self.approvals.rules):
+            for site in rule.sites:
+                if site not in site_ids:
+                    errors.append(f'approvals.rules[{i}].sites: unknown site "{site}"')
         if (self.api.tls_cert is None) != (self.api.tls_key is None):
             errors.append("api: set both tls_cert and tls_key, or neither")
         return errors

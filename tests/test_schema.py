@@ -7,7 +7,8 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import vault.retention_models  # noqa: F401  (registers the models on Base.metadata)
+import vault.approvals  # noqa: F401  (registers the models on Base.metadata)
+import vault.retention_models  # noqa: F401
 import vault.subjects  # noqa: F401
 import vault.tickets  # noqa: F401
 import vault.users  # noqa: F401

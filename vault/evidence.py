@@ -1,9 +1,10 @@
 """Evidence export: one MP4 per camera and recording run, the gaps disclosed, a signed manifest, in one zip.
 
-Plaintext never touches persistent disk: segments are decrypted into named pipes that ffmpeg's
-concat demuxer reads, ffmpeg writes the joined MP4 into the tmpfs scratch directory (`+faststart`
-needs a seekable file), and the zip is assembled while it streams to the requester, each file
-deleted from scratch once sent. The manifest lists the SHA-256 of every
+Plaintext never touches persistent disk: a run's segments are decrypted in memory and joined
+into one fragmented MP4 in the tmpfs scratch directory (`vault.media.join_fragmented`: one init
+section, the fragments with continuous decode times), and the zip is assembled while it streams
+to the requester, each file deleted from scratch once sent. Segments that cannot be joined box by
+box go through ffmpeg's concat demuxer instead, fed by named pipes. The manifest lists the SHA-256 of every
 other file in the zip and is signed with the vault's Ed25519 key (`manifest.sig`), so
 `holdfast verify-export` needs only the public key, and one changed byte anywhere fails it.
 
@@ -36,12 +37,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault import keys
+from vault import keys, media
 from vault.db import Segment
 from vault.errors import HoldfastError
 from vault.index import coverage_gaps, exportable_segments
 from vault.log import event
-from vault.media import require
 from vault.timeutil import iso
 from vault.vault import Vault
 
@@ -250,8 +250,43 @@ class _Feeder(threading.Thread):
                 os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
 
 
+def _join(v: Vault, part: ExportPart, work: Path, out: Path) -> tuple[list[dict[str, Any]], str]:
+    """This run's segments as one MP4 in scratch: each segment's plaintext SHA-256, the file's.
+
+    Joined box by box at decryption speed when the segments allow it; else by ffmpeg.
+    """
+    hashes: list[str] = []
+
+    def sources() -> Iterator[tuple[int, Iterator[bytes]]]:
+        for seg in part.segments:
+            h = hashlib.sha256()
+            with v.open_plaintext(seg) as r:
+
+                def plaintext(r: Any = r, h: Any = h) -> Iterator[bytes]:
+                    for piece in r.stream():
+                        h.update(piece)
+                        yield piece
+
+                yield r.size, plaintext()
+            hashes.append(h.hexdigest())
+
+    seconds = sum(float(s.duration or 0.0) for s in part.segments)
+    try:
+        with open(out, "wb") as f:
+            joined = media.join_fragmented(sources(), f, part.segments[0].start, seconds)
+        digest = joined.sha256
+    except media.NotJoinable as e:
+        out.unlink(missing_ok=True)
+        event(log, "evidence.join_fallback", camera=part.source, reason=str(e))
+        return _concat(v, part, work, out), sha256_file(out)
+    return [
+        {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration, "sha256": h}
+        for seg, h in zip(part.segments, hashes, strict=True)
+    ], digest
+
+
 def _concat(v: Vault, part: ExportPart, work: Path, out: Path) -> list[dict[str, Any]]:
-    """Stream-copy this run's segments into one faststart MP4 in scratch.
+    """Stream-copy this run's segments into one faststart MP4 in scratch with ffmpeg.
 
     The segments reach ffmpeg through named pipes, decrypted as it reads them; each list entry
     carries the segment's duration from the index (a pipe cannot be probed for it). Only the
@@ -265,27 +300,7 @@ def _concat(v: Vault, part: ExportPart, work: Path, out: Path) -> list[dict[str,
         lines.append(f"file '{pipe}'\nduration {seg.duration:.6f}\n")
     lst = work / f"{part.source}.txt"
     lst.write_text("".join(lines), "utf-8")
-    cmd = [
-        require("ffmpeg"),
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-f",
-        "concat",
-        "-safe",
-        "0",
-        "-i",
-        str(lst),
-        "-c",
-        "copy",
-        "-metadata",
-        f"creation_time={iso(part.segments[0].start)}",
-        "-movflags",
-        "+faststart",
-        "-y",
-        str(out),
-    ]
+    cmd = media.concat_command(lst, out, part.segments[0].start)
     feeder = _Feeder(v, part.segments, pipes)
     feeder.start()
     try:
@@ -326,8 +341,7 @@ def build_export(
         for run in recording_runs(part.segments):
             name = run_file_name(part.source, run[0].start, tz)
             out = work / name
-            listed = _concat(v, ExportPart(part.source, run), work, out)
-            files[name] = sha256_file(out)
+            listed, files[name] = _join(v, ExportPart(part.source, run), work, out)
             segs += listed
             runs.append(
                 {"file": name, "start": iso(run[0].start), "end": iso(run[-1].end), "segments": len(run)}

@@ -15,6 +15,8 @@ gap and purge, so a scrape of the API is always complete and survives restarts.
   `vault.holds.held_clause`), `holdfast_class_overdue{class}` (stored, deadline passed, not held:
   should be 0 between purges); the same definitions as the compliance report (vault/report.py).
 - `holdfast_purges_total{reason}` from the purge log.
+- `holdfast_break_glass_total` (every break-glass override, vault/approvals.py: alert on any
+  increase) and `holdfast_approvals_pending` (requests waiting for a second person).
 - `holdfast_store_used_bytes`, `holdfast_store_size_bytes`, `holdfast_store_used_ratio`,
   `holdfast_store_high_water_ratio`.
 """
@@ -27,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import func, select
 
-from vault import holds
+from vault import approvals, holds
 from vault.db import Gap, Segment
 from vault.retention_models import PurgeLogRow
 from vault.vault import Vault
@@ -137,6 +139,13 @@ class HoldfastCollector:
             by_reason = dict(
                 s.execute(select(PurgeLogRow.reason, func.count()).group_by(PurgeLogRow.reason)).all()
             )
+            glass, pending = approvals.counts(s, now)
+        overrides = CounterMetricFamily(
+            "holdfast_break_glass", "Break-glass overrides (access without a second person)", value=glass
+        )
+        waiting = GaugeMetricFamily(
+            "holdfast_approvals_pending", "Approval requests waiting for a second person", value=pending
+        )
         for reason, n in sorted(by_reason.items()):
             purges.add_metric([reason], float(n))
         used, total = v.store.usage()
@@ -161,6 +170,7 @@ class HoldfastCollector:
         ]
         yield from (age, nbytes, nseg, gaps, reconn, line_age, cls_seg, cls_held, cls_over, purges)
         yield from store
+        yield from (overrides, waiting)
 
 
 def registry_for(vault: Vault) -> CollectorRegistry:

@@ -13,11 +13,6 @@ Layers:
 * :class:`FragmentedMp4Reader` groups them into :class:`InitSegment` (ftyp + moov) and
   :class:`Fragment` (moof + mdat) and passes any other box (sidx, mfra, free, prft...) through.
 * :func:`parse_init` and :func:`parse_fragment` work on complete byte strings too.
-* :func:`walk_boxes` finds top-level boxes in a file read at random (a sealed segment).
-
-It lives in the vault because the recorder (cutting segments) and the API (HLS init sections
-and decode times) both read boxes. One module over 500 lines: every layer shares the header
-and field readers, and splitting them would only scatter ISO BMFF parsing.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import subprocess
 import threading
@@ -35,10 +34,10 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
+from vault import media
 from vault.db import Segment
 from vault.errors import HoldfastError
 from vault.log import event
-from vault.media import require
 from vault.vault import Vault
 
 log = logging.getLogger("holdfast.redact")
@@ -228,33 +227,13 @@ class _Feed(threading.Thread):
                 self.pipe.close()
 
 
-def probe(v: Vault, seg: Segment) -> tuple[int, int, str]:
-    """Width, height and frame rate of a segment's video, read by ffprobe from a pipe."""
-    cmd = [require("ffprobe"), "-v", "error", "-select_streams", "v:0"]
-    cmd += ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate", "-of", "json", "pipe:0"]
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    # Not communicate(): it would close stdin under the feeding thread.
-    feed = _Feed(v, seg, proc.stdin)  # type: ignore[arg-type]
-    out_r, err_r = _Drain(proc.stdout, 1 << 20), _Drain(proc.stderr)  # type: ignore[arg-type]
-    for t in (feed, out_r, err_r):
-        t.start()
+def probe(v: Vault, seg: Segment, fifo: Path) -> tuple[int, int, str]:
+    """Width, height and frame rate of a segment's video, read by ffprobe from a FIFO in tmpfs."""
+
     try:
-        proc.wait(120)
-    finally:
-        proc.kill()
-        for t in (feed, out_r, err_r):
-            t.join(10)
-    out, err = out_r.data, err_r.data
-    if feed.error is not None:
-        raise feed.error
-    try:
-        s = json.loads(out)["streams"][0]
-        rate = s.get("avg_frame_rate") if s.get("avg_frame_rate") not in (None, "0/0") else s["r_frame_rate"]
-        return int(s["width"]), int(s["height"]), str(rate)
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise RedactError(
-            f"segment {seg.id}: no video stream ffprobe can read ({err.decode(errors='replace')[-200:]})"
-        ) from None
+        return media.video_geometry(media.probe_stream(v.read_plaintext(seg), fifo))
+    except (media.MediaError, KeyError, ValueError, TypeError) as e:
+        raise RedactError(f"segment {seg.id}: no video stream ffprobe can read ({e})") from None
 
 
 def redact_video(v: Vault, segments: list[Segment], redactor: Redactor, out: Path) -> list[dict[str, Any]]:
@@ -264,21 +243,16 @@ def redact_video(v: Vault, segments: list[Segment], redactor: Redactor, out: Pat
     """
     if not segments:
         raise RedactError("nothing to redact: no video segments")
-    width, height, rate = probe(v, segments[0])
+    width, height, rate = probe(v, segments[0], out.with_name(out.name + ".probe"))
     frame_bytes = width * height * 3
-    enc_cmd = [require("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error"]
-    enc_cmd += ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", rate, "-i", "pipe:0"]
-    enc_cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"]
-    enc_cmd += ["-movflags", "+faststart", "-f", "mp4", "-y", str(out)]
+    enc_cmd = media.encode_h264_command(width, height, rate, out)
     enc = subprocess.Popen(enc_cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     enc_err = _Drain(enc.stderr)  # type: ignore[arg-type]
     enc_err.start()
     listed: list[dict[str, Any]] = []
     try:
         for seg in segments:
-            dec_cmd = [require("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0"]
-            dec_cmd += ["-vf", f"scale={width}:{height},fps={rate}", "-an", "-f", "rawvideo"]
-            dec_cmd += ["-pix_fmt", "bgr24", "pipe:1"]
+            dec_cmd = media.decode_raw_command(width, height, rate)
             dec = subprocess.Popen(
                 dec_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )

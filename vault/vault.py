@@ -59,7 +59,8 @@ class Plaintext:
             self.close()
 
     def close(self) -> None:
-        self._f.close()
+        if not self._f.closed:
+            self._f.close()
 
     def __enter__(self) -> Plaintext:
         return self

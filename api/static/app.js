@@ -115,6 +115,7 @@ async function showTab(name) {
     if (name === "calls") await loadLines();
     if (name === "subjects") await loadSubjects();
     if (name === "incidents") await loadIncidents();
+    if (name === "approvals") await loadApprovals();
     if (name === "audit") await loadAudit();
     if (name === "admin") await loadAdmin();
   } catch (e) { say(e.message); }
@@ -313,10 +314,11 @@ function seekTo(wall) {
 }
 function showClock(w) { $("clock").textContent = w ? fmt(w) : "-"; $("clock").title = w ? `UTC ${utcText(w)}` : ""; }
 
-function startPlaying() {
+async function startPlaying() {
   if (!view) { say("Find footage first"); return false; }
   const purpose = $("purpose").value.trim();
   if (purpose.length < 3) { say("State the purpose of viewing first (an incident:ID or a reason)"); $("purpose").focus(); return false; }
+  if (!(await approvedFor("view", [view.camera], view.start, view.end, purpose))) return false;
   const url = `/api/v1/cameras/${encodeURIComponent(view.camera)}/playlist.m3u8?start=${view.start.toISOString()}&end=${view.end.toISOString()}&purpose=${encodeURIComponent(purpose)}`;
   view.played = view.segments.filter((s) => s.kind === "video");
   view.playing = true; view.purpose = purpose;
@@ -329,7 +331,7 @@ function startPlaying() {
   drawTimeline();
   return true;
 }
-$("play-form").addEventListener("submit", (ev) => { ev.preventDefault(); startPlaying(); });
+$("play-form").addEventListener("submit", (ev) => { ev.preventDefault(); startPlaying().catch((e) => say(e.message)); });
 
 // HLS: the browser's own player where it has one, else hls.js (vendored, MediaSource).
 let hls = null;
@@ -383,7 +385,7 @@ document.addEventListener("keydown", (ev) => {
   const now = view.cursor ? view.cursor.getTime() : view.start.getTime();
   switch (ev.key) {
     case " ":
-      if (!view.playing) startPlaying(); else if (v.paused) v.play().catch(() => {}); else v.pause();
+      if (!view.playing) startPlaying().catch((e) => say(e.message)); else if (v.paused) v.play().catch(() => {}); else v.pause();
       break;
     case "ArrowLeft": seekTo(new Date(now - 10e3)); break;
     case "ArrowRight": seekTo(new Date(now + 10e3)); break;
@@ -696,3 +698,58 @@ async function loadAdmin() {
 }
 
 start();
+
+// -- four eyes: ask before viewing, request approval, break glass; approvers decide ---------------
+let pendingAccess = null; // {action, sources, start, end, purpose}: what "Needs approval" is about
+async function approvedFor(action, sources, start, end, purpose) {
+  const q = new URLSearchParams({ action, start: start.toISOString(), end: end.toISOString() });
+  for (const s of sources) q.append("sources", s);
+  const c = await getJSON(`/approvals/check?${q}`);
+  $("needs-approval").hidden = !c.needed.length || c.covered_by != null;
+  if (!c.needed.length || c.covered_by != null) { pendingAccess = null; return true; }
+  pendingAccess = { action: c.action, sources, start, end, purpose };
+  $("needs-text").textContent = `Needs approval: ${c.action} of ${c.needed.join(", ")} from ${fmt(start)} to ${fmt(end)} needs a second person's approval. Request it, or in an emergency break glass with a reason.`;
+  say("Needs approval: request it below");
+  return false;
+}
+function accessBody(extra) {
+  const p = pendingAccess;
+  return { action: p.action, sources: p.sources, start: p.start.toISOString(), end: p.end.toISOString(), ...extra };
+}
+$("needs-approval").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if (!pendingAccess) return;
+  try {
+    const r = await postJSON("/approvals", accessBody({ purpose: pendingAccess.purpose }));
+    say(`Requested approval #${r.id}: an approver must approve it before you can view`, true);
+  } catch (e) { say(e.message); }
+});
+$("break-glass").addEventListener("click", async () => {
+  if (!pendingAccess) return;
+  try {
+    const r = await postJSON("/approvals/break-glass", accessBody({ reason: $("glass-reason").value }));
+    $("needs-approval").hidden = true;
+    say(`Break glass #${r.id}: access until ${fmt(r.expires_at)}, logged and alerted`, true);
+  } catch (e) { say(e.message); }
+});
+async function loadApprovals() {
+  const pol = await getJSON("/approvals/policy");
+  const rows = await getJSON("/approvals");
+  const body = $("approval-rows"); body.replaceChildren();
+  for (const a of rows) {
+    const tr = document.createElement("tr"); tr.dataset.id = a.id;
+    tr.append(td(a.id), td(a.requester), td(a.action), td(a.sources.join(", ")), rangeTd(a.start, a.end), td(a.purpose), td(a.state));
+    const cell = td("");
+    if (pol.approver && a.state === "pending" && a.requester !== me.name) {
+      for (const [verb, label] of [["approve", "Approve"], ["refuse", "Refuse"]]) {
+        const b = document.createElement("button"); b.textContent = label; b.className = verb;
+        b.addEventListener("click", async () => {
+          try { await postJSON(`/approvals/${a.id}/${verb}`, {}); await loadApprovals(); say(`Request #${a.id}: ${verb === "approve" ? "approved" : "refused"}`, true); }
+          catch (e) { say(e.message); }
+        });
+        cell.append(b);
+      }
+    }
+    tr.append(cell); body.append(tr);
+  }
+}
