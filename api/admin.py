@@ -12,12 +12,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from vault import users
-from vault.db import Segment
+from vault.index import index_summary
 from vault.timeutil import iso
 from vault.users import NAME_RE, ROLES, Actor, UnknownUser, User, UserError, add_user
 
@@ -188,8 +188,7 @@ def health(request: Request, who: Principal = Depends(require("admin"))) -> Heal
     """Store usage, segment count and spool backlog: what an administrator watches."""
     st = state(request)
     with st.vault.sessions() as s:
-        n = s.scalar(select(func.count()).select_from(Segment)) or 0
-        lo, hi = s.execute(select(func.min(Segment.start), func.max(Segment.end))).one()
+        n, lo, hi = index_summary(s)
     try:
         used, total = st.vault.store.usage()
     except OSError:

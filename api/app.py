@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import accesslog, admin, approvals, audit, auth, footage, incidents, subjects
+from api import accesslog, admin, approvals, audit, auth, footage, hls, incidents, media, subjects
 from api.deps import bearer_scheme, cookie_scheme, principal
 from api.guard import Guard
 from api.state import AppState
@@ -136,7 +136,7 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
                 )
         return Response(exposition(v), media_type=CONTENT_TYPE)
 
-    routers = (auth, footage, incidents, subjects, audit, admin, approvals)
+    routers = (auth, footage, media, hls, incidents, subjects, audit, admin, approvals)
     for r in routers:
         app.include_router(r.router)
 

@@ -128,9 +128,8 @@ def verify(request: Request, who: Principal = Depends(require("auditor", "dpo"))
         with v.sessions.begin() as s:
             alog.checkpoint(s, v.sign_key, v.clock())
         with v.sessions() as s:
-            upto = alog.signed_size(s)  # a consistent cut while other requests keep appending
-            entries = [text.encode("utf-8") for _seq, text in alog.entries(s, upto=upto)]
-            cps = alog.checkpoints(s, upto=upto)
+            _size, signed, cps = alog.signed_cut(s)
+            entries = [text.encode("utf-8") for _seq, text in signed]
         rep = tlogverify.verify_log(entries, cps, pub, origin=alog.origin)
         out.append(
             VerifyOut(

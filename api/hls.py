@@ -1,5 +1,7 @@
 """HLS that plays in any client (ffmpeg, hls.js, native): one timeline across segments.
 
+The playlist route lives here; its segments are served by api.media's ticketed play route.
+
 Every segment is a self-contained fragmented MP4 whose decode times start wherever its
 recording connection was (0 after every reconnect, and 0 for imported clips). Played one after
 another, a client sees time jump backwards at each segment and drops or stalls. So the playlist
@@ -12,17 +14,29 @@ happens on plaintext in memory while streaming; nothing is written to disk.
 
 from __future__ import annotations
 
+import math
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fastapi import HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
 
+from api import accesslog
+from api.approvals import require_approval
+from api.deps import Principal, require, state
+from api.errors import ERRORS
+from api.footage import Purpose, TimeParam, camera_for, check_purpose, parse_range
 from api.state import AppState
-from recorder import mp4
+from config.model import ID_PATTERN
+from vault import mp4
 from vault.db import Segment
-from vault.seal import SegmentReader
+from vault.index import GAP_TOLERANCE, find_segments
+from vault.timeutil import iso
+
+router = APIRouter(prefix="/api/v1", tags=["footage"])
 
 #: Top-level boxes walked per segment at most (a 10 s segment has a few dozen fragments).
 MAX_BOXES = 100_000
@@ -42,32 +56,15 @@ def iso_ms(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _box_at(r: SegmentReader, pos: int) -> tuple[int, bytes, int]:
-    """(size, type, header size) of the top-level box at `pos`."""
-    head = r.read(pos, min(16, r.plaintext_size - pos))
-    size, kind = struct.unpack(">I4s", head[:8])
-    header = 8
-    if size == 1:
-        if len(head) < 16:
-            return 0, kind, 8
-        size = struct.unpack(">Q", head[8:16])[0]
-        header = 16
-    return size, kind, header
-
-
 def init_info(st: AppState, seg: Segment) -> InitInfo:
     """The bytes before the first `moof` parsed as an init section (ftyp+moov)."""
     key = ("init", seg.id)
     cached = st.cached(key)
     if cached is not None:
         return cached
-    with st.vault.open_segment(seg) as r:
-        pos, size = 0, r.plaintext_size
-        for _ in range(64):
-            if pos + 8 > size:
-                break
-            box_size, kind, _ = _box_at(r, pos)
-            if kind == b"moof":
+    with st.vault.open_plaintext(seg) as r:
+        for pos, _size, kind, _header in mp4.walk_boxes(r.read, r.size, limit=64):
+            if kind == "moof":
                 try:
                     init = mp4.parse_init(r.read(0, pos))
                 except mp4.Mp4Error as e:
@@ -79,9 +76,6 @@ def init_info(st: AppState, seg: Segment) -> InitInfo:
                 )
                 st.remember(key, info)
                 return info
-            if box_size < 8:
-                break
-            pos += box_size
     raise HTTPException(
         409, f"segment {seg.id} is not fragmented MP4 (no moof box): play it with /media instead"
     )
@@ -95,21 +89,16 @@ def decode_time_patches(st: AppState, seg: Segment, shift: float) -> list[tuple[
         return cached
     info = init_info(st, seg)
     fields: list[mp4.DecodeTimeField] = []
-    with st.vault.open_segment(seg) as r:
-        pos, size = info.length, r.plaintext_size
-        for _ in range(MAX_BOXES):
-            if pos + 8 > size:
-                break
-            box_size, kind, header = _box_at(r, pos)
-            if box_size < 8 or pos + box_size > size:
+    with st.vault.open_plaintext(seg) as r:
+        for pos, box_size, kind, header in mp4.walk_boxes(r.read, r.size, info.length, MAX_BOXES):
+            if pos + box_size > r.size:
                 break  # a segment cut short ends mid-box: the rest is not played either
-            if kind == b"moof":
+            if kind == "moof":
                 moof = mp4.Box("moof", r.read(pos, box_size), pos, header)
                 try:
                     fields += mp4.decode_time_fields(moof)
                 except mp4.Mp4Error as e:
                     raise HTTPException(409, f"segment {seg.id} has an unreadable fragment: {e}") from None
-            pos += box_size
     first: dict[int, int] = {}
     for f in fields:
         first.setdefault(f.track_id, f.value)
@@ -148,3 +137,88 @@ def patch_stream(pieces: Iterator[bytes], offset: int, patches: list[tuple[int, 
             piece = bytes(buf)
         yield piece
         pos = end
+
+
+@router.get(
+    "/cameras/{camera_id}/playlist.m3u8",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"application/vnd.apple.mpegurl": {}}}},
+)
+def playlist(
+    request: Request,
+    camera_id: str,
+    start: TimeParam,
+    end: TimeParam,
+    purpose: Purpose,
+    who: Principal = Depends(require("security")),
+) -> Response:
+    """An HLS VOD playlist for a time range: one access-log entry covers the whole view.
+
+    Segments play as one timeline (api.hls rewrites their decode times as they are served), so
+    a run of back-to-back segments with the same stream parameters shares one EXT-X-MAP; a gap
+    or a change of parameters starts a new run after an EXT-X-DISCONTINUITY, with a
+    `#HOLDFAST-GAP` comment naming the gap. EXT-X-PROGRAM-DATE-TIME (milliseconds) gives each
+    segment's wall-clock start. Segment URLs end in `.mp4`, which HLS clients require.
+    """
+    st = state(request)
+    if not re.fullmatch(ID_PATTERN, camera_id):
+        raise HTTPException(400, f"malformed camera id {camera_id[:80]!r}")
+    cam = camera_for(st, who, camera_id)
+    a, b = parse_range(start, end)
+    purpose = check_purpose(st, who, purpose)
+    require_approval(st, who, request, "view", [cam.id], a, b)
+    with st.vault.sessions() as s:
+        segs = [x for x in find_segments(s, cam.id, a, b) if x.kind == "video" and x.envelope is not None]
+        for x in segs:
+            s.expunge(x)
+    if not segs:
+        raise HTTPException(404, f"no footage from {cam.id} between {iso(a)} and {iso(b)}")
+    inits = [init_info(st, x) for x in segs]
+    accesslog.record(
+        st,
+        who,
+        "view",
+        purpose,
+        source=cam.id,
+        start=a,
+        end=b,
+        request=request,
+        segments=len(segs),
+        via="hls",
+    )
+    shifts: dict[str, float] = {}
+    total = 0.0
+    for x in segs:
+        shifts[x.id] = total
+        total += x.duration
+    ticket, _expires = st.issue_ticket(who.user_id, cam.id, {x.id for x in segs}, st.vault.clock(), shifts)
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:7",
+        f"#EXT-X-TARGETDURATION:{max(1, math.ceil(max(x.duration for x in segs)))}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+    ]
+    prev: Segment | None = None
+    prev_sig: str | None = None
+    for x, init in zip(segs, inits, strict=True):
+        uri = f"/api/v1/play/{ticket}/{x.id}.mp4"
+        gap = prev is not None and (x.start - prev.end).total_seconds() > GAP_TOLERANCE
+        if prev is None or gap or init.signature != prev_sig:
+            if prev is not None:
+                if gap:
+                    lines.append(f"#HOLDFAST-GAP:{iso(prev.end)}/{iso(x.start)}")
+                lines.append("#EXT-X-DISCONTINUITY")
+            lines.append(f'#EXT-X-MAP:URI="{uri}",BYTERANGE="{init.length}@0"')
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(x.start)}")
+        lines.append(f"#EXTINF:{x.duration:.3f},")
+        lines.append(f"#EXT-X-BYTERANGE:{x.plaintext_bytes - init.length}@{init.length}")
+        lines.append(uri)
+        prev, prev_sig = x, init.signature
+    lines.append("#EXT-X-ENDLIST")
+    return Response(
+        "\n".join(lines) + "\n",
+        media_type="application/vnd.apple.mpegurl",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from starlette.background import BackgroundTask
 
-from api import accesslog, holds_bridge
+from api import holds_bridge
 from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
-from api.footage import camera_for, exportable_segments, parse_range, timeline_gaps
+from api.exports import stream_export
+from api.footage import camera_for, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import evidence
@@ -185,44 +183,6 @@ def close_incident(
     return out(inc)
 
 
-def export_slot(st: AppState) -> evidence.ExportSlot:
-    """One of `[api] max_concurrent_exports` slots, or 429; the export's scratch must be usable."""
-    try:
-        return evidence.ExportSlot(evidence.export_scratch(st.cfg), st.cfg.api.max_concurrent_exports)
-    except evidence.ExportBusy as e:
-        raise HTTPException(429, str(e), headers={"Retry-After": "30"}) from None
-    except evidence.ExportError as e:
-        raise HTTPException(503, str(e)) from None
-
-
-def check_size(st: AppState, segments: list[Any]) -> None:
-    try:
-        evidence.check_export_size(segments, st.cfg.api.max_export_bytes)
-    except evidence.ExportTooLarge as e:
-        raise HTTPException(413, str(e)) from None
-
-
-def zip_response(built: evidence.Built, slot: evidence.ExportSlot, name: str) -> StreamingResponse:
-    """Stream the zip as it is assembled; the slot is held until the last byte (or a disconnect)."""
-
-    def body() -> Iterator[bytes]:
-        try:
-            yield from built.stream()
-        finally:
-            slot.release()
-
-    def cleanup() -> None:
-        built.discard()
-        slot.release()
-
-    return StreamingResponse(
-        body(),
-        media_type="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
-        background=BackgroundTask(cleanup),
-    )
-
-
 @router.post(
     "/{incident_id}/export",
     response_class=StreamingResponse,
@@ -236,17 +196,16 @@ def export(
     inc = _get(st, who, incident_id)
     a, b = inc.start, inc.end
     require_approval(st, who, request, "export", list(inc.cameras), a, b)
-    parts = []
-    with st.vault.sessions() as s:
-        for c in inc.cameras:
-            parts.append(evidence.CameraPart(c, exportable_segments(s, c, a, b)))
-    for p in parts:
-        p.gaps = [g.model_dump() for g in timeline_gaps(st, p.camera, p.segments, a, b)]
-    purpose = f"incident:{inc.id}"
-    check_size(st, [x for p in parts for x in p.segments])
-    slot = export_slot(st)
-    try:
-        built = evidence.build_export(
+    parts = evidence.gather_parts(st.vault, inc.cameras, a, b)
+    return stream_export(
+        st,
+        request,
+        who,
+        f"incident:{inc.id}",
+        parts,
+        a,
+        b,
+        build=lambda: evidence.build_export(
             st.vault,
             parts,
             incident={
@@ -258,27 +217,7 @@ def export(
             exporter={"user": who.name, "role": who.role},
             start=a,
             end=b,
-        )
-    except BaseException:
-        slot.release()
-        raise
-    try:
-        for p in parts:
-            accesslog.record(
-                st,
-                who,
-                "export",
-                purpose,
-                source=p.camera,
-                start=a,
-                end=b,
-                request=request,
-                incident=inc.id,
-                segments=len(p.segments),
-            )
-    except BaseException:
-        built.discard()
-        slot.release()
-        raise
-    name = f"holdfast-incident-{inc.id}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.zip"
-    return zip_response(built, slot, name)
+        ),
+        detail=lambda p: {"incident": inc.id, "segments": len(p.segments)},
+        name=f"holdfast-incident-{inc.id}",
+    )

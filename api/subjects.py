@@ -23,14 +23,15 @@ from api import accesslog
 from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
-from api.footage import exportable_segments, parse_time, timeline_gaps
-from api.incidents import check_size, export_slot, zip_response
+from api.exports import stream_export
+from api.footage import parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import holds
+from vault.evidence import Built, ExportPart, build_signed, gather_parts
 from vault.log import event
 from vault.redact import Rect, RedactError, Redactor
-from vault.subject_export import SourcePart, build_subject_export
+from vault.subject_export import manifest_header, part_renderer
 from vault.subjects import SubjectRequest
 from vault.timeutil import iso
 
@@ -132,15 +133,6 @@ def _kinds(st: AppState) -> dict[str, str]:
     return {**{c.id: "camera" for c in st.cfg.cameras}, **{x.id: "line" for x in st.cfg.lines}}
 
 
-def _range(start: str, end: str, limit: timedelta) -> tuple[datetime, datetime]:
-    a, b = parse_time(start, "start"), parse_time(end, "end")
-    if b <= a:
-        raise HTTPException(400, f"end ({iso(b)}) must be after start ({iso(a)})")
-    if b - a > limit:
-        raise HTTPException(400, f"time range too long: at most {limit.days} days")
-    return a, b
-
-
 def _get(st: AppState, req_id: int) -> SubjectRequest:
     with st.vault.sessions() as s:
         r = s.get(SubjectRequest, req_id)
@@ -155,7 +147,7 @@ def open_request(
 ) -> SubjectRequestOut:
     """Open a subject access request: places a legal hold on its sources and range until answered."""
     st = state(request)
-    a, b = _range(body.start, body.end, MAX_REQUEST_RANGE)
+    a, b = parse_range(body.start, body.end, MAX_REQUEST_RANGE)
     kinds = _kinds(st)
     srcs = sorted(set(body.sources))
     unknown = [x for x in srcs if x not in kinds]
@@ -291,7 +283,7 @@ def export(
         raise HTTPException(409, "verify the requester's identity first (POST .../identity with how)")
     a, b = req.start, req.end
     if body.start is not None or body.end is not None:
-        a, b = _range(body.start or iso(req.start), body.end or iso(req.end), MAX_REQUEST_RANGE)
+        a, b = parse_range(body.start or iso(req.start), body.end or iso(req.end), MAX_REQUEST_RANGE)
         if a < req.start or b > req.end:
             raise HTTPException(400, "export range must lie within the request's range")
     if b - a > MAX_EXPORT_RANGE:
@@ -313,58 +305,39 @@ def export(
     except RedactError as e:
         raise HTTPException(400, str(e)) from None
     kinds = _kinds(st)
-    parts: list[SourcePart] = []
-    with st.vault.sessions() as s:
-        for src in srcs:
-            parts.append(SourcePart(src, kinds.get(src, "camera"), exportable_segments(s, src, a, b)))
-    for p in parts:
-        p.gaps = [g.model_dump() for g in timeline_gaps(st, p.source, p.segments, a, b)]
-    purpose = purpose_of(req.id)
-    check_size(st, [x for p in parts for x in p.segments])
+    parts = gather_parts(st.vault, srcs, a, b, kind=lambda x: kinds.get(x, "camera"))
     verified_by = req.identity_verified_by or "(not recorded)"
-    slot = export_slot(st)
-    try:
+
+    def build() -> Built:
+        head = manifest_header(
+            {
+                "id": req.id,
+                "subject": req.subject,
+                "received": iso(req.received_at),
+                "deadline": iso(req.deadline),
+                "identity_verified_by": verified_by,
+                "identity_verified_at": iso(req.identity_verified_at) if req.identity_verified_at else None,
+                "identity_note": req.identity_note,
+            },
+            {"user": who.name, "role": who.role},
+        )
+        renderer = part_renderer(
+            st.vault, lambda: Redactor(body.blur, rect, max_share=st.cfg.api.subject_rect_max_share)
+        )
         try:
-            built = build_subject_export(
-                st.vault,
-                parts,
-                request={
-                    "id": req.id,
-                    "subject": req.subject,
-                    "received": iso(req.received_at),
-                    "deadline": iso(req.deadline),
-                    "identity_verified_by": verified_by,
-                    "identity_verified_at": iso(req.identity_verified_at)
-                    if req.identity_verified_at
-                    else None,
-                    "identity_note": req.identity_note,
-                },
-                exporter={"user": who.name, "role": who.role},
-                start=a,
-                end=b,
-                redactor_for=lambda: Redactor(body.blur, rect, max_share=st.cfg.api.subject_rect_max_share),
-            )
+            return build_signed(st.vault, parts, renderer, head, "sources", a, b)
         except RedactError as e:
             raise HTTPException(409, f"redaction failed: {e}") from None
-    except BaseException:
-        slot.release()
-        raise
-    try:
-        for p in parts:
-            accesslog.record(
-                st,
-                who,
-                "export",
-                purpose,
-                source=p.source,
-                start=a,
-                end=b,
-                request=request,
-                subject_request=req.id,
-                segments=len(p.segments),
-                blur=body.blur if p.kind == "camera" else "none (call audio as recorded)",
-                identity_verified_by=verified_by,
-            )
+
+    def detail(p: ExportPart) -> dict[str, Any]:
+        return {
+            "subject_request": req.id,
+            "segments": len(p.segments),
+            "blur": body.blur if p.kind == "camera" else "none (call audio as recorded)",
+            "identity_verified_by": verified_by,
+        }
+
+    def note_export() -> None:
         with st.vault.sessions.begin() as s:
             r = s.get(SubjectRequest, req.id)
             assert r is not None
@@ -380,9 +353,17 @@ def export(
                     "end": iso(b),
                 },
             ]
-    except BaseException:
-        built.discard()
-        slot.release()
-        raise
-    name = f"holdfast-subject-request-{req.id}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.zip"
-    return zip_response(built, slot, name)
+
+    return stream_export(
+        st,
+        request,
+        who,
+        purpose_of(req.id),
+        parts,
+        a,
+        b,
+        build,
+        detail,
+        name=f"holdfast-subject-request-{req.id}",
+        after_log=note_export,
+    )

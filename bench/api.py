@@ -408,12 +408,12 @@ def export(app: Appliance, a: argparse.Namespace, v: Any, real_start: datetime) 
                 r.raise_for_status()
                 zbytes = sum(len(b) for b in r.iter_raw())
             t_exp = time.perf_counter() - t0
-        from vault.index import segments_in_range
+        from vault.index import find_segments
 
         t0 = time.perf_counter()
         plain = 0
         with v.sessions() as s:
-            segs = segments_in_range(s, "garage-1")
+            segs = find_segments(s, "garage-1", None, None, None)
         for seg in segs:
             with v.open_segment(seg) as rd:
                 for piece in rd.iter_range(0, rd.plaintext_size):

@@ -83,10 +83,10 @@ def main() -> int:
         seg.write(clip.read_bytes())
         seg.close({"end": iso(st + timedelta(seconds=10)), "duration": 10.0, "end_reason": "bench"})
     Ingestor(v).scan()
-    from vault.index import segments_in_range
+    from vault.index import find_segments
 
     with v.sessions() as s:
-        segs = segments_in_range(s, "garage-1")
+        segs = find_segments(s, "garage-1", None, None, None)
     plain = sum(int(x.plaintext_bytes or 0) for x in segs)
     scratch = evidence.scratch_dir(evidence.export_scratch(cfg))
 
@@ -105,12 +105,12 @@ def main() -> int:
 
     def join() -> None:
         out = scratch / "join.mp4"
-        evidence._join(v, evidence.CameraPart("garage-1", list(segs)), scratch, out)
+        evidence._join(v, evidence.ExportPart("garage-1", list(segs)), scratch, out)
         out.unlink()
 
     def concat() -> None:
         out = scratch / "concat.mp4"
-        evidence._concat(v, evidence.CameraPart("garage-1", list(segs)), scratch, out)
+        evidence._concat(v, evidence.ExportPart("garage-1", list(segs)), scratch, out)
         out.unlink()
 
     with socket.socket() as s:

@@ -67,10 +67,8 @@ def export_cmd(args: argparse.Namespace) -> int:
         summary = []
         with v.sessions() as s:
             for lg in (v.purge_log, v.access_log):
-                # Cut at the signed size: entries appended meanwhile wait for the next export.
-                upto = lg.signed_size(s)
-                with progress.bar(f"export {lg.name}-log", upto, "entries") as update:
-                    summary.append(lg.export(s, d, pub, update, upto=upto))
+                with progress.bar(f"export {lg.name}-log", None, "entries") as update:
+                    summary.append(lg.export(s, d, pub, update))
         auditlog.write_manifest(d, summary, pub, now)
         shutil.copyfile(v.cfg.keys.dir / keys.SIGN_PUB, d / "sign.pub")
         keyrotation.export_sign_history(v.cfg.keys.dir, d)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from cli.common import CommandError, load_config, open_vault, print_json
-from vault.index import segment_dict, segments_in_range
+from vault.index import find_segments, segment_dict
 from vault.ingest import Ingestor
 from vault.media import MediaError, probe
 from vault.spool import SpoolSegment
@@ -136,7 +136,7 @@ def list_cmd(args: argparse.Namespace) -> int:
             for k, v in (("agent", args.agent), ("direction", args.direction), ("call_id", args.call_id))
             if v is not None
         }
-        segs = segments_in_range(s, args.source, frm, to, args.limit, meta=meta)
+        segs = find_segments(s, args.source, frm, to, args.limit, meta=meta)
         rows = [segment_dict(x) for x in segs]
     if args.json:
         print_json(rows)
@@ -158,9 +158,8 @@ def cat_cmd(args: argparse.Namespace) -> int:
     with open_vault(args) as v, v.sessions() as s:
         seg = v.get_segment(s, args.id)
         out = sys.stdout.buffer
-        with v.open_segment(seg) as r:
-            for piece in r.iter_range(0, r.plaintext_size):
-                out.write(piece)
+        for piece in v.read_plaintext(seg):
+            out.write(piece)
         out.flush()
     return 0
 

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from config.model import HoldfastConfig
 from recorder.callmeta import SIDECAR_FIELDS, CallMetaError, validate
@@ -42,6 +40,7 @@ from vault.log import event
 from vault.media import MediaError, probe
 from vault.spool import PARTIAL_DIR, SEG_SUFFIX, SpoolSegment, ensure_spool
 from vault.timeutil import iso
+from vault.watch import DirectoryWatcher, listing
 
 log = logging.getLogger("holdfast.pbx")
 
@@ -140,15 +139,7 @@ class PbxIngestor:
         return now - prev[1] >= self.settle
 
     def candidates(self) -> list[Path]:
-        try:
-            names = sorted(os.listdir(self.dir))
-        except FileNotFoundError:
-            return []
-        return [
-            self.dir / n
-            for n in names
-            if not n.startswith(".") and Path(n).suffix.lower() in AUDIO_MIME and (self.dir / n).is_file()
-        ]
+        return listing(self.dir, lambda p: p.suffix.lower() in AUDIO_MIME and p.is_file())
 
     def consider(self, audio: Path) -> str:
         """One recording: growing | open | waiting-sidecar | sealed | rejected | dropped."""
@@ -332,17 +323,9 @@ class PbxIngestor:
         on_ready: Callable[[], None] | None = None,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
-        """Watch the directory; inotify events wake the loop, a 1 s rescan is the safety net."""
-        wake = threading.Event()
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, ev: FileSystemEvent) -> None:
-                wake.set()
-
-        observer = Observer()
-        observer.schedule(Handler(), str(self.dir), recursive=False)
-        observer.start()
-        try:
+        """Watch the directory (vault.watch); any event wakes the loop, which rescans every time
+        (a file settles without an event), at least every second."""
+        with DirectoryWatcher(self.dir, 0.0, any_change=True) as watcher:
             if on_ready is not None:
                 on_ready()
             tick = min(1.0, self.settle / 2)
@@ -350,9 +333,5 @@ class PbxIngestor:
                 self.scan()
                 if on_tick is not None:
                     on_tick()
-                wake.wait(tick)
-                wake.clear()
+                watcher.wait(tick)
                 stop.wait(0.2)  # a file being written fires events constantly: don't spin
-        finally:
-            observer.stop()
-            observer.join(timeout=5)

@@ -437,8 +437,8 @@ def test_exports_are_limited_in_number_and_size_and_kept_off_the_pbx_filesystem(
 
 
 def test_export_zip_is_streamed_not_built_whole_in_scratch(api_site: ApiSite, tmp_path: Path) -> None:
-    from api.footage import exportable_segments
     from vault import evidence, keys
+    from vault.index import exportable_segments
 
     t0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
     with Vault(api_site.app.cfg) as v:
@@ -446,7 +446,7 @@ def test_export_zip_is_streamed_not_built_whole_in_scratch(api_site: ApiSite, tm
             segs = exportable_segments(s, "office-1", t0, t0 + timedelta(seconds=30))
         built = evidence.build_export(
             v,
-            [evidence.CameraPart("office-1", segs)],
+            [evidence.ExportPart("office-1", segs)],
             {"id": 0},
             {"user": "t"},
             t0,

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, insert
 
-from api.footage import SEGMENT_OUT_COLUMNS, find_segments, first_start, last_end, seg_out
+from api.footage import SEGMENT_OUT_COLUMNS, seg_out
 from vault.db import Segment, Source, make_engine, migrate, session_factory
+from vault.index import find_segments, first_start, last_end
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 ROWS = 20_000

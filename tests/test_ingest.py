@@ -8,10 +8,13 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.support.appliance import Appliance
 from tests.support.media import make_fmp4
 from tests.support.scan import plaintext_media_files
 from vault.db import Segment
+from vault.seal import SealError
 from vault.spool import SpoolSegment, write_gap
 
 
@@ -137,3 +140,29 @@ def test_gap_files_are_indexed(appliance: Appliance) -> None:
     with appliance.vault() as v, v.sessions() as s:
         (gap,) = s.query(Gap).all()
         assert gap.reason == "camera unreachable" and (gap.end - gap.start).total_seconds() == 20
+
+
+def test_read_plaintext_serves_a_range_and_refuses_another_rows_blob(appliance: Appliance) -> None:
+    """Vault.read_plaintext opens a row's blob with that row's envelope and id: a range reads back
+    exactly, and a row pointed at another segment's blob is refused, not decrypted."""
+    payloads = {h: bytes([65 + h]) * 3000 + bytes(range(256)) * 40 for h in range(2)}
+    with appliance.vault() as v:
+        for h, data in payloads.items():
+            seg = SpoolSegment(
+                v.cfg.paths.spool,
+                v.seal_public,
+                {"source": "garage-1", "kind": "video", "start": f"2026-11-21T0{h}:00:00Z"},
+            )
+            seg.write(data)
+            seg.close({"end": f"2026-11-21T0{h}:00:10Z", "duration": 10})
+    appliance.cli("ingest", "--once")
+    with appliance.vault() as v, v.sessions() as s:
+        a, b = sorted(s.query(Segment).all(), key=lambda x: x.start)
+        assert b"".join(v.read_plaintext(a)) == payloads[0]
+        assert b"".join(v.read_plaintext(b, 2990, 20)) == payloads[1][2990:3010]
+        with v.open_plaintext(a) as p:
+            assert p.size == len(payloads[0]) and p.read(100, 4) == payloads[0][100:104]
+        s.expunge(a)
+        a.storage_key, a.storage_version = b.storage_key, b.storage_version
+        with pytest.raises(SealError):
+            b"".join(v.read_plaintext(a))

@@ -7,6 +7,7 @@ cannot hide a cycle: vault never imports api, recorder or cli; recorder and api 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,24 @@ def test_the_walker_sees_lazy_imports(tmp_path: Path) -> None:
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from cli.cmd_audit import x\n    import api.app\n")
     assert imported_packages(f) == [(2, "cli"), (3, "api")]
+
+
+#: A query on segments or gaps: select(Segment ...), select_from(Gap), or a column such as Segment.start.
+SEGMENT_QUERY = re.compile(r"\bselect(?:_from)?\(\s*(?:Segment|Gap)\b|\b(?:Segment|Gap)\.[a-z_]+")
+
+
+def test_api_asks_the_vault_for_segments_and_gaps() -> None:
+    """The vault owns every query on segments and gaps (vault.index); the API only calls it."""
+    bad = [
+        f"{p.relative_to(REPO)}:{n}: {line.strip()}"
+        for p in sorted((REPO / "api").rglob("*.py"))
+        for n, line in enumerate(p.read_text("utf-8").splitlines(), 1)
+        if SEGMENT_QUERY.search(line)
+    ]
+    assert bad == [], "api/ queries segments or gaps itself; ask vault.index:\n" + "\n".join(bad)
+
+
+def test_the_segment_query_pattern_matches() -> None:
+    hits = ["select(Segment).where(x)", "select( Gap)", "select(Segment.start)", ".select_from(Segment)"]
+    assert all(SEGMENT_QUERY.search(x) for x in hits)
+    assert not any(SEGMENT_QUERY.search(x) for x in ["seg.start", "list[Segment]", "SegmentOut(id=s.id)"])

@@ -225,6 +225,15 @@ class AuditLog:
         cp = self.latest_checkpoint(session)
         return 0 if cp is None else cp.size
 
+    def signed_cut(self, session: Session) -> tuple[int, Iterator[tuple[int, str]], list[tlog.Checkpoint]]:
+        """The log as of its latest signed checkpoint: (size, its entries, its checkpoints).
+
+        What an export or a verification reads while writers keep appending: entries appended
+        meanwhile wait for the next checkpoint, so the reader gets neither an unsealed tail nor
+        a checkpoint beyond the entries it has."""
+        upto = self.signed_size(session)
+        return upto, self.entries(session, upto=upto), self.checkpoints(session, upto=upto)
+
     def prove(self, session: Session, seq: int, public_key: Ed25519PublicKey) -> dict[str, Any]:
         """Inclusion proof of entry `seq` in the latest signed checkpoint (verified before returning).
 
@@ -266,8 +275,7 @@ class AuditLog:
         session: Session,
         directory: Path,
         public_key: Ed25519PublicKey | None = None,
-        progress: Callable[[int], None] | None = None,
-        upto: int | None = None,
+        progress: Callable[..., None] | None = None,
     ) -> dict[str, Any]:
         """Write a vault.tlog export (entries streamed, not held in memory); returns a summary.
 
@@ -275,16 +283,18 @@ class AuditLog:
         `public_key`'s key as a C2SP signed note, and consistency.jsonl, an RFC 9162 consistency
         proof from every earlier checkpoint size to it (for `audit verify --since`). The proofs
         come from MerkleLevels over the leaf hashes (64 bytes per entry while exporting).
-        `upto` (a signed size) cuts entries and checkpoints there, so entries appended while the
-        export runs neither leave an unsealed tail nor a checkpoint beyond the exported entries.
+        The export is the log's signed cut (`signed_cut`); `progress(done, total)` follows it.
         """
         d = directory / f"{self.name}-log"
         d.mkdir(parents=True, exist_ok=True)
         n = 0
         leaves = bytearray()
         tmp = d / f".{tlog.ENTRIES_FILE}.tmp"
+        upto, entries, cps = self.signed_cut(session)
+        if progress is not None:
+            progress(0, upto)
         with open(tmp, "wb") as f:
-            for _seq, text in self.entries(session, upto=upto):
+            for _seq, text in entries:
                 data = text.encode("utf-8")
                 f.write(data + b"\n")
                 leaves += tlog.leaf_hash(data)
@@ -294,7 +304,6 @@ class AuditLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, d / tlog.ENTRIES_FILE)
-        cps = self.checkpoints(session, upto=upto)
         atomic_write_bytes(
             d / tlog.CHECKPOINTS_FILE,
             tlog.checkpoint_lines(cps),

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vault import keys, media
 from vault.db import Segment
 from vault.errors import HoldfastError
+from vault.index import coverage_gaps, exportable_segments
 from vault.log import event
 from vault.timeutil import iso
 from vault.vault import Vault
@@ -86,10 +87,13 @@ class ExportInvalid(HoldfastError):
 
 
 @dataclass
-class CameraPart:
-    camera: str
+class ExportPart:
+    """One source of an export: its segments, oldest first, and the gaps in its coverage."""
+
+    source: str
     segments: list[Segment]
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    kind: str = "camera"  # camera | line
 
 
 def _is_tmpfs(path: Path) -> bool:
@@ -229,10 +233,9 @@ class _Feeder(threading.Thread):
                 with open(pipe, "wb") as f:  # blocks until ffmpeg reaches this file
                     if self.stop:
                         return
-                    with self.v.open_segment(seg) as r:
-                        for piece in r.iter_range(0, r.plaintext_size):
-                            h.update(piece)
-                            f.write(piece)
+                    for piece in self.v.read_plaintext(seg):
+                        h.update(piece)
+                        f.write(piece)
                 self.hashes.append(h.hexdigest())
         except BrokenPipeError:
             pass  # ffmpeg stopped reading: its exit status says why
@@ -247,7 +250,7 @@ class _Feeder(threading.Thread):
                 os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
 
 
-def _join(v: Vault, part: CameraPart, work: Path, out: Path) -> tuple[list[dict[str, Any]], str]:
+def _join(v: Vault, part: ExportPart, work: Path, out: Path) -> tuple[list[dict[str, Any]], str]:
     """This run's segments as one MP4 in scratch: each segment's plaintext SHA-256, the file's.
 
     Joined box by box at decryption speed when the segments allow it; else by ffmpeg.
@@ -257,14 +260,14 @@ def _join(v: Vault, part: CameraPart, work: Path, out: Path) -> tuple[list[dict[
     def sources() -> Iterator[tuple[int, Iterator[bytes]]]:
         for seg in part.segments:
             h = hashlib.sha256()
-            with v.open_segment(seg) as r:
+            with v.open_plaintext(seg) as r:
 
                 def plaintext(r: Any = r, h: Any = h) -> Iterator[bytes]:
-                    for piece in r.iter_range(0, r.plaintext_size):
+                    for piece in r.stream():
                         h.update(piece)
                         yield piece
 
-                yield r.plaintext_size, plaintext()
+                yield r.size, plaintext()
             hashes.append(h.hexdigest())
 
     seconds = sum(float(s.duration or 0.0) for s in part.segments)
@@ -274,7 +277,7 @@ def _join(v: Vault, part: CameraPart, work: Path, out: Path) -> tuple[list[dict[
         digest = joined.sha256
     except media.NotJoinable as e:
         out.unlink(missing_ok=True)
-        event(log, "evidence.join_fallback", camera=part.camera, reason=str(e))
+        event(log, "evidence.join_fallback", camera=part.source, reason=str(e))
         return _concat(v, part, work, out), sha256_file(out)
     return [
         {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration, "sha256": h}
@@ -282,7 +285,7 @@ def _join(v: Vault, part: CameraPart, work: Path, out: Path) -> tuple[list[dict[
     ], digest
 
 
-def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str, Any]]:
+def _concat(v: Vault, part: ExportPart, work: Path, out: Path) -> list[dict[str, Any]]:
     """Stream-copy this run's segments into one faststart MP4 in scratch with ffmpeg.
 
     The segments reach ffmpeg through named pipes, decrypted as it reads them; each list entry
@@ -290,12 +293,12 @@ def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str,
     joined MP4 is a file: `+faststart` rewrites it in place and needs it seekable. The MP4
     carries the run's wall-clock start as `creation_time` (ffprobe: format tags).
     """
-    pipes = [work / f"{part.camera}-{i:06d}.pipe" for i in range(len(part.segments))]
+    pipes = [work / f"{part.source}-{i:06d}.pipe" for i in range(len(part.segments))]
     lines = []
     for pipe, seg in zip(pipes, part.segments, strict=True):
         os.mkfifo(pipe, 0o600)
         lines.append(f"file '{pipe}'\nduration {seg.duration:.6f}\n")
-    lst = work / f"{part.camera}.txt"
+    lst = work / f"{part.source}.txt"
     lst.write_text("".join(lines), "utf-8")
     cmd = media.concat_command(lst, out, part.segments[0].start)
     feeder = _Feeder(v, part.segments, pipes)
@@ -312,7 +315,7 @@ def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str,
         raise feeder.error
     if proc.returncode != 0 or len(feeder.hashes) != len(part.segments):
         raise ExportError(
-            f"ffmpeg could not join {part.camera}: {proc.stderr.decode(errors='replace')[-300:]}"
+            f"ffmpeg could not join {part.source}: {proc.stderr.decode(errors='replace')[-300:]}"
         )
     return [
         {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration, "sha256": h}
@@ -322,42 +325,36 @@ def _concat(v: Vault, part: CameraPart, work: Path, out: Path) -> list[dict[str,
 
 def build_export(
     v: Vault,
-    parts: Sequence[CameraPart],
+    parts: Sequence[ExportPart],
     incident: dict[str, Any],
     exporter: dict[str, Any],
     start: datetime,
     end: datetime,
 ) -> Built:
     """Build the export's files in tmpfs scratch; the caller streams the zip (`Built.stream()`)."""
-    work = scratch_dir(export_scratch(v.cfg))
-    try:
-        files: dict[str, str] = {}
-        cams = []
-        for part in parts:
-            if not part.segments:
-                cams.append(
-                    {"camera": part.camera, "file": None, "runs": [], "segments": [], "gaps": part.gaps}
-                )
-                continue
-            tz = v.cfg.site(v.cfg.source(part.camera).site).timezone
-            runs, segs = [], []
-            for run in recording_runs(part.segments):
-                name = run_file_name(part.camera, run[0].start, tz)
-                out = work / name
-                listed, files[name] = _join(v, CameraPart(part.camera, run), work, out)
-                segs += listed
-                runs.append(
-                    {"file": name, "start": iso(run[0].start), "end": iso(run[-1].end), "segments": len(run)}
-                )
-            cams.append(
-                {
-                    "camera": part.camera,
-                    "file": runs[0]["file"],
-                    "runs": runs,
-                    "segments": segs,
-                    "gaps": part.gaps,
-                }
+
+    def camera(work: Path, part: ExportPart, files: dict[str, str]) -> dict[str, Any]:
+        if not part.segments:
+            return {"camera": part.source, "file": None, "runs": [], "segments": [], "gaps": part.gaps}
+        tz = v.cfg.site(v.cfg.source(part.source).site).timezone
+        runs, segs = [], []
+        for run in recording_runs(part.segments):
+            name = run_file_name(part.source, run[0].start, tz)
+            out = work / name
+            listed, files[name] = _join(v, ExportPart(part.source, run), work, out)
+            segs += listed
+            runs.append(
+                {"file": name, "start": iso(run[0].start), "end": iso(run[-1].end), "segments": len(run)}
             )
+        return {
+            "camera": part.source,
+            "file": runs[0]["file"],
+            "runs": runs,
+            "segments": segs,
+            "gaps": part.gaps,
+        }
+
+    def gaps_file(work: Path, cams: list[dict[str, Any]], files: dict[str, str]) -> None:
         gaps_txt = (
             "".join(
                 f"{c['camera']}\t{g['start']}\t{g['end']}\t{g['reason']}\n" for c in cams for g in c["gaps"]
@@ -366,19 +363,65 @@ def build_export(
         )
         (work / "gaps.txt").write_text("camera\tstart\tend\treason\n" + gaps_txt, "utf-8")
         files["gaps.txt"] = sha256_file(work / "gaps.txt")
-        manifest = {
-            "format": FORMAT,
-            "incident": incident,
-            "range": {"start": iso(start), "end": iso(end)},
-            "cameras": cams,
-            "exporter": exporter,
-        }
+
+    return build_signed(
+        v,
+        parts,
+        camera,
+        header={"format": FORMAT, "incident": incident, "exporter": exporter},
+        listed_as="cameras",
+        start=start,
+        end=end,
+        finish=gaps_file,
+    )
+
+
+#: Renders one part of an export into the scratch directory, adding each file it writes (name:
+#: SHA-256) to the dict, and returns the part's manifest entry.
+PartRenderer = Callable[[Path, "ExportPart", dict[str, str]], dict[str, Any]]
+
+
+def build_signed(
+    v: Vault,
+    parts: Sequence[ExportPart],
+    render: PartRenderer,
+    header: dict[str, Any],
+    listed_as: str,
+    start: datetime,
+    end: datetime,
+    finish: Callable[[Path, list[dict[str, Any]], dict[str, str]], None] | None = None,
+) -> Built:
+    """The one export pipeline: a private tmpfs scratch directory, each part rendered into it,
+    `finish` (files over all parts), then the manifest (`header`, the range, the parts' entries
+    under `listed_as`) signed. On any failure the scratch directory is removed."""
+    work = scratch_dir(export_scratch(v.cfg))
+    try:
+        files: dict[str, str] = {}
+        entries = [render(work, part, files) for part in parts]
+        if finish is not None:
+            finish(work, entries, files)
+        manifest = {**header, "range": {"start": iso(start), "end": iso(end)}, listed_as: entries}
         built = sign(v, work, files, manifest)
-        event(log, "evidence.built", incident=incident.get("id"), cameras=len(parts), bytes=built.size())
+        event(log, "export.built", format=header.get("format"), parts=len(parts), bytes=built.size())
         return built
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def gather_parts(
+    v: Vault, sources: Sequence[str], start: datetime, end: datetime, kind: Callable[[str], str] | None = None
+) -> list[ExportPart]:
+    """Each source's segments in [start, end) that can still be opened, with the gaps in its
+    coverage: what an export of that range holds and discloses."""
+    with v.sessions() as s:
+        parts = [
+            ExportPart(x, exportable_segments(s, x, start, end), kind=kind(x) if kind else "camera")
+            for x in sources
+        ]
+        for p in parts:
+            p.gaps = coverage_gaps(s, p.source, p.segments, start, end)
+    return parts
 
 
 @dataclass

@@ -21,7 +21,6 @@ import errno
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +31,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from config.model import ID_PATTERN
 from vault import legalholds, retention
@@ -56,6 +53,7 @@ from vault.seal import (
 from vault.spool import ERASE_SUFFIX, GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
 from vault.timeutil import iso, parse_iso
 from vault.vault import Vault
+from vault.watch import DirectoryWatcher, listing
 
 log = logging.getLogger("holdfast.ingest")
 
@@ -122,15 +120,7 @@ class Ingestor:
     # -- one file ------------------------------------------------------------------------
 
     def pending(self) -> list[Path]:
-        try:
-            names = sorted(os.listdir(self.spool))
-        except FileNotFoundError:
-            return []
-        return [
-            self.spool / n
-            for n in names
-            if not n.startswith(".") and n.endswith((SEG_SUFFIX, GAP_SUFFIX, ERASE_SUFFIX))
-        ]
+        return listing(self.spool, lambda p: p.name.endswith((SEG_SUFFIX, GAP_SUFFIX, ERASE_SUFFIX)))
 
     def process(self, path: Path) -> str:
         """Ingest one spool file; returns indexed | duplicate | gap | erasure | rejected | deferred | gone.
@@ -471,24 +461,11 @@ class Ingestor:
         rescan_seconds: float = 30.0,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
-        """Watch the spool with watchdog; rescan periodically in case an event was missed."""
-        q: queue.Queue[Path] = queue.Queue()
-
-        class Handler(FileSystemEventHandler):
-            def on_created(self, ev: FileSystemEvent) -> None:
-                q.put(Path(str(ev.src_path)))
-
-            def on_moved(self, ev: FileSystemEvent) -> None:
-                q.put(Path(str(ev.dest_path)))
-
-        observer = Observer()
-        observer.schedule(Handler(), str(self.spool), recursive=False)
-        observer.start()
-        try:
+        """Watch the spool (vault.watch); rescan periodically in case an event was missed."""
+        with DirectoryWatcher(self.spool, rescan_seconds) as watcher:
             self.scan()
             if on_ready is not None:
                 on_ready()
-            last_scan = time.monotonic()
             # systemd's watchdog: the loop wakes at least once a second, so a ping from here
             # proves the loop (not just the process) is alive; a wedged ingest gets restarted.
             wd = watchdog_interval()
@@ -497,17 +474,10 @@ class Ingestor:
                 if wd is not None and time.monotonic() - last_ping >= min(wd, 5.0):
                     notify("WATCHDOG=1")
                     last_ping = time.monotonic()
-                try:
-                    p = q.get(timeout=1.0)
-                except queue.Empty:
-                    p = None
-                if p is not None and p.parent == self.spool and p in self.pending():
-                    self.process(p)
-                if time.monotonic() - last_scan > rescan_seconds:
+                for p in watcher.wait(1.0):
+                    if p.parent == self.spool and p in self.pending():
+                        self.process(p)
+                if watcher.rescan_due():
                     st = self.scan()
-                    last_scan = time.monotonic()
                     if st.deferred:
-                        rescan_seconds = min(rescan_seconds, 5.0)
-        finally:
-            observer.stop()
-            observer.join(timeout=5)
+                        watcher.rescan_seconds = min(watcher.rescan_seconds, 5.0)

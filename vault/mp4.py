@@ -18,7 +18,7 @@ Layers:
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from cryptography.hazmat.primitives import hashes
@@ -148,6 +148,31 @@ def iter_boxes(data: bytes, start: int = 0, end: int | None = None, base: int = 
             )
         yield Box(box_type, bytes(data[pos : pos + size]), base + pos, header)
         pos += size
+
+
+def walk_boxes(
+    read: Callable[[int, int], bytes], size: int, start: int = 0, limit: int = 100_000
+) -> Iterator[tuple[int, int, str, int]]:
+    """(offset, size, type, header size) of each top-level box of a `size`-byte file that
+    `read(offset, length)` reads at random, from `start`, at most `limit` boxes.
+
+    Reads only the headers, so a sealed segment decrypts just the chunks they sit in. Stops
+    where no whole, well-formed header is left: a box may still run past `size` (a segment cut
+    short ends mid-box), which the caller checks if it reads the box.
+    """
+    pos = start
+    for _ in range(limit):
+        if pos + 8 > size:
+            return
+        try:
+            parsed = _parse_header(read(pos, min(16, size - pos)), 0, min(16, size - pos), pos)
+        except Mp4Error:
+            return
+        if parsed is None:
+            return
+        box_size, box_type, header = parsed
+        yield pos, box_size, box_type, header
+        pos += box_size
 
 
 class BoxReader:

@@ -26,7 +26,7 @@ import logging
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -214,10 +214,9 @@ class _Feed(threading.Thread):
 
     def run(self) -> None:
         try:
-            with self.v.open_segment(self.seg) as r:
-                for piece in r.iter_range(0, r.plaintext_size):
-                    self.sha.update(piece)
-                    self.pipe.write(piece)
+            for piece in self.v.read_plaintext(self.seg):
+                self.sha.update(piece)
+                self.pipe.write(piece)
             self.complete = True
         except (BrokenPipeError, OSError, ValueError):
             pass  # the child stopped reading (ffprobe has what it needs)
@@ -231,12 +230,8 @@ class _Feed(threading.Thread):
 def probe(v: Vault, seg: Segment, fifo: Path) -> tuple[int, int, str]:
     """Width, height and frame rate of a segment's video, read by ffprobe from a FIFO in tmpfs."""
 
-    def plaintext() -> Iterator[bytes]:
-        with v.open_segment(seg) as r:
-            yield from r.iter_range(0, r.plaintext_size)
-
     try:
-        return media.video_geometry(media.probe_stream(plaintext(), fifo))
+        return media.video_geometry(media.probe_stream(v.read_plaintext(seg), fifo))
     except (media.MediaError, KeyError, ValueError, TypeError) as e:
         raise RedactError(f"segment {seg.id}: no video stream ffprobe can read ({e})") from None
 

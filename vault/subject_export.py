@@ -11,30 +11,23 @@ vault's Ed25519 key, so `holdfast verify-export` checks it with the public key a
 from __future__ import annotations
 
 import hashlib
-import logging
-import shutil
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from vault.db import Segment
-from vault.evidence import Built, export_scratch, scratch_dir, sha256_file, sign
-from vault.log import event
+from vault.evidence import ExportPart, PartRenderer, sha256_file
 from vault.redact import Redactor, redact_video
 from vault.timeutil import iso
 from vault.vault import Vault
 
-log = logging.getLogger("holdfast.subject_export")
 FORMAT = "holdfast-subject-access/1"
+NOTE = (
+    "Video is re-encoded with everyone but the subject irreversibly blurred; segment sha256 "
+    "values are of the original recordings it was made from. Call audio is exported as "
+    "recorded: the subject is a party to the call."
+)
 _EXT = {"audio/ogg": "ogg", "audio/wav": "wav", "audio/mpeg": "mp3", "audio/flac": "flac"}
-
-
-@dataclass
-class SourcePart:
-    source: str
-    kind: str  # camera | line
-    segments: list[Segment]
-    gaps: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _seg_entry(seg: Segment) -> dict[str, Any]:
@@ -46,78 +39,46 @@ def _audio_ext(seg: Segment) -> str:
     return _EXT.get(mime, "bin")
 
 
-def build_subject_export(
-    v: Vault,
-    parts: list[SourcePart],
-    request: dict[str, Any],
-    exporter: dict[str, Any],
-    start: datetime,
-    end: datetime,
-    redactor_for: Any,
-) -> Built:
-    """Build the export's files in tmpfs scratch; the caller streams the zip (`Built.stream()`).
+def manifest_header(request: dict[str, Any], exporter: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's own fields; vault.evidence.build_signed adds the range, sources and files."""
+    return {"format": FORMAT, "subject_request": request, "exporter": exporter, "note": NOTE}
 
-    `redactor_for()` makes a fresh Redactor per camera (detector state is per video).
-    """
-    work = scratch_dir(export_scratch(v.cfg))
-    try:
-        files: dict[str, str] = {}
-        listed = []
-        for part in parts:
-            entry: dict[str, Any] = {"source": part.source, "kind": part.kind, "gaps": part.gaps}
-            if part.kind == "camera":
-                videos = [s for s in part.segments if s.kind == "video"]
-                if videos:
-                    name = f"{part.source}-redacted.mp4"
-                    red: Redactor = redactor_for()
-                    done = redact_video(v, videos, red, work / name)
-                    files[name] = sha256_file(work / name)
-                    entry["file"] = name
-                    entry["redaction"] = red.summary()
-                    entry["segments"] = [{**_seg_entry(s), **d} for s, d in zip(videos, done, strict=True)]
-                else:
-                    entry["file"], entry["segments"] = None, []
+
+def part_renderer(v: Vault, redactor_for: Callable[[], Redactor]) -> PartRenderer:
+    """How one source of the answer is written (for vault.evidence.build_signed): a camera as one
+    redacted MP4, a call line as its recordings. `redactor_for()` makes a fresh Redactor per
+    camera (detector state is per video)."""
+
+    def source(work: Path, part: ExportPart, files: dict[str, str]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"source": part.source, "kind": part.kind, "gaps": part.gaps}
+        if part.kind == "camera":
+            videos = [s for s in part.segments if s.kind == "video"]
+            if videos:
+                name = f"{part.source}-redacted.mp4"
+                red: Redactor = redactor_for()
+                done = redact_video(v, videos, red, work / name)
+                files[name] = sha256_file(work / name)
+                entry["file"] = name
+                entry["redaction"] = red.summary()
+                entry["segments"] = [{**_seg_entry(s), **d} for s, d in zip(videos, done, strict=True)]
             else:
-                entry["files"], entry["segments"] = [], []
-                for seg in part.segments:
-                    name = f"{part.source}-{seg.id}.{_audio_ext(seg)}"
-                    h = hashlib.sha256()
-                    with v.open_segment(seg) as r, open(work / name, "wb") as f:
-                        for piece in r.iter_range(0, r.plaintext_size):
-                            h.update(piece)
-                            f.write(piece)
-                    files[name] = h.hexdigest()
-                    m = seg.meta or {}
-                    call = {
-                        k: m.get(k)
-                        for k in ("call_id", "agent", "direction", "remote", "remote_hash", "part")
-                    }
-                    entry["files"].append(name)
-                    entry["segments"].append(
-                        {
-                            **_seg_entry(seg),
-                            "sha256": h.hexdigest(),
-                            "file": name,
-                            "call": call,
-                            "redaction": "none",
-                        }
-                    )
-            listed.append(entry)
-        manifest = {
-            "format": FORMAT,
-            "subject_request": request,
-            "range": {"start": iso(start), "end": iso(end)},
-            "sources": listed,
-            "exporter": exporter,
-            "note": (
-                "Video is re-encoded with everyone but the subject irreversibly blurred; segment sha256 "
-                "values are of the original recordings it was made from. Call audio is exported as "
-                "recorded: the subject is a party to the call."
-            ),
-        }
-        built = sign(v, work, files, manifest)
-        event(log, "subject_export.built", request=request.get("id"), sources=len(parts), bytes=built.size())
-        return built
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+                entry["file"], entry["segments"] = None, []
+            return entry
+        entry["files"], entry["segments"] = [], []
+        for seg in part.segments:
+            name = f"{part.source}-{seg.id}.{_audio_ext(seg)}"
+            h = hashlib.sha256()
+            with open(work / name, "wb") as f:
+                for piece in v.read_plaintext(seg):
+                    h.update(piece)
+                    f.write(piece)
+            files[name] = h.hexdigest()
+            m = seg.meta or {}
+            call = {k: m.get(k) for k in ("call_id", "agent", "direction", "remote", "remote_hash", "part")}
+            entry["files"].append(name)
+            entry["segments"].append(
+                {**_seg_entry(seg), "sha256": h.hexdigest(), "file": name, "call": call, "redaction": "none"}
+            )
+        return entry
+
+    return source

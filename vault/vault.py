@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -34,6 +34,39 @@ log = logging.getLogger("holdfast.vault")
 
 class SegmentNotFound(HoldfastError):
     pass
+
+
+class Plaintext:
+    """A segment opened for reading: the blob joined with the envelope from its index row and
+    checked against its id, so the bytes are the ones sealed for that row. Decrypts only the
+    chunks a range touches; close it (or let `stream` run to its end)."""
+
+    def __init__(self, f: BinaryIO, reader: SegmentReader) -> None:
+        self._f, self.reader = f, reader
+
+    @property
+    def size(self) -> int:
+        return self.reader.plaintext_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.reader.read(offset, length)
+
+    def stream(self, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The range's plaintext piece by piece; the segment is closed when the stream ends."""
+        try:
+            yield from self.reader.iter_range(offset, self.size - offset if length is None else length)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> Plaintext:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class Vault:
@@ -114,10 +147,27 @@ class Vault:
             raise SegmentNotFound(f"no segment with id {segment_id!r} in the index")
         return seg
 
+    def open_plaintext(self, seg: Segment) -> Plaintext:
+        """The one way to open an indexed segment's bytes: store blob + envelope + expected id."""
+        f = self.store.open(seg.storage_key, seg.storage_version, seg.stored_bytes)
+        try:
+            return Plaintext(f, SegmentReader(f, self.keyring, envelope=seg.envelope, expected_id=seg.id))
+        except BaseException:
+            f.close()
+            raise
+
+    def read_plaintext(self, seg: Segment, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+        """The plaintext of `seg` (or `length` bytes from `offset`), opened when first read and
+        closed when read to the end or when the iterator is closed."""
+        with self.open_plaintext(seg) as p:
+            yield from p.stream(offset, length)
+
     @contextmanager
     def open_segment(self, seg: Segment) -> Iterator[SegmentReader]:
-        with self.store.open(seg.storage_key, seg.storage_version, seg.stored_bytes) as f:
-            yield SegmentReader(f, self.keyring, envelope=seg.envelope, expected_id=seg.id)
+        """The low-level reader of an indexed segment (chunk checks, tests); reads go through
+        `read_plaintext` / `open_plaintext`."""
+        with self.open_plaintext(seg) as p:
+            yield p.reader
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -78,13 +78,15 @@ def build_site(directory: Path, count: int = 14, rgw: RgwCluster | None = None) 
     record(app, "north-1", T0, 2, 10.0)
     record_calls(app)
     v = app.vault()
-    from vault.index import segments_in_range
+    from vault.index import find_segments
 
     with v.sessions() as s:
-        segs = [x.id for x in segments_in_range(s, "office-1")]
-        north = [x.id for x in segments_in_range(s, "north-1")]
+        segs = [x.id for x in find_segments(s, "office-1", None, None, None)]
+        north = [x.id for x in find_segments(s, "north-1", None, None, None)]
         calls = {
-            str(x.meta["call_id"]): x.id for line in ("cs-1", "cs-2") for x in segments_in_range(s, line)
+            str(x.meta["call_id"]): x.id
+            for line in ("cs-1", "cs-2")
+            for x in find_segments(s, line, None, None, None)
         }
     v.close()
     return ApiSite(app, segs, north, calls)
