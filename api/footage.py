@@ -24,7 +24,7 @@ from config.model import ID_PATTERN, CallLine, Camera
 from recorder import callmeta
 from vault.db import Segment
 from vault.errors import KeyFileError
-from vault.index import MAX_SEGMENTS, coverage_gaps, find_segments, first_start, last_end
+from vault.index import LISTING_COLUMNS, MAX_SEGMENTS, coverage_gaps, find_segments, first_start, last_end
 from vault.timeutil import iso, parse_iso
 from vault.vault import SegmentNotFound
 
@@ -150,20 +150,6 @@ def call_out(s: Segment) -> CallOut | None:
         call_duration=_num(m.get("call_duration"), float),
         pauses=pauses,
     )
-
-
-#: What seg_out reads: all in ix_segments_source_start, so search and timeline never visit a row.
-SEGMENT_OUT_COLUMNS = (
-    Segment.id,
-    Segment.source,
-    Segment.kind,
-    Segment.meta,
-    Segment.start,
-    Segment.end,
-    Segment.duration,
-    Segment.cut_short,
-    Segment.plaintext_bytes,
-)
 
 
 SEGMENTS_JSON = TypeAdapter(list[SegmentOut])
@@ -420,7 +406,7 @@ def search_segments(
     a, b = parse_range(start, end)
     meta = call_filters(st, src, agent, direction, call_id, remote)
     with st.vault.sessions() as s:
-        found = find_segments(s, source, a, b, limit, meta=meta, columns=SEGMENT_OUT_COLUMNS)
+        found = find_segments(s, source, a, b, limit, meta=meta, columns=LISTING_COLUMNS)
         out = [seg_out(x) for x in found]
     # Serialised once, by pydantic-core, from models just built (FastAPI would validate them again).
     return Response(SEGMENTS_JSON.dump_json(out), media_type="application/json")
@@ -461,7 +447,7 @@ def timeline(
     source_for(st, who, source)
     a, b = parse_range(start, end)
     with st.vault.sessions() as s:
-        segs = find_segments(s, source, a, b, columns=SEGMENT_OUT_COLUMNS)
+        segs = find_segments(s, source, a, b, columns=LISTING_COLUMNS)
         out = [seg_out(x) for x in segs]
     return TimelineOut(
         source=source,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, insert
 
-from api.footage import SEGMENT_OUT_COLUMNS, seg_out
+from api.footage import LISTING_COLUMNS, seg_out
 from vault.db import Segment, Source, make_engine, migrate, session_factory
 from vault.index import find_segments, first_start, last_end
 
@@ -108,7 +108,7 @@ def test_search_and_timeline_scans_read_the_covering_index_alone(engine: Engine)
 
     def search() -> None:
         with sessions() as s:
-            found = find_segments(s, "cam-a", a, b, 1000, columns=SEGMENT_OUT_COLUMNS)
+            found = find_segments(s, "cam-a", a, b, 1000, columns=LISTING_COLUMNS)
             out.extend(seg_out(x) for x in found)  # reads nothing more: no lazy load
             first_start(s, "cam-a")
             last_end(s, "cam-a")

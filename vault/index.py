@@ -20,6 +20,21 @@ MAX_SEGMENTS = 5000
 GAP_TOLERANCE = 1.0
 
 
+#: What a listing of segments (the API's search and timeline) reads: all of it is in
+#: ix_segments_source_start, so those scans read the covering index and never visit a row.
+LISTING_COLUMNS = (
+    Segment.id,
+    Segment.source,
+    Segment.kind,
+    Segment.meta,
+    Segment.start,
+    Segment.end,
+    Segment.duration,
+    Segment.cut_short,
+    Segment.plaintext_bytes,
+)
+
+
 def find_segments(
     session: Session,
     source: str | None,
@@ -39,7 +54,7 @@ def find_segments(
     operators render as json_extract on SQLite and ->> on PostgreSQL, so the same query runs on
     both and the limit applies after the filter. An open end (`a` or `b` None) is unbounded.
     With `source` None, every indexed source in turn, ordered by source then start.
-    `columns` loads only those (the API's SEGMENT_OUT_COLUMNS: the scans then read the covering
+    `columns` loads only those (LISTING_COLUMNS: the scans then read the covering
     index alone).
     """
     if source is None:
