@@ -26,8 +26,7 @@ from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.state import AppState
 from config.model import ID_PATTERN, CallLine, Camera
-from recorder import callmeta
-from vault import media
+from vault import callmeta, media
 from vault.db import Segment
 from vault.errors import KeyFileError
 from vault.index import gaps_in_range
@@ -84,7 +83,7 @@ class PauseOut(BaseModel):
 
 
 class CallOut(BaseModel):
-    """Call metadata of an audio segment (recorder.callmeta): the remote party as stored."""
+    """Call metadata of an audio segment (vault.callmeta): the remote party as stored."""
 
     line: str | None = None
     call_id: str | None = None
@@ -434,7 +433,7 @@ def call_filters(
     """Meta filters for a call search; the remote party is hashed as the recorder stored it.
 
     On a `hash_remote` line the index holds only `remote_hash`, so the number asked for is
-    hashed with the same keyed hash (recorder.callmeta) and compared: the number itself is
+    hashed with the same keyed hash (vault.callmeta) and compared: the number itself is
     never stored nor logged.
     """
     meta = {k: v for k, v in (("agent", agent), ("direction", direction), ("call_id", call_id)) if v}

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from fastapi import HTTPException
 
 from api.state import AppState
-from recorder import mp4
+from vault import mp4
 from vault.db import Segment
 from vault.seal import SegmentReader
 

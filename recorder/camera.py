@@ -52,10 +52,10 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from recorder.mp4 import Box, Fragment, FragmentedMp4Reader, InitSegment, Mp4Error
 from vault.errors import HoldfastError
 from vault.events import DEBUG, ERROR, WARNING, EventLog, event
 from vault.fsutil import atomic_write_bytes
+from vault.mp4 import Box, Fragment, FragmentedMp4Reader, InitSegment, Mp4Error
 from vault.spool import PARTIAL_DIR, SpoolSegment, ensure_spool, recover_partials, write_gap
 from vault.timeutil import iso, parse_iso, utcnow
 

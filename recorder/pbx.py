@@ -34,8 +34,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from config.model import HoldfastConfig
-from recorder.callmeta import SIDECAR_FIELDS, CallMetaError, validate
 from vault import keys
+from vault.callmeta import SIDECAR_FIELDS, CallMetaError, validate
 from vault.errors import HoldfastError
 from vault.fsutil import fsync_dir
 from vault.log import event

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 import recorder.camera as camera
 from recorder.camera import MAX_DRIFT_SECONDS, STATE_DIR, CameraRecorder, CameraSettings
-from recorder.mp4 import Fragment, FragmentedMp4Reader, InitSegment
 from tests.support.media import make_fmp4, requires_ffmpeg
+from vault.mp4 import Fragment, FragmentedMp4Reader, InitSegment
 from vault.seal import read_header
 from vault.spool import ensure_spool
 from vault.timeutil import parse_iso

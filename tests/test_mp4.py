@@ -1,4 +1,4 @@
-"""recorder.mp4 against real ffmpeg output (generated per session, never committed)."""
+"""vault.mp4 against real ffmpeg output (generated per session, never committed)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recorder.mp4 import (
-    Box,
-    BoxReader,
-    BoxTooLargeError,
-    Fragment,
-    FragmentedMp4Reader,
-    InitSegment,
-    Mp4Error,
-    parse_init,
-)
 from tests.support.media import (
     FFMPEG,
     FMP4_MOVFLAGS,
@@ -34,6 +24,16 @@ from tests.support.media import (
     requires_ffmpeg,
 )
 from tests.support.rtsp import RtspServer
+from vault.mp4 import (
+    Box,
+    BoxReader,
+    BoxTooLargeError,
+    Fragment,
+    FragmentedMp4Reader,
+    InitSegment,
+    Mp4Error,
+    parse_init,
+)
 
 pytestmark = requires_ffmpeg
 
