@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from appliance.commands import TrackedCommands
+
 REPO = Path(__file__).resolve().parents[1]
 RTSP_SERVER = REPO / "appliance" / "rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -63,8 +65,7 @@ class Demo:
     children: list[Child] = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
     env: dict[str, str] = field(default_factory=dict)
-    _helpers: set[subprocess.Popen[bytes]] = field(default_factory=set)
-    _helpers_lock: threading.Lock = field(default_factory=threading.Lock)
+    _helpers: TrackedCommands = field(default_factory=TrackedCommands)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def say(self, msg: str) -> None:
@@ -97,6 +98,7 @@ class Demo:
             "HOME": str(self.dir / "home"),
             "XDG_RUNTIME_DIR": str(run),
         }
+        self._helpers.env = self.env
         return cfg
 
     def spawn(self, name: str, cmd: list[str]) -> Child:
@@ -119,38 +121,12 @@ class Demo:
     ) -> subprocess.CompletedProcess[bytes]:
         """A short-lived command from a helper thread (call start/stop, paplay, purge), tracked so
         that stop() can end it too: a daemon thread dies with the supervisor, its child would not."""
-        with self._helpers_lock:
-            if self.stop_event.is_set():
-                return subprocess.CompletedProcess(cmd, 1, b"", b"demo stopping")
-            proc = subprocess.Popen(
-                cmd,
-                env=self.env,
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-            self._helpers.add(proc)
-        try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        finally:
-            with self._helpers_lock:
-                self._helpers.discard(proc)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        if self.stop_event.is_set():
+            return subprocess.CompletedProcess(cmd, 1, b"", b"demo stopping")
+        return self._helpers.run(cmd, input=input, timeout=timeout)
 
     def holdfast(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return self.helper([*HOLDFAST, *args], input=input)
-
-    def stop_helpers(self) -> None:
-        with self._helpers_lock:
-            helpers = list(self._helpers)
-        for proc in helpers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -450,9 +426,8 @@ class Demo:
         what the recorders closed on the way out."""
         self.stop_event.set()
         self.say("stopping...")
-        with self._helpers_lock:  # stop_event set under the lock: no helper starts after this
-            pass
-        self.stop_helpers()
+        self._helpers.close()  # no helper starts after this
+        self._helpers.kill_all()
         for th in self._threads:
             th.join(timeout=5)
         deadline = time.monotonic() + STOP_GRACE * 2
