@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from recorder.segmenter import MAX_DRIFT_SECONDS, Segmenter
+from tests.support.clock import SetClock
 from tests.support.media import make_fmp4, requires_ffmpeg
 from vault.mp4 import Fragment, FragmentedMp4Reader, InitSegment
 from vault.seal import read_header
@@ -24,16 +25,6 @@ from vault.timeutil import parse_iso
 pytestmark = requires_ffmpeg
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
-
-
-class SetClock:
-    """A wall clock the test sets: the instant each fragment arrives."""
-
-    def __init__(self, t: datetime) -> None:
-        self.t = t
-
-    def now(self) -> datetime:
-        return self.t
 
 
 def record(tmp_path: Path, wall_per_media_second: float) -> list[dict]:

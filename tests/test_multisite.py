@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from api.app import create_app
 from tests.conftest import use_database
 from tests.support.accounts import add_user, h, log_in
+from tests.support.apisite import NORTH_SITE
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import set_purge
 from tests.support.rgw import RgwCluster, use_s3_store
@@ -33,25 +34,12 @@ from vault.timeutil import iso
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 N = 40  # segments per site
-NORTH = """
-[[sites]]
-id = "north"
-name = "Another site"
-timezone = "Europe/Helsinki"
-country = "FI"
-
-[[cameras]]
-id = "north-1"
-site = "north"
-url = "rtsp://127.0.0.1:8554/north-1"
-retention = "office-camera"
-"""
 
 
 def _box(directory: Path, db: str, rgw: RgwCluster, bucket: str | None) -> Appliance:
     app = make_appliance(directory)
     with open(app.config_path, "a", encoding="utf-8") as f:
-        f.write(NORTH)
+        f.write(NORTH_SITE)
     use_database(app, db)
     return use_s3_store(app, rgw, bucket)
 

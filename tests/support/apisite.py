@@ -30,7 +30,8 @@ USERS = {
     "adm": ("admin", []),
 }
 
-EXTRA_CONFIG = """
+#: A second site with one camera, appended to an appliance's config.
+NORTH_SITE = """
 [[sites]]
 id = "north"
 name = "Another site"
@@ -42,7 +43,10 @@ id = "north-1"
 site = "north"
 url = "rtsp://127.0.0.1:8554/north-1"
 retention = "office-camera"
-
+"""
+EXTRA_CONFIG = (
+    NORTH_SITE
+    + """
 [[lines]]
 id = "cs-2"
 site = "demo"
@@ -50,6 +54,7 @@ retention = "call-audio"
 hash_remote = true
 announced = true
 """
+)
 #: Calls sealed into the site: (call_id, line, agent, direction, remote, minutes after T0).
 CALLS = [
     ("call-1", "cs-1", "anna", "in", "+358 40 123 4567", 1),
@@ -145,4 +150,15 @@ def tokens(client: TestClient) -> dict[str, str]:
     return log_in(client, USERS)
 
 
-__all__ = ["CALLS", "PASSWORD", "T0", "USERS", "ApiSite", "api_site", "build_site", "client", "tokens"]
+__all__ = [
+    "CALLS",
+    "NORTH_SITE",
+    "PASSWORD",
+    "T0",
+    "USERS",
+    "ApiSite",
+    "api_site",
+    "build_site",
+    "client",
+    "tokens",
+]
