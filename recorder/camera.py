@@ -22,7 +22,7 @@ do without: ``logging`` (vault.events writes the same lines), ``subprocess``
 (``os.posix_spawnp``), ``dataclasses``, ``hashlib`` (cryptography hashes) and cryptography's
 ``serialization`` (the CLI loads the PEM key and hands over its raw bytes).
 tests/test_camera_budget.py keeps it so.
-Fragments are cut every FRAGMENT_SECONDS as well as at keyframes, so the plaintext held in
+Fragments are cut every ``FRAGMENT_SECONDS`` (recorder/ffmpeg.py) as well as at keyframes, so the plaintext held in
 memory is half a second of video whatever the camera's GOP length.
 """
 
