@@ -54,7 +54,7 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
     )
-    st = AppState(cfg=cfg, vault=v, tls=tls)
+    st = AppState(vault=v, tls=tls)
     st.password_gate = threading.BoundedSemaphore(cfg.api.max_password_checks)
     app.state.holdfast = st
 

@@ -22,13 +22,17 @@ __all__ = ["AppState", "ViewTicket"]
 
 @dataclass
 class AppState:
-    cfg: HoldfastConfig
     vault: Vault
     tls: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: Bounds the argon2 password checks running at once (`[api] max_password_checks`).
     password_gate: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
     media_cache: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
+
+    @property
+    def cfg(self) -> HoldfastConfig:
+        """The configuration the vault was opened with: one copy, so the two cannot disagree."""
+        return self.vault.cfg
 
     def issue_ticket(
         self,

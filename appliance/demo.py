@@ -12,8 +12,8 @@ the last part of it: the first purge (as soon as ingest has indexed the import) 
 rest and logs it, while the incident's legal hold keeps its part past the deadline, with the
 incident's reason on the auditor's page.
 
-A piece whose command is not installed (its issue not merged yet) is skipped with a message
-naming it; the rest still runs. Stop: SIGINT or SIGTERM -> SIGTERM to every group in reverse
+A piece whose tool is missing (no RTSP server, no PulseAudio) is skipped with a message naming
+it; the rest still runs. Stop: SIGINT or SIGTERM -> SIGTERM to every group in reverse
 start order, wait up to 10 s, then SIGKILL the group; then wait for every child. No process is
 left behind (the acceptance test checks /proc).
 """
@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from appliance.commands import TrackedCommands
+
 REPO = Path(__file__).resolve().parents[1]
 RTSP_SERVER = REPO / "appliance" / "rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -46,25 +48,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def available_commands() -> set[str]:
-    """Top-level `holdfast` subcommands in this installation (pieces land as issues merge)."""
-    from cli.main import build_parser
-
-    p = build_parser()
-    for a in p._subparsers._group_actions:  # type: ignore[union-attr]
-        if hasattr(a, "choices") and a.choices:
-            return set(a.choices)
-    return set()
-
-
-def has_subcommand(*path: str) -> bool:
-    """`holdfast record camera` exists? (the `record` group may hold only `calls` so far)."""
-    p = subprocess.run(
-        [*HOLDFAST, *path, "--help"], capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}
-    )
-    return p.returncode == 0
 
 
 @dataclass
@@ -82,8 +65,7 @@ class Demo:
     children: list[Child] = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
     env: dict[str, str] = field(default_factory=dict)
-    _helpers: set[subprocess.Popen[bytes]] = field(default_factory=set)
-    _helpers_lock: threading.Lock = field(default_factory=threading.Lock)
+    _helpers: TrackedCommands = field(default_factory=TrackedCommands)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def say(self, msg: str) -> None:
@@ -116,6 +98,7 @@ class Demo:
             "HOME": str(self.dir / "home"),
             "XDG_RUNTIME_DIR": str(run),
         }
+        self._helpers.env = self.env
         return cfg
 
     def spawn(self, name: str, cmd: list[str]) -> Child:
@@ -138,38 +121,12 @@ class Demo:
     ) -> subprocess.CompletedProcess[bytes]:
         """A short-lived command from a helper thread (call start/stop, paplay, purge), tracked so
         that stop() can end it too: a daemon thread dies with the supervisor, its child would not."""
-        with self._helpers_lock:
-            if self.stop_event.is_set():
-                return subprocess.CompletedProcess(cmd, 1, b"", b"demo stopping")
-            proc = subprocess.Popen(
-                cmd,
-                env=self.env,
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-            self._helpers.add(proc)
-        try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        finally:
-            with self._helpers_lock:
-                self._helpers.discard(proc)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        if self.stop_event.is_set():
+            return subprocess.CompletedProcess(cmd, 1, b"", b"demo stopping")
+        return self._helpers.run(cmd, input=input, timeout=timeout)
 
     def holdfast(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return self.helper([*HOLDFAST, *args], input=input)
-
-    def stop_helpers(self) -> None:
-        with self._helpers_lock:
-            helpers = list(self._helpers)
-        for proc in helpers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -420,42 +377,29 @@ class Demo:
 
     def run(self, duration: float | None = None) -> int:
         cfg_path = self.prepare()
-        cmds = available_commands()
         import config as config_pkg
 
         cfg = config_pkg.load(cfg_path)
         self.say(f"holdfast demo in {self.dir} (logs in {self.dir}/logs)")
         history = self.import_history(cfg)  # before ingest starts: one process migrates the index
         self.spawn("ingest", [*HOLDFAST, "ingest"])
-        cameras_ok = "record" in cmds and has_subcommand("record", "camera")
-        calls_ok = "record" in cmds and "call" in cmds and has_subcommand("record", "calls")
-        if not cameras_ok:
-            self.say("skip recorders: `holdfast record camera` is not installed here (issue #3 camera)")
-        if not calls_ok:
-            self.say("skip calls: `holdfast record calls` is not installed here (issue #6 calls)")
-        if cameras_ok and self.start_rtsp():
+        if self.start_rtsp():
             for cam in cfg.cameras:
                 self.spawn(f"recorder-{cam.id}", [*HOLDFAST, "record", "camera", cam.id])
-        if calls_ok and cfg.lines and self.start_pulse():
+        if cfg.lines and self.start_pulse():
             line = cfg.lines[0].id
             self.spawn(f"calls-{line}", [*HOLDFAST, "record", "calls", line])
             self._thread(self.call_loop, line)
-        if "purge" in cmds:
-            self._thread(self.purge_loop, float(cfg.purge.interval_seconds), history)
-        else:
-            self.say("skip purger: `holdfast purge` is not installed here (issue #4 retention)")
-        if "serve" in cmds:
-            creds = {
-                u: self.add_user(u, r, cfg)
-                for u, r in (("security", "security"), ("auditor", "auditor"), ("dpo", "dpo"))
-            }
-            self.spawn("api", [*HOLDFAST, "serve", "--port", str(self.api_port)])
-            self.say(f"open http://127.0.0.1:{self.api_port}")
-            for user, pw in creds.items():
-                if pw:
-                    self.say(f"  user {user}  password {pw}")
-        else:
-            self.say("skip API: `holdfast serve` is not installed here (issue #5 api)")
+        self._thread(self.purge_loop, float(cfg.purge.interval_seconds), history)
+        creds = {
+            u: self.add_user(u, r, cfg)
+            for u, r in (("security", "security"), ("auditor", "auditor"), ("dpo", "dpo"))
+        }
+        self.spawn("api", [*HOLDFAST, "serve", "--port", str(self.api_port)])
+        self.say(f"open http://127.0.0.1:{self.api_port}")
+        for user, pw in creds.items():
+            if pw:
+                self.say(f"  user {user}  password {pw}")
         self.say("running; Ctrl-C stops everything")
         old = {s: signal.signal(s, lambda *_: self.stop_event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -482,9 +426,8 @@ class Demo:
         what the recorders closed on the way out."""
         self.stop_event.set()
         self.say("stopping...")
-        with self._helpers_lock:  # stop_event set under the lock: no helper starts after this
-            pass
-        self.stop_helpers()
+        self._helpers.close()  # no helper starts after this
+        self._helpers.kill_all()
         for th in self._threads:
             th.join(timeout=5)
         deadline = time.monotonic() + STOP_GRACE * 2

@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
+from appliance.commands import TrackedCommands  # noqa: E402
 from tests.support.rtsp import RtspServer, free_port, gst_rtsp_available  # noqa: E402
 from tests.support.units import MARKER, Supervisor, Unit, unit_from_file  # noqa: E402
 
@@ -158,7 +159,7 @@ class Soak:
         self.timer_stop = threading.Event()
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
-        self.helpers: set[subprocess.Popen[bytes]] = set()
+        self.helpers = TrackedCommands()
         self.mounted = False
         self.rtsp: RtspServer | None = None
         self.pulse: Any = None
@@ -189,26 +190,7 @@ class Soak:
         self, cmd: list[str], input: bytes | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[bytes]:
         """A short-lived command (CLI call, ffmpeg), tracked so that cleanup can end it."""
-        with self.lock:
-            proc = subprocess.Popen(
-                cmd,
-                env=self.env,
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-            self.helpers.add(proc)
-        try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        finally:
-            with self.lock:
-                self.helpers.discard(proc)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        return self.helpers.run(cmd, input=input, timeout=timeout)
 
     def holdfast(
         self, *args: str, input: bytes | None = None, timeout: float = 120
@@ -305,6 +287,7 @@ class Soak:
             "HOLDFAST_CONFIG": str(self.cfg_path),
             "PYTHONUNBUFFERED": "1",
         }
+        self.helpers.env = self.env
         self.tone = tone_wav(self.dir / "tone.wav", 4.0, 523.0)
         self.clip = self.dir / "clip.mp4"
         p = subprocess.run(
@@ -1077,11 +1060,7 @@ class Soak:
         if self.observer is not None:
             self.observer.stop()
             self.observer.join(timeout=5)
-        with self.lock:
-            helpers = list(self.helpers)
-        for p in helpers:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
+        self.helpers.kill_all()
         if self.sup is not None:
             self.sup.close()
         if self.rtsp is not None:

@@ -1,42 +1,16 @@
-"""`holdfast seal`, `holdfast segments list|show|cat`, `holdfast ingest`."""
+"""`holdfast segments list|show|cat`: indexed segments, for operators and scripts."""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from datetime import timedelta
-from pathlib import Path
 
-from cli.common import CommandError, load_config, open_vault, print_json
+from cli.common import CommandError, open_vault, print_json
 from vault.index import find_segments, segment_dict
-from vault.ingest import Ingestor
-from vault.media import MediaError, probe
-from vault.spool import SpoolSegment
-from vault.timeutil import iso, parse_iso
-from vault.vault import Vault
+from vault.timeutil import parse_iso
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    s = sub.add_parser("seal", help="seal a media file into the spool (imports and tests)")
-    s.add_argument("--source", required=True, help="camera or call-line id from the config")
-    s.add_argument(
-        "--start",
-        required=True,
-        help="wall-clock start, ISO 8601 with offset (e.g. 2026-11-21T08:00:00Z)",
-    )
-    s.add_argument("--duration", type=float, help="seconds (default: read with ffprobe)")
-    s.add_argument(
-        "--meta",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra metadata, repeatable",
-    )
-    s.add_argument("file", type=Path, metavar="FILE")
-    s.set_defaults(func=seal_cmd)
-
     g = sub.add_parser("segments", help="list, show and read indexed segments")
     gs = g.add_subparsers(dest="segments_cmd", metavar="ACTION", required=True)
     ls = gs.add_parser("list", help="segments of a source overlapping a time range")
@@ -60,63 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     c = gs.add_parser("cat", help="write a segment's decrypted bytes to stdout")
     c.add_argument("id")
     c.set_defaults(func=cat_cmd)
-
-    i = sub.add_parser("ingest", help="verify, index and store what recorders put in the spool (daemon)")
-    i.add_argument("--once", action="store_true", help="drain the spool and exit")
-    i.set_defaults(func=ingest_cmd)
-
-
-def seal_cmd(args: argparse.Namespace) -> int:
-    cfg = load_config(args)
-    try:
-        src = cfg.source(args.source)
-    except KeyError as e:
-        raise CommandError(str(e.args[0])) from None
-    try:
-        start = parse_iso(args.start, "--start")
-    except ValueError as e:
-        raise CommandError(str(e)) from None
-    if not args.file.is_file():
-        raise CommandError(f"{args.file}: no such file")
-    duration = args.duration
-    info: dict[str, object] = {}
-    try:
-        info = probe(args.file)
-    except MediaError as e:
-        if duration is None:
-            raise CommandError(f"{e}; pass --duration to seal it anyway") from None
-    if duration is None:
-        duration = float(info.get("duration") or 0.0)
-    meta: dict[str, object] = {
-        "source": src.id,
-        "site": src.site,
-        "kind": info.get("kind")
-        if info.get("kind") in ("video", "audio")
-        else ("video" if cfg.source_kind(src.id) == "camera" else "audio"),
-        "start": iso(start),
-        "imported_from": args.file.name,
-    }
-    for k in ("video_codec", "audio_codec", "width", "height", "format"):
-        if info.get(k) is not None:
-            meta[k] = info[k]
-    for kv in args.meta:
-        k, sep, v = kv.partition("=")
-        if not sep or not k:
-            raise CommandError(f"--meta {kv!r}: expected KEY=VALUE")
-        meta[k] = v
-    with Vault(cfg) as v:
-        seg = SpoolSegment(cfg.paths.spool, v.seal_public, meta)
-        try:
-            with open(args.file, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    seg.write(chunk)
-        except BaseException:
-            seg.abort()
-            raise
-        end = start + timedelta(seconds=duration)
-        path, summary = seg.close({"end": iso(end), "duration": duration, "end_reason": "import"})
-    print(path)
-    return 0
 
 
 def _range(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -161,24 +78,4 @@ def cat_cmd(args: argparse.Namespace) -> int:
         for piece in v.read_plaintext(seg):
             out.write(piece)
         out.flush()
-    return 0
-
-
-def ingest_cmd(args: argparse.Namespace) -> int:
-    with open_vault(args) as v:
-        ing = Ingestor(v)
-        if args.once:
-            st = ing.scan()
-            print(
-                f"indexed={st.indexed} duplicates={st.duplicates} gaps={st.gaps} rejected={st.rejected} "
-                f"deferred={st.deferred} erasures={st.erasures}"
-            )
-            return 0
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        from vault.notify import notify
-
-        ing.run(stop, on_ready=lambda: notify("READY=1", f"STATUS=watching {v.cfg.paths.spool}"))
-        notify("STOPPING=1")
     return 0

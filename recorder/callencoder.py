@@ -27,7 +27,7 @@ CALL_CHUNK_SIZE = 8 * 1024
 
 
 # A plain argument list like the camera recorder's: ffmpeg-python would add 5.3 MiB RSS to a
-# capture process for one fixed list (recorder/camera.py, ffmpeg_command).
+# capture process for one fixed list (recorder/ffmpeg.py, ffmpeg_command).
 def ffmpeg_opus_cmd(rate: int, channels: int, bitrate: str, channel_map: list[str] | None) -> list[str]:
     """Raw s16le on stdin -> Ogg Opus on stdout; Ogg streams to a pipe and plays in Chromium."""
     ffmpeg = shutil.which("ffmpeg")

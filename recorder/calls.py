@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from config.model import CallLine, HoldfastConfig
 from recorder.callcontrol import CallError, call_line, control_socket_path, serve_control
 from recorder.callencoder import Part, ffmpeg_opus_cmd
-from recorder.callmeta import CallMeta, CallMetaError, validate
 from vault import keys
+from vault.callmeta import CallMeta, CallMetaError, validate
 from vault.errors import HoldfastError
 from vault.fsutil import fsync_dir
 from vault.log import event

@@ -32,8 +32,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from config.model import HoldfastConfig
-from recorder.callmeta import SIDECAR_FIELDS, CallMetaError, validate
 from vault import keys
+from vault.callmeta import SIDECAR_FIELDS, CallMetaError, validate
 from vault.errors import HoldfastError
 from vault.fsutil import fsync_dir
 from vault.log import event

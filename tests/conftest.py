@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import functools
+import re
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import postgres, rgw
+from tests.support.appliance import Appliance, make_appliance
+from tests.support.rgw import use_s3_store
 from tests.support.rtsp import RtspServer, gst_rtsp_available
 from tests.support.rtsp import free_port as _free_port
 
@@ -66,11 +72,6 @@ def rtsp_server(rtsp_server_factory: RtspServerFactory) -> RtspServer:
 
 # -- the appliance itself ------------------------------------------------------------------
 
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from tests.support.appliance import Appliance, make_appliance  # noqa: E402
-
 
 @pytest.fixture
 def appliance(tmp_path: Path) -> Appliance:
@@ -88,17 +89,13 @@ def ffmpeg() -> str:
 
 # -- PostgreSQL: the scale-out index; the same ingest tests run on both backends -----------
 
-from collections.abc import Iterator as _Iterator  # noqa: E402
-
-from tests.support import postgres as _pg  # noqa: E402
-
 
 @pytest.fixture(scope="session")
-def postgres_cluster() -> _Iterator[_pg.PostgresCluster]:
-    ok, why = _pg.available()
+def postgres_cluster() -> Iterator[postgres.PostgresCluster]:
+    ok, why = postgres.available()
     if not ok:
         pytest.skip(why)
-    cluster = _pg.PostgresCluster().start()
+    cluster = postgres.PostgresCluster().start()
     yield cluster
     cluster.stop()
 
@@ -106,9 +103,7 @@ def postgres_cluster() -> _Iterator[_pg.PostgresCluster]:
 def use_database(app: Appliance, url: str) -> Appliance:
     """Point an appliance's config at another database URL and migrate it."""
     text = app.config_path.read_text()
-    import re as _re
-
-    text = _re.sub(r'^url = "sqlite:///.*"$', f'url = "{url}"', text, count=1, flags=_re.M)
+    text = re.sub(r'^url = "sqlite:///.*"$', f'url = "{url}"', text, count=1, flags=re.M)
     app.config_path.write_text(text)
     with app.vault() as v:
         v.migrate()
@@ -140,17 +135,14 @@ def any_appliance(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
 
 # -- Ceph RGW: the S3 store; the same retention, hold, crash, tamper and API tests run on both --
 
-from tests.support import rgw as _rgw  # noqa: E402
-from tests.support.rgw import use_s3_store  # noqa: E402
-
 
 @pytest.fixture(scope="session")
-def rgw_cluster() -> _Iterator[_rgw.RgwCluster]:
+def rgw_cluster() -> Iterator[rgw.RgwCluster]:
     """One private Ceph (mon, memstore OSD, radosgw) for the whole session: ~3-10 s to start."""
-    ok, why = _rgw.available()
+    ok, why = rgw.available()
     if not ok:
         pytest.skip(why)
-    cluster = _rgw.RgwCluster().start()
+    cluster = rgw.RgwCluster().start()
     yield cluster
     cluster.stop()
 

@@ -22,18 +22,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
+from tests.support.accounts import PASSWORD, add_user
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.server import rss_mib, serve
 from vault.users import LOCK_AFTER, User
-
-PASSWORD = "correct horse battery"
-
-
-def add_user(app: Appliance, name: str, role: str, *sites: str) -> None:
-    args = ["users", "add", name, "--role", role, "--password-stdin"]
-    for s in sites:
-        args += ["--site", s]
-    app.cli(*args, input=(PASSWORD + "\n").encode())
 
 
 def login(base: str, name: str, password: str) -> httpx.Response:

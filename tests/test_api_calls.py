@@ -3,35 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from tests.support.apisite import CALLS, PASSWORD, USERS, ApiSite, api_site  # noqa: F401
+from tests.support.accounts import h
+from tests.support.apisite import CALLS, ApiSite, api_site, client, tokens  # noqa: F401
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:10:00Z"
-
-
-@pytest.fixture(scope="module")
-def client(api_site: ApiSite) -> Iterator[TestClient]:
-    with TestClient(create_app(api_site.app.cfg)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def tokens(client: TestClient) -> dict[str, str]:
-    out = {}
-    for name in USERS:
-        r = client.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
-        assert r.status_code == 200, r.text
-        out[name] = r.json()["access_token"]
-    return out
-
-
-def h(tokens: dict[str, str], user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens[user]}"}
 
 
 def search(client: TestClient, tokens: dict[str, str], line: str, user: str = "sec", **filters: str):  # type: ignore[no-untyped-def]
@@ -87,7 +64,7 @@ def test_search_calls_by_agent_direction_call_id(
 def test_search_by_number_on_a_hashing_line_uses_the_keyed_hash(
     api_site: ApiSite, client: TestClient, tokens: dict[str, str]
 ) -> None:
-    from recorder.callmeta import hash_remote, load_remote_hash_key
+    from vault.callmeta import hash_remote, load_remote_hash_key
 
     rows = search(client, tokens, "cs-2").json()
     assert len(rows) == 1 and rows[0]["call"]["remote"] is None

@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from config.model import HoldfastConfig
 from tests.conftest import free_port
-from tests.support.apisite import PASSWORD, USERS, ApiSite, api_site  # noqa: F401
+from tests.support.accounts import PASSWORD, h
+from tests.support.apisite import USERS, ApiSite, api_site, client, tokens  # noqa: F401
 from tests.support.appliance import Appliance
 from tests.support.wait import wait_for
 from vault.events import format_line
@@ -33,26 +34,6 @@ START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
 
 def with_api(cfg: HoldfastConfig, **api: Any) -> HoldfastConfig:
     return cfg.model_copy(update={"api": cfg.api.model_copy(update=api)})
-
-
-@pytest.fixture(scope="module")
-def client(api_site: ApiSite) -> Iterator[TestClient]:
-    with TestClient(create_app(api_site.app.cfg)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def tokens(client: TestClient) -> dict[str, str]:
-    out = {}
-    for name in USERS:
-        r = client.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
-        assert r.status_code == 200, r.text
-        out[name] = r.json()["access_token"]
-    return out
-
-
-def h(tokens: dict[str, str], user: str | None) -> dict[str, str]:
-    return {} if user is None else {"Authorization": f"Bearer {tokens[user]}"}
 
 
 def log_size(client: TestClient, tokens: dict[str, str]) -> int:

@@ -7,14 +7,13 @@ import hashlib
 import io
 import subprocess
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from tests.support.apisite import PASSWORD, USERS, ApiSite, build_site
+from tests.support.accounts import PASSWORD, h
+from tests.support.apisite import USERS, ApiSite, build_site, client, tokens  # noqa: F401
 from vault.users import LOCK_AFTER
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
@@ -25,28 +24,6 @@ def api_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """The API contract holds with the local store and with the S3 store (Ceph RGW) alike."""
     rgw = request.getfixturevalue("rgw_cluster") if request.param == "s3" else None
     return build_site(tmp_path_factory.mktemp("api-site"), rgw=rgw)
-
-
-@pytest.fixture(scope="module")
-def client(api_site: ApiSite) -> Iterator[TestClient]:  # noqa: F811
-    with TestClient(create_app(api_site.app.cfg)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def tokens(client: TestClient) -> dict[str, str]:
-    out = {}
-    for name in USERS:
-        r = client.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["token_type"] == "bearer"
-        out[name] = body["access_token"]
-    return out
-
-
-def h(tokens: dict[str, str], user: str | None) -> dict[str, str]:
-    return {} if user is None else {"Authorization": f"Bearer {tokens[user]}"}
 
 
 def access_entries(client: TestClient, tokens: dict[str, str]) -> list[dict]:

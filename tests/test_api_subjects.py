@@ -7,7 +7,6 @@ import io
 import json
 import subprocess
 import zipfile
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from tests.support.apisite import PASSWORD, USERS, ApiSite, api_site  # noqa: F401
+from tests.support.accounts import h
+from tests.support.apisite import USERS, ApiSite, api_site, client, tokens  # noqa: F401
 from vault import redact
 from vault.holds import is_held
 from vault.timeutil import parse_iso
@@ -31,25 +30,6 @@ BODY = {
 }
 RECT = {"x": 0.25, "y": 0.25, "w": 0.5, "h": 0.5}
 W, H = 320, 240
-
-
-@pytest.fixture(scope="module")
-def client(api_site: ApiSite) -> Iterator[TestClient]:
-    with TestClient(create_app(api_site.app.cfg)) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def tokens(client: TestClient) -> dict[str, str]:
-    out = {}
-    for name in USERS:
-        r = client.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
-        out[name] = r.json()["access_token"]
-    return out
-
-
-def h(tokens: dict[str, str], user: str | None) -> dict[str, str]:
-    return {} if user is None else {"Authorization": f"Bearer {tokens[user]}"}
 
 
 def first_frame(mp4: bytes) -> np.ndarray:

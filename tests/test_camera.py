@@ -1,7 +1,7 @@
 """Camera recorder acceptance: `holdfast record camera` as a real process against a real RTSP server.
 
 The stream is a pre-encoded 1080p25 H.264 file at ~4 Mbit/s (GOP 2 s) that the GStreamer server
-loops in real time: the bitrate the issue asks for without an x264 encoder eating a core.
+loops in real time: the brief's camera bitrate without an x264 encoder eating a core.
 """
 
 from __future__ import annotations

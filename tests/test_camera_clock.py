@@ -1,8 +1,8 @@
 """The recorder's wall clock: segments abut by media time, and re-anchor when the camera drifts.
 
 Real fragments (ffmpeg's fragmented MP4, cut every 0.5 s as the recorder asks), fed to the real
-`CameraRecorder` with the arrival clock under the test's control: a camera whose media time runs
-10 % slow against the wall clock drifts 1 s per 10 s segment.
+`Segmenter` with a clock of the test's own passed in: a camera whose media time runs 10 % slow
+against the wall clock drifts 1 s per 10 s segment.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-import recorder.camera as camera
-from recorder.camera import MAX_DRIFT_SECONDS, STATE_DIR, CameraRecorder, CameraSettings
+from recorder.segmenter import MAX_DRIFT_SECONDS, Segmenter
+from tests.support.clock import SetClock
 from tests.support.media import make_fmp4, requires_ffmpeg
 from vault.mp4 import Fragment, FragmentedMp4Reader, InitSegment
 from vault.seal import read_header
@@ -27,26 +27,24 @@ pytestmark = requires_ffmpeg
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 
 
-def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wall_per_media_second: float) -> list[dict]:
+def record(tmp_path: Path, wall_per_media_second: float) -> list[dict]:
     """Feed 40 s of fragments, each arriving when the (skewed) wall clock says; return segment metas."""
     mp4 = make_fmp4(tmp_path / "cam.mp4", seconds=40, width=320, height=240, gop=25, frag_duration_us=500_000)
     items = FragmentedMp4Reader().feed(mp4.read_bytes())
     spool = tmp_path / "spool"
     ensure_spool(spool)
-    (spool / STATE_DIR).mkdir()
     key = X25519PrivateKey.generate().public_key()
-    cam = CameraSettings("cam-1", "site", "rtsp://127.0.0.1:1/x", 10.0, 5.0, spool, spool / "x.pub", "")
-    rec = CameraRecorder(cam, recipient=key)
-    now = [T0]
-    monkeypatch.setattr(camera, "utcnow", lambda: now[0])
+    clock = SetClock(T0)
+    seg = Segmenter("cam-1", "site", 10.0, spool, key, tmp_path / "cam-1.json", clock)
+    seg.connection_started()
     for item in items:
         if isinstance(item, Fragment):
             media_end = (item.decode_time_seconds or 0.0) + item.duration_seconds
-            now[0] = T0 + timedelta(seconds=media_end * wall_per_media_second)
+            clock.t = T0 + timedelta(seconds=media_end * wall_per_media_second)
         elif not isinstance(item, InitSegment):
             continue  # mfra at the end of a file: a pipe never carries it
-        rec._on_item(item)
-    rec._close("sigterm")
+        seg.on_item(item)
+    seg.close("sigterm")
     metas = []
     for p in spool.glob("*.seg"):
         with open(p, "rb") as f:
@@ -54,8 +52,8 @@ def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wall_per_media_secon
     return sorted(metas, key=lambda m: m["start"])
 
 
-def test_segments_abut_when_the_camera_keeps_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    metas = record(tmp_path, monkeypatch, 1.0)
+def test_segments_abut_when_the_camera_keeps_time(tmp_path: Path) -> None:
+    metas = record(tmp_path, 1.0)
     starts = [parse_iso(m["start"]) for m in metas]
     assert len(starts) == 4
     assert abs((starts[0] - T0).total_seconds()) < 0.01
@@ -65,10 +63,10 @@ def test_segments_abut_when_the_camera_keeps_time(tmp_path: Path, monkeypatch: p
 
 
 def test_a_drifting_camera_is_re_anchored_and_logged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, "holdfast.recorder.camera")
-    metas = record(tmp_path, monkeypatch, 1.1)
+    metas = record(tmp_path, 1.1)
     starts = [parse_iso(m["start"]) for m in metas]
     assert len(starts) == 4
     steps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]

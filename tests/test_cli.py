@@ -32,7 +32,7 @@ def test_command_word_skips_global_options() -> None:
 def test_running_a_command_does_not_import_the_others() -> None:
     code = (
         "import sys; from cli.main import build_parser; build_parser(['config', 'check']); "
-        "print(' '.join(m for m in ('fastapi', 'argon2', 'uvicorn', 'pyaudio', 'cli.cmd_api') if m in sys.modules))"
+        "print(' '.join(m for m in ('fastapi', 'argon2', 'uvicorn', 'pyaudio', 'cli.cmd_serve') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == ""

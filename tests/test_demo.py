@@ -1,4 +1,4 @@
-"""Acceptance (issue #7): `make demo` (python -m cli.main demo --dir DIR) headless: the RTSP server
+"""Acceptance: `make demo` (python -m cli.main demo --dir DIR) headless: the RTSP server
 with two cameras, both camera recorders, the synthetic call line, ingest, the purger and the API
 all run; segments from both cameras and the call are indexed and play through the API with the
 printed credentials (ffprobe reads them); /healthz and /metrics answer; SIGINT leaves no process

@@ -15,23 +15,16 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.accounts import PASSWORD, add_user
 from tests.support.appliance import Appliance
 from tests.support.retention import make_segments, set_purge
 from tests.support.server import serve, token
 from vault.purge import Purger
 from vault.timeutil import iso
 
-PASSWORD = "correct horse battery"
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 THREADS, VIEWS = 16, 50
 HOLDS = 6
-
-
-def add_user(app: Appliance, name: str, role: str, *sites: str) -> None:
-    args = ["users", "add", name, "--role", role, "--password-stdin"]
-    for s in sites:
-        args += ["--site", s]
-    app.cli(*args, input=(PASSWORD + "\n").encode())
 
 
 def export_and_verify(app: Appliance, out: Path) -> dict[str, int]:

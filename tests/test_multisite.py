@@ -21,6 +21,8 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from tests.conftest import use_database
+from tests.support.accounts import add_user, h, log_in
+from tests.support.apisite import NORTH_SITE
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import set_purge
 from tests.support.rgw import RgwCluster, use_s3_store
@@ -30,28 +32,14 @@ from vault.purge import PURGE_LOCK_KEY
 from vault.spool import SpoolSegment
 from vault.timeutil import iso
 
-PASSWORD = "correct horse battery"
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 N = 40  # segments per site
-NORTH = """
-[[sites]]
-id = "north"
-name = "Another site"
-timezone = "Europe/Helsinki"
-country = "FI"
-
-[[cameras]]
-id = "north-1"
-site = "north"
-url = "rtsp://127.0.0.1:8554/north-1"
-retention = "office-camera"
-"""
 
 
 def _box(directory: Path, db: str, rgw: RgwCluster, bucket: str | None) -> Appliance:
     app = make_appliance(directory)
     with open(app.config_path, "a", encoding="utf-8") as f:
-        f.write(NORTH)
+        f.write(NORTH_SITE)
     use_database(app, db)
     return use_s3_store(app, rgw, bucket)
 
@@ -125,16 +113,12 @@ def test_two_sites_one_postgresql_one_bucket(
         )
 
     # security staff see only their sites
-    central.cli("users", "add", "sec", "--role", "security", "--site", "demo", "--password-stdin",
-                input=(PASSWORD + "\n").encode())  # fmt: skip
-    central.cli("users", "add", "north", "--role", "security", "--site", "north", "--password-stdin",
-                input=(PASSWORD + "\n").encode())  # fmt: skip
+    add_user(central, "sec", "security", "demo")
+    add_user(central, "north", "security", "north")
     north_seg = next(r for r in rows if r.source == "north-1")
     with TestClient(create_app(central.cfg)) as c:
-        tok = {}
-        for name in ("sec", "north"):
-            r = c.post("/api/v1/auth/token", data={"username": name, "password": PASSWORD})
-            tok[name] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        tokens = log_in(c, ("sec", "north"))
+        tok = {name: h(tokens, name) for name in tokens}
         q = {"source": "north-1", "start": iso(T0), "end": iso(T0 + timedelta(hours=1))}
         assert c.get("/api/v1/segments", params=q, headers=tok["sec"]).status_code == 403
         found = c.get("/api/v1/segments", params=q, headers=tok["north"])

@@ -1,4 +1,4 @@
-"""Retention enforcement (issue #4): deadlines, holds, clock guard, shredding, audit log, report."""
+"""Retention enforcement: deadlines, holds, clock guard, shredding, audit log, report."""
 
 from __future__ import annotations
 

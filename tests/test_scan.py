@@ -1,4 +1,5 @@
-"""The plaintext scanner every invariant-1 test relies on: it catches real media, not noise."""
+"""The plaintext scanner `holdfast check` and every invariant-1 test rely on: it catches real
+media, not noise; the tests' independent leading-signature check knows each whole file too."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from tests.support.scan import find_plaintext
+from tests.support.scan import starts_like_media
+from vault.scan import find_plaintext
+from vault.spool import SpoolSegment, ensure_spool
 
 LAVFI_AUDIO = ["-f", "lavfi", "-i", "sine=frequency=440:duration=1"]
 
@@ -47,7 +51,16 @@ def test_real_media_is_found(tmp_path: Path, name: str, args: list[str], fmt: st
     for blob in (data, os.urandom(1000) + data[: max(len(data) // 2, 64)] + os.urandom(1000)):
         found = find_plaintext(blob)
         assert found is not None and found[1] == fmt, (name, found)
+    assert starts_like_media(data[:16]) is not None, name
 
 
 def test_sixty_four_megabytes_of_random_bytes_are_clean() -> None:
     assert find_plaintext(os.urandom(64 << 20)) is None
+
+
+def test_a_sealed_segment_does_not_start_like_media(tmp_path: Path) -> None:
+    ensure_spool(tmp_path)
+    seg = SpoolSegment(tmp_path, X25519PrivateKey.generate().public_key(), {"source": "cam-1"})
+    seg.write(b"\x00\x00\x00\x18ftypisom" + os.urandom(4096))
+    path, _ = seg.close({"end_reason": "test"})
+    assert starts_like_media(path.read_bytes()[:16]) is None

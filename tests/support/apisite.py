@@ -1,19 +1,26 @@
-"""An appliance with footage, a second site and one user per role, for the API tests."""
+"""An appliance with footage, a second site and one user per role, for the API tests.
+
+The fixtures (`api_site`, `client`, `tokens`) are imported by name into each API test module,
+so each module builds its own site once (module scope) and no test depends on another file.
+"""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
+from tests.support.accounts import PASSWORD, add_user, log_in
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.footage import record
 from tests.support.rgw import RgwCluster, use_s3_store
 
-PASSWORD = "correct horse battery"
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 USERS = {
     "sec": ("security", ["demo"]),
@@ -23,7 +30,8 @@ USERS = {
     "adm": ("admin", []),
 }
 
-EXTRA_CONFIG = """
+#: A second site with one camera, appended to an appliance's config.
+NORTH_SITE = """
 [[sites]]
 id = "north"
 name = "Another site"
@@ -35,7 +43,10 @@ id = "north-1"
 site = "north"
 url = "rtsp://127.0.0.1:8554/north-1"
 retention = "office-camera"
-
+"""
+EXTRA_CONFIG = (
+    NORTH_SITE
+    + """
 [[lines]]
 id = "cs-2"
 site = "demo"
@@ -43,6 +54,7 @@ retention = "call-audio"
 hash_remote = true
 announced = true
 """
+)
 #: Calls sealed into the site: (call_id, line, agent, direction, remote, minutes after T0).
 CALLS = [
     ("call-1", "cs-1", "anna", "in", "+358 40 123 4567", 1),
@@ -70,10 +82,7 @@ def build_site(directory: Path, count: int = 14, rgw: RgwCluster | None = None) 
     with open(app.config_path, "a", encoding="utf-8") as f:
         f.write(EXTRA_CONFIG)
     for name, (role, sites) in USERS.items():
-        args = ["users", "add", name, "--role", role, "--password-stdin"]
-        for s in sites:
-            args += ["--site", s]
-        app.cli(*args, input=(PASSWORD + "\n").encode())
+        add_user(app, name, role, *sites)
     record(app, "office-1", T0, count, 10.0, gap_after={5: 30.0}, gap_reason="camera offline: network")
     record(app, "north-1", T0, 2, 10.0)
     record_calls(app)
@@ -94,7 +103,7 @@ def build_site(directory: Path, count: int = 14, rgw: RgwCluster | None = None) 
 
 def record_calls(app: Appliance) -> None:
     """Ogg Opus calls (ffmpeg), sealed with call metadata as the recorder writes it; cs-2 hashes the remote."""
-    from recorder.callmeta import hash_remote, load_remote_hash_key
+    from vault.callmeta import hash_remote, load_remote_hash_key
     from vault.timeutil import iso
 
     audio = app.dir / "media" / "call.ogg"
@@ -129,3 +138,29 @@ def make_call_audio(out: Path, seconds: float) -> Path:
 @pytest.fixture(scope="module")
 def api_site(tmp_path_factory: pytest.TempPathFactory) -> ApiSite:
     return build_site(tmp_path_factory.mktemp("apisite") / "site")
+
+
+@pytest.fixture(scope="module")
+def client(api_site: ApiSite) -> Iterator[TestClient]:
+    with TestClient(create_app(api_site.app.cfg)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tokens(client: TestClient) -> dict[str, str]:
+    """A bearer token for every user in USERS."""
+    return log_in(client, USERS)
+
+
+__all__ = [
+    "CALLS",
+    "NORTH_SITE",
+    "PASSWORD",
+    "T0",
+    "USERS",
+    "ApiSite",
+    "api_site",
+    "build_site",
+    "client",
+    "tokens",
+]

@@ -1,61 +1,39 @@
-"""Invariant 1 as a test helper: find plaintext media on disk by its structure.
+"""Invariant 1 in tests: no file under the spool or the store holds plaintext media.
 
-Bare 3- and 4-byte magic numbers occur by chance in megabytes of AES-GCM output (`ID3` about
-once per 16 MB), so every signature here is anchored in structure that random bytes do not
-have: an MP4 box whose size leads to another box or the end of the file, an Ogg page header
-with version 0, `RIFF....WAVE`, an ID3v2 header, a FLAC STREAMINFO block, an EBML header
-naming webm/matroska. Each pattern is at least ~40 bits, so a gigabyte of ciphertext gives no
-false alarm, and `tests/test_scan.py` shows each one catches real ffmpeg output.
+Two checks, written apart on purpose. The product's structural scanner (`vault.scan`, what
+`holdfast check` runs; tests/test_scan.py shows it catches real ffmpeg output of every format
+and stays quiet on 64 MB of random bytes) finds media anywhere in a file. `starts_like_media`
+is a second, much simpler opinion that does not share its code: it looks only at how a file
+begins, where a whole media file written to disk (the usual leak: ffmpeg given a path instead
+of a pipe) shows its container's signature. A sealed segment begins with its own header, so
+this check never fires on one, and a regression in the scanner still fails the tests.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
-MP4_BOX_TYPES = (b"ftyp", b"styp", b"moov", b"moof", b"mdat", b"sidx")
+from vault.scan import find_plaintext
 
-_PATTERNS: dict[str, re.Pattern[bytes]] = {
-    "ogg": re.compile(rb"OggS\x00[\x00-\x07]", re.S),
-    "wav": re.compile(rb"RIFF.{4}WAVE", re.S),
-    "id3": re.compile(rb"ID3[\x02\x03\x04]\x00", re.S),
-    "flac": re.compile(rb"fLaC[\x00\x80]\x00\x00\x22", re.S),
-    "ebml": re.compile(rb"\x1aE\xdf\xa3.{0,40}?(webm|matroska)", re.S),
+#: (offset, bytes) a container has at that offset from the start of the file.
+_LEADING: dict[str, tuple[tuple[int, bytes], ...]] = {
+    "mp4": ((4, b"ftyp"),),
+    "mp4 fragment": ((4, b"moof"),),
+    "mp4 segment": ((4, b"styp"),),
+    "ogg": ((0, b"OggS"),),
+    "wav": ((0, b"RIFF"), (8, b"WAVE")),
+    "id3": ((0, b"ID3"),),
+    "flac": ((0, b"fLaC"),),
+    "ebml": ((0, b"\x1a\x45\xdf\xa3"),),
 }
 
 
-def _box_ok(data: bytes, pos: int) -> bool:
-    if pos + 8 > len(data):
-        return False
-    size = int.from_bytes(data[pos : pos + 4], "big")
-    kind = data[pos + 4 : pos + 8]
-    return size >= 8 and pos + size <= len(data) and all(0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 for c in kind)
-
-
-def _mp4_hit(data: bytes) -> int | None:
-    for kind in MP4_BOX_TYPES:
-        i = data.find(kind, 4)
-        while i >= 0:
-            pos = i - 4
-            size = int.from_bytes(data[pos:i], "big")
-            if size >= 8 and pos + size <= len(data):
-                nxt = pos + size
-                if nxt == len(data) or _box_ok(data, nxt):
-                    return pos
-            i = data.find(kind, i + 1)
-    return None
-
-
-def find_plaintext(data: bytes) -> tuple[int, str] | None:
-    """(offset, format) of the first plaintext media structure in `data`, or None."""
-    pos = _mp4_hit(data)
-    if pos is not None:
-        return pos, "mp4"
-    for name, pat in _PATTERNS.items():
-        m = pat.search(data)
-        if m:
-            return m.start(), name
+def starts_like_media(head: bytes) -> str | None:
+    """The container whose signature ``head`` (a file's first bytes) begins with, or None."""
+    for name, marks in _LEADING.items():
+        if all(head[at : at + len(mark)] == mark for at, mark in marks):
+            return name
     return None
 
 
@@ -78,6 +56,9 @@ def plaintext_media_files(*roots: Path) -> list[tuple[Path, int, str]]:
                 except FileNotFoundError:
                     continue  # moved by ingest while we walked
                 found = find_plaintext(data)
+                leading = starts_like_media(data[:16])
                 if found is not None:
                     hits.append((p, *found))
+                elif leading is not None:
+                    hits.append((p, 0, leading))
     return hits
