@@ -36,7 +36,7 @@ STATIC = Path(__file__).with_name("static")
 
 def _is_loopback(host: str | None) -> bool:
     """127.0.0.0/8 or ::1. A reverse proxy on the box makes every client look local unless it is in
-    `[api] trusted_proxies` (then its X-Forwarded-For names the client): see docs/design.md, "Metrics"."""
+    `[api] trusted_proxies` (then its X-Forwarded-For names the client): see docs/appliance.md, "Metrics"."""
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -13,7 +13,7 @@ Nothing requests share lives in a worker's memory: sessions, view tickets and lo
 counts are rows in the index, export slots are flocks in the export scratch, metrics are computed
 from the index at scrape time. What a worker keeps for itself is a cache of derived facts
 (api.state's media layouts) and the argon2 gate, which bounds password checks per worker
-(`[api] max_password_checks` each): see docs/design.md, "API worker processes".
+(`[api] max_password_checks` each): see docs/api.md, "API worker processes".
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ names its `part` index and `previous_segment`. Calls shorter than `min_seconds` 
 opt-out discards every part of the call still in the spool. While a call is paused the captured
 audio never reaches the encoder (nothing of it is sealed); each part's trailer lists its pauses
 (`pauses`: offset into the part's audio, wall-clock start and end, seconds), so the player shows
-where audio was left out. See docs/design.md "Call recording".
+where audio was left out. See docs/benchmarks.md "Call recording".
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ log = logging.getLogger("holdfast.calls")
 
 #: Capture buffer: 100 ms. Small enough for exact call boundaries, large enough to be cheap.
 BUFFER_SECONDS = 0.1
-#: Left = agent, right = caller when the device gives two channels (see docs/design.md).
+#: Left = agent, right = caller when the device gives two channels (see docs/calls.md).
 STEREO_CHANNEL_MAP = ["agent", "caller"]
 
 

@@ -12,7 +12,7 @@ The file's bytes are sealed as they are (no transcode: the PBX's own encoding is
 Chromium plays WAV, Ogg/Opus and MP3) into the spool with the call metadata, then the plaintext
 original and its sidecar are unlinked and the directory fsynced. A malformed sidecar or an
 unreadable recording moves both files to `pbx/rejected/` with `NAME.reason.txt`; nothing is deleted.
-Crash order and what unlink guarantees per filesystem: docs/design.md "Call recording".
+Crash order and what unlink guarantees per filesystem: docs/benchmarks.md "Call recording".
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ SPOOL_STALE_SECONDS = 3600
 _BATCH = 10_000
 _READ = 1024 * 1024
 
-#: Every kind of problem, and what it means (docs/design.md explains each with its remedy).
+#: Every kind of problem, and what it means (docs/appliance.md explains each with its remedy).
 KINDS: dict[str, str] = {
     "blob_missing": "an indexed segment's blob is not in the store",
     "blob_size": "an indexed segment's blob has another size than the index recorded",

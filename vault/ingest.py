@@ -1,6 +1,6 @@
 """Spool ingest: verify, index with a retention deadline, move into the store; crash-safe.
 
-Order of operations for one segment (see docs/design.md, "Ingest and crash safety"):
+Order of operations for one segment (see docs/ingest-and-store.md, "Ingest and crash safety"):
 
 1. authenticate the whole spooled file (every chunk) with the vault's private key;
 2. write its stored form (envelope detached) to `store/...`: temp file, fsync, rename, fsync dir;
@@ -85,7 +85,7 @@ class Ingestor:
         self.spool = vault.cfg.paths.spool
         self.on_indexed = on_indexed
         #: A site box holds only seal.pub: it indexes from the segment's structure and leaves
-        #: authentication to the readers that hold the private key (docs/design.md, "Many sites").
+        #: authentication to the readers that hold the private key (docs/ingest-and-store.md, "Many sites").
         self.keyless = not any(vault.cfg.keys.dir.glob("seal*.key"))
         if self.keyless:
             event(log, "ingest.keyless", keys=str(vault.cfg.keys.dir), verify="structure only")

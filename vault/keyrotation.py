@@ -48,7 +48,7 @@ from vault.timeutil import iso, utcnow
 log = logging.getLogger("holdfast.keys")
 
 TRANSITIONS = "sign-transitions.jsonl"
-_KID_AT = slice(14, 22)  # key id in a sealed segment's header (docs/design.md)
+_KID_AT = slice(14, 22)  # key id in a sealed segment's header (docs/sealed-format.md)
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:

@@ -10,7 +10,7 @@ chunks it touches and only those are decrypted.
 The segment key is wrapped to the vault's X25519 public key in a detachable *envelope*, so a
 recorder needs only the public key. At ingest the vault moves the envelope into the index; the
 stored blob then holds no way to its own key, and purging the index row crypto-shreds every
-copy of the blob. The byte layout is documented in docs/design.md ("Sealed segment format").
+copy of the blob. The byte layout is documented in docs/sealed-format.md ("Sealed segment format").
 """
 
 from __future__ import annotations
