@@ -11,13 +11,16 @@ The tests share one box and run in file order (each step builds on the previous 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -370,6 +373,152 @@ def test_every_hardening_directive_holds_at_run_time(deployed: Deployed) -> None
         assert doc and score <= float(doc.group(1)), (where, score, doc and doc.group(1))
     # The store holds the segments the recorders cannot see.
     assert box.run(["ls", "-A", "/var/lib/holdfast/store"]).stdout.strip()
+
+
+# -- an evidence export through the API, built in the unit's own tmpfs -------------------------
+
+EXPORT_MOUNT = "/run/holdfast-export"
+EXPORT_SCRATCH = f"{EXPORT_MOUNT}/exports"  # `[api] export_scratch` as `make install` writes it
+SIGN_PUB = "/var/lib/holdfast/keys/sign.pub"
+#: The index's files: the API writes the access log and sessions there (ReadWritePaths=).
+INDEX_FILES = {f"/var/lib/holdfast/db/holdfast.db{x}" for x in ("", "-wal", "-shm", "-journal")}
+
+
+def api_call(
+    deployed: Deployed, method: str, path: str, *, token: str = "", form: dict[str, str] | None = None,
+    body: object = None,
+) -> tuple[int, bytes]:  # fmt: skip
+    """One request to the box's API on 127.0.0.1, as any client on the machine makes it."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    elif body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{deployed.api_port}{path}", data=data, headers=headers, method=method
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+def scratch_entries(box: Box, pid: int) -> list[str]:
+    """Everything below the export tmpfs as the API unit sees it (its own mount namespace)."""
+    out = in_unit(box, pid, "find", EXPORT_MOUNT, "-mindepth", "1", "-printf", "%y %s %p\\n")
+    assert "No such file" not in out and "find:" not in out, out
+    return sorted(out.splitlines())
+
+
+def test_an_incident_export_through_the_api_is_built_in_the_units_tmpfs(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    box = deployed.box
+    unit = "holdfast-api.service"
+    cam = CAMERAS[1]
+    assert wait_for(lambda: deployed.running(unit), 120, step=0.5), box.journal(unit)[-2000:]
+    pid = box.main_pid(unit)
+    # The installed config builds exports on the unit's TemporaryFileSystem=, a tmpfs of its own
+    # with a size cap; the box (every other process) does not see what is in it.
+    assert f'export_scratch = "{EXPORT_SCRATCH}"' in box.read(CONFIG)
+    m = mounts(box, pid)
+    assert EXPORT_MOUNT in m and covering(m, EXPORT_SCRATCH) == m[EXPORT_MOUNT], m.get(EXPORT_MOUNT)
+    assert m[EXPORT_MOUNT][2] == "tmpfs" and "size=" in m[EXPORT_MOUNT][3], m[EXPORT_MOUNT]
+    assert m[EXPORT_MOUNT][1].split(",")[0] == "rw", m[EXPORT_MOUNT]
+    before = scratch_entries(box, pid)
+    assert not [e for e in before if ".export-slot-" in e], before  # no export yet in this tmpfs
+
+    # A security account made with the installed command, as the holdfast user (the index's
+    # files stay the daemons'); the password on stdin.
+    password = "correct horse battery staple"
+    add = box.run(
+        ["runuser", "-u", "holdfast", "--", HOLDFAST, "users", "add", "guard", "--role", "security",
+         "--site", "demo", "--password-stdin"],
+        input=password + "\n",
+    )  # fmt: skip
+    assert "user guard added with role security" in add.stdout, add.stdout + add.stderr
+    status, raw = api_call(
+        deployed, "POST", "/api/v1/auth/token", form={"username": "guard", "password": password}
+    )
+    assert status == 200, raw
+    token = json.loads(raw)["access_token"]
+
+    # The camera's segments ingested in the last minutes, as the API lists them.
+    now = datetime.now(UTC)
+    a = (now - timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    b = (now + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status, raw = api_call(deployed, "GET", f"/api/v1/segments?source={cam}&start={a}&end={b}", token=token)
+    assert status == 200, raw
+    segs = json.loads(raw)[-3:]
+    assert segs and all(s["source"] == cam and s["bytes"] > 0 for s in segs), segs
+    status, raw = api_call(
+        deployed,
+        "POST",
+        "/api/v1/incidents",
+        token=token,
+        body={
+            "site": "demo",
+            "cameras": [cam],
+            "start": segs[0]["start"],
+            "end": segs[-1]["end"],
+            "description": "export on the booted box",
+        },
+    )
+    assert status == 201, raw
+    incident = json.loads(raw)["id"]
+
+    # What the export may write: the index (access log) and nothing else under /var/lib/holdfast
+    # but the store; the spool is the recorders' (the API cannot reach it: InaccessiblePaths=).
+    box.run(["touch", "/tmp/holdfast-export-marker"])
+    status, zipped = api_call(deployed, "POST", f"/api/v1/incidents/{incident}/export", token=token)
+    assert status == 200, f"{status} {zipped[:2000]!r}\n{box.journal(unit)[-3000:]}"
+    assert zipped[:4] == b"PK\x03\x04", zipped[:200]
+
+    # The installed verifier accepts it, and sha256sum checks the unzipped files.
+    box.run(["sh", "-c", 'base64 -d > "$0"', "/tmp/evidence.zip"], input=base64.b64encode(zipped).decode())
+    ok = box.run([HOLDFAST, "verify-export", "/tmp/evidence.zip", "--pubkey", SIGN_PUB], check=False)
+    assert ok.returncode == 0 and f"export OK: incident {incident}" in ok.stdout, ok.stdout + ok.stderr
+    box.run(["unzip", "-q", "/tmp/evidence.zip", "-d", "/tmp/evidence"])
+    sums = box.run(["sha256sum", "-c", "SHA256SUMS"], cwd="/tmp/evidence", check=False)
+    assert sums.returncode == 0 and "manifest.json: OK" in sums.stdout, sums.stdout + sums.stderr
+    manifest = json.loads(box.read("/tmp/evidence/manifest.json"))
+    (part,) = manifest["cameras"]
+    assert part["camera"] == cam, part
+    runs = [r["file"] for r in part["runs"]]
+    assert runs and len(part["segments"]) >= len(segs), part
+    for name in runs:
+        assert f"{name}: OK" in sums.stdout, sums.stdout
+        assert box.run(["head", "-c", "8", f"/tmp/evidence/{name}"]).stdout[4:8] == "ftyp", name
+    assert "event=export.built" in box.journal(unit)
+
+    # The scratch was the unit's tmpfs: its export slot was taken there, and nothing of the
+    # export (a directory, an MP4, the manifest) is left in it.
+    after = scratch_entries(box, pid)
+    assert box.main_pid(unit) == pid, "the API restarted during the export"
+    assert any(e.startswith("d ") and e.endswith(f" {EXPORT_SCRATCH}") for e in after), after
+    slots = [e for e in after if ".export-slot-" in e]
+    assert slots and all(e.startswith("f 0 ") for e in slots), after
+    left = [e for e in after if e not in slots and not e.endswith(f" {EXPORT_SCRATCH}")]
+    assert left == [], f"plaintext left in the export tmpfs: {left}"
+    # Not in the box's own /run either (the tmpfs is private to the unit), nor the unit's /tmp.
+    seen = box.run(["find", EXPORT_MOUNT, "-type", "f"], check=False).stdout.strip()
+    assert seen == "", seen
+    private_tmp = in_unit(box, pid, "find", "/tmp", "/var/tmp", "-type", "f")
+    assert private_tmp.strip() == "", private_tmp
+    written = box.run(
+        ["find", "/var/lib/holdfast", "-newer", "/tmp/holdfast-export-marker", "-type", "f",
+         "-not", "-path", "/var/lib/holdfast/store/*", "-not", "-path", "/var/lib/holdfast/spool/*"],
+    ).stdout.split()  # fmt: skip
+    assert set(written) <= INDEX_FILES, written
+    named = box.run(
+        ["find", "/var/lib/holdfast", "(", "-name", "*.mp4", "-o", "-name", "*.zip", "-o", "-name",
+         "manifest.json", "-o", "-name", "export-*", ")"],
+    ).stdout.split()  # fmt: skip
+    assert named == [], named
 
 
 def test_make_uninstall_keeps_the_data_and_purge_data_removes_it(deployed: Deployed) -> None:
