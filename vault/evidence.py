@@ -101,7 +101,8 @@ def _is_tmpfs(path: Path) -> bool:
     try:
         target = os.path.realpath(path)
         best, fstype = "", ""
-        with open("/proc/mounts", encoding="utf-8") as f:
+        # The process's own mount table: under ProcSubset=pid (the API unit) /proc/mounts is absent.
+        with open("/proc/self/mounts", encoding="utf-8") as f:
             for line in f:
                 parts = line.split()
                 mounted = len(parts) >= 3 and (
