@@ -415,6 +415,11 @@ def test_exports_are_limited_in_number_and_size_and_kept_off_the_pbx_filesystem(
     with TestClient(create_app(shared)) as c:
         r = c.post(f"/api/v1/incidents/{inc}/export", headers=h(tokens, "sec"))
         assert r.status_code == 503 and "PBX" in r.json()["detail"]
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with TestClient(create_app(with_api(cfg, export_scratch=str(blocker / "exports")))) as c:
+        r = c.post(f"/api/v1/incidents/{inc}/export", headers=h(tokens, "sec"))
+        assert r.status_code == 503 and f"export scratch {blocker / 'exports'}" in r.json()["detail"]
 
 
 def test_export_zip_is_streamed_not_built_whole_in_scratch(api_site: ApiSite, tmp_path: Path) -> None:

@@ -139,7 +139,13 @@ def export_scratch(cfg: Any) -> Path:
     an export filling the same tmpfs would make it drop them.
     """
     scratch = Path(cfg.api.export_scratch or cfg.paths.scratch)
-    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+        raise ExportError(
+            f"export scratch {scratch} cannot be created ({e.strerror}): point [api] export_scratch "
+            "at a tmpfs the API can write (the installed unit mounts one at /run/holdfast-export)"
+        ) from None
     pbx = cfg.pbx.dir
     if pbx is not None and Path(pbx).exists() and os.stat(pbx).st_dev == os.stat(scratch).st_dev:
         raise ExportError(
