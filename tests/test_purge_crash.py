@@ -97,11 +97,15 @@ def test_kill9_during_segment_purge(shm_appliance, tmp_path) -> None:  # type: i
         p = appliance.popen("purge", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if kills < MIN_KILLS + 5:
             # wait until this run is visibly purging (start-up takes a variable second), then a
-            # random moment later: inside a mark, an unlink loop, a log transaction or a checkpoint
+            # random moment later: inside a mark, an unlink loop, a log transaction or a checkpoint.
+            # The moment is bounded by work as well as time (at most two batches logged), so a
+            # fast purger or a starved test process cannot let one run finish the whole purge.
             before = progress()
             while p.poll() is None and progress() == before:
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.3))
+            until = time.monotonic() + rng.uniform(0.0, 0.3)
+            while p.poll() is None and time.monotonic() < until and progress()[0] < before[0] + 2 * batch:
+                time.sleep(0.01)
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 p.wait()
