@@ -27,7 +27,7 @@ from config.model import HoldfastConfig
 from vault.errors import HoldfastError
 from vault.log import event
 from vault.metrics import CONTENT_TYPE, exposition
-from vault.seal import KeyDestroyed, SealError
+from vault.sealed.seal import KeyDestroyed, SealError
 from vault.vault import Vault
 
 log = logging.getLogger("holdfast.api")

@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from vault import keys, tlogverify
+from vault import tlogverify
 from vault.auditlog import AuditLog
 from vault.log import event
 from vault.report import compliance_report
 from vault.retention_models import AccessLogRow, PurgeLogRow
+from vault.sealed import keys
 from vault.timeutil import parse_iso
 
 log = logging.getLogger("holdfast.api.audit")

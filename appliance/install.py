@@ -28,8 +28,8 @@ from pathlib import Path
 
 from appliance import units
 from config.load import render_example
-from vault import keys
 from vault.errors import HoldfastError
+from vault.sealed import keys
 
 USER = "holdfast"
 ETC = Path("/etc/holdfast")

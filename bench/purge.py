@@ -38,7 +38,7 @@ from vault import tlog, tlogverify  # noqa: E402
 from vault.db import Segment  # noqa: E402
 from vault.ingest import Ingestor  # noqa: E402
 from vault.purge import Purger  # noqa: E402
-from vault.seal import SegmentWriter, detach_envelope, read_header  # noqa: E402
+from vault.sealed.seal import SegmentWriter, detach_envelope, read_header  # noqa: E402
 from vault.spool import new_segment_id  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 from vault.vault import Vault  # noqa: E402

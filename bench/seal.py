@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
-from vault import keys  # noqa: E402
-from vault.seal import SegmentReader, SegmentWriter  # noqa: E402
+from vault.sealed import keys  # noqa: E402
+from vault.sealed.seal import SegmentReader, SegmentWriter  # noqa: E402
 
 REPS = 3
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from cli import progress
 from cli.common import CommandError, open_vault, print_json
-from vault import auditverify, keyrotation, keys, tlog, tlogstream
+from vault import auditverify, tlog, tlogstream
+from vault.sealed import keyrotation, keys
 from vault.timeutil import parse_iso
 
 # vault.auditlog and vault.report (SQLAlchemy) are imported by the commands that use the index:

@@ -6,7 +6,7 @@ import argparse
 import getpass
 
 from cli.common import load_config, open_vault, print_json
-from vault import keyrotation, keys
+from vault.sealed import keyrotation, keys
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from cli.common import CommandError
-from vault import keys
 from vault.errors import KeyFileError
+from vault.sealed import keys
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -112,8 +112,8 @@ class CameraSettings(NamedTuple):
     @classmethod
     def from_config(cls, cfg: HoldfastConfig, camera_id: str) -> CameraSettings:
         from config.model import Camera
-        from vault.keyid import raw_public
-        from vault.keys import load_seal_public
+        from vault.sealed.keyid import raw_public
+        from vault.sealed.keys import load_seal_public
 
         try:
             cam = cfg.source(camera_id)

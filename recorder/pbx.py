@@ -32,12 +32,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from config.model import HoldfastConfig
-from vault import keys
 from vault.callmeta import SIDECAR_FIELDS, CallMetaError, validate
 from vault.errors import HoldfastError
 from vault.fsutil import fsync_dir
 from vault.log import event
 from vault.media import MediaError, probe
+from vault.sealed import keys
 from vault.spool import PARTIAL_DIR, SEG_SUFFIX, SpoolSegment, ensure_spool
 from vault.timeutil import iso
 from vault.watch import DirectoryWatcher, listing

@@ -423,8 +423,9 @@ def test_exports_are_limited_in_number_and_size_and_kept_off_the_pbx_filesystem(
 
 
 def test_export_zip_is_streamed_not_built_whole_in_scratch(api_site: ApiSite, tmp_path: Path) -> None:
-    from vault import evidence, keys
+    from vault import evidence
     from vault.index import exportable_segments
+    from vault.sealed import keys
 
     t0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
     with Vault(api_site.app.cfg) as v:

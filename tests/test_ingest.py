@@ -14,7 +14,7 @@ from tests.support.appliance import Appliance
 from tests.support.media import make_fmp4
 from tests.support.scan import plaintext_media_files
 from vault.db import Segment
-from vault.seal import SealError
+from vault.sealed.seal import SealError
 from vault.spool import SpoolSegment, write_gap
 
 

@@ -56,7 +56,7 @@ def _site_box(directory: Path, db: str, rgw: RgwCluster, bucket: str, central: A
 
 def _spool(app: Appliance, source: str, n: int) -> dict[str, str]:
     """n sealed segments in the box's spool (as its recorders write them); id -> payload sha256."""
-    from vault.keys import load_seal_public
+    from vault.sealed.keys import load_seal_public
 
     pub = load_seal_public(app.cfg.keys.dir / "seal.pub")
     out = {}

@@ -21,7 +21,7 @@ from vault.db import Segment, current_revision
 from vault.ingest import Ingestor
 from vault.purge import ClockUntrusted, Purger
 from vault.retention_models import AccessLogRow, PurgeLogRow
-from vault.seal import KeyDestroyed, SegmentReader, read_header
+from vault.sealed.seal import KeyDestroyed, SegmentReader, read_header
 from vault.spool import SpoolSegment
 from vault.timeutil import iso, utcnow
 from vault.vault import Vault

@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault.keyid import key_id
 from vault.merkle import (
     EMPTY_ROOT,
     ConsistencyProofError,
@@ -30,6 +29,7 @@ from vault.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from vault.sealed.keyid import key_id
 from vault.tlog import (
     GENESIS_PREV,
     Checkpoint,

@@ -33,9 +33,9 @@ from vault import auditverify, tlog
 from vault.db import begin_write
 from vault.errors import HoldfastError
 from vault.fsutil import atomic_write_bytes, fsync_dir
-from vault.keyid import key_id
 from vault.log import event
 from vault.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
+from vault.sealed.keyid import key_id
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.auditlog")

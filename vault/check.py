@@ -28,13 +28,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault import holds, keyrotation, keys, tlog, tlogverify
+from vault import holds, tlog, tlogverify
 from vault.auditlog import AuditLog
 from vault.db import Segment
 from vault.errors import HoldfastError, StoreError
 from vault.retention_models import Hold, HoldSegment, PurgeLogRow, PurgePending
-from vault.scan import SCAN_LIMIT, find_plaintext, scan_file
-from vault.seal import SealError, SegmentReader
+from vault.sealed import keyrotation, keys
+from vault.sealed.scan import SCAN_LIMIT, find_plaintext, scan_file
+from vault.sealed.seal import SealError, SegmentReader
 from vault.spool import PARTIAL_DIR, REJECTED_DIR
 from vault.timeutil import iso
 from vault.vault import Vault

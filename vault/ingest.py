@@ -41,7 +41,7 @@ from vault.log import event
 from vault.notify import notify, watchdog_interval
 from vault.purge import store_full_reason
 from vault.retention_models import PurgeLogRow, PurgePending
-from vault.seal import (
+from vault.sealed.seal import (
     SealError,
     SegmentReader,
     Truncated,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from vault.keyid import raw_public
+from vault.sealed.keyid import raw_public
 
 EM_DASH = "\u2014"
 #: Signature type byte of Ed25519 in the signed-note registry.

@@ -37,9 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from vault import note
-from vault.canonical import EntryFormatError, TlogError, canonical_json
 from vault.fsutil import atomic_write_bytes
-from vault.keyid import key_id
 from vault.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -58,6 +56,8 @@ from vault.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from vault.sealed.canonical import EntryFormatError, TlogError, canonical_json
+from vault.sealed.keyid import key_id
 
 __all__ = [
     "CHECKPOINTS_FILE",
@@ -321,7 +321,7 @@ def sign_checkpoint(
 def verify_checkpoint(cp: Checkpoint, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey]) -> None:
     """Raise CheckpointFormatError or CheckpointSignatureError unless ``public_key`` signed cp.
 
-    A sequence of keys is the chain of a rotated log signing key (vault/keyrotation.py,
+    A sequence of keys is the chain of a rotated log signing key (vault/sealed/keyrotation.py,
     ``trusted_sign_keys``): the checkpoint must be signed by the key its key_id names among them.
     """
     if not isinstance(public_key, Ed25519PublicKey):

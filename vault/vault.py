@@ -20,12 +20,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.model import HoldfastConfig
-from vault import holds, keys
+from vault import holds
 from vault.auditlog import AccessLog, PurgeLog
 from vault.db import Segment, make_engine, migrate, session_factory
 from vault.errors import HoldfastError
 from vault.log import event
-from vault.seal import SegmentReader
+from vault.sealed import keys
+from vault.sealed.seal import SegmentReader
 from vault.store import make_store
 from vault.timeutil import utcnow
 

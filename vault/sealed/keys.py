@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from vault.errors import KeyFileError
-from vault.keyid import key_id, raw_public  # noqa: F401 - raw_public re-exported for callers
+from vault.sealed.keyid import key_id, raw_public  # noqa: F401 - raw_public re-exported for callers
 
 _Priv = TypeVar("_Priv", X25519PrivateKey, Ed25519PrivateKey)
 _Pub = TypeVar("_Pub", X25519PublicKey, Ed25519PublicKey)

@@ -37,11 +37,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from vault import keys, tlog
+from vault import tlog
 from vault.errors import KeyFileError
 from vault.fsutil import fsync_dir
 from vault.log import event
-from vault.seal import MAGIC
+from vault.sealed import keys
+from vault.sealed.seal import MAGIC
 from vault.spool import SEG_SUFFIX
 from vault.timeutil import iso, utcnow
 

@@ -1,6 +1,6 @@
 """Naming public keys: the raw bytes and the 8-byte id every sealed header carries.
 
-Kept apart from vault.keys (which reads and writes PEM files through cryptography's
+Kept apart from vault.sealed.keys (which reads and writes PEM files through cryptography's
 serialization module, 1.7 MB per process) so the camera recorder can seal without loading it.
 """
 

@@ -28,12 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from vault.canonical import canonical_json
 from vault.errors import HoldfastError
-from vault.keyid import key_id, raw_public
+from vault.sealed.canonical import canonical_json
+from vault.sealed.keyid import key_id, raw_public
 
 if TYPE_CHECKING:
-    from vault.keys import Keyring
+    from vault.sealed.keys import Keyring
 
 MAGIC = b"HOLDFAST"
 VERSION = 1
