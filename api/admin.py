@@ -17,7 +17,7 @@ from sqlalchemy import select
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from vault import users
-from vault.index import index_summary
+from vault.index.queries import index_summary
 from vault.timeutil import iso
 from vault.users import NAME_RE, ROLES, Actor, UnknownUser, User, UserError, add_user
 

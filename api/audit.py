@@ -18,9 +18,9 @@ from api.deps import Principal, require, state
 from api.errors import ERRORS
 from vault import tlogverify
 from vault.auditlog import AuditLog
+from vault.index.retention_models import AccessLogRow, PurgeLogRow
 from vault.log import event
 from vault.report import compliance_report
-from vault.retention_models import AccessLogRow, PurgeLogRow
 from vault.sealed import keys
 from vault.timeutil import parse_iso
 

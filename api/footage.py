@@ -22,9 +22,16 @@ from api.errors import ERRORS
 from api.state import AppState
 from config.model import ID_PATTERN, CallLine, Camera
 from vault import callmeta
-from vault.db import Segment
 from vault.errors import KeyFileError
-from vault.index import LISTING_COLUMNS, MAX_SEGMENTS, coverage_gaps, find_segments, first_start, last_end
+from vault.index.db import Segment
+from vault.index.queries import (
+    LISTING_COLUMNS,
+    MAX_SEGMENTS,
+    coverage_gaps,
+    find_segments,
+    first_start,
+    last_end,
+)
 from vault.timeutil import iso, parse_iso
 from vault.vault import SegmentNotFound
 
@@ -413,7 +420,7 @@ def search_segments(
 
 
 def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b: datetime) -> list[GapOut]:
-    """The source's gaps in [a, b) as the API shows them (vault.index.coverage_gaps)."""
+    """The source's gaps in [a, b) as the API shows them (vault.index.queries.coverage_gaps)."""
     with st.vault.sessions() as s:
         return [GapOut(**g) for g in coverage_gaps(s, source, segs, a, b)]
 

@@ -32,8 +32,8 @@ from api.footage import Purpose, TimeParam, camera_for, check_purpose, parse_ran
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault import mp4
-from vault.db import Segment
-from vault.index import GAP_TOLERANCE, find_segments
+from vault.index.db import Segment
+from vault.index.queries import GAP_TOLERANCE, find_segments
 from vault.timeutil import iso
 
 router = APIRouter(prefix="/api/v1", tags=["footage"])

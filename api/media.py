@@ -22,7 +22,7 @@ from api.errors import ERRORS
 from api.footage import Purpose, check_purpose, content_type_for, load_segment
 from api.state import AppState
 from vault import media
-from vault.db import Segment
+from vault.index.db import Segment
 from vault.timeutil import iso
 
 router = APIRouter(prefix="/api/v1", tags=["footage"])

@@ -180,7 +180,7 @@ def check_clock(cfg: HoldfastConfig, state: Callable[[], bool | None] = clock_st
 
 
 def check_database(cfg: HoldfastConfig) -> Check:
-    from vault.db import current_revision, head_revision, make_engine
+    from vault.index.db import current_revision, head_revision, make_engine
 
     try:
         engine = make_engine(cfg.database.url)

@@ -408,7 +408,7 @@ def export(app: Appliance, a: argparse.Namespace, v: Any, real_start: datetime) 
                 r.raise_for_status()
                 zbytes = sum(len(b) for b in r.iter_raw())
             t_exp = time.perf_counter() - t0
-        from vault.index import find_segments
+        from vault.index.queries import find_segments
 
         t0 = time.perf_counter()
         plain = 0

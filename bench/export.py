@@ -83,7 +83,7 @@ def main() -> int:
         seg.write(clip.read_bytes())
         seg.close({"end": iso(st + timedelta(seconds=10)), "duration": 10.0, "end_reason": "bench"})
     Ingestor(v).scan()
-    from vault.index import find_segments
+    from vault.index.queries import find_segments
 
     with v.sessions() as s:
         segs = find_segments(s, "garage-1", None, None, None)

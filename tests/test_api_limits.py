@@ -424,7 +424,7 @@ def test_exports_are_limited_in_number_and_size_and_kept_off_the_pbx_filesystem(
 
 def test_export_zip_is_streamed_not_built_whole_in_scratch(api_site: ApiSite, tmp_path: Path) -> None:
     from vault import evidence
-    from vault.index import exportable_segments
+    from vault.index.queries import exportable_segments
     from vault.sealed import keys
 
     t0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
@@ -481,7 +481,7 @@ def test_view_tickets_live_in_the_index_capped_and_expiring(
         assert b.get(third, headers={**h(tokens, "sec"), "Range": "bytes=0-0"}).status_code == 206
         now[0] += timedelta(minutes=61)
         assert b.get(second, headers={**h(tokens, "sec"), "Range": "bytes=0-0"}).status_code == 403  # expired
-    from vault import tickets
+    from vault.index import tickets
 
     with Vault(cfg) as v, v.sessions() as s:
         assert tickets.count(s) <= 2

@@ -23,9 +23,9 @@ from tests.conftest import use_database
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.media import make_fmp4
 from tests.support.retention import make_segments, set_purge
-from vault.db import Segment
+from vault.index.db import Segment
+from vault.index.retention_models import HoldSegment, PurgeLogRow, PurgePending
 from vault.purge import Purger
-from vault.retention_models import HoldSegment, PurgeLogRow, PurgePending
 from vault.store import LocalStore
 from vault.vault import Vault
 

@@ -63,14 +63,14 @@ SEGMENT_QUERY = re.compile(r"\bselect(?:_from)?\(\s*(?:Segment|Gap)\b|\b(?:Segme
 
 
 def test_api_asks_the_vault_for_segments_and_gaps() -> None:
-    """The vault owns every query on segments and gaps (vault.index); the API only calls it."""
+    """The vault owns every query on segments and gaps (vault.index.queries); the API only calls it."""
     bad = [
         f"{p.relative_to(REPO)}:{n}: {line.strip()}"
         for p in sorted((REPO / "api").rglob("*.py"))
         for n, line in enumerate(p.read_text("utf-8").splitlines(), 1)
         if SEGMENT_QUERY.search(line)
     ]
-    assert bad == [], "api/ queries segments or gaps itself; ask vault.index:\n" + "\n".join(bad)
+    assert bad == [], "api/ queries segments or gaps itself; ask vault.index.queries:\n" + "\n".join(bad)
 
 
 def test_the_segment_query_pattern_matches() -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from tests.support.appliance import Appliance
 from vault import holds
-from vault.db import Segment
+from vault.index.db import Segment
 from vault.metrics import exposition
 from vault.spool import write_gap
 from vault.vault import Vault

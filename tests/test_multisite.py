@@ -27,7 +27,7 @@ from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import set_purge
 from tests.support.rgw import RgwCluster, use_s3_store
 from tests.support.wait import wait_for
-from vault.db import Segment
+from vault.index.db import Segment
 from vault.purge import PURGE_LOCK_KEY
 from vault.spool import SpoolSegment
 from vault.timeutil import iso

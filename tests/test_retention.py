@@ -17,10 +17,10 @@ from tests.support.appliance import Appliance
 from tests.support.retention import Clock, make_segments, set_purge
 from vault import holds
 from vault.clocksync import clock_synchronised
-from vault.db import Segment, current_revision
+from vault.index.db import Segment, current_revision
+from vault.index.retention_models import AccessLogRow, PurgeLogRow
 from vault.ingest import Ingestor
 from vault.purge import ClockUntrusted, Purger
-from vault.retention_models import AccessLogRow, PurgeLogRow
 from vault.sealed.seal import KeyDestroyed, SegmentReader, read_header
 from vault.spool import SpoolSegment
 from vault.timeutil import iso, utcnow
@@ -68,7 +68,7 @@ def test_migrated_to_head_through_0002(app: Appliance) -> None:
     """The retention tables come with 0002_retention; later revisions (0003_api) build on it."""
     from alembic.script import ScriptDirectory
 
-    from vault.db import alembic_config, head_revision
+    from vault.index.db import alembic_config, head_revision
 
     with app.vault() as v:
         assert current_revision(v.engine) == head_revision(v.engine)

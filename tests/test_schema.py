@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import vault.approvals  # noqa: F401  (registers the models on Base.metadata)
-import vault.retention_models  # noqa: F401
+import vault.index.retention_models  # noqa: F401
+import vault.index.tickets  # noqa: F401
 import vault.subjects  # noqa: F401
-import vault.tickets  # noqa: F401
 import vault.users  # noqa: F401
-from vault.db import Base, current_revision, head_revision, make_engine, migrate
+from vault.index.db import Base, current_revision, head_revision, make_engine, migrate
 
 
 def _for_dialect(name: str) -> Any:

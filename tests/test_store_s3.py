@@ -16,8 +16,8 @@ from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import Clock, make_segments, set_purge
 from tests.support.rgw import RgwCluster, plain_client, use_s3_store
 from vault import holds, legalholds, s3store
-from vault.db import Segment
 from vault.errors import StoreError
+from vault.index.db import Segment
 from vault.purge import Purger
 from vault.vault import Vault
 

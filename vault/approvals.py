@@ -33,8 +33,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from config.model import ApprovalRule, HoldfastConfig
 from vault.auditlog import AccessLog
-from vault.db import Base, UTCDateTime, begin_write
 from vault.errors import HoldfastError
+from vault.index.db import Base, UTCDateTime, begin_write
 from vault.log import event
 from vault.timeutil import iso
 

@@ -30,11 +30,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault import auditverify, tlog
-from vault.db import begin_write
 from vault.errors import HoldfastError
 from vault.fsutil import atomic_write_bytes, fsync_dir
+from vault.index.db import begin_write
+from vault.index.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
 from vault.log import event
-from vault.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
 from vault.sealed.keyid import key_id
 from vault.timeutil import iso
 

@@ -30,9 +30,9 @@ from sqlalchemy.orm import Session
 
 from vault import holds, tlog, tlogverify
 from vault.auditlog import AuditLog
-from vault.db import Segment
 from vault.errors import HoldfastError, StoreError
-from vault.retention_models import Hold, HoldSegment, PurgeLogRow, PurgePending
+from vault.index.db import Segment
+from vault.index.retention_models import Hold, HoldSegment, PurgeLogRow, PurgePending
 from vault.sealed import keyrotation, keys
 from vault.sealed.scan import SCAN_LIMIT, find_plaintext, scan_file
 from vault.sealed.seal import SealError, SegmentReader

@@ -38,9 +38,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault import media
-from vault.db import Segment
 from vault.errors import HoldfastError
-from vault.index import coverage_gaps, exportable_segments
+from vault.index.db import Segment
+from vault.index.queries import coverage_gaps, exportable_segments
 from vault.log import event
 from vault.sealed import keys
 from vault.timeutil import iso

@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from vault.auditlog import AccessLog
-from vault.db import Segment, Source
 from vault.errors import HoldfastError
+from vault.index.db import Segment, Source
+from vault.index.retention_models import Hold, HoldSegment, HoldSource
 from vault.log import event
-from vault.retention_models import Hold, HoldSegment, HoldSource
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.holds")

@@ -34,13 +34,13 @@ from sqlalchemy.exc import IntegrityError
 
 from config.model import ID_PATTERN
 from vault import legalholds, retention
-from vault.db import Gap, Segment, Source
 from vault.errors import StoreError
 from vault.fsutil import fsync_dir
+from vault.index.db import Gap, Segment, Source
+from vault.index.retention_models import PurgeLogRow, PurgePending
 from vault.log import event
 from vault.notify import notify, watchdog_interval
 from vault.purge import store_full_reason
-from vault.retention_models import PurgeLogRow, PurgePending
 from vault.sealed.seal import (
     SealError,
     SegmentReader,

@@ -22,9 +22,9 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from vault import holds
-from vault.db import Segment
+from vault.index.db import Segment
+from vault.index.retention_models import Hold, HoldSegment, HoldSource
 from vault.log import event
-from vault.retention_models import Hold, HoldSegment, HoldSource
 
 if TYPE_CHECKING:
     from vault.vault import Vault

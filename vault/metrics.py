@@ -30,8 +30,8 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import func, select
 
 from vault import approvals, holds
-from vault.db import Gap, Segment
-from vault.retention_models import PurgeLogRow
+from vault.index.db import Gap, Segment
+from vault.index.retention_models import PurgeLogRow
 from vault.vault import Vault
 
 #: The Prometheus text exposition format (version 0.0.4) that `exposition()` returns.

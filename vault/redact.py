@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 from vault import media
-from vault.db import Segment
 from vault.errors import HoldfastError
+from vault.index.db import Segment
 from vault.log import event
 from vault.vault import Vault
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vault.db import Segment
 from vault.evidence import ExportPart, PartRenderer, sha256_file
+from vault.index.db import Segment
 from vault.redact import Redactor, redact_video
 from vault.timeutil import iso
 from vault.vault import Vault

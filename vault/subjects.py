@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vault.db import Base, UTCDateTime
+from vault.index.db import Base, UTCDateTime
 
 
 class SubjectRequest(Base):

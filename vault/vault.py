@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.model import HoldfastConfig
 from vault import holds
 from vault.auditlog import AccessLog, PurgeLog
-from vault.db import Segment, make_engine, migrate, session_factory
 from vault.errors import HoldfastError
+from vault.index.db import Segment, make_engine, migrate, session_factory
 from vault.log import event
 from vault.sealed import keys
 from vault.sealed.seal import SegmentReader

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import JSON, Index, Integer, String, delete, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from vault.db import Base, UTCDateTime
+from vault.index.db import Base, UTCDateTime
 
 TICKET_MINUTES = 60
 

@@ -150,7 +150,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-MIGRATIONS = Path(__file__).with_name("migrations")
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 def alembic_config(engine: Engine) -> Any:

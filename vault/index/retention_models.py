@@ -1,6 +1,6 @@
 """Index tables for retention enforcement: holds, the two audit logs, checkpoints, purger state.
 
-Kept out of vault/db.py so the foundation's models stay as they were; the schema itself is
+Kept out of vault/index/db.py so the foundation's models stay as they were; the schema itself is
 owned by the Alembic revision 0002_retention, these models only map it.
 """
 
@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vault.db import Base, UTCDateTime
+from vault.index.db import Base, UTCDateTime
 
 
 class Hold(Base):
