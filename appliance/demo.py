@@ -292,7 +292,7 @@ class Demo:
         from datetime import UTC, datetime, timedelta
 
         from vault import holds
-        from vault.spool import SpoolSegment
+        from vault.store.spool import SpoolSegment
         from vault.timeutil import iso
         from vault.users import Incident
         from vault.vault import Vault

@@ -142,7 +142,7 @@ def check_store(cfg: HoldfastConfig) -> list[Check]:
     if cfg.store.kind != "s3":
         return []
     from vault.errors import StoreError
-    from vault.s3store import S3Store
+    from vault.store.s3 import S3Store
 
     name = f"store s3 {cfg.store.bucket}"
     try:

@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.appliance import Appliance, make_appliance  # noqa: E402
 from tests.support.footage import make_fmp4  # noqa: E402
-from vault.ingest import Ingestor  # noqa: E402
-from vault.spool import SpoolSegment  # noqa: E402
+from vault.store.ingest import Ingestor  # noqa: E402
+from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 PW = "benchmark password"

@@ -35,8 +35,8 @@ from sqlalchemy import insert  # noqa: E402
 
 import config as config_pkg  # noqa: E402
 from vault.index.db import Segment  # noqa: E402
-from vault.ingest import Ingestor  # noqa: E402
-from vault.spool import new_segment_id  # noqa: E402
+from vault.store.ingest import Ingestor  # noqa: E402
+from vault.store.spool import new_segment_id  # noqa: E402
 from vault.vault import Vault  # noqa: E402
 
 #: Peak RSS of the process itself: VmHWM belongs to the process's own address space, unlike

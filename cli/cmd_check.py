@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     with open_vault(args) as v:
         if args.repair_holds:
-            from vault import legalholds
+            from vault.store import legalholds
 
             for d in legalholds.repair_drift(v):
                 print(f"repaired: {d.describe()}", file=sys.stderr)

@@ -7,7 +7,7 @@ import signal
 import threading
 
 from cli.common import open_vault
-from vault.ingest import Ingestor
+from vault.store.ingest import Ingestor
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -12,7 +12,7 @@ from cli import progress
 from cli.common import CommandError
 from config.load import render_example
 from vault.sealed import keys
-from vault.spool import ensure_spool
+from vault.store.spool import ensure_spool
 from vault.vault import Vault
 
 

@@ -36,11 +36,11 @@ from recorder.callcontrol import CallError, call_line, control_socket_path, serv
 from recorder.callencoder import Part, ffmpeg_opus_cmd
 from vault.callmeta import CallMeta, CallMetaError, validate
 from vault.errors import HoldfastError
-from vault.fsutil import fsync_dir
 from vault.log import event
 from vault.notify import notify, watchdog_interval
 from vault.sealed import keys
-from vault.spool import SEG_SUFFIX, ensure_spool, recover_partials, write_erasure
+from vault.store.fsutil import fsync_dir
+from vault.store.spool import SEG_SUFFIX, ensure_spool, recover_partials, write_erasure
 from vault.timeutil import iso, utcnow
 
 log = logging.getLogger("holdfast.calls")

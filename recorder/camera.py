@@ -57,7 +57,7 @@ from recorder.segmenter import Clock, Segmenter, UnsupportedStream
 from vault.errors import HoldfastError
 from vault.events import DEBUG, ERROR, WARNING, EventLog, event
 from vault.mp4 import Fragment, FragmentedMp4Reader, Mp4Error
-from vault.spool import PARTIAL_DIR, ensure_spool, recover_partials
+from vault.store.spool import PARTIAL_DIR, ensure_spool, recover_partials
 from vault.timeutil import parse_iso, utcnow
 
 if TYPE_CHECKING:

@@ -32,9 +32,9 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from vault.events import DEBUG, WARNING, EventLog, event
-from vault.fsutil import atomic_write_bytes
 from vault.mp4 import Box, Fragment, InitSegment
-from vault.spool import SpoolSegment, write_gap
+from vault.store.fsutil import atomic_write_bytes
+from vault.store.spool import SpoolSegment, write_gap
 from vault.timeutil import iso, utcnow
 
 log = EventLog("holdfast.recorder.camera")

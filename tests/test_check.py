@@ -26,7 +26,7 @@ from tests.support.retention import make_segments, set_purge
 from vault.index.db import Segment
 from vault.index.retention_models import HoldSegment, PurgeLogRow, PurgePending
 from vault.purge import Purger
-from vault.store import LocalStore
+from vault.store.local import LocalStore
 from vault.vault import Vault
 
 OLD = datetime.now(UTC) - timedelta(days=400)  # past every retention deadline

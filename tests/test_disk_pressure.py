@@ -17,9 +17,9 @@ from tests.support.retention import Clock, make_segments, set_purge, set_store
 from vault import holds
 from vault.index.db import Segment
 from vault.index.retention_models import PurgeLogRow
-from vault.ingest import Ingestor
 from vault.purge import Purger
-from vault.spool import SpoolSegment
+from vault.store.ingest import Ingestor
+from vault.store.spool import SpoolSegment
 from vault.timeutil import iso
 from vault.vault import Vault
 

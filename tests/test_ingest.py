@@ -15,7 +15,7 @@ from tests.support.media import make_fmp4
 from tests.support.scan import plaintext_media_files
 from vault.index.db import Segment
 from vault.sealed.seal import SealError
-from vault.spool import SpoolSegment, write_gap
+from vault.store.spool import SpoolSegment, write_gap
 
 
 def _segments(app: Appliance, *args: str) -> list[dict]:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from tests.support.appliance import Appliance
 from vault.index.db import Segment
-from vault.spool import SpoolSegment
+from vault.store.spool import SpoolSegment
 
 N = 200
 

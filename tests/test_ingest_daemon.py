@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from tests.support.appliance import Appliance
 from vault.index.db import Segment
-from vault.spool import SpoolSegment
+from vault.store.spool import SpoolSegment
 
 
 def _spool_some(app: Appliance, n: int, offset: int) -> list[str]:

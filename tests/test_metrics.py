@@ -12,7 +12,7 @@ from tests.support.appliance import Appliance
 from vault import holds
 from vault.index.db import Segment
 from vault.metrics import exposition
-from vault.spool import write_gap
+from vault.store.spool import write_gap
 from vault.vault import Vault
 
 

@@ -29,7 +29,7 @@ from tests.support.rgw import RgwCluster, use_s3_store
 from tests.support.wait import wait_for
 from vault.index.db import Segment
 from vault.purge import PURGE_LOCK_KEY
-from vault.spool import SpoolSegment
+from vault.store.spool import SpoolSegment
 from vault.timeutil import iso
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)

@@ -19,10 +19,10 @@ from vault import holds
 from vault.clocksync import clock_synchronised
 from vault.index.db import Segment, current_revision
 from vault.index.retention_models import AccessLogRow, PurgeLogRow
-from vault.ingest import Ingestor
 from vault.purge import ClockUntrusted, Purger
 from vault.sealed.seal import KeyDestroyed, SegmentReader, read_header
-from vault.spool import SpoolSegment
+from vault.store.ingest import Ingestor
+from vault.store.spool import SpoolSegment
 from vault.timeutil import iso, utcnow
 from vault.vault import Vault
 

@@ -21,7 +21,7 @@ from tests.support.clock import SetClock
 from tests.support.media import make_fmp4, requires_ffmpeg
 from vault.mp4 import Fragment, FragmentedMp4Reader, InitSegment
 from vault.sealed.seal import read_header
-from vault.spool import GAP_SUFFIX, ensure_spool
+from vault.store.spool import GAP_SUFFIX, ensure_spool
 from vault.timeutil import parse_iso
 
 pytestmark = requires_ffmpeg

@@ -31,11 +31,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vault import auditverify, tlog
 from vault.errors import HoldfastError
-from vault.fsutil import atomic_write_bytes, fsync_dir
 from vault.index.db import begin_write
 from vault.index.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
 from vault.log import event
 from vault.sealed.keyid import key_id
+from vault.store.fsutil import atomic_write_bytes, fsync_dir
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.auditlog")

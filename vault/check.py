@@ -36,7 +36,7 @@ from vault.index.retention_models import Hold, HoldSegment, PurgeLogRow, PurgePe
 from vault.sealed import keyrotation, keys
 from vault.sealed.scan import SCAN_LIMIT, find_plaintext, scan_file
 from vault.sealed.seal import SealError, SegmentReader
-from vault.spool import PARTIAL_DIR, REJECTED_DIR
+from vault.store.spool import PARTIAL_DIR, REJECTED_DIR
 from vault.timeutil import iso
 from vault.vault import Vault
 
@@ -128,7 +128,7 @@ def run_check(vault: Vault, deep: bool = False) -> CheckReport:
 
 def _legal_holds(vault: Vault, report: CheckReport) -> None:
     """On an Object Lock store, each stored object's legal hold must match the index's holds."""
-    from vault import legalholds
+    from vault.store import legalholds
 
     for d in legalholds.find_drift(vault):
         report.add(

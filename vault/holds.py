@@ -33,7 +33,7 @@ log = logging.getLogger("holdfast.holds")
 #: The role that may release a hold (the API maps its accounts onto this).
 RELEASE_PERMISSION = "hold.release"
 #: Session.info key: holds changed in this transaction, whose S3 legal holds the vault sets
-#: after the commit (vault.legalholds.sync_holds).
+#: after the commit (vault.store.legalholds.sync_holds).
 CHANGED = "holdfast.holds_changed"
 
 

@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from vault import note
-from vault.fsutil import atomic_write_bytes
 from vault.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -58,6 +57,7 @@ from vault.merkle import (
 )
 from vault.sealed.canonical import EntryFormatError, TlogError, canonical_json
 from vault.sealed.keyid import key_id
+from vault.store.fsutil import atomic_write_bytes
 
 __all__ = [
     "CHECKPOINTS_FILE",

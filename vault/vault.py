@@ -27,7 +27,7 @@ from vault.index.db import Segment, make_engine, migrate, session_factory
 from vault.log import event
 from vault.sealed import keys
 from vault.sealed.seal import SegmentReader
-from vault.store import make_store
+from vault.store.local import make_store
 from vault.timeutil import utcnow
 
 log = logging.getLogger("holdfast.vault")
@@ -96,7 +96,7 @@ class Vault:
         changed = session.info.pop(holds.CHANGED, None)
         if not changed:
             return
-        from vault import legalholds
+        from vault.store import legalholds
 
         try:
             legalholds.sync_holds(self, changed)

@@ -39,11 +39,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from vault import tlog
 from vault.errors import KeyFileError
-from vault.fsutil import fsync_dir
 from vault.log import event
 from vault.sealed import keys
 from vault.sealed.seal import MAGIC
-from vault.spool import SEG_SUFFIX
+from vault.store.fsutil import fsync_dir
+from vault.store.spool import SEG_SUFFIX
 from vault.timeutil import iso, utcnow
 
 log = logging.getLogger("holdfast.keys")

@@ -2,7 +2,7 @@
 
 Layout `store/<source>/<yyyy>/<mm>/<dd>/<id>` keeps a day of one camera in one directory, so
 listing, backup and manual inspection stay cheap at 8,640 segments a camera a day. Callers use
-keys, never paths: `make_store` gives this class or the S3 store (vault/s3store.py, the same
+keys, never paths: `make_store` gives this class or the S3 store (vault/store/s3.py, the same
 keys as object keys) from `[store] kind`. A blob is addressed by (key, version id); the local
 store has no versions (None).
 
@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from vault.errors import StoreError
-from vault.fsutil import fsync_dir
+from vault.store.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from config.model import HoldfastConfig
-    from vault.s3store import S3Store
+    from vault.store.s3 import S3Store
 
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}/\d{4}/\d{2}/\d{2}/[A-Za-z0-9_-]{1,64}$")
 
@@ -212,7 +212,7 @@ def _listing(d: str | Path) -> list[tuple[str, os.DirEntry[str]]]:
 def make_store(cfg: HoldfastConfig) -> LocalStore | S3Store:
     """The store `[store] kind` names: the local filesystem (`[paths] store`) or an S3 bucket."""
     if cfg.store.kind == "s3":
-        from vault.s3store import S3Store
+        from vault.store.s3 import S3Store
 
         return S3Store(cfg.store)
     return LocalStore(cfg.paths.store)

@@ -1,6 +1,6 @@
 """Watching a directory for files to take: inotify (watchdog) wakes the loop, a rescan is the truth.
 
-Serves the spool ingest (vault.ingest) and the PBX directory (recorder.pbx). An event is only a
+Serves the spool ingest (vault.store.ingest) and the PBX directory (recorder.pbx). An event is only a
 hint: one can be missed (a full inotify queue, a file moved in before the watch started), so
 each loop also rescans the directory on its own schedule.
 """

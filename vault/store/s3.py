@@ -35,7 +35,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from config.model import Store as StoreConfig
 from vault.errors import StoreError
 from vault.log import event
-from vault.store import check_key, key_for
+from vault.store.local import check_key, key_for
 
 log = logging.getLogger("holdfast.store")
 

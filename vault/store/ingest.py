@@ -33,9 +33,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from config.model import ID_PATTERN
-from vault import legalholds, retention
+from vault import retention
 from vault.errors import StoreError
-from vault.fsutil import fsync_dir
 from vault.index.db import Gap, Segment, Source
 from vault.index.retention_models import PurgeLogRow, PurgePending
 from vault.log import event
@@ -50,10 +49,12 @@ from vault.sealed.seal import (
     read_header,
     shred_envelope,
 )
-from vault.spool import ERASE_SUFFIX, GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
+from vault.store import legalholds
+from vault.store.fsutil import fsync_dir
+from vault.store.spool import ERASE_SUFFIX, GAP_SUFFIX, REJECTED_DIR, SEG_SUFFIX, SEGMENT_ID_RE, ensure_spool
+from vault.store.watch import DirectoryWatcher, listing
 from vault.timeutil import iso, parse_iso
 from vault.vault import Vault
-from vault.watch import DirectoryWatcher, listing
 
 log = logging.getLogger("holdfast.ingest")
 
@@ -461,7 +462,7 @@ class Ingestor:
         rescan_seconds: float = 30.0,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
-        """Watch the spool (vault.watch); rescan periodically in case an event was missed."""
+        """Watch the spool (vault.store.watch); rescan periodically in case an event was missed."""
         with DirectoryWatcher(self.spool, rescan_seconds) as watcher:
             self.scan()
             if on_ready is not None:
