@@ -27,10 +27,10 @@ from api.exports import stream_export
 from api.footage import parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
-from vault import holds
 from vault.evidence import Built, ExportPart, build_signed, gather_parts
 from vault.log import event
 from vault.redact import Rect, RedactError, Redactor
+from vault.retention import holds
 from vault.subject_export import manifest_header, part_renderer
 from vault.subjects import SubjectRequest
 from vault.timeutil import iso

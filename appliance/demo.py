@@ -291,7 +291,7 @@ class Demo:
         spool files, gone once ingest has indexed them."""
         from datetime import UTC, datetime, timedelta
 
-        from vault import holds
+        from vault.retention import holds
         from vault.store.spool import SpoolSegment
         from vault.timeutil import iso
         from vault.users import Incident

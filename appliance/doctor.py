@@ -22,7 +22,7 @@ from appliance.install import USER, systemd_running
 from appliance.units import recorder_units
 from config.load import ConfigError
 from config.model import HoldfastConfig
-from vault.clocksync import clock_synchronised
+from vault.retention.clocksync import clock_synchronised
 
 
 @dataclass

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 import config as config_pkg  # noqa: E402
 from vault import tlog, tlogverify  # noqa: E402
 from vault.index.db import Segment  # noqa: E402
-from vault.purge import Purger  # noqa: E402
+from vault.retention.purge import Purger  # noqa: E402
 from vault.sealed.seal import SegmentWriter, detach_envelope, read_header  # noqa: E402
 from vault.store.ingest import Ingestor  # noqa: E402
 from vault.store.spool import new_segment_id  # noqa: E402

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.appliance import Appliance  # noqa: E402
 from tests.support.rgw import RgwCluster, plain_client, use_s3_store  # noqa: E402
-from vault.purge import Purger  # noqa: E402
+from vault.retention.purge import Purger  # noqa: E402
 from vault.store.ingest import Ingestor  # noqa: E402
 from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402

@@ -25,7 +25,7 @@ from tests.support.media import make_fmp4
 from tests.support.retention import make_segments, set_purge
 from vault.index.db import Segment
 from vault.index.retention_models import HoldSegment, PurgeLogRow, PurgePending
-from vault.purge import Purger
+from vault.retention.purge import Purger
 from vault.store.local import LocalStore
 from vault.vault import Vault
 
@@ -163,7 +163,7 @@ def test_a_purged_segment_an_active_hold_names(app: Appliance) -> None:
     with app.vault() as v:
         (a,) = make_segments(v, "office-1", OLD, 1)
         Purger(v).run()
-        from vault import holds
+        from vault.retention import holds
 
         with v.sessions.begin() as s:
             h = holds.add_hold(

@@ -20,7 +20,7 @@ from pymerkle import InclusionProof, InmemoryTree, verify_consistency
 from tests.support.appliance import HOLDFAST, Appliance
 from tests.support.retention import Clock, make_segments, set_purge
 from vault import note, tlog, tlogstream, tlogverify
-from vault.purge import Purger
+from vault.retention.purge import Purger
 from vault.vault import Vault
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from tests.support.appliance import Appliance
 from tests.support.retention import Clock, make_segments, set_purge, set_store
-from vault import holds
 from vault.index.db import Segment
 from vault.index.retention_models import PurgeLogRow
-from vault.purge import Purger
+from vault.retention import holds
+from vault.retention.purge import Purger
 from vault.store.ingest import Ingestor
 from vault.store.spool import SpoolSegment
 from vault.timeutil import iso

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.support.appliance import Appliance
 from vault import merkle, tlog, tlogverify
 from vault.index.db import Segment
-from vault.purge import Purger
+from vault.retention.purge import Purger
 from vault.sealed import keyrotation, keys
 from vault.timeutil import iso, utcnow
 from vault.vault import Vault

@@ -15,11 +15,11 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.support.appliance import Appliance
 from tests.support.retention import Clock, make_segments, set_purge
-from vault import holds
-from vault.clocksync import clock_synchronised
 from vault.index.db import Segment, current_revision
 from vault.index.retention_models import AccessLogRow, PurgeLogRow
-from vault.purge import ClockUntrusted, Purger
+from vault.retention import holds
+from vault.retention.clocksync import clock_synchronised
+from vault.retention.purge import ClockUntrusted, Purger
 from vault.sealed.seal import KeyDestroyed, SegmentReader, read_header
 from vault.store.ingest import Ingestor
 from vault.store.spool import SpoolSegment

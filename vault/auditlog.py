@@ -365,7 +365,7 @@ class AccessLog(AuditLog):
     def seal(self, session: Session, now: datetime) -> tlog.Checkpoint | None:
         """Sign the head in the caller's transaction, with the key the log was built with.
 
-        Hold changes call this (vault.holds): each is followed by a signed checkpoint, whichever
+        Hold changes call this (vault.retention.holds): each is followed by a signed checkpoint, whichever
         process made it."""
         if self._signer is None:
             raise ValueError("this access log was built without a signing key; build it with signer=")

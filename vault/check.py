@@ -28,11 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault import holds, tlog, tlogverify
+from vault import tlog, tlogverify
 from vault.auditlog import AuditLog
 from vault.errors import HoldfastError, StoreError
 from vault.index.db import Segment
 from vault.index.retention_models import Hold, HoldSegment, PurgeLogRow, PurgePending
+from vault.retention import holds
 from vault.sealed import keyrotation, keys
 from vault.sealed.scan import SCAN_LIMIT, find_plaintext, scan_file
 from vault.sealed.seal import SealError, SegmentReader

@@ -12,7 +12,7 @@ gap and purge, so a scrape of the API is always complete and survives restarts.
   every gap whose reason is not a clean stop. A gap is written when the recorder reconnects (or
   restarts) after losing the stream, so reconnects = gaps minus those ending a clean shutdown.
 - `holdfast_class_segments{class}`, `holdfast_class_held{class}` (covered by an active legal hold,
-  `vault.holds.held_clause`), `holdfast_class_overdue{class}` (stored, deadline passed, not held:
+  `vault.retention.holds.held_clause`), `holdfast_class_overdue{class}` (stored, deadline passed, not held:
   should be 0 between purges); the same definitions as the compliance report (vault/report.py).
 - `holdfast_purges_total{reason}` from the purge log.
 - `holdfast_break_glass_total` (every break-glass override, vault/approvals.py: alert on any
@@ -29,9 +29,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import func, select
 
-from vault import approvals, holds
+from vault import approvals
 from vault.index.db import Gap, Segment
 from vault.index.retention_models import PurgeLogRow
+from vault.retention import holds
 from vault.vault import Vault
 
 #: The Prometheus text exposition format (version 0.0.4) that `exposition()` returns.
@@ -121,7 +122,7 @@ class HoldfastCollector:
                 if end is not None:
                     line_age.add_metric([ln.id], max(0.0, (now - end).total_seconds()))
             # Same definitions as the compliance report (vault/report.py): stored rows only;
-            # held = covered by an active hold now (vault.holds); overdue = deadline passed, unheld.
+            # held = covered by an active hold now (vault.retention.holds); overdue = deadline passed, unheld.
             held = holds.held_clause(now)
             stored = Segment.state == "stored"
             by_class = select(Segment.retention_class, func.count()).where(stored)

@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from vault import holds
 from vault.index.db import Segment
 from vault.index.retention_models import Hold, HoldSegment, HoldSource
 from vault.notice import notice_versions
-from vault.purge import REASONS, policy_version
+from vault.retention import holds
+from vault.retention.purge import REASONS, policy_version
 from vault.timeutil import iso
 from vault.vault import Vault
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from vault.index.retention_models import PurgeLogRow
-from vault.purge import REASONS
+from vault.retention.purge import REASONS
 from vault.timeutil import parse_iso
 from vault.vault import Vault
 

@@ -20,11 +20,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.model import HoldfastConfig
-from vault import holds
 from vault.auditlog import AccessLog, PurgeLog
 from vault.errors import HoldfastError
 from vault.index.db import Segment, make_engine, migrate, session_factory
 from vault.log import event
+from vault.retention import holds
 from vault.sealed import keys
 from vault.sealed.seal import SegmentReader
 from vault.store.local import make_store
@@ -134,7 +134,7 @@ class Vault:
 
     @cached_property
     def purge_log(self) -> PurgeLog:
-        """The tamper-evident record of every purged segment (appended only by vault.purge)."""
+        """The tamper-evident record of every purged segment (appended only by vault.retention.purge)."""
         return PurgeLog(self._log_origin("purge"))
 
     @cached_property

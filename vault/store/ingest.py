@@ -33,13 +33,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from config.model import ID_PATTERN
-from vault import retention
 from vault.errors import StoreError
 from vault.index.db import Gap, Segment, Source
 from vault.index.retention_models import PurgeLogRow, PurgePending
 from vault.log import event
 from vault.notify import notify, watchdog_interval
-from vault.purge import store_full_reason
+from vault.retention import deadlines
+from vault.retention.purge import store_full_reason
 from vault.sealed.seal import (
     SealError,
     SegmentReader,
@@ -210,7 +210,7 @@ class Ingestor:
             "duration": float(duration),
             "plaintext_bytes": res.plaintext_bytes,
             "retention_class": class_name,
-            "deadline": retention.deadline(end, cls, tz),
+            "deadline": deadlines.deadline(end, cls, tz),
             "cut_short": res.cut_short,
             "meta": merged,
             "key_id": res.key_id.hex(),
@@ -376,7 +376,7 @@ class Ingestor:
 
     def _ingest_erasure(self, path: Path) -> str:
         """A recorder's erasure request (caller opt-out): shred now, the purger deletes and logs."""
-        from vault.purge import ClockUntrusted, Purger
+        from vault.retention.purge import ClockUntrusted, Purger
 
         try:
             body = json.loads(path.read_text("utf-8"))

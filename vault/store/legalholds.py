@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from vault import holds
 from vault.index.db import Segment
 from vault.index.retention_models import Hold, HoldSegment, HoldSource
 from vault.log import event
+from vault.retention import holds
 
 if TYPE_CHECKING:
     from vault.vault import Vault

@@ -33,12 +33,12 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from config.model import HoldfastConfig
-from vault import holds
-from vault.clocksync import clock_synchronised
 from vault.errors import HoldfastError
 from vault.index.db import Segment
 from vault.index.retention_models import PurgeLogRow, PurgePending, PurgerState
 from vault.log import event
+from vault.retention import holds
+from vault.retention.clocksync import clock_synchronised
 from vault.sealed import keyrotation
 from vault.sealed.canonical import canonical_json
 from vault.timeutil import iso, parse_iso

@@ -1,6 +1,6 @@
 """Is the system clock NTP-synchronised? The kernel's verdict, for the purger and the doctor.
 
-The purger refuses to delete on an untrusted clock (vault.purge.check_clock) and `holdfast doctor`
+The purger refuses to delete on an untrusted clock (vault.retention.purge.check_clock) and `holdfast doctor`
 reports the same flag; both ask here, so they never disagree.
 """
 
