@@ -1,7 +1,7 @@
 """Invariant 9: every view, export and hold change names a user, a purpose and a time.
 
 Routes call `record()`; the entry goes to the vault's tamper-evident access log
-(vault.auditlog.AccessLog, on vault.tlog). Recording happens *before* footage leaves the box:
+(vault.ledger.ledgers.AccessLog, on vault.ledger.entries). Recording happens *before* footage leaves the box:
 if the log cannot be written, the request fails and nothing is served. Hold changes are logged
 by vault.retention.holds in the same transaction as the change.
 

@@ -1,7 +1,7 @@
 """Auditor views: access log, purge log with its latest checkpoint, verification, compliance.
 
 No footage here: auditors read *about* footage, never the footage itself. Verification is
-vault.tlogverify.verify_log, the same code `holdfast audit verify` runs offline on an export.
+vault.ledger.verify.verify_log, the same code `holdfast audit verify` runs offline on an export.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from vault import tlogverify
-from vault.auditlog import AuditLog
 from vault.index.retention_models import AccessLogRow, PurgeLogRow
+from vault.ledger import verify as tlogverify
+from vault.ledger.ledgers import AuditLog
+from vault.ledger.report import compliance_report
 from vault.log import event
-from vault.report import compliance_report
 from vault.sealed import keys
 from vault.timeutil import parse_iso
 

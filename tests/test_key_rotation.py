@@ -13,8 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.appliance import Appliance
-from vault import merkle, tlog, tlogverify
 from vault.index.db import Segment
+from vault.ledger import entries as tlog
+from vault.ledger import merkle, verify
 from vault.retention.purge import Purger
 from vault.sealed import keyrotation, keys
 from vault.timeutil import iso, utcnow
@@ -170,9 +171,9 @@ def test_sign_rotation_signs_over_and_verifies_as_a_chain(tmp_path: Path) -> Non
     )
     chain = keyrotation.trusted_sign_keys(root_pub, keyrotation.read_transitions(tmp_path))
     assert len(chain) == 2
-    assert tlogverify.verify_log(entries, [cp1, cp2], chain).ok
+    assert verify.verify_log(entries, [cp1, cp2], chain).ok
     # The old key alone cannot vouch for cp2.
-    assert not tlogverify.verify_log(entries, [cp1, cp2], root_pub).ok
+    assert not verify.verify_log(entries, [cp1, cp2], root_pub).ok
     # A forged transition (not signed by the trusted key) breaks the chain.
     rogue = Ed25519PrivateKey.generate()
     forged = dict(keyrotation.read_transitions(tmp_path)[0])

@@ -361,7 +361,7 @@ def test_report_overdue_zero_normally_and_counts_when_purger_stopped(app: Applia
     make_segments(v, "office-1", T0 - timedelta(days=1), 3)
     [held] = make_segments(v, "garage-1", T0 - timedelta(days=1), 1)
     _add_hold(v, segment_ids=[held], reason="incident")
-    from vault.report import compliance_report
+    from vault.ledger.report import compliance_report
 
     assert compliance_report(v, clock.now)["classes"]["office-camera"]["overdue"] == 0
     clock.advance(days=30)  # the purger "was stopped" while a month passed

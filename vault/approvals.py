@@ -32,9 +32,9 @@ from sqlalchemy import JSON, Index, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from config.model import ApprovalRule, HoldfastConfig
-from vault.auditlog import AccessLog
 from vault.errors import HoldfastError
 from vault.index.db import Base, UTCDateTime, begin_write
+from vault.ledger.ledgers import AccessLog
 from vault.log import event
 from vault.timeutil import iso
 

@@ -28,11 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault import tlog, tlogverify
-from vault.auditlog import AuditLog
 from vault.errors import HoldfastError, StoreError
 from vault.index.db import Segment
 from vault.index.retention_models import Hold, HoldSegment, PurgeLogRow, PurgePending
+from vault.ledger import entries as tlog
+from vault.ledger import verify
+from vault.ledger.ledgers import AuditLog
 from vault.retention import holds
 from vault.sealed import keyrotation, keys
 from vault.sealed.scan import SCAN_LIMIT, find_plaintext, scan_file
@@ -395,7 +396,7 @@ def _sign_keys(vault: Vault) -> list[Ed25519PublicKey]:
 
 def _verify_log(vault: Vault, s: Session, lg: AuditLog, report: CheckReport) -> None:
     """Stream the entries: seq and hash chain entry by entry, then the root at the last signed
-    checkpoint against that checkpoint. On a failure, vault.tlogverify.verify_log pinpoints the entry."""
+    checkpoint against that checkpoint. On a failure, vault.ledger.verify.verify_log pinpoints the entry."""
     name = f"{lg.name}-log"
     cp = lg.latest_checkpoint(s)
     acc = tlog.MerkleAccumulator()
@@ -445,10 +446,10 @@ def _verify_log(vault: Vault, s: Session, lg: AuditLog, report: CheckReport) -> 
 
 
 def _pinpoint(vault: Vault, s: Session, lg: AuditLog) -> str:
-    """Only on a failure: the whole log in memory, so vault.tlogverify names the first bad entry."""
+    """Only on a failure: the whole log in memory, so vault.ledger.verify names the first bad entry."""
     try:
         entries = [text.encode("utf-8") for _seq, text in lg.entries(s)]
-        rep = tlogverify.verify_log(entries, lg.checkpoints(s), _sign_keys(vault), origin=lg.origin)
+        rep = verify.verify_log(entries, lg.checkpoints(s), _sign_keys(vault), origin=lg.origin)
     except (tlog.TlogError, OSError, HoldfastError):
         return ""
     first = rep.first_bad_entry

@@ -13,7 +13,7 @@ gap and purge, so a scrape of the API is always complete and survives restarts.
   restarts) after losing the stream, so reconnects = gaps minus those ending a clean shutdown.
 - `holdfast_class_segments{class}`, `holdfast_class_held{class}` (covered by an active legal hold,
   `vault.retention.holds.held_clause`), `holdfast_class_overdue{class}` (stored, deadline passed, not held:
-  should be 0 between purges); the same definitions as the compliance report (vault/report.py).
+  should be 0 between purges); the same definitions as the compliance report (vault/ledger/report.py).
 - `holdfast_purges_total{reason}` from the purge log.
 - `holdfast_break_glass_total` (every break-glass override, vault/approvals.py: alert on any
   increase) and `holdfast_approvals_pending` (requests waiting for a second person).
@@ -121,7 +121,7 @@ class HoldfastCollector:
                 end = per_source.get(ln.id, (None, 0, 0))[0]
                 if end is not None:
                     line_age.add_metric([ln.id], max(0.0, (now - end).total_seconds()))
-            # Same definitions as the compliance report (vault/report.py): stored rows only;
+            # Same definitions as the compliance report (vault/ledger/report.py): stored rows only;
             # held = covered by an active hold now (vault.retention.holds); overdue = deadline passed, unheld.
             held = holds.held_clause(now)
             stored = Segment.state == "stored"

@@ -38,9 +38,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from vault.auditlog import AccessLog
 from vault.errors import HoldfastError
 from vault.index.db import Base, UTCDateTime, begin_write
+from vault.ledger.ledgers import AccessLog
 from vault.log import event
 from vault.timeutil import iso
 

@@ -20,9 +20,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.model import HoldfastConfig
-from vault.auditlog import AccessLog, PurgeLog
 from vault.errors import HoldfastError
 from vault.index.db import Segment, make_engine, migrate, session_factory
+from vault.ledger.ledgers import AccessLog, PurgeLog
 from vault.log import event
 from vault.retention import holds
 from vault.sealed import keys

@@ -74,9 +74,9 @@ class AccessLogRow(Base):
 class LogHead(Base):
     """The head of one tamper-evident log (`purge` or `access`): what the next append chains to.
 
-    Appenders lock this row (vault.auditlog) and update it in the transaction that writes the
+    Appenders lock this row (vault.ledger.ledgers) and update it in the transaction that writes the
     entry, so seq and prev are never taken from memory. `frontier` is the Merkle accumulator's
-    state (vault.merkle.MerkleAccumulator.frontier(), hex hashes concatenated), so a checkpoint
+    state (vault.ledger.merkle.MerkleAccumulator.frontier(), hex hashes concatenated), so a checkpoint
     signs the root without re-reading the log.
     """
 

@@ -21,10 +21,10 @@ from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from vault.auditlog import AccessLog
 from vault.errors import HoldfastError
 from vault.index.db import Segment, Source
 from vault.index.retention_models import Hold, HoldSegment, HoldSource
+from vault.ledger.ledgers import AccessLog
 from vault.log import event
 from vault.timeutil import iso
 

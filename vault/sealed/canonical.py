@@ -1,10 +1,10 @@
 """Canonical JSON: the one byte form of a value, wherever bytes are hashed, signed or sealed.
 
-Log entries (vault.tlog), checkpoints, sealed headers' metadata and trailers (vault.sealed.seal) and
+Log entries (vault.ledger.entries), checkpoints, sealed headers' metadata and trailers (vault.sealed.seal) and
 policy versions (vault.retention.purge) are all hashed or authenticated as these bytes, so they must be
 reproducible: sorted keys, no whitespace, UTF-8, and no NaN or infinity (which JSON lacks).
 Imports only json: the camera recorder seals with it under a tight import budget
-(tests/test_camera_budget.py), so the log's base errors live here too rather than in vault.tlog.
+(tests/test_camera_budget.py), so the log's base errors live here too rather than in vault.ledger.entries.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from vault import tlog
 from vault.errors import KeyFileError
+from vault.ledger import entries
 from vault.log import event
 from vault.sealed import keys
 from vault.sealed.seal import MAGIC
@@ -182,7 +182,7 @@ def prune_and_log(vault: Any, actor: str = PRUNE_ACTOR, role: str = "system") ->
     return prune_seal_keys(vault, audit=audit)
 
 
-def sign_over_latest(vault: Any) -> tlog.Checkpoint | None:
+def sign_over_latest(vault: Any) -> entries.Checkpoint | None:
     """Before a sign-key rotation: sign both logs' heads with the current key, and return the
     purge log's latest checkpoint for `rotate_sign` to re-sign with the new key (the handover
     point an auditor can check against both keys). None when the purge log is still empty."""
@@ -191,7 +191,7 @@ def sign_over_latest(vault: Any) -> tlog.Checkpoint | None:
         for lg in (vault.purge_log, vault.access_log):
             lg.checkpoint(s, vault.sign_key, now)
     with vault.sessions() as s:
-        cp: tlog.Checkpoint | None = vault.purge_log.latest_checkpoint(s)
+        cp: entries.Checkpoint | None = vault.purge_log.latest_checkpoint(s)
     return cp
 
 
@@ -199,10 +199,10 @@ def sign_over_latest(vault: Any) -> tlog.Checkpoint | None:
 
 
 def _statement(body: dict[str, Any]) -> bytes:
-    return b"holdfast sign-key transition v1\n" + tlog.canonical_json(body)
+    return b"holdfast sign-key transition v1\n" + entries.canonical_json(body)
 
 
-def rotate_sign(directory: Path, latest: tlog.Checkpoint | None = None) -> dict[str, Any]:
+def rotate_sign(directory: Path, latest: entries.Checkpoint | None = None) -> dict[str, Any]:
     """New sign key; the transition (and the latest checkpoint re-signed) appended; old private destroyed."""
     old = keys.load_sign_private(directory / keys.SIGN_KEY)
     new = Ed25519PrivateKey.generate()
@@ -215,7 +215,7 @@ def rotate_sign(directory: Path, latest: tlog.Checkpoint | None = None) -> dict[
         "checkpoint": None,
     }
     if latest is not None:
-        body["checkpoint"] = tlog.sign_checkpoint(
+        body["checkpoint"] = entries.sign_checkpoint(
             new, latest.origin, latest.size, latest.root, latest.time
         ).to_dict()
     stmt = _statement(body)
@@ -251,7 +251,7 @@ def read_transitions(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text("utf-8").splitlines() if line.strip()]
 
 
-class TransitionError(tlog.TlogError):
+class TransitionError(entries.TlogError):
     pass
 
 
@@ -279,7 +279,7 @@ def trusted_sign_keys(
         if keys.key_id(new).hex() != t["new_key_id"]:
             raise TransitionError(f"transition {i}: new_key_id does not match its public key")
         if t["checkpoint"] is not None:
-            tlog.verify_checkpoint(tlog.Checkpoint.from_dict(t["checkpoint"]), new)
+            entries.verify_checkpoint(entries.Checkpoint.from_dict(t["checkpoint"]), new)
         chain.append(new)
     return chain
 

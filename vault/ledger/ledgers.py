@@ -1,14 +1,14 @@
 """Tamper-evident, append-only audit logs (the purge log and the access log) stored in the index.
 
-Both logs are the same thing: vault.tlog entries (canonical JSON with `seq` and `prev`, the
+Both logs are the same thing: entries of vault.ledger.entries (canonical JSON with `seq` and `prev`, the
 leaf hash of the previous entry), each an RFC 6962 leaf, with Ed25519-signed checkpoints
 (origin, size, root, time) stored beside them. This module is only the storage: the entry
-format, signing, export format and offline verification are vault.tlog's.
+format, signing, export format and offline verification are vault.ledger.entries's.
 The database only makes appending cheap and transactional (an entry commits together with the
 change it records); the proof is in the Merkle tree and the signatures, so an auditor verifies an
 export offline with the public key alone and a changed, dropped or reordered entry is named.
 
-Export layout (`export(dir)`): one vault.tlog export directory per log (`DIR/purge-log/`,
+Export layout (`export(dir)`): one vault.ledger.entries export directory per log (`DIR/purge-log/`,
 `DIR/access-log/`: entries.jsonl with the exact hashed bytes per line, checkpoints.jsonl) and
 `DIR/manifest.json` naming them.
 """
@@ -29,10 +29,11 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from vault import auditverify, tlog
 from vault.errors import HoldfastError
 from vault.index.db import begin_write
 from vault.index.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
+from vault.ledger import entries as tlog
+from vault.ledger import exportverify
 from vault.log import event
 from vault.sealed.keyid import key_id
 from vault.store.fsutil import atomic_write_bytes, fsync_dir
@@ -277,7 +278,7 @@ class AuditLog:
         public_key: Ed25519PublicKey | None = None,
         progress: Callable[..., None] | None = None,
     ) -> dict[str, Any]:
-        """Write a vault.tlog export (entries streamed, not held in memory); returns a summary.
+        """Write a vault.ledger.entries export (entries streamed, not held in memory); returns a summary.
 
         Beside entries.jsonl and checkpoints.jsonl: `checkpoint`, the newest checkpoint signed by
         `public_key`'s key as a C2SP signed note, and consistency.jsonl, an RFC 9162 consistency
@@ -417,10 +418,10 @@ class AccessLog(AuditLog):
         raise AssertionError("unreachable")
 
 
-# -- offline verification lives in vault.auditverify (no database imports: fast start-up) ------
+# -- offline verification lives in vault.ledger.exportverify (no database imports: fast start-up) ------
 
-verify_export = auditverify.verify_export
-log_origins = auditverify.log_origins
+verify_export = exportverify.verify_export
+log_origins = exportverify.log_origins
 
 
 def write_manifest(directory: Path, logs: list[dict[str, Any]], pub: Ed25519PublicKey, now: datetime) -> None:

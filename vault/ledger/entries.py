@@ -6,7 +6,7 @@ dropped or reordered entry is pinpointed. Three commitments make that possible:
 * every entry is canonical JSON carrying ``seq`` (its 0-based index) and ``prev`` (hex leaf hash
   of the previous entry), built by make_entry; ``seq`` exposes removal, insertion and
   reordering, ``prev`` makes each entry vouch for its predecessor's exact bytes;
-* the entries are the leaves of an RFC 6962 Merkle tree (vault.merkle);
+* the entries are the leaves of an RFC 6962 Merkle tree (vault.ledger.merkle);
 * the appliance periodically signs a checkpoint (origin, size, root, time) with Ed25519.
 
 The hash chain alone can be recomputed by anyone with write access; the signed roots cannot
@@ -14,7 +14,7 @@ without the key. verify_log combines both: signed roots say *whether* and *from 
 entries differ, ``seq`` and ``prev`` say *which* entry and *how*.
 
 This module makes entries and checkpoints and reads and writes export directories;
-vault.tlogverify verifies a log and pinpoints tampering, vault.tlogstream verifies an export
+vault.ledger.verify verifies a log and pinpoints tampering, vault.ledger.streamverify verifies an export
 directory in one streaming pass. Storage-agnostic on purpose: no database imports; the caller
 stores bytes and leaf hashes.
 """
@@ -36,8 +36,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from vault import note
-from vault.merkle import (
+from vault.ledger import note
+from vault.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
     ConsistencyProofError,

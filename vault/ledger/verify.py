@@ -4,7 +4,7 @@ verify_log checks every checkpoint signature, their order and agreement, the Mer
 entries at each signed size and every entry's ``seq`` and ``prev``; when something disagrees,
 _pinpoint tries each single change (swap, removal, insertion, change, truncation, the ``_h_*``
 hypotheses) and names the one that explains all the evidence. It holds the whole log in memory
-to do that; vault.tlogstream decides the common, untampered case in one streaming pass first.
+to do that; vault.ledger.streamverify decides the common, untampered case in one streaming pass first.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault.merkle import EMPTY_ROOT, HASH_SIZE, MerkleAccumulator, leaf_hash
-from vault.tlog import (
+from vault.ledger.entries import (
     _GENESIS,
     Checkpoint,
     CheckpointFormatError,
@@ -27,6 +26,7 @@ from vault.tlog import (
     parse_entry,
     verify_checkpoint,
 )
+from vault.ledger.merkle import EMPTY_ROOT, HASH_SIZE, MerkleAccumulator, leaf_hash
 
 __all__ = ["Problem", "VerifyReport", "unsealed_note", "screen_checkpoints", "verify_log"]
 

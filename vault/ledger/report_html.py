@@ -1,6 +1,6 @@
 """The compliance report as one self-contained HTML file, for an auditor to read and archive.
 
-Same numbers as `holdfast audit report --json` (vault.report); this only lays them out as a
+Same numbers as `holdfast audit report --json` (vault.ledger.report); this only lays them out as a
 report: per retention class the limit against the oldest unheld footage, overdue (0 is what the
 purger proves), holds with their reasons and owners, and purges by reason per day as a small
 inline SVG chart. Times are in the site's zone, UTC in each time's tooltip. No script, no
@@ -83,7 +83,7 @@ def _chart(days: dict[str, Counter[str]]) -> str:
 
 
 def render(v: Vault, rep: dict[str, Any]) -> str:
-    """The report `rep` (vault.report.compliance_report) as an HTML document."""
+    """The report `rep` (vault.ledger.report.compliance_report) as an HTML document."""
     site = v.cfg.sites[0]
     tz = ZoneInfo(site.timezone)
 

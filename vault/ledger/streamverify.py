@@ -2,7 +2,7 @@
 
 verify_export_dir decides an untampered log without holding it: each entry is hashed, its
 ``seq`` and ``prev`` checked, and the Merkle frontier (O(log n) hashes) gives the root at every
-signed size. At the first anomaly it hands over to vault.tlogverify.verify_log, which loads the
+signed size. At the first anomaly it hands over to vault.ledger.verify.verify_log, which loads the
 log and pinpoints the entry. verify_since checks only the entries after an auditor's earlier
 checkpoint, joined to it by an RFC 9162 consistency proof.
 """
@@ -21,16 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from orjson import loads as _fast_loads
 
-from vault.merkle import (
-    EMPTY_ROOT,
-    MerkleAccumulator,
-    ProofError,
-    frontier_from_consistency,
-    leaf_hash,
-    leaf_hashes,
-    verify_consistency,
-)
-from vault.tlog import (
+from vault.ledger.entries import (
     CHECKPOINTS_FILE,
     CONSISTENCY_FILE,
     ENTRIES_FILE,
@@ -40,7 +31,16 @@ from vault.tlog import (
     read_checkpoints,
     read_export,
 )
-from vault.tlogverify import VerifyReport, screen_checkpoints, unsealed_note, verify_log
+from vault.ledger.merkle import (
+    EMPTY_ROOT,
+    MerkleAccumulator,
+    ProofError,
+    frontier_from_consistency,
+    leaf_hash,
+    leaf_hashes,
+    verify_consistency,
+)
+from vault.ledger.verify import VerifyReport, screen_checkpoints, unsealed_note, verify_log
 
 __all__ = ["Progress", "SinceReport", "verify_export_dir", "verify_since"]
 

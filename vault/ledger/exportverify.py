@@ -1,7 +1,7 @@
 """Offline verification of an `audit export` directory: what an auditor runs, with no database.
 
-Kept apart from vault.auditlog (which needs SQLAlchemy) so `holdfast audit verify` starts fast;
-vault.tlogstream does the work, this adds the two-log export layout (manifest.json, <log>-log/).
+Kept apart from vault.ledger.ledgers (which needs SQLAlchemy) so `holdfast audit verify` starts fast;
+vault.ledger.streamverify does the work, this adds the two-log export layout (manifest.json, <log>-log/).
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault import tlog, tlogstream, tlogverify
+from vault.ledger import entries, streamverify, verify
 
 
 def verify_export(
     directory: Path,
     pub: Ed25519PublicKey | Sequence[Ed25519PublicKey],
     progress: Callable[[str], Callable[[int], None]] | None = None,
-) -> list[tuple[str, tlogverify.VerifyReport | str]]:
+) -> list[tuple[str, verify.VerifyReport | str]]:
     """Verify every log named in DIR/manifest.json; a str in place of a report is a fatal read error.
 
     An unsealed tail counts as a failure here: `audit export` always signs the head first, so
@@ -32,16 +32,16 @@ def verify_export(
         logs = [(str(x["log"]), str(x["origin"])) for x in manifest["summary"]]
     except (OSError, ValueError, KeyError, TypeError) as e:
         return [("manifest", f"{manifest_path}: unreadable manifest ({e})")]
-    out: list[tuple[str, tlogverify.VerifyReport | str]] = []
+    out: list[tuple[str, verify.VerifyReport | str]] = []
     for name, origin in logs:
         try:
-            rep = tlogstream.verify_export_dir(
+            rep = streamverify.verify_export_dir(
                 directory / f"{name}-log",
                 pub,
                 origin=origin,
                 progress=progress(name) if progress is not None else None,
             )
-        except tlog.TlogError as e:
+        except entries.TlogError as e:
             out.append((name, str(e)))
             continue
         out.append((name, rep))
