@@ -21,7 +21,6 @@ from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.state import AppState
 from config.model import ID_PATTERN, CallLine, Camera
-from vault import callmeta
 from vault.errors import KeyFileError
 from vault.index.db import Segment
 from vault.index.queries import (
@@ -32,6 +31,7 @@ from vault.index.queries import (
     first_start,
     last_end,
 )
+from vault.media import callmeta
 from vault.timeutil import iso, parse_iso
 from vault.vault import SegmentNotFound
 
@@ -79,7 +79,7 @@ class PauseOut(BaseModel):
 
 
 class CallOut(BaseModel):
-    """Call metadata of an audio segment (vault.callmeta): the remote party as stored."""
+    """Call metadata of an audio segment (vault.media.callmeta): the remote party as stored."""
 
     line: str | None = None
     call_id: str | None = None
@@ -365,7 +365,7 @@ def call_filters(
     """Meta filters for a call search; the remote party is hashed as the recorder stored it.
 
     On a `hash_remote` line the index holds only `remote_hash`, so the number asked for is
-    hashed with the same keyed hash (vault.callmeta) and compared: the number itself is
+    hashed with the same keyed hash (vault.media.callmeta) and compared: the number itself is
     never stored nor logged.
     """
     meta = {k: v for k, v in (("agent", agent), ("direction", direction), ("call_id", call_id)) if v}

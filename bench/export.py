@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.appliance import make_appliance  # noqa: E402
 from tests.support.footage import make_fmp4  # noqa: E402
-from vault import evidence, media  # noqa: E402
+from vault import evidence  # noqa: E402
+from vault.media import tools  # noqa: E402
 from vault.store.ingest import Ingestor  # noqa: E402
 from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
@@ -72,7 +73,7 @@ def main() -> int:
     app.cli("users", "add", "sec", "--role", "security", "--site", "demo", "--password-stdin",
             input=(PW + "\n").encode())  # fmt: skip
     clip = make_fmp4(work / "clip.mp4", 10.0, size="1920x1080")
-    clip_frames = media.count_frames(clip)
+    clip_frames = tools.count_frames(clip)
     v = app.vault()
     start = T0 + timedelta(days=30)
     for i in range(a.segments):
@@ -178,7 +179,7 @@ def main() -> int:
             (work / "run.mp4").write_bytes(z.read(mp4s[0]))
         err = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(work / "run.mp4"), "-f", "null", "-"],
                              capture_output=True).stderr  # fmt: skip
-        got = media.count_frames(work / "run.mp4")
+        got = tools.count_frames(work / "run.mp4")
         print(
             f"exported {mp4s}: ffmpeg decode errors: {len(err.splitlines())}; "
             f"frames {got} (segments' sum {clip_frames * len(segs)})"

@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from config.model import CallLine, HoldfastConfig
 from recorder.callcontrol import CallError, call_line, control_socket_path, serve_control
 from recorder.callencoder import Part, ffmpeg_opus_cmd
-from vault.callmeta import CallMeta, CallMetaError, validate
 from vault.errors import HoldfastError
 from vault.log import event
+from vault.media.callmeta import CallMeta, CallMetaError, validate
 from vault.notify import notify, watchdog_interval
 from vault.sealed import keys
 from vault.store.fsutil import fsync_dir

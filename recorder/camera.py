@@ -4,7 +4,7 @@ Pipeline (one `CameraRecorder` per camera, in its own thread of recorder/daemon.
 one ffmpeg child per connection)::
 
     camera --RTSP/TCP--> ffmpeg -c copy -f mp4 (fragmented, stdout pipe)    recorder/ffmpeg.py
-           --> FragmentedMp4Reader (top-level boxes only, nothing decoded)  vault/mp4.py
+           --> FragmentedMp4Reader (top-level boxes only, nothing decoded)  vault/media/mp4.py
            --> Segmenter: cut at keyframes, wall-clock starts, gaps         recorder/segmenter.py
            --> SpoolSegment.write per fragment (sealed chunk by chunk, plaintext only in memory)
            --> atomic rename into the spool when a segment closes; gaps as <id>.gap.json
@@ -56,7 +56,7 @@ from recorder.ffmpeg import (
 from recorder.segmenter import Clock, Segmenter, UnsupportedStream
 from vault.errors import HoldfastError
 from vault.events import DEBUG, ERROR, WARNING, EventLog, event
-from vault.mp4 import Fragment, FragmentedMp4Reader, Mp4Error
+from vault.media.mp4 import Fragment, FragmentedMp4Reader, Mp4Error
 from vault.store.spool import PARTIAL_DIR, ensure_spool, recover_partials
 from vault.timeutil import parse_iso, utcnow
 

@@ -1,7 +1,7 @@
 """Evidence export: one MP4 per camera and recording run, the gaps disclosed, a signed manifest, in one zip.
 
 Plaintext never touches persistent disk: a run's segments are decrypted in memory and joined
-into one fragmented MP4 in the tmpfs scratch directory (`vault.media.join_fragmented`: one init
+into one fragmented MP4 in the tmpfs scratch directory (`vault.media.tools.join_fragmented`: one init
 section, the fragments with continuous decode times), and the zip is assembled while it streams
 to the requester, each file deleted from scratch once sent. Segments that cannot be joined box by
 box go through ffmpeg's concat demuxer instead, fed by named pipes. The manifest lists the SHA-256 of every
@@ -37,11 +37,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from vault import media
 from vault.errors import HoldfastError
 from vault.index.db import Segment
 from vault.index.queries import coverage_gaps, exportable_segments
 from vault.log import event
+from vault.media import tools
 from vault.sealed import keys
 from vault.timeutil import iso
 from vault.vault import Vault
@@ -281,9 +281,9 @@ def _join(v: Vault, part: ExportPart, work: Path, out: Path) -> tuple[list[dict[
     seconds = sum(float(s.duration or 0.0) for s in part.segments)
     try:
         with open(out, "wb") as f:
-            joined = media.join_fragmented(sources(), f, part.segments[0].start, seconds)
+            joined = tools.join_fragmented(sources(), f, part.segments[0].start, seconds)
         digest = joined.sha256
-    except media.NotJoinable as e:
+    except tools.NotJoinable as e:
         out.unlink(missing_ok=True)
         event(log, "evidence.join_fallback", camera=part.source, reason=str(e))
         return _concat(v, part, work, out), sha256_file(out)
@@ -308,7 +308,7 @@ def _concat(v: Vault, part: ExportPart, work: Path, out: Path) -> list[dict[str,
         lines.append(f"file '{pipe}'\nduration {seg.duration:.6f}\n")
     lst = work / f"{part.source}.txt"
     lst.write_text("".join(lines), "utf-8")
-    cmd = media.concat_command(lst, out, part.segments[0].start)
+    cmd = tools.concat_command(lst, out, part.segments[0].start)
     feeder = _Feeder(v, part.segments, pipes)
     feeder.start()
     try:

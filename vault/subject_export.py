@@ -1,6 +1,6 @@
 """The answer to a subject access request: redacted video, call audio as recorded, signed like evidence.
 
-Video: one re-encoded MP4 per camera with everyone but the subject blurred (vault.redact).
+Video: one re-encoded MP4 per camera with everyone but the subject blurred (vault.media.redact).
 Calls: the subject is a party to the call, so the recording is handed over as it was sealed
 (the other party is the company's own agent acting for it; the seeds keep "the name of the
 employee who answered" with every call). Each call part is its own file, bytes exactly as
@@ -17,7 +17,7 @@ from typing import Any
 
 from vault.evidence import ExportPart, PartRenderer, sha256_file
 from vault.index.db import Segment
-from vault.redact import Redactor, redact_video
+from vault.media.redact import Redactor, redact_video
 from vault.timeutil import iso
 from vault.vault import Vault
 

@@ -32,8 +32,8 @@ from typing import IO, Any, BinaryIO
 
 import ffmpeg
 
-from vault import mp4
 from vault.errors import HoldfastError
+from vault.media import mp4
 
 #: Seconds between 1904-01-01 (MP4's epoch) and 1970-01-01.
 MP4_EPOCH_OFFSET = 2082844800

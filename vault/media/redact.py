@@ -34,10 +34,10 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from vault import media
 from vault.errors import HoldfastError
 from vault.index.db import Segment
 from vault.log import event
+from vault.media import tools
 from vault.vault import Vault
 
 log = logging.getLogger("holdfast.redact")
@@ -231,8 +231,8 @@ def probe(v: Vault, seg: Segment, fifo: Path) -> tuple[int, int, str]:
     """Width, height and frame rate of a segment's video, read by ffprobe from a FIFO in tmpfs."""
 
     try:
-        return media.video_geometry(media.probe_stream(v.read_plaintext(seg), fifo))
-    except (media.MediaError, KeyError, ValueError, TypeError) as e:
+        return tools.video_geometry(tools.probe_stream(v.read_plaintext(seg), fifo))
+    except (tools.MediaError, KeyError, ValueError, TypeError) as e:
         raise RedactError(f"segment {seg.id}: no video stream ffprobe can read ({e})") from None
 
 
@@ -245,14 +245,14 @@ def redact_video(v: Vault, segments: list[Segment], redactor: Redactor, out: Pat
         raise RedactError("nothing to redact: no video segments")
     width, height, rate = probe(v, segments[0], out.with_name(out.name + ".probe"))
     frame_bytes = width * height * 3
-    enc_cmd = media.encode_h264_command(width, height, rate, out)
+    enc_cmd = tools.encode_h264_command(width, height, rate, out)
     enc = subprocess.Popen(enc_cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     enc_err = _Drain(enc.stderr)  # type: ignore[arg-type]
     enc_err.start()
     listed: list[dict[str, Any]] = []
     try:
         for seg in segments:
-            dec_cmd = media.decode_raw_command(width, height, rate)
+            dec_cmd = tools.decode_raw_command(width, height, rate)
             dec = subprocess.Popen(
                 dec_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
