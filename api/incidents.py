@@ -18,7 +18,7 @@ from api.exports import stream_export
 from api.footage import camera_for, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
-from vault import evidence
+from vault.exports import evidence
 from vault.log import event
 from vault.timeutil import iso
 from vault.users import Incident, add_incident_note

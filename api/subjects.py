@@ -27,11 +27,11 @@ from api.exports import stream_export
 from api.footage import parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
-from vault.evidence import Built, ExportPart, build_signed, gather_parts
+from vault.exports.evidence import Built, ExportPart, build_signed, gather_parts
+from vault.exports.subject_export import manifest_header, part_renderer
 from vault.log import event
 from vault.media.redact import Rect, RedactError, Redactor
 from vault.retention import holds
-from vault.subject_export import manifest_header, part_renderer
 from vault.subjects import SubjectRequest
 from vault.timeutil import iso
 

@@ -8,7 +8,7 @@ of `repeats` runs after one warm-up run of each, alternating which goes first (f
 
 - raw: decrypting every segment's plaintext (the floor an export cannot beat);
 - decrypt + SHA-256: raw plus the per-segment plaintext hash every export's manifest lists;
-- join: `vault.evidence._join` in process, the run's one MP4 as the export writes it (decrypt,
+- join: `vault.exports.evidence._join` in process, the run's one MP4 as the export writes it (decrypt,
   per-segment SHA-256, box-by-box join into tmpfs scratch);
 - export: POST /api/v1/incidents/{id}/export over HTTP to the last byte of the zip (join, file
   hashes, signed manifest, streamed zip);
@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.appliance import make_appliance  # noqa: E402
 from tests.support.footage import make_fmp4  # noqa: E402
-from vault import evidence  # noqa: E402
+from vault.exports import evidence  # noqa: E402
 from vault.media import tools  # noqa: E402
 from vault.store.ingest import Ingestor  # noqa: E402
 from vault.store.spool import SpoolSegment  # noqa: E402

@@ -394,7 +394,7 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(api_site: ApiSite
 def test_exports_are_limited_in_number_and_size_and_kept_off_the_pbx_filesystem(
     api_site: ApiSite, tokens: dict[str, str], tmp_path: Path
 ) -> None:
-    from vault import evidence
+    from vault.exports import evidence
 
     cfg = api_site.app.cfg
     body = {"site": "demo", "cameras": ["office-1"], "start": START, "end": END, "description": "limits"}
@@ -423,7 +423,7 @@ def test_exports_are_limited_in_number_and_size_and_kept_off_the_pbx_filesystem(
 
 
 def test_export_zip_is_streamed_not_built_whole_in_scratch(api_site: ApiSite, tmp_path: Path) -> None:
-    from vault import evidence
+    from vault.exports import evidence
     from vault.index.queries import exportable_segments
     from vault.sealed import keys
 

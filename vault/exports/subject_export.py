@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vault.evidence import ExportPart, PartRenderer, sha256_file
+from vault.exports.evidence import ExportPart, PartRenderer, sha256_file
 from vault.index.db import Segment
 from vault.media.redact import Redactor, redact_video
 from vault.timeutil import iso
@@ -40,12 +40,12 @@ def _audio_ext(seg: Segment) -> str:
 
 
 def manifest_header(request: dict[str, Any], exporter: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's own fields; vault.evidence.build_signed adds the range, sources and files."""
+    """The manifest's own fields; vault.exports.evidence.build_signed adds the range, sources and files."""
     return {"format": FORMAT, "subject_request": request, "exporter": exporter, "note": NOTE}
 
 
 def part_renderer(v: Vault, redactor_for: Callable[[], Redactor]) -> PartRenderer:
-    """How one source of the answer is written (for vault.evidence.build_signed): a camera as one
+    """How one source of the answer is written (for vault.exports.evidence.build_signed): a camera as one
     redacted MP4, a call line as its recordings. `redactor_for()` makes a fresh Redactor per
     camera (detector state is per video)."""
 
