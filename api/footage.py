@@ -277,7 +277,7 @@ def check_purpose(st: AppState, who: Principal, purpose: str) -> str:
             "a purpose that names an incident must be exactly incident:N (lowercase, ASCII digits, "
             "nothing else); for another reason, do not mention an incident number",
         )
-    from vault.users import Incident
+    from vault.people.users import Incident
 
     with st.vault.sessions() as s:
         inc = s.get(Incident, int(m.group(1)))

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from api.accesslog import bounded
 from api.deps import Principal
 from api.state import AppState
+from vault.people.users import Incident
 from vault.retention import holds
-from vault.users import Incident
 
 
 def place(st: AppState, session: Session, incident: Incident, who: Principal) -> str:

@@ -20,8 +20,8 @@ from api.state import AppState
 from config.model import ID_PATTERN
 from vault.exports import evidence
 from vault.log import event
+from vault.people.users import Incident, add_incident_note
 from vault.timeutil import iso
-from vault.users import Incident, add_incident_note
 
 log = logging.getLogger("holdfast.api.incidents")
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])

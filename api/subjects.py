@@ -31,8 +31,8 @@ from vault.exports.evidence import Built, ExportPart, build_signed, gather_parts
 from vault.exports.subject_export import manifest_header, part_renderer
 from vault.log import event
 from vault.media.redact import Rect, RedactError, Redactor
+from vault.people.subjects import SubjectRequest
 from vault.retention import holds
-from vault.subjects import SubjectRequest
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.api.subjects")

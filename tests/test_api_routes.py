@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.accounts import PASSWORD, h
 from tests.support.apisite import USERS, ApiSite, build_site, client, tokens  # noqa: F401
-from vault.users import LOCK_AFTER
+from vault.people.users import LOCK_AFTER
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
 

@@ -15,7 +15,7 @@ gap and purge, so a scrape of the API is always complete and survives restarts.
   `vault.retention.holds.held_clause`), `holdfast_class_overdue{class}` (stored, deadline passed, not held:
   should be 0 between purges); the same definitions as the compliance report (vault/ledger/report.py).
 - `holdfast_purges_total{reason}` from the purge log.
-- `holdfast_break_glass_total` (every break-glass override, vault/approvals.py: alert on any
+- `holdfast_break_glass_total` (every break-glass override, vault/people/approvals.py: alert on any
   increase) and `holdfast_approvals_pending` (requests waiting for a second person).
 - `holdfast_store_used_bytes`, `holdfast_store_size_bytes`, `holdfast_store_used_ratio`,
   `holdfast_store_high_water_ratio`.
@@ -29,9 +29,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import func, select
 
-from vault import approvals
 from vault.index.db import Gap, Segment
 from vault.index.retention_models import PurgeLogRow
+from vault.people import approvals
 from vault.retention import holds
 from vault.vault import Vault
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from vault.index.db import Segment
 from vault.index.retention_models import Hold, HoldSegment, HoldSource
-from vault.notice import notice_versions
+from vault.people.notice import notice_versions
 from vault.retention import holds
 from vault.retention.purge import REASONS, policy_version
 from vault.timeutil import iso

@@ -1,4 +1,4 @@
-"""Four-eyes approval requests and break-glass overrides (vault/approvals.py).
+"""Four-eyes approval requests and break-glass overrides (vault/people/approvals.py).
 
 Revision ID: 0008_approvals
 Revises: 0007_store_s3
