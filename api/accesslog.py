@@ -23,7 +23,7 @@ from fastapi import Request
 
 from api.deps import Principal
 from api.state import AppState
-from vault.log import event
+from vault.ops.logsetup import event
 
 log = logging.getLogger("holdfast.api.access")
 

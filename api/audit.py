@@ -20,7 +20,7 @@ from vault.index.retention_models import AccessLogRow, PurgeLogRow
 from vault.ledger import verify as tlogverify
 from vault.ledger.ledgers import AuditLog
 from vault.ledger.report import compliance_report
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.sealed import keys
 from vault.timeutil import parse_iso
 

@@ -208,7 +208,7 @@ def check_database(cfg: HoldfastConfig) -> Check:
 
 def check_index(cfg: HoldfastConfig) -> Check:
     """`holdfast check`'s quick form: index, store, logs and spool agree (read-only)."""
-    from vault.check import run_check
+    from vault.ops.check import run_check
     from vault.vault import Vault
 
     try:

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault.check import run_check
+    from vault.ops.check import run_check
 
     with open_vault(args) as v:
         if args.repair_holds:

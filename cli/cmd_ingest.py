@@ -29,7 +29,7 @@ def ingest_cmd(args: argparse.Namespace) -> int:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        from vault.notify import notify
+        from vault.ops.notify import notify
 
         ing.run(stop, on_ready=lambda: notify("READY=1", f"STATUS=watching {v.cfg.paths.spool}"))
         notify("STOPPING=1")

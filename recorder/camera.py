@@ -18,7 +18,7 @@ comes back.
 Memory budget: with per-camera units the process runs once per camera, next to its ffmpeg, and
 the benchmark target is at most 1.5x bare ffmpeg's memory per camera (docs/benchmarks.md). So the
 daemon runs with ``python -S`` on an explicit path, and its import closure leaves out what it can
-do without: ``logging`` (vault.events writes the same lines), ``subprocess``
+do without: ``logging`` (vault.ops.events writes the same lines), ``subprocess``
 (``os.posix_spawnp``), ``dataclasses``, ``hashlib`` (cryptography hashes) and cryptography's
 ``serialization`` (the CLI loads the PEM key and hands over its raw bytes).
 tests/test_camera_budget.py keeps it so.
@@ -55,8 +55,8 @@ from recorder.ffmpeg import (
 )
 from recorder.segmenter import Clock, Segmenter, UnsupportedStream
 from vault.errors import HoldfastError
-from vault.events import DEBUG, ERROR, WARNING, EventLog, event
 from vault.media.mp4 import Fragment, FragmentedMp4Reader, Mp4Error
+from vault.ops.events import DEBUG, ERROR, WARNING, EventLog, event
 from vault.store.spool import PARTIAL_DIR, ensure_spool, recover_partials
 from vault.timeutil import parse_iso, utcnow
 

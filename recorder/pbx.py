@@ -33,9 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
-from vault.log import event
 from vault.media.callmeta import SIDECAR_FIELDS, CallMetaError, validate
 from vault.media.tools import MediaError, probe
+from vault.ops.logsetup import event
 from vault.sealed import keys
 from vault.store.fsutil import fsync_dir
 from vault.store.spool import PARTIAL_DIR, SEG_SUFFIX, SpoolSegment, ensure_spool

@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from vault.events import DEBUG, WARNING, EventLog, event
 from vault.media.mp4 import Box, Fragment, InitSegment
+from vault.ops.events import DEBUG, WARNING, EventLog, event
 from vault.store.fsutil import atomic_write_bytes
 from vault.store.spool import SpoolSegment, write_gap
 from vault.timeutil import iso, utcnow

@@ -26,7 +26,7 @@ from tests.support.accounts import PASSWORD, h
 from tests.support.apisite import USERS, ApiSite, api_site, client, tokens  # noqa: F401
 from tests.support.appliance import Appliance
 from tests.support.wait import wait_for
-from vault.events import format_line
+from vault.ops.events import format_line
 from vault.vault import Vault
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"

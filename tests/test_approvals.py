@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from tests.support.apisite import PASSWORD, T0, ApiSite, build_site
 from tests.support.appliance import Appliance
-from vault.metrics import exposition
+from vault.ops.metrics import exposition
 from vault.people import approvals
 from vault.people.approvals import AlreadyDecided, NotAllowed, Person
 from vault.vault import Vault

@@ -91,7 +91,7 @@ def test_rotate_then_a_real_purge_destroys_the_old_key_and_logs_it(
     destroyed = [e for e in entries if e["action"] == "key.destroyed"]
     assert len(destroyed) == 1 and destroyed[0]["details"]["key_id"] == old_kid, entries
     assert destroyed[0]["user"] == "holdfast-purge" and destroyed[0]["time"] == iso(later)
-    # ...and the structured journal line (vault.log.event: message = event name, fields in kv).
+    # ...and the structured journal line (vault.ops.logsetup.event: message = event name, fields in kv).
     lines = [r for r in caplog.records if r.getMessage() == "keys.destroyed"]
     assert len(lines) == 1 and lines[0].kv["key"] == old_kid, caplog.text  # type: ignore[attr-defined]
 

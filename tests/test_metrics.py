@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from tests.support.appliance import Appliance
 from vault.index.db import Segment
-from vault.metrics import exposition
+from vault.ops.metrics import exposition
 from vault.retention import holds
 from vault.store.spool import write_gap
 from vault.vault import Vault

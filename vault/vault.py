@@ -23,7 +23,7 @@ from config.model import HoldfastConfig
 from vault.errors import HoldfastError
 from vault.index.db import Segment, make_engine, migrate, session_factory
 from vault.ledger.ledgers import AccessLog, PurgeLog
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.retention import holds
 from vault.sealed import keys
 from vault.sealed.seal import SegmentReader

@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vault.errors import HoldfastError
 from vault.index.db import Segment
 from vault.index.queries import coverage_gaps, exportable_segments
-from vault.log import event
 from vault.media import tools
+from vault.ops.logsetup import event
 from vault.sealed import keys
 from vault.timeutil import iso
 from vault.vault import Vault

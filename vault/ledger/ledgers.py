@@ -34,7 +34,7 @@ from vault.index.db import begin_write
 from vault.index.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
 from vault.ledger import entries as tlog
 from vault.ledger import exportverify
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.sealed.keyid import key_id
 from vault.store.fsutil import atomic_write_bytes, fsync_dir
 from vault.timeutil import iso

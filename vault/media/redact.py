@@ -36,8 +36,8 @@ import numpy as np
 
 from vault.errors import HoldfastError
 from vault.index.db import Segment
-from vault.log import event
 from vault.media import tools
+from vault.ops.logsetup import event
 from vault.vault import Vault
 
 log = logging.getLogger("holdfast.redact")

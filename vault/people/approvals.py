@@ -11,7 +11,7 @@ range, before it expires. It may be used for several accesses within those bound
 Break glass: a user may grant themself a short-lived access without a second person in an
 emergency, with a reason of at least `break_glass_min_reason` characters; it is an access-log
 entry with action `break_glass`, a WARNING event `approvals.break_glass` (alert=true), and the
-metric `holdfast_break_glass_total` (vault/metrics.py counts the rows).
+metric `holdfast_break_glass_total` (vault/ops/metrics.py counts the rows).
 
 Every step is an access-log entry in the same transaction as the change: `approval.request`,
 `approval.approve` / `approval.refuse`, `break_glass`, each with `details.request` (the request
@@ -35,7 +35,7 @@ from config.model import ApprovalRule, HoldfastConfig
 from vault.errors import HoldfastError
 from vault.index.db import Base, UTCDateTime, begin_write
 from vault.ledger.ledgers import AccessLog
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.approvals")
@@ -500,7 +500,7 @@ def listing(
 
 
 def counts(session: Session, now: datetime) -> tuple[int, int]:
-    """(break-glass overrides ever, requests pending now): what vault/metrics.py exposes."""
+    """(break-glass overrides ever, requests pending now): what vault/ops/metrics.py exposes."""
     glass = session.scalar(select(func.count()).where(ApprovalRow.state == BREAK_GLASS)) or 0
     pending = session.scalar(
         select(func.count()).where(ApprovalRow.state == PENDING, ApprovalRow.expires_at > now)

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from vault.errors import HoldfastError
 from vault.index.db import Base, UTCDateTime, begin_write
 from vault.ledger.ledgers import AccessLog
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.users")

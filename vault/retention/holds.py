@@ -25,7 +25,7 @@ from vault.errors import HoldfastError
 from vault.index.db import Segment, Source
 from vault.index.retention_models import Hold, HoldSegment, HoldSource
 from vault.ledger.ledgers import AccessLog
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.holds")

@@ -36,7 +36,7 @@ from config.model import HoldfastConfig
 from vault.errors import HoldfastError
 from vault.index.db import Segment
 from vault.index.retention_models import PurgeLogRow, PurgePending, PurgerState
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.retention import holds
 from vault.retention.clocksync import clock_synchronised
 from vault.sealed import keyrotation

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from vault.errors import KeyFileError
 from vault.ledger import entries
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.sealed import keys
 from vault.sealed.seal import MAGIC
 from vault.store.fsutil import fsync_dir

@@ -36,8 +36,8 @@ from config.model import ID_PATTERN
 from vault.errors import StoreError
 from vault.index.db import Gap, Segment, Source
 from vault.index.retention_models import PurgeLogRow, PurgePending
-from vault.log import event
-from vault.notify import notify, watchdog_interval
+from vault.ops.logsetup import event
+from vault.ops.notify import notify, watchdog_interval
 from vault.retention import deadlines
 from vault.retention.purge import store_full_reason
 from vault.sealed.seal import (

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from vault.index.db import Segment
 from vault.index.retention_models import Hold, HoldSegment, HoldSource
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.retention import holds
 
 if TYPE_CHECKING:

@@ -150,7 +150,7 @@ class LocalStore:
         du = shutil.disk_usage(self.root)
         return du.used, du.total
 
-    # -- the consistency check's view (`vault.check`) ------------------------------------------
+    # -- the consistency check's view (`vault.ops.check`) ------------------------------------------
 
     def _any_path(self, key: str) -> Path:
         """A path for any key `iter_blobs` yields (stray files too), never outside the root."""

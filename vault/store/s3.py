@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config.model import Store as StoreConfig
 from vault.errors import StoreError
-from vault.log import event
+from vault.ops.logsetup import event
 from vault.store.local import check_key, key_for
 
 log = logging.getLogger("holdfast.store")

@@ -17,12 +17,12 @@ from typing import Any, BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from vault.events import WARNING, EventLog, event
+from vault.ops.events import WARNING, EventLog, event
 from vault.sealed.seal import DEFAULT_CHUNK_SIZE, SealError, SealSummary, SegmentWriter, recover_partial
 from vault.store.fsutil import atomic_write_bytes, fsync_dir
 from vault.timeutil import iso
 
-#: Not a logging.Logger: recorders import this module and budget their memory (vault.events).
+#: Not a logging.Logger: recorders import this module and budget their memory (vault.ops.events).
 log = EventLog("holdfast.spool")
 
 PARTIAL_DIR = ".partial"

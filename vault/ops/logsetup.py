@@ -1,6 +1,6 @@
 """Structured logs: one event per line, key=value, so journald and grep both read them.
 
-The format lives in vault.events, shared with the lean daemons that write lines without logging.
+The format lives in vault.ops.events, shared with the lean daemons that write lines without logging.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Any
 
-from vault.events import event, format_line, timestamp
+from vault.ops.events import event, format_line, timestamp
 
 __all__ = ["KeyValueFormatter", "event", "setup_logging"]
 

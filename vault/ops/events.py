@@ -1,6 +1,6 @@
 """Structured events, one per line (key=value), with or without the stdlib ``logging`` tree.
 
-Why a second back end: most Holdfast processes log through ``logging`` (see vault.log), but the
+Why a second back end: most Holdfast processes log through ``logging`` (see vault.ops.logsetup), but the
 camera recorder runs once per camera and its Python footprint is budgeted per camera
 (docs/benchmarks.md), where ``import logging`` alone costs 0.7 MB. A process that calls
 :func:`write_directly` writes lines itself; every other process routes them to ``logging``.
