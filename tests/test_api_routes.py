@@ -244,7 +244,7 @@ def test_every_route_every_role(api_site: ApiSite, client: TestClient, tokens: d
         ),
         ("/api/v1/incidents/999999", 404, "no incident"),
         ("/api/v1/play/AAAAAAAAAAAAAAAAAAAAAAAAAAAA/x", 403, "ticket"),
-        ("/static/../vault/keys.py", 404, ""),
+        ("/static/../vault/sealed/keys.py", 404, ""),
     ],
 )
 def test_bad_input_is_4xx_with_message(
