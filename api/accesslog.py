@@ -1,9 +1,9 @@
 """Invariant 9: every view, export and hold change names a user, a purpose and a time.
 
 Routes call `record()`; the entry goes to the vault's tamper-evident access log
-(vault.auditlog.AccessLog, on vault.tlog). Recording happens *before* footage leaves the box:
+(vault.ledger.ledgers.AccessLog, on vault.ledger.entries). Recording happens *before* footage leaves the box:
 if the log cannot be written, the request fails and nothing is served. Hold changes are logged
-by vault.holds in the same transaction as the change.
+by vault.retention.holds in the same transaction as the change.
 
 Requests that do not get that far are recorded too (`record_outcome()`, called by the app's error
 handlers): on a footage, export, hold or account route, a refusal (401, 403, 404) is an entry
@@ -23,7 +23,7 @@ from fastapi import Request
 
 from api.deps import Principal
 from api.state import AppState
-from vault.log import event
+from vault.ops.logsetup import event
 
 log = logging.getLogger("holdfast.api.access")
 

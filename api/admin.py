@@ -1,6 +1,6 @@
 """Administrator: users and health. No footage (separation of duties).
 
-Every account change is an access-log entry naming the acting admin (vault.users), and reaches
+Every account change is an access-log entry naming the acting admin (vault.people.users), and reaches
 live sessions on their next request: each request re-reads the account behind its token.
 """
 
@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from vault import users
-from vault.index import index_summary
+from vault.index.queries import index_summary
+from vault.people import users
+from vault.people.users import NAME_RE, ROLES, Actor, UnknownUser, User, UserError, add_user
 from vault.timeutil import iso
-from vault.users import NAME_RE, ROLES, Actor, UnknownUser, User, UserError, add_user
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 
@@ -118,7 +118,7 @@ def _known_sites(st: Any, sites: list[str]) -> None:
 
 
 def _change(request: Request, who: Principal, change: Callable[..., Any]) -> Any:
-    """Run one vault.users change in a transaction, acting as `who`; 404/400 with the reason."""
+    """Run one vault.people.users change in a transaction, acting as `who`; 404/400 with the reason."""
     st = state(request)
     now = st.vault.clock()
     try:

@@ -25,9 +25,9 @@ from api.guard import Guard
 from api.state import AppState
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
-from vault.log import event
-from vault.metrics import CONTENT_TYPE, exposition
-from vault.seal import KeyDestroyed, SealError
+from vault.ops.logsetup import event
+from vault.ops.metrics import CONTENT_TYPE, exposition
+from vault.sealed.seal import KeyDestroyed, SealError
 from vault.vault import Vault
 
 log = logging.getLogger("holdfast.api")

@@ -1,6 +1,6 @@
 """Four eyes on a request: filing, deciding and breaking glass over HTTP, and the check footage routes call.
 
-The rules are the vault's (vault/approvals.py); this module turns its answers into HTTP ones.
+The rules are the vault's (vault/people/approvals.py); this module turns its answers into HTTP ones.
 Footage routes call `require_approval(...)` once, after their own role, site and purpose checks
 and before anything is served: no rule applies -> nothing happens; a covering approval -> the
 request remembers its id and the route's access-log entry carries it as `approval_request`
@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.state import AppState
-from vault import approvals
-from vault.approvals import Person
+from vault.people import approvals
+from vault.people.approvals import Person
 
 router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
 

@@ -1,7 +1,7 @@
 """Auditor views: access log, purge log with its latest checkpoint, verification, compliance.
 
 No footage here: auditors read *about* footage, never the footage itself. Verification is
-vault.tlogverify.verify_log, the same code `holdfast audit verify` runs offline on an export.
+vault.ledger.verify.verify_log, the same code `holdfast audit verify` runs offline on an export.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from sqlalchemy import func, select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from vault import keys, tlogverify
-from vault.auditlog import AuditLog
-from vault.log import event
-from vault.report import compliance_report
-from vault.retention_models import AccessLogRow, PurgeLogRow
+from vault.index.retention_models import AccessLogRow, PurgeLogRow
+from vault.ledger import verify as tlogverify
+from vault.ledger.ledgers import AuditLog
+from vault.ledger.report import compliance_report
+from vault.ops.logsetup import event
+from vault.sealed import keys
 from vault.timeutil import parse_iso
 
 log = logging.getLogger("holdfast.api.audit")

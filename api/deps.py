@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.state import AppState
-from vault.users import token_owner
+from vault.people.users import token_owner
 
 COOKIE = "holdfast_session"
 bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/v1/auth/token")

@@ -1,6 +1,6 @@
 """Exports over HTTP: a slot per export, the size limit, the access log, and the zip streamed as
 it is assembled. Incident and subject-request exports both go through `stream_export`; each
-supplies its parts, its builder (vault.evidence.build_signed underneath) and its log details."""
+supplies its parts, its builder (vault.exports.evidence.build_signed underneath) and its log details."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from starlette.background import BackgroundTask
 from api import accesslog
 from api.deps import Principal
 from api.state import AppState
-from vault import evidence
+from vault.exports import evidence
 
 
 def export_slot(st: AppState) -> evidence.ExportSlot:

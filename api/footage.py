@@ -21,10 +21,17 @@ from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.state import AppState
 from config.model import ID_PATTERN, CallLine, Camera
-from vault import callmeta
-from vault.db import Segment
 from vault.errors import KeyFileError
-from vault.index import LISTING_COLUMNS, MAX_SEGMENTS, coverage_gaps, find_segments, first_start, last_end
+from vault.index.db import Segment
+from vault.index.queries import (
+    LISTING_COLUMNS,
+    MAX_SEGMENTS,
+    coverage_gaps,
+    find_segments,
+    first_start,
+    last_end,
+)
+from vault.media import callmeta
 from vault.timeutil import iso, parse_iso
 from vault.vault import SegmentNotFound
 
@@ -72,7 +79,7 @@ class PauseOut(BaseModel):
 
 
 class CallOut(BaseModel):
-    """Call metadata of an audio segment (vault.callmeta): the remote party as stored."""
+    """Call metadata of an audio segment (vault.media.callmeta): the remote party as stored."""
 
     line: str | None = None
     call_id: str | None = None
@@ -270,7 +277,7 @@ def check_purpose(st: AppState, who: Principal, purpose: str) -> str:
             "a purpose that names an incident must be exactly incident:N (lowercase, ASCII digits, "
             "nothing else); for another reason, do not mention an incident number",
         )
-    from vault.users import Incident
+    from vault.people.users import Incident
 
     with st.vault.sessions() as s:
         inc = s.get(Incident, int(m.group(1)))
@@ -358,7 +365,7 @@ def call_filters(
     """Meta filters for a call search; the remote party is hashed as the recorder stored it.
 
     On a `hash_remote` line the index holds only `remote_hash`, so the number asked for is
-    hashed with the same keyed hash (vault.callmeta) and compared: the number itself is
+    hashed with the same keyed hash (vault.media.callmeta) and compared: the number itself is
     never stored nor logged.
     """
     meta = {k: v for k, v in (("agent", agent), ("direction", direction), ("call_id", call_id)) if v}
@@ -413,7 +420,7 @@ def search_segments(
 
 
 def timeline_gaps(st: AppState, source: str, segs: list[Segment], a: datetime, b: datetime) -> list[GapOut]:
-    """The source's gaps in [a, b) as the API shows them (vault.index.coverage_gaps)."""
+    """The source's gaps in [a, b) as the API shows them (vault.index.queries.coverage_gaps)."""
     with st.vault.sessions() as s:
         return [GapOut(**g) for g in coverage_gaps(s, source, segs, a, b)]
 

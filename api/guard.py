@@ -29,7 +29,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from vault.log import event
+from vault.ops.logsetup import event
 
 log = logging.getLogger("holdfast.api.guard")
 

@@ -31,9 +31,9 @@ from api.errors import ERRORS
 from api.footage import Purpose, TimeParam, camera_for, check_purpose, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
-from vault import mp4
-from vault.db import Segment
-from vault.index import GAP_TOLERANCE, find_segments
+from vault.index.db import Segment
+from vault.index.queries import GAP_TOLERANCE, find_segments
+from vault.media import mp4
 from vault.timeutil import iso
 
 router = APIRouter(prefix="/api/v1", tags=["footage"])

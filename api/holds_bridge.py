@@ -1,6 +1,6 @@
-"""Incidents and legal holds: an incident's hold is a vault.holds hold on its cameras and range.
+"""Incidents and legal holds: an incident's hold is a vault.retention.holds hold on its cameras and range.
 
-vault.holds logs every hold change in the access log within the same transaction.
+vault.retention.holds logs every hold change in the access log within the same transaction.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from api.accesslog import bounded
 from api.deps import Principal
 from api.state import AppState
-from vault import holds
-from vault.users import Incident
+from vault.people.users import Incident
+from vault.retention import holds
 
 
 def place(st: AppState, session: Session, incident: Incident, who: Principal) -> str:

@@ -18,10 +18,10 @@ from api.exports import stream_export
 from api.footage import camera_for, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
-from vault import evidence
-from vault.log import event
+from vault.exports import evidence
+from vault.ops.logsetup import event
+from vault.people.users import Incident, add_incident_note
 from vault.timeutil import iso
-from vault.users import Incident, add_incident_note
 
 log = logging.getLogger("holdfast.api.incidents")
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])

@@ -21,8 +21,8 @@ from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.footage import Purpose, check_purpose, content_type_for, load_segment
 from api.state import AppState
-from vault import media
-from vault.db import Segment
+from vault.index.db import Segment
+from vault.media import tools
 from vault.timeutil import iso
 
 router = APIRouter(prefix="/api/v1", tags=["footage"])
@@ -237,8 +237,8 @@ def play_segment(
 def make_thumbnail(st: AppState, seg: Segment, width: int = 320) -> bytes:
     """First keyframe as JPEG: ffmpeg reads the plaintext on stdin, writes the JPEG on stdout."""
     try:
-        return media.thumbnail(lambda: st.vault.read_plaintext(seg), width)
-    except media.MediaError as e:
+        return tools.thumbnail(lambda: st.vault.read_plaintext(seg), width)
+    except tools.MediaError as e:
         raise HTTPException(409, f"no thumbnail: segment {seg.id}: {e}") from None
 
 

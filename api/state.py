@@ -1,6 +1,6 @@
 """What the app holds between requests: the vault, the access log, export slots, the media-layout cache.
 
-View tickets are not held here: they live in the index (vault.tickets), so every API worker
+View tickets are not held here: they live in the index (vault.index.tickets), so every API worker
 process serves the views any of them logged.
 """
 
@@ -13,8 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from config.model import HoldfastConfig
-from vault import tickets
-from vault.tickets import ViewTicket
+from vault.index import tickets
+from vault.index.tickets import ViewTicket
 from vault.vault import Vault
 
 __all__ = ["AppState", "ViewTicket"]

@@ -3,7 +3,7 @@
 Opening a request places a legal hold on its sources and range, so the footage survives its
 retention deadline until the request is answered; answering (closing) it releases the hold
 with a reason. The export is the one place footage is decoded: everyone but the subject is
-irreversibly blurred (vault.redact), call audio is handed over as recorded (the subject is a
+irreversibly blurred (vault.media.redact), call audio is handed over as recorded (the subject is a
 party to the call), and every export is logged with purpose `subject access request <id>`.
 """
 
@@ -27,12 +27,12 @@ from api.exports import stream_export
 from api.footage import parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
-from vault import holds
-from vault.evidence import Built, ExportPart, build_signed, gather_parts
-from vault.log import event
-from vault.redact import Rect, RedactError, Redactor
-from vault.subject_export import manifest_header, part_renderer
-from vault.subjects import SubjectRequest
+from vault.exports.evidence import Built, ExportPart, build_signed, gather_parts
+from vault.exports.subject_export import manifest_header, part_renderer
+from vault.media.redact import Rect, RedactError, Redactor
+from vault.ops.logsetup import event
+from vault.people.subjects import SubjectRequest
+from vault.retention import holds
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.api.subjects")

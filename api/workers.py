@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.model import HoldfastConfig
-from vault.log import event
-from vault.notify import notify, watchdog_interval
+from vault.ops.logsetup import event
+from vault.ops.notify import notify, watchdog_interval
 
 log = logging.getLogger("holdfast.api.workers")
 

@@ -250,12 +250,12 @@ class Demo:
     def add_user(self, name: str, role: str, cfg: Any) -> str | None:
         """A demo account with a fresh generated password (printed with the URL).
 
-        Only `security` is bound to sites (vault.users refuses sites on other roles). On a rerun
+        Only `security` is bound to sites (vault.people.users refuses sites on other roles). On a rerun
         in the same --dir the account exists: its password is reset to a new one here, in the
         index, because there is no `holdfast users passwd` command to do it."""
         from sqlalchemy import select
 
-        from vault.users import Actor, User, UserError, add_user, hash_password
+        from vault.people.users import Actor, User, UserError, add_user, hash_password
         from vault.vault import Vault
 
         pw = secrets.token_urlsafe(12)
@@ -291,10 +291,10 @@ class Demo:
         spool files, gone once ingest has indexed them."""
         from datetime import UTC, datetime, timedelta
 
-        from vault import holds
-        from vault.spool import SpoolSegment
+        from vault.people.users import Incident
+        from vault.retention import holds
+        from vault.store.spool import SpoolSegment
         from vault.timeutil import iso
-        from vault.users import Incident
         from vault.vault import Vault
 
         if not cfg.cameras or shutil.which("ffmpeg") is None:

@@ -22,7 +22,7 @@ from appliance.install import USER, systemd_running
 from appliance.units import recorder_units
 from config.load import ConfigError
 from config.model import HoldfastConfig
-from vault.clocksync import clock_synchronised
+from vault.retention.clocksync import clock_synchronised
 
 
 @dataclass
@@ -142,7 +142,7 @@ def check_store(cfg: HoldfastConfig) -> list[Check]:
     if cfg.store.kind != "s3":
         return []
     from vault.errors import StoreError
-    from vault.s3store import S3Store
+    from vault.store.s3 import S3Store
 
     name = f"store s3 {cfg.store.bucket}"
     try:
@@ -180,7 +180,7 @@ def check_clock(cfg: HoldfastConfig, state: Callable[[], bool | None] = clock_st
 
 
 def check_database(cfg: HoldfastConfig) -> Check:
-    from vault.db import current_revision, head_revision, make_engine
+    from vault.index.db import current_revision, head_revision, make_engine
 
     try:
         engine = make_engine(cfg.database.url)
@@ -208,7 +208,7 @@ def check_database(cfg: HoldfastConfig) -> Check:
 
 def check_index(cfg: HoldfastConfig) -> Check:
     """`holdfast check`'s quick form: index, store, logs and spool agree (read-only)."""
-    from vault.check import run_check
+    from vault.ops.check import run_check
     from vault.vault import Vault
 
     try:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from appliance import units
 from config.load import render_example
-from vault import keys
 from vault.errors import HoldfastError
+from vault.sealed import keys
 
 USER = "holdfast"
 ETC = Path("/etc/holdfast")
@@ -187,7 +187,7 @@ class Installer:
     # -- 5. index -----------------------------------------------------------------------------
 
     def ensure_index(self) -> None:
-        from vault.db import make_engine, migrate
+        from vault.index.db import make_engine, migrate
 
         db = self.at(STATE / "db" / "holdfast.db")
         engine = make_engine(f"sqlite:///{db}")

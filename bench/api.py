@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.appliance import Appliance, make_appliance  # noqa: E402
 from tests.support.footage import make_fmp4  # noqa: E402
-from vault.ingest import Ingestor  # noqa: E402
-from vault.spool import SpoolSegment  # noqa: E402
+from vault.store.ingest import Ingestor  # noqa: E402
+from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 PW = "benchmark password"
@@ -408,7 +408,7 @@ def export(app: Appliance, a: argparse.Namespace, v: Any, real_start: datetime) 
                 r.raise_for_status()
                 zbytes = sum(len(b) for b in r.iter_raw())
             t_exp = time.perf_counter() - t0
-        from vault.index import find_segments
+        from vault.index.queries import find_segments
 
         t0 = time.perf_counter()
         plain = 0

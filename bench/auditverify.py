@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from vault import tlog  # noqa: E402
+from vault.ledger import entries  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 ORIGIN = "holdfast/demo/purge-log"
@@ -47,13 +47,13 @@ def build(d: Path, m: int) -> tuple[Path, Path]:
     log = d / "export" / "purge-log"
     log.mkdir(parents=True)
     leaves = bytearray()
-    cps: list[tlog.Checkpoint] = []
-    acc = tlog.MerkleAccumulator()
+    cps: list[entries.Checkpoint] = []
+    acc = entries.MerkleAccumulator()
     prev: bytes | None = None
-    with open(log / tlog.ENTRIES_FILE, "wb") as f:
+    with open(log / entries.ENTRIES_FILE, "wb") as f:
         for i in range(m):
             s = t0 + timedelta(seconds=10 * i)
-            e = tlog.make_entry(
+            e = entries.make_entry(
                 i,
                 prev,
                 {
@@ -76,18 +76,20 @@ def build(d: Path, m: int) -> tuple[Path, Path]:
             prev = acc.append_data(e)
             leaves += prev
             if (i + 1) % 500 == 0 or i == m - 1:
-                cps.append(tlog.sign_checkpoint(key, ORIGIN, acc.size, acc.root(), s))
-    (log / tlog.CHECKPOINTS_FILE).write_bytes(b"".join(tlog.canonical_json(c.to_dict()) + b"\n" for c in cps))
-    levels = tlog.MerkleLevels(leaves)
-    (log / tlog.CONSISTENCY_FILE).write_bytes(tlog.consistency_lines(levels, [c.size for c in cps], m))
-    (log / tlog.NOTE_FILE).write_bytes(tlog.checkpoint_note(cps[-1], pub))
+                cps.append(entries.sign_checkpoint(key, ORIGIN, acc.size, acc.root(), s))
+    (log / entries.CHECKPOINTS_FILE).write_bytes(
+        b"".join(entries.canonical_json(c.to_dict()) + b"\n" for c in cps)
+    )
+    levels = entries.MerkleLevels(leaves)
+    (log / entries.CONSISTENCY_FILE).write_bytes(entries.consistency_lines(levels, [c.size for c in cps], m))
+    (log / entries.NOTE_FILE).write_bytes(entries.checkpoint_note(cps[-1], pub))
     since = cps[int(len(cps) * 0.99) - 1]
-    (d / "since.note").write_bytes(tlog.checkpoint_note(since, pub))
+    (d / "since.note").write_bytes(entries.checkpoint_note(since, pub))
     acc_dir = d / "export" / "access-log"
     acc_dir.mkdir()
-    (acc_dir / tlog.ENTRIES_FILE).write_bytes(b"")
-    empty = tlog.sign_checkpoint(key, "holdfast/demo/access-log", 0, tlog.EMPTY_ROOT, t0)
-    (acc_dir / tlog.CHECKPOINTS_FILE).write_bytes(tlog.canonical_json(empty.to_dict()) + b"\n")
+    (acc_dir / entries.ENTRIES_FILE).write_bytes(b"")
+    empty = entries.sign_checkpoint(key, "holdfast/demo/access-log", 0, entries.EMPTY_ROOT, t0)
+    (acc_dir / entries.CHECKPOINTS_FILE).write_bytes(entries.canonical_json(empty.to_dict()) + b"\n")
     logs = [{"log": "purge", "origin": ORIGIN}, {"log": "access", "origin": "holdfast/demo/access-log"}]
     (d / "export" / "manifest.json").write_text(json.dumps({"summary": logs}))
     pem = pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -130,11 +132,11 @@ def main() -> None:
         )
         export, pub = d / "export", d / "sign.pub"
         log = export / "purge-log"
-        mb = (log / tlog.ENTRIES_FILE).stat().st_size / 2**20
+        mb = (log / entries.ENTRIES_FILE).stat().st_size / 2**20
         print(f"export of {args.entries} entries ({mb:.0f} MiB) written in {time.perf_counter() - t:.1f} s")
         holdfast = [sys.executable, "-m", "cli.main"]
         rows = [
-            ("sha256sum entries + checkpoints (baseline)", ["sha256sum", str(log / tlog.ENTRIES_FILE), str(log / tlog.CHECKPOINTS_FILE)]),
+            ("sha256sum entries + checkpoints (baseline)", ["sha256sum", str(log / entries.ENTRIES_FILE), str(log / entries.CHECKPOINTS_FILE)]),
             ("holdfast audit verify", [*holdfast, "audit", "verify", str(export), "--pubkey", str(pub)]),
             ("holdfast audit verify --since (99 %)", [*holdfast, "audit", "verify", str(export), "--pubkey", str(pub), "--since", str(d / "since.note")]),
             ("python start-up (holdfast --help)", [*holdfast, "--help"]),

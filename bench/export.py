@@ -8,7 +8,7 @@ of `repeats` runs after one warm-up run of each, alternating which goes first (f
 
 - raw: decrypting every segment's plaintext (the floor an export cannot beat);
 - decrypt + SHA-256: raw plus the per-segment plaintext hash every export's manifest lists;
-- join: `vault.evidence._join` in process, the run's one MP4 as the export writes it (decrypt,
+- join: `vault.exports.evidence._join` in process, the run's one MP4 as the export writes it (decrypt,
   per-segment SHA-256, box-by-box join into tmpfs scratch);
 - export: POST /api/v1/incidents/{id}/export over HTTP to the last byte of the zip (join, file
   hashes, signed manifest, streamed zip);
@@ -43,9 +43,10 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.appliance import make_appliance  # noqa: E402
 from tests.support.footage import make_fmp4  # noqa: E402
-from vault import evidence, media  # noqa: E402
-from vault.ingest import Ingestor  # noqa: E402
-from vault.spool import SpoolSegment  # noqa: E402
+from vault.exports import evidence  # noqa: E402
+from vault.media import tools  # noqa: E402
+from vault.store.ingest import Ingestor  # noqa: E402
+from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 PW = "benchmark password"
@@ -72,7 +73,7 @@ def main() -> int:
     app.cli("users", "add", "sec", "--role", "security", "--site", "demo", "--password-stdin",
             input=(PW + "\n").encode())  # fmt: skip
     clip = make_fmp4(work / "clip.mp4", 10.0, size="1920x1080")
-    clip_frames = media.count_frames(clip)
+    clip_frames = tools.count_frames(clip)
     v = app.vault()
     start = T0 + timedelta(days=30)
     for i in range(a.segments):
@@ -83,7 +84,7 @@ def main() -> int:
         seg.write(clip.read_bytes())
         seg.close({"end": iso(st + timedelta(seconds=10)), "duration": 10.0, "end_reason": "bench"})
     Ingestor(v).scan()
-    from vault.index import find_segments
+    from vault.index.queries import find_segments
 
     with v.sessions() as s:
         segs = find_segments(s, "garage-1", None, None, None)
@@ -178,7 +179,7 @@ def main() -> int:
             (work / "run.mp4").write_bytes(z.read(mp4s[0]))
         err = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(work / "run.mp4"), "-f", "null", "-"],
                              capture_output=True).stderr  # fmt: skip
-        got = media.count_frames(work / "run.mp4")
+        got = tools.count_frames(work / "run.mp4")
         print(
             f"exported {mp4s}: ffmpeg decode errors: {len(err.splitlines())}; "
             f"frames {got} (segments' sum {clip_frames * len(segs)})"

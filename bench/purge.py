@@ -5,7 +5,7 @@
 1. Purge rate: N expired segments (real sealed blobs in a real store, indexed in SQLite) purged
    by `Purger.run()` (mark + shred, unlink, log entry, row delete, signed checkpoint per batch)
    against a bare loop of unlink + fsync(dir) over N files laid out the same way, same disk, same run.
-2. Verify: `vault.tlogverify` offline verification of an exported M-entry purge log (checkpoint every
+2. Verify: `vault.ledger.verify` offline verification of an exported M-entry purge log (checkpoint every
    500 entries) against a bare SHA-256 pass over the same entries file.
 3. Inclusion proof: size (bytes) and time to build and check one, at tree size M.
 
@@ -34,12 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import config as config_pkg  # noqa: E402
-from vault import tlog, tlogverify  # noqa: E402
-from vault.db import Segment  # noqa: E402
-from vault.ingest import Ingestor  # noqa: E402
-from vault.purge import Purger  # noqa: E402
-from vault.seal import SegmentWriter, detach_envelope, read_header  # noqa: E402
-from vault.spool import new_segment_id  # noqa: E402
+from vault.index.db import Segment  # noqa: E402
+from vault.ledger import entries as tlog  # noqa: E402
+from vault.ledger import verify as tlogverify  # noqa: E402
+from vault.retention.purge import Purger  # noqa: E402
+from vault.sealed.seal import SegmentWriter, detach_envelope, read_header  # noqa: E402
+from vault.store.ingest import Ingestor  # noqa: E402
+from vault.store.spool import new_segment_id  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 from vault.vault import Vault  # noqa: E402
 

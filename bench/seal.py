@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
-from vault import keys  # noqa: E402
-from vault.seal import SegmentReader, SegmentWriter  # noqa: E402
+from vault.sealed import keys  # noqa: E402
+from vault.sealed.seal import SegmentReader, SegmentWriter  # noqa: E402
 
 REPS = 3
 
@@ -115,8 +115,8 @@ def bench_throughput(mib: int, kd: Path) -> None:
 def bench_ingest(n: int) -> None:
     import config as config_pkg
     from cli.cmd_init import render_config
-    from vault.ingest import Ingestor
-    from vault.spool import SpoolSegment, ensure_spool
+    from vault.store.ingest import Ingestor
+    from vault.store.spool import SpoolSegment, ensure_spool
     from vault.vault import Vault
 
     d = Path(tempfile.mkdtemp(prefix="hf-bench-", dir="/var/tmp"))

@@ -4,7 +4,7 @@
 
 The index is filled by bench/api.py's filler (synthetic office-1 rows, 10 s apart). Measured
 in the same run: the query the CLI and the API's GET /api/v1/segments share
-(vault.index.find_segments) for a 10-minute window at random times; the overlap filter
+(vault.index.queries.find_segments) for a 10-minute window at random times; the overlap filter
 `start < b AND end > a` as a baseline; and the `holdfast segments list` command end to end
 (a new process each time, so it includes the interpreter's start-up, shown beside it as
 `holdfast --help`).
@@ -27,8 +27,8 @@ from sqlalchemy import select  # noqa: E402
 
 from bench.api import T0, bulk_rows, pct  # noqa: E402
 from tests.support.appliance import make_appliance  # noqa: E402
-from vault.db import Segment  # noqa: E402
-from vault.index import find_segments  # noqa: E402
+from vault.index.db import Segment  # noqa: E402
+from vault.index.queries import find_segments  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 

@@ -793,9 +793,9 @@ class Soak:
         from sqlalchemy import select
 
         import config as config_pkg
-        from vault import holds as holds_mod
-        from vault.db import Gap, Segment
-        from vault.retention_models import PurgeLogRow
+        from vault.index.db import Gap, Segment
+        from vault.index.retention_models import PurgeLogRow
+        from vault.retention import holds as holds_mod
         from vault.vault import Vault
 
         cfg = config_pkg.load(self.cfg_path)

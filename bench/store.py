@@ -35,9 +35,9 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.appliance import Appliance  # noqa: E402
 from tests.support.rgw import RgwCluster, plain_client, use_s3_store  # noqa: E402
-from vault.ingest import Ingestor  # noqa: E402
-from vault.purge import Purger  # noqa: E402
-from vault.spool import SpoolSegment  # noqa: E402
+from vault.retention.purge import Purger  # noqa: E402
+from vault.store.ingest import Ingestor  # noqa: E402
+from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 from vault.vault import Vault  # noqa: E402
 
@@ -124,7 +124,7 @@ def bench_purge(v: Vault, rgw: RgwCluster, m: int) -> None:
 def bench_ranged_read(v: Vault, rgw: RgwCluster, k: int, size: int) -> None:
     from sqlalchemy import select
 
-    from vault.db import Segment
+    from vault.index.db import Segment
 
     with v.sessions() as s:
         segs = list(s.scalars(select(Segment).where(Segment.source == "office-1").limit(k)))

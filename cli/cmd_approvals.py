@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from cli.common import open_vault, print_json
-from vault import approvals
+from vault.people import approvals
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

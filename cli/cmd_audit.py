@@ -9,10 +9,11 @@ from pathlib import Path
 
 from cli import progress
 from cli.common import CommandError, open_vault, print_json
-from vault import auditverify, keyrotation, keys, tlog, tlogstream
+from vault.ledger import entries, exportverify, streamverify
+from vault.sealed import keyrotation, keys
 from vault.timeutil import parse_iso
 
-# vault.auditlog and vault.report (SQLAlchemy) are imported by the commands that use the index:
+# vault.ledger.ledgers and vault.ledger.report (SQLAlchemy) are imported by the commands that use the index:
 # `audit verify` runs offline on an export and starts without them.
 
 
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    from vault import auditlog
+    from vault.ledger import ledgers
 
     d: Path = args.dir
     d.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def export_cmd(args: argparse.Namespace) -> int:
             for lg in (v.purge_log, v.access_log):
                 with progress.bar(f"export {lg.name}-log", None, "entries") as update:
                     summary.append(lg.export(s, d, pub, update))
-        auditlog.write_manifest(d, summary, pub, now)
+        ledgers.write_manifest(d, summary, pub, now)
         shutil.copyfile(v.cfg.keys.dir / keys.SIGN_PUB, d / "sign.pub")
         keyrotation.export_sign_history(v.cfg.keys.dir, d)
     for x in summary:
@@ -77,7 +78,7 @@ def export_cmd(args: argparse.Namespace) -> int:
     print(f"exported to {d} (verify with: holdfast audit verify {d} --pubkey sign.pub from a trusted copy)")
     print(
         "verifier keys of the checkpoint notes: "
-        + " ".join(tlog.verifier_key(x["origin"], pub) for x in summary)
+        + " ".join(entries.verifier_key(x["origin"], pub) for x in summary)
     )
     return 0
 
@@ -85,8 +86,8 @@ def export_cmd(args: argparse.Namespace) -> int:
 def verify_cmd(args: argparse.Namespace) -> int:
     """Exit 0 only if every log verifies completely (no problem, no unsealed tail)."""
     try:
-        pub = tlog.load_public_key(args.pubkey.read_bytes())
-    except (OSError, tlog.TlogError) as e:
+        pub = entries.load_public_key(args.pubkey.read_bytes())
+    except (OSError, entries.TlogError) as e:
         raise CommandError(f"{args.pubkey}: {e}", 2) from None
     transitions, known = keyrotation.load_sign_history(args.dir)
     try:
@@ -103,7 +104,7 @@ def verify_cmd(args: argparse.Namespace) -> int:
         return _verify_since(args, chain)
 
     def bar_for(name: str) -> progress.Callable[[int], None]:
-        path = args.dir / f"{name}-log" / tlog.ENTRIES_FILE
+        path = args.dir / f"{name}-log" / entries.ENTRIES_FILE
         total = path.stat().st_size if path.exists() else None
         ctx = progress.bar(f"verify {name}-log", total, "bytes")
         update = ctx.__enter__()
@@ -112,7 +113,7 @@ def verify_cmd(args: argparse.Namespace) -> int:
 
     bars: list[progress.AbstractContextManager[progress.Callable[[int], None]]] = []
     try:
-        results = auditverify.verify_export(args.dir, chain, bar_for if progress.enabled() else None)
+        results = exportverify.verify_export(args.dir, chain, bar_for if progress.enabled() else None)
     finally:
         for ctx in reversed(bars):
             ctx.__exit__(None, None, None)
@@ -135,49 +136,49 @@ def verify_cmd(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _verify_since(args: argparse.Namespace, chain: list[tlog.Ed25519PublicKey]) -> int:
+def _verify_since(args: argparse.Namespace, chain: list[entries.Ed25519PublicKey]) -> int:
     """Check the export against the auditor's earlier checkpoint note, reading only what is new."""
     try:
-        old = tlog.parse_checkpoint_note(args.since.read_bytes(), chain)
+        old = entries.parse_checkpoint_note(args.since.read_bytes(), chain)
     except OSError as e:
         raise CommandError(f"{args.since}: {e.strerror}", 2) from None
-    except tlog.CheckpointError as e:
+    except entries.CheckpointError as e:
         print(f"{args.since}: FAILED: {e}")
         return 1
     try:
-        name = auditverify.log_origins(args.dir).get(old.origin)
+        name = exportverify.log_origins(args.dir).get(old.origin)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CommandError(f"{args.dir}/manifest.json: unreadable manifest ({e})", 2) from None
     if name is None:
         print(f"{args.since}: FAILED: the export has no log with origin {old.origin!r}")
         return 1
     d = args.dir / f"{name}-log"
-    path = d / tlog.ENTRIES_FILE
+    path = d / entries.ENTRIES_FILE
     with progress.bar(f"verify {name}-log", path.stat().st_size if path.exists() else None, "bytes") as up:
         try:
-            rep = tlogstream.verify_since(d, old, chain, progress=up)
-        except tlog.TlogError as e:
-            rep = tlogstream.SinceReport(False, old.size, 0, 0, str(e))
+            rep = streamverify.verify_since(d, old, chain, progress=up)
+        except entries.TlogError as e:
+            rep = streamverify.SinceReport(False, old.size, 0, 0, str(e))
     print(f"{name}-log: {rep.summary()}")
-    if rep.ok and (d / tlog.NOTE_FILE).exists():
-        print(f"keep {d / tlog.NOTE_FILE} as your last verified checkpoint")
+    if rep.ok and (d / entries.NOTE_FILE).exists():
+        print(f"keep {d / entries.NOTE_FILE} as your last verified checkpoint")
     return 0 if rep.ok else 1
 
 
 def prove_cmd(args: argparse.Namespace) -> int:
-    from vault import auditlog
+    from vault.ledger import ledgers
 
     with open_vault(args) as v, v.sessions() as s:
         try:
             seq = v.purge_log.seq_for_segment(s, args.id)
             print_json(v.purge_log.prove(s, seq, v.sign_key.public_key()))
-        except auditlog.ProofNotFound as e:
+        except ledgers.ProofNotFound as e:
             raise CommandError(str(e)) from None
     return 0
 
 
 def report_cmd(args: argparse.Namespace) -> int:
-    from vault.report import compliance_report
+    from vault.ledger.report import compliance_report
 
     since = None
     if args.since:
@@ -190,7 +191,7 @@ def report_cmd(args: argparse.Namespace) -> int:
         v.migrate()
         rep = compliance_report(v, v.clock(), since)
         if fmt == "html":
-            from vault.report_html import render
+            from vault.ledger.report_html import render
 
             page = render(v, rep)
             if args.output:

@@ -72,7 +72,7 @@ def control(args: argparse.Namespace) -> int:
 
 
 def hash_key(args: argparse.Namespace) -> int:
-    from vault.callmeta import hash_remote, init_remote_hash_key, load_remote_hash_key
+    from vault.media.callmeta import hash_remote, init_remote_hash_key, load_remote_hash_key
 
     cfg = load_config(args)
     if not args.init and args.remote is None:

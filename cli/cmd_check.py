@@ -31,11 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from vault.check import run_check
+    from vault.ops.check import run_check
 
     with open_vault(args) as v:
         if args.repair_holds:
-            from vault import legalholds
+            from vault.store import legalholds
 
             for d in legalholds.repair_drift(v):
                 print(f"repaired: {d.describe()}", file=sys.stderr)

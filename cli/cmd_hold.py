@@ -11,7 +11,7 @@ import getpass
 import os
 
 from cli.common import CommandError, open_vault, print_json
-from vault import holds
+from vault.retention import holds
 from vault.timeutil import iso, parse_iso
 
 LOCAL_ROLE = "local-operator"

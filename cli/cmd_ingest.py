@@ -7,7 +7,7 @@ import signal
 import threading
 
 from cli.common import open_vault
-from vault.ingest import Ingestor
+from vault.store.ingest import Ingestor
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -29,7 +29,7 @@ def ingest_cmd(args: argparse.Namespace) -> int:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        from vault.notify import notify
+        from vault.ops.notify import notify
 
         ing.run(stop, on_ready=lambda: notify("READY=1", f"STATUS=watching {v.cfg.paths.spool}"))
         notify("STOPPING=1")

@@ -11,8 +11,8 @@ import config as config_pkg
 from cli import progress
 from cli.common import CommandError
 from config.load import render_example
-from vault import keys
-from vault.spool import ensure_spool
+from vault.sealed import keys
+from vault.store.spool import ensure_spool
 from vault.vault import Vault
 
 

@@ -6,7 +6,7 @@ import argparse
 import getpass
 
 from cli.common import load_config, open_vault, print_json
-from vault import keyrotation, keys
+from vault.sealed import keyrotation, keys
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -40,14 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def verifier(args: argparse.Namespace) -> int:
     """One `<origin>+<key id>+<key>` line per log: what an auditor configures to read the notes."""
-    from vault import tlog
+    from vault.ledger import entries
     from vault.vault import Vault
 
     cfg = load_config(args)
-    pub = tlog.load_public_key((cfg.keys.dir / keys.SIGN_PUB).read_bytes())
+    pub = entries.load_public_key((cfg.keys.dir / keys.SIGN_PUB).read_bytes())
     v = Vault(cfg)
     for origin in (v.purge_log.origin, v.access_log.origin):
-        print(tlog.verifier_key(origin, pub))
+        print(entries.verifier_key(origin, pub))
     return 0
 
 

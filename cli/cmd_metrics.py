@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cli.common import open_vault
-from vault.metrics import exposition
+from vault.ops.metrics import exposition
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def notice_cmd(args: argparse.Namespace) -> int:
-    from vault.notice import NoticeError, render_notice
+    from vault.people.notice import NoticeError, render_notice
 
     cfg = load_config(args)
     site = args.site

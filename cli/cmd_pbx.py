@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     from recorder.pbx import PbxIngestor
-    from vault.notify import notify, watchdog_interval
+    from vault.ops.notify import notify, watchdog_interval
 
     cfg = load_config(args)
     ing = PbxIngestor(cfg)

@@ -7,8 +7,8 @@ import getpass
 import sys
 
 from cli.common import CommandError, open_vault, print_json
-from vault import holds
-from vault.purge import ClockUntrusted, PurgeBusy, PurgeError, Purger
+from vault.retention import holds
+from vault.retention.purge import ClockUntrusted, PurgeBusy, PurgeError, Purger
 
 EXIT_CLOCK = 3
 EXIT_STORE_FULL = 4

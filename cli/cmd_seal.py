@@ -7,8 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from cli.common import CommandError, load_config
-from vault.media import MediaError, probe
-from vault.spool import SpoolSegment
+from vault.media.tools import MediaError, probe
+from vault.store.spool import SpoolSegment
 from vault.timeutil import iso, parse_iso
 from vault.vault import Vault
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cli.common import CommandError, open_vault, print_json
-from vault.index import find_segments, segment_dict
+from vault.index.queries import find_segments, segment_dict
 from vault.timeutil import parse_iso
 
 

@@ -30,7 +30,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     from api.workers import serve as serve_workers
     from api.workers import uvicorn_config
-    from vault.notify import notify
+    from vault.ops.notify import notify
 
     url = f"{'https' if tls else 'http'}://{host}:{port}"
     if cfg.api.workers > 1:

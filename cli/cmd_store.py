@@ -6,7 +6,7 @@ import argparse
 
 from cli.common import CommandError, load_config
 from vault.errors import StoreError
-from vault.store import make_store
+from vault.store.local import make_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,7 +1,7 @@
 """`holdfast users add|list|set-role|set-sites|disable|enable|remove|unlock|logout`: accounts.
 
 The console's operator acts as the OS user (role `local-operator`, as `holdfast hold` does);
-every change is an access-log entry naming them (vault.users). Running sessions see a change
+every change is an access-log entry naming them (vault.people.users). Running sessions see a change
 at their next request.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cli.common import CommandError, load_config, print_json
-from vault.users import ROLES, Actor, UnknownUser, User, UserError
+from vault.people.users import ROLES, Actor, UnknownUser, User, UserError
 
 LOCAL_ROLE = "local-operator"
 
@@ -61,7 +61,7 @@ def _check_sites(cfg: Any, sites: list[str]) -> None:
 
 
 def _change(args: argparse.Namespace, change: Callable[..., Any]) -> Any:
-    """Run one vault.users change as the OS user, in one transaction."""
+    """Run one vault.people.users change as the OS user, in one transaction."""
     from vault.vault import Vault
 
     with Vault(load_config(args)) as v:
@@ -76,7 +76,7 @@ def _change(args: argparse.Namespace, change: Callable[..., Any]) -> Any:
 
 
 def users_add(args: argparse.Namespace) -> int:
-    from vault.users import add_user
+    from vault.people.users import add_user
 
     _check_sites(load_config(args), args.site)
     password = sys.stdin.readline().rstrip("\r\n")
@@ -117,7 +117,7 @@ def users_list(args: argparse.Namespace) -> int:
 
 
 def set_role(args: argparse.Namespace) -> int:
-    from vault.users import set_role as change
+    from vault.people.users import set_role as change
 
     _check_sites(load_config(args), args.site)
     u = _change(args, lambda s, al, by, now: change(s, al, by, args.name, args.role, args.site, now))
@@ -126,7 +126,7 @@ def set_role(args: argparse.Namespace) -> int:
 
 
 def set_sites(args: argparse.Namespace) -> int:
-    from vault.users import set_sites as change
+    from vault.people.users import set_sites as change
 
     _check_sites(load_config(args), args.sites)
     u = _change(args, lambda s, al, by, now: change(s, al, by, args.name, args.sites, now))
@@ -135,7 +135,7 @@ def set_sites(args: argparse.Namespace) -> int:
 
 
 def simple(args: argparse.Namespace) -> int:
-    from vault import users
+    from vault.people import users
 
     name = args.name
     if args.action in ("disable", "enable"):

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from cli.common import CommandError
-from vault import keys
 from vault.errors import KeyFileError
+from vault.sealed import keys
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def verify_export(args: argparse.Namespace) -> int:
-    from vault.evidence import ExportInvalid
-    from vault.evidence import verify_export as verify
+    from vault.exports.evidence import ExportInvalid
+    from vault.exports.evidence import verify_export as verify
 
     try:
         pub = keys.load_sign_public(args.pubkey)
@@ -33,7 +33,7 @@ def verify_export(args: argparse.Namespace) -> int:
     except ExportInvalid as e:
         print(f"holdfast: export INVALID: {e}", file=sys.stderr)
         return 1
-    if "subject_request" in m:  # vault.subject_export: redacted video and call audio
+    if "subject_request" in m:  # vault.exports.subject_export: redacted video and call audio
         srcs = ", ".join(
             f"{x['source']} ({len(x['segments'])} segments, redaction {x.get('redaction', {}).get('mode', 'none') if isinstance(x.get('redaction'), dict) else 'none'})"
             for x in m.get("sources", [])

@@ -14,7 +14,7 @@ import sys
 from cli.common import CommandError
 from config.load import ConfigError
 from vault.errors import HoldfastError
-from vault.log import setup_logging
+from vault.ops.logsetup import setup_logging
 
 #: Which module registers each top-level command. Running a command imports only its module
 #: (a recorder daemon does not load the web app, argon2 or SQLAlchemy it never uses); `--help`

@@ -30,7 +30,7 @@ EXIT_NO_DEVICE = 78
 def run(args: argparse.Namespace) -> int:
     from recorder.callcontrol import CallError
     from recorder.calls import NoInputDevice, run_line
-    from vault.notify import notify
+    from vault.ops.notify import notify
 
     cfg = load_config(args)
     try:

@@ -264,7 +264,7 @@ class Api(_Strict):
         return v
 
 
-#: Roles an account can have (vault.users.ROLES is the same tuple; config cannot import the vault).
+#: Roles an account can have (vault.people.users.ROLES is the same tuple; config cannot import the vault).
 Role = Literal["security", "auditor", "dpo", "admin"]
 #: What a four-eyes rule can cover: viewing camera footage, exporting, listening to call audio.
 ApprovalAction = Literal["view", "export", "call_audio"]
@@ -283,7 +283,7 @@ class ApprovalRule(_Strict):
 
 
 class Approvals(_Strict):
-    """Four eyes on a request (vault/approvals.py). No rules (the default): nothing needs approval."""
+    """Four eyes on a request (vault/people/approvals.py). No rules (the default): nothing needs approval."""
 
     rules: list[ApprovalRule] = []
     #: Roles that may approve or refuse a request (never the requester; a security approver

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.model import CallLine, HoldfastConfig
 from vault.errors import HoldfastError
-from vault.log import event
+from vault.ops.logsetup import event
 
 if TYPE_CHECKING:
     from recorder.calls import LineRecorder

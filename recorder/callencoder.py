@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vault.errors import HoldfastError
-from vault.spool import SpoolSegment
+from vault.store.spool import SpoolSegment
 
 if TYPE_CHECKING:
     from recorder.calls import LineRecorder

@@ -34,13 +34,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from config.model import CallLine, HoldfastConfig
 from recorder.callcontrol import CallError, call_line, control_socket_path, serve_control
 from recorder.callencoder import Part, ffmpeg_opus_cmd
-from vault import keys
-from vault.callmeta import CallMeta, CallMetaError, validate
 from vault.errors import HoldfastError
-from vault.fsutil import fsync_dir
-from vault.log import event
-from vault.notify import notify, watchdog_interval
-from vault.spool import SEG_SUFFIX, ensure_spool, recover_partials, write_erasure
+from vault.media.callmeta import CallMeta, CallMetaError, validate
+from vault.ops.logsetup import event
+from vault.ops.notify import notify, watchdog_interval
+from vault.sealed import keys
+from vault.store.fsutil import fsync_dir
+from vault.store.spool import SEG_SUFFIX, ensure_spool, recover_partials, write_erasure
 from vault.timeutil import iso, utcnow
 
 log = logging.getLogger("holdfast.calls")

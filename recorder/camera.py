@@ -4,7 +4,7 @@ Pipeline (one `CameraRecorder` per camera, in its own thread of recorder/daemon.
 one ffmpeg child per connection)::
 
     camera --RTSP/TCP--> ffmpeg -c copy -f mp4 (fragmented, stdout pipe)    recorder/ffmpeg.py
-           --> FragmentedMp4Reader (top-level boxes only, nothing decoded)  vault/mp4.py
+           --> FragmentedMp4Reader (top-level boxes only, nothing decoded)  vault/media/mp4.py
            --> Segmenter: cut at keyframes, wall-clock starts, gaps         recorder/segmenter.py
            --> SpoolSegment.write per fragment (sealed chunk by chunk, plaintext only in memory)
            --> atomic rename into the spool when a segment closes; gaps as <id>.gap.json
@@ -18,7 +18,7 @@ comes back.
 Memory budget: with per-camera units the process runs once per camera, next to its ffmpeg, and
 the benchmark target is at most 1.5x bare ffmpeg's memory per camera (docs/benchmarks.md). So the
 daemon runs with ``python -S`` on an explicit path, and its import closure leaves out what it can
-do without: ``logging`` (vault.events writes the same lines), ``subprocess``
+do without: ``logging`` (vault.ops.events writes the same lines), ``subprocess``
 (``os.posix_spawnp``), ``dataclasses``, ``hashlib`` (cryptography hashes) and cryptography's
 ``serialization`` (the CLI loads the PEM key and hands over its raw bytes).
 tests/test_camera_budget.py keeps it so.
@@ -55,9 +55,9 @@ from recorder.ffmpeg import (
 )
 from recorder.segmenter import Clock, Segmenter, UnsupportedStream
 from vault.errors import HoldfastError
-from vault.events import DEBUG, ERROR, WARNING, EventLog, event
-from vault.mp4 import Fragment, FragmentedMp4Reader, Mp4Error
-from vault.spool import PARTIAL_DIR, ensure_spool, recover_partials
+from vault.media.mp4 import Fragment, FragmentedMp4Reader, Mp4Error
+from vault.ops.events import DEBUG, ERROR, WARNING, EventLog, event
+from vault.store.spool import PARTIAL_DIR, ensure_spool, recover_partials
 from vault.timeutil import parse_iso, utcnow
 
 if TYPE_CHECKING:
@@ -112,8 +112,8 @@ class CameraSettings(NamedTuple):
     @classmethod
     def from_config(cls, cfg: HoldfastConfig, camera_id: str) -> CameraSettings:
         from config.model import Camera
-        from vault.keyid import raw_public
-        from vault.keys import load_seal_public
+        from vault.sealed.keyid import raw_public
+        from vault.sealed.keys import load_seal_public
 
         try:
             cam = cfg.source(camera_id)

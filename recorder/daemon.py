@@ -30,8 +30,8 @@ from pathlib import Path
 
 from recorder.camera import BACKOFF_MAX, BACKOFF_START, CameraRecorder, CameraSettings, _Stop
 from vault.errors import HoldfastError
-from vault.events import ERROR, EventLog, event, write_directly
-from vault.notify import notify, watchdog_interval
+from vault.ops.events import ERROR, EventLog, event, write_directly
+from vault.ops.notify import notify, watchdog_interval
 
 log = EventLog("holdfast.recorder.daemon")
 

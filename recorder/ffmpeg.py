@@ -37,7 +37,7 @@ NOT_IN_MP4 = re.compile(r"Could not find tag for codec (\S+) in stream #\d+")
 AUDIO_ENCODER = ("-c:v", "copy", "-c:a", "aac", "-b:a", "64k")
 
 
-# A plain argument list, not ffmpeg-python (which vault.media uses for every other ffmpeg run):
+# A plain argument list, not ffmpeg-python (which vault.media.tools uses for every other ffmpeg run):
 # importing `ffmpeg` here adds 5.3 MiB RSS to each recorder (measured over `import recorder.camera`:
 # 23.8 MiB -> 29.1 MiB) to build one fixed list (budget: tests/test_camera_budget.py).
 def ffmpeg_command(

@@ -32,15 +32,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from config.model import HoldfastConfig
-from vault import keys
-from vault.callmeta import SIDECAR_FIELDS, CallMetaError, validate
 from vault.errors import HoldfastError
-from vault.fsutil import fsync_dir
-from vault.log import event
-from vault.media import MediaError, probe
-from vault.spool import PARTIAL_DIR, SEG_SUFFIX, SpoolSegment, ensure_spool
+from vault.media.callmeta import SIDECAR_FIELDS, CallMetaError, validate
+from vault.media.tools import MediaError, probe
+from vault.ops.logsetup import event
+from vault.sealed import keys
+from vault.store.fsutil import fsync_dir
+from vault.store.spool import PARTIAL_DIR, SEG_SUFFIX, SpoolSegment, ensure_spool
+from vault.store.watch import DirectoryWatcher, listing
 from vault.timeutil import iso
-from vault.watch import DirectoryWatcher, listing
 
 log = logging.getLogger("holdfast.pbx")
 
@@ -323,7 +323,7 @@ class PbxIngestor:
         on_ready: Callable[[], None] | None = None,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
-        """Watch the directory (vault.watch); any event wakes the loop, which rescans every time
+        """Watch the directory (vault.store.watch); any event wakes the loop, which rescans every time
         (a file settles without an event), at least every second."""
         with DirectoryWatcher(self.dir, 0.0, any_change=True) as watcher:
             if on_ready is not None:

@@ -1,6 +1,6 @@
 """One camera's fragments into sealed segments and gaps: the recorder's rules, with no I/O loop.
 
-`Segmenter` receives what `vault.mp4.FragmentedMp4Reader` parses from ffmpeg's output and decides
+`Segmenter` receives what `vault.media.mp4.FragmentedMp4Reader` parses from ffmpeg's output and decides
 everything that makes a recording: where a segment starts and is cut, what wall-clock time each
 start gets, when a parameter change closes a segment, and which gaps are written with which
 reason. It never reads a pipe, starts a process or sleeps; recorder/camera.py does that and tells
@@ -31,10 +31,10 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from vault.events import DEBUG, WARNING, EventLog, event
-from vault.fsutil import atomic_write_bytes
-from vault.mp4 import Box, Fragment, InitSegment
-from vault.spool import SpoolSegment, write_gap
+from vault.media.mp4 import Box, Fragment, InitSegment
+from vault.ops.events import DEBUG, WARNING, EventLog, event
+from vault.store.fsutil import atomic_write_bytes
+from vault.store.spool import SpoolSegment, write_gap
 from vault.timeutil import iso, utcnow
 
 log = EventLog("holdfast.recorder.camera")

@@ -64,7 +64,7 @@ def test_search_calls_by_agent_direction_call_id(
 def test_search_by_number_on_a_hashing_line_uses_the_keyed_hash(
     api_site: ApiSite, client: TestClient, tokens: dict[str, str]
 ) -> None:
-    from vault.callmeta import hash_remote, load_remote_hash_key
+    from vault.media.callmeta import hash_remote, load_remote_hash_key
 
     rows = search(client, tokens, "cs-2").json()
     assert len(rows) == 1 and rows[0]["call"]["remote"] is None

@@ -26,7 +26,7 @@ from tests.support.accounts import PASSWORD, h
 from tests.support.apisite import USERS, ApiSite, api_site, client, tokens  # noqa: F401
 from tests.support.appliance import Appliance
 from tests.support.wait import wait_for
-from vault.events import format_line
+from vault.ops.events import format_line
 from vault.vault import Vault
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
@@ -394,7 +394,7 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(api_site: ApiSite
 def test_exports_are_limited_in_number_and_size_and_kept_off_the_pbx_filesystem(
     api_site: ApiSite, tokens: dict[str, str], tmp_path: Path
 ) -> None:
-    from vault import evidence
+    from vault.exports import evidence
 
     cfg = api_site.app.cfg
     body = {"site": "demo", "cameras": ["office-1"], "start": START, "end": END, "description": "limits"}
@@ -423,8 +423,9 @@ def test_exports_are_limited_in_number_and_size_and_kept_off_the_pbx_filesystem(
 
 
 def test_export_zip_is_streamed_not_built_whole_in_scratch(api_site: ApiSite, tmp_path: Path) -> None:
-    from vault import evidence, keys
-    from vault.index import exportable_segments
+    from vault.exports import evidence
+    from vault.index.queries import exportable_segments
+    from vault.sealed import keys
 
     t0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
     with Vault(api_site.app.cfg) as v:
@@ -480,7 +481,7 @@ def test_view_tickets_live_in_the_index_capped_and_expiring(
         assert b.get(third, headers={**h(tokens, "sec"), "Range": "bytes=0-0"}).status_code == 206
         now[0] += timedelta(minutes=61)
         assert b.get(second, headers={**h(tokens, "sec"), "Range": "bytes=0-0"}).status_code == 403  # expired
-    from vault import tickets
+    from vault.index import tickets
 
     with Vault(cfg) as v, v.sessions() as s:
         assert tickets.count(s) <= 2

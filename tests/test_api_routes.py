@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.accounts import PASSWORD, h
 from tests.support.apisite import USERS, ApiSite, build_site, client, tokens  # noqa: F401
-from vault.users import LOCK_AFTER
+from vault.people.users import LOCK_AFTER
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
 
@@ -244,7 +244,7 @@ def test_every_route_every_role(api_site: ApiSite, client: TestClient, tokens: d
         ),
         ("/api/v1/incidents/999999", 404, "no incident"),
         ("/api/v1/play/AAAAAAAAAAAAAAAAAAAAAAAAAAAA/x", 403, "ticket"),
-        ("/static/../vault/keys.py", 404, ""),
+        ("/static/../vault/sealed/keys.py", 404, ""),
     ],
 )
 def test_bad_input_is_4xx_with_message(

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from tests.support.accounts import h
 from tests.support.apisite import USERS, ApiSite, api_site, client, tokens  # noqa: F401
-from vault import redact
-from vault.holds import is_held
+from vault.media import redact
+from vault.retention.holds import is_held
 from vault.timeutil import parse_iso
 
 BODY = {

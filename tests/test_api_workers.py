@@ -28,8 +28,8 @@ from tests.support.notify import NotifySocket
 from tests.support.rtsp import free_port
 from tests.support.server import serve, token
 from tests.support.wait import wait_for
+from vault.people.users import LOCK_AFTER, User
 from vault.timeutil import iso
-from vault.users import LOCK_AFTER, User
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
 HELD_FROM = T0 + timedelta(hours=1)

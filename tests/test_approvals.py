@@ -1,5 +1,5 @@
 # ruff: noqa: F811  (fixtures are passed by name)
-"""Four eyes on a request (vault/approvals.py, api/approvals.py): who may approve, what an approval
+"""Four eyes on a request (vault/people/approvals.py, api/approvals.py): who may approve, what an approval
 covers, expiry, break glass, and that the database serialises concurrent decisions."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from tests.support.apisite import PASSWORD, T0, ApiSite, build_site
 from tests.support.appliance import Appliance
-from vault import approvals
-from vault.approvals import AlreadyDecided, NotAllowed, Person
-from vault.metrics import exposition
+from vault.ops.metrics import exposition
+from vault.people import approvals
+from vault.people.approvals import AlreadyDecided, NotAllowed, Person
 from vault.vault import Vault
 
 #: Views of security staff need approval for footage older than 72 h; exports and call audio always.

@@ -24,13 +24,13 @@ from recorder.daemon import daemon_env, daemon_path
 from tests.conftest import RtspServerFactory
 from tests.support.appliance import Appliance
 from tests.support.media import make_h264_annexb, requires_ffmpeg
-from vault import events
-from vault.log import KeyValueFormatter
+from vault.ops import events
+from vault.ops.logsetup import KeyValueFormatter
 
 #: Module -> what the daemon uses instead (docs/benchmarks.md has what each cost per camera).
 HEAVY = {
     "site": "python -S with an explicit path (the venv's .pth hooks)",
-    "logging": "vault.events, which writes the same lines",
+    "logging": "vault.ops.events, which writes the same lines",
     "subprocess": "os.posix_spawnp",
     "dataclasses": "NamedTuple and __slots__ classes",
     "hashlib": "cryptography's hashes and HMAC",

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from recorder.segmenter import MAX_DRIFT_SECONDS, Segmenter
 from tests.support.clock import SetClock
 from tests.support.media import make_fmp4, requires_ffmpeg
-from vault.mp4 import Fragment, FragmentedMp4Reader, InitSegment
-from vault.seal import read_header
-from vault.spool import ensure_spool
+from vault.media.mp4 import Fragment, FragmentedMp4Reader, InitSegment
+from vault.sealed.seal import read_header
+from vault.store.spool import ensure_spool
 from vault.timeutil import parse_iso
 
 pytestmark = requires_ffmpeg

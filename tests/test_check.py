@@ -23,10 +23,10 @@ from tests.conftest import use_database
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.media import make_fmp4
 from tests.support.retention import make_segments, set_purge
-from vault.db import Segment
-from vault.purge import Purger
-from vault.retention_models import HoldSegment, PurgeLogRow, PurgePending
-from vault.store import LocalStore
+from vault.index.db import Segment
+from vault.index.retention_models import HoldSegment, PurgeLogRow, PurgePending
+from vault.retention.purge import Purger
+from vault.store.local import LocalStore
 from vault.vault import Vault
 
 OLD = datetime.now(UTC) - timedelta(days=400)  # past every retention deadline
@@ -163,7 +163,7 @@ def test_a_purged_segment_an_active_hold_names(app: Appliance) -> None:
     with app.vault() as v:
         (a,) = make_segments(v, "office-1", OLD, 1)
         Purger(v).run()
-        from vault import holds
+        from vault.retention import holds
 
         with v.sessions.begin() as s:
             h = holds.add_hold(

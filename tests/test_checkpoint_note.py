@@ -19,8 +19,9 @@ from pymerkle import InclusionProof, InmemoryTree, verify_consistency
 
 from tests.support.appliance import HOLDFAST, Appliance
 from tests.support.retention import Clock, make_segments, set_purge
-from vault import note, tlog, tlogstream, tlogverify
-from vault.purge import Purger
+from vault.ledger import entries as tlog
+from vault.ledger import note, streamverify, verify
+from vault.retention.purge import Purger
 from vault.vault import Vault
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -268,7 +269,7 @@ def test_migration_progress_on_a_terminal_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("block", [61, 4096, 4 << 20])
 def test_streaming_verify_any_block_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
     """Entries split across read blocks, skipped blocks before --since: same verdicts."""
-    monkeypatch.setattr(tlogstream, "_BLOCK", block)
+    monkeypatch.setattr(streamverify, "_BLOCK", block)
     key = Ed25519PrivateKey.generate()
     entries, cps, leaves = [], [], bytearray()
     acc = tlog.MerkleAccumulator()
@@ -285,15 +286,15 @@ def test_streaming_verify_any_block_size(tmp_path: Path, monkeypatch: pytest.Mon
     (d / tlog.CONSISTENCY_FILE).write_bytes(
         tlog.consistency_lines(tlog.MerkleLevels(leaves), [c.size for c in cps], 300)
     )
-    rep = tlogstream.verify_export_dir(d, key.public_key())
+    rep = streamverify.verify_export_dir(d, key.public_key())
     assert rep.ok and rep.verified_size == 300 and rep.entry_count == 300
     old = cps[4]  # size 200
-    assert tlogstream.verify_since(d, old, key.public_key()).ok
+    assert streamverify.verify_since(d, old, key.public_key()).ok
     bad = list(entries)
     bad[250] = bad[250].replace(b'"n":250', b'"n":251')
     tlog.write_export(d, bad, cps)
-    assert not tlogstream.verify_since(d, old, key.public_key()).ok
-    full = tlogstream.verify_export_dir(d, key.public_key())
+    assert not streamverify.verify_since(d, old, key.public_key()).ok
+    full = streamverify.verify_export_dir(d, key.public_key())
     assert not full.ok and full.first_bad_entry == 250
 
 
@@ -340,6 +341,6 @@ def test_streaming_verify_reports_what_verify_log_reports(tmp_path: Path, tamper
     _relink(entries, k + 2 if tamper == "split_string" else k + 1)
     d = tmp_path / "log"
     tlog.write_export(d, entries, cps)
-    streamed = tlogstream.verify_export_dir(d, key.public_key())
+    streamed = streamverify.verify_export_dir(d, key.public_key())
     assert not streamed.ok
-    assert streamed == tlogverify.verify_log(*tlog.read_export(d), key.public_key())
+    assert streamed == verify.verify_log(*tlog.read_export(d), key.public_key())

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import Engine, event, insert
 
 from api.footage import LISTING_COLUMNS, seg_out
-from vault.db import Segment, Source, make_engine, migrate, session_factory
-from vault.index import find_segments, first_start, last_end
+from vault.index.db import Segment, Source, make_engine, migrate, session_factory
+from vault.index.queries import find_segments, first_start, last_end
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 ROWS = 20_000

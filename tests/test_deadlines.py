@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from config.model import RetentionClass
-from vault.retention import deadline
+from vault.retention.deadlines import deadline
 
 DAYS14 = RetentionClass(days=14, purpose="p", legal_basis="b")
 MONTHS3 = RetentionClass(months=3, purpose="p", legal_basis="b")

@@ -14,12 +14,12 @@ from sqlalchemy import select
 
 from tests.support.appliance import Appliance
 from tests.support.retention import Clock, make_segments, set_purge, set_store
-from vault import holds
-from vault.db import Segment
-from vault.ingest import Ingestor
-from vault.purge import Purger
-from vault.retention_models import PurgeLogRow
-from vault.spool import SpoolSegment
+from vault.index.db import Segment
+from vault.index.retention_models import PurgeLogRow
+from vault.retention import holds
+from vault.retention.purge import Purger
+from vault.store.ingest import Ingestor
+from vault.store.spool import SpoolSegment
 from vault.timeutil import iso
 from vault.vault import Vault
 

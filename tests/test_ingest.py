@@ -13,9 +13,9 @@ import pytest
 from tests.support.appliance import Appliance
 from tests.support.media import make_fmp4
 from tests.support.scan import plaintext_media_files
-from vault.db import Segment
-from vault.seal import SealError
-from vault.spool import SpoolSegment, write_gap
+from vault.index.db import Segment
+from vault.sealed.seal import SealError
+from vault.store.spool import SpoolSegment, write_gap
 
 
 def _segments(app: Appliance, *args: str) -> list[dict]:
@@ -135,7 +135,7 @@ def test_gap_files_are_indexed(appliance: Appliance) -> None:
         "camera unreachable",
     )
     assert "gaps=1" in appliance.cli("ingest", "--once").stdout.decode()
-    from vault.db import Gap
+    from vault.index.db import Gap
 
     with appliance.vault() as v, v.sessions() as s:
         (gap,) = s.query(Gap).all()

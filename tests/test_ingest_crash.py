@@ -11,8 +11,8 @@ import time
 from sqlalchemy import func, select
 
 from tests.support.appliance import Appliance
-from vault.db import Segment
-from vault.spool import SpoolSegment
+from vault.index.db import Segment
+from vault.store.spool import SpoolSegment
 
 N = 200
 

@@ -9,8 +9,8 @@ import time
 from sqlalchemy import func, select
 
 from tests.support.appliance import Appliance
-from vault.db import Segment
-from vault.spool import SpoolSegment
+from vault.index.db import Segment
+from vault.store.spool import SpoolSegment
 
 
 def _spool_some(app: Appliance, n: int, offset: int) -> list[str]:

@@ -13,9 +13,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.appliance import Appliance
-from vault import keyrotation, keys, merkle, tlog, tlogverify
-from vault.db import Segment
-from vault.purge import Purger
+from vault.index.db import Segment
+from vault.ledger import entries as tlog
+from vault.ledger import merkle, verify
+from vault.retention.purge import Purger
+from vault.sealed import keyrotation, keys
 from vault.timeutil import iso, utcnow
 from vault.vault import Vault
 
@@ -89,7 +91,7 @@ def test_rotate_then_a_real_purge_destroys_the_old_key_and_logs_it(
     destroyed = [e for e in entries if e["action"] == "key.destroyed"]
     assert len(destroyed) == 1 and destroyed[0]["details"]["key_id"] == old_kid, entries
     assert destroyed[0]["user"] == "holdfast-purge" and destroyed[0]["time"] == iso(later)
-    # ...and the structured journal line (vault.log.event: message = event name, fields in kv).
+    # ...and the structured journal line (vault.ops.logsetup.event: message = event name, fields in kv).
     lines = [r for r in caplog.records if r.getMessage() == "keys.destroyed"]
     assert len(lines) == 1 and lines[0].kv["key"] == old_kid, caplog.text  # type: ignore[attr-defined]
 
@@ -169,9 +171,9 @@ def test_sign_rotation_signs_over_and_verifies_as_a_chain(tmp_path: Path) -> Non
     )
     chain = keyrotation.trusted_sign_keys(root_pub, keyrotation.read_transitions(tmp_path))
     assert len(chain) == 2
-    assert tlogverify.verify_log(entries, [cp1, cp2], chain).ok
+    assert verify.verify_log(entries, [cp1, cp2], chain).ok
     # The old key alone cannot vouch for cp2.
-    assert not tlogverify.verify_log(entries, [cp1, cp2], root_pub).ok
+    assert not verify.verify_log(entries, [cp1, cp2], root_pub).ok
     # A forged transition (not signed by the trusted key) breaks the chain.
     rogue = Ed25519PrivateKey.generate()
     forged = dict(keyrotation.read_transitions(tmp_path)[0])

@@ -8,8 +8,8 @@ import stat
 import pytest
 
 from tests.support.appliance import Appliance
-from vault import keys
 from vault.errors import KeyFileError
+from vault.sealed import keys
 
 
 def test_init_makes_the_contract_files_with_safe_modes(appliance: Appliance) -> None:

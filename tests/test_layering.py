@@ -63,17 +63,34 @@ SEGMENT_QUERY = re.compile(r"\bselect(?:_from)?\(\s*(?:Segment|Gap)\b|\b(?:Segme
 
 
 def test_api_asks_the_vault_for_segments_and_gaps() -> None:
-    """The vault owns every query on segments and gaps (vault.index); the API only calls it."""
+    """The vault owns every query on segments and gaps (vault.index.queries); the API only calls it."""
     bad = [
         f"{p.relative_to(REPO)}:{n}: {line.strip()}"
         for p in sorted((REPO / "api").rglob("*.py"))
         for n, line in enumerate(p.read_text("utf-8").splitlines(), 1)
         if SEGMENT_QUERY.search(line)
     ]
-    assert bad == [], "api/ queries segments or gaps itself; ask vault.index:\n" + "\n".join(bad)
+    assert bad == [], "api/ queries segments or gaps itself; ask vault.index.queries:\n" + "\n".join(bad)
 
 
 def test_the_segment_query_pattern_matches() -> None:
     hits = ["select(Segment).where(x)", "select( Gap)", "select(Segment.start)", ".select_from(Segment)"]
     assert all(SEGMENT_QUERY.search(x) for x in hits)
     assert not any(SEGMENT_QUERY.search(x) for x in ["seg.start", "list[Segment]", "SegmentOut(id=s.id)"])
+
+
+#: The vault's top level: the facade and what every subpackage shares; the rest lives in a package
+#: named for its part of the domain (README.md's layout paragraph).
+VAULT_TOP = {"__init__.py", "vault.py", "errors.py", "timeutil.py"}
+
+
+def test_the_vault_is_grouped_by_domain_with_empty_package_inits() -> None:
+    """Flat modules stay out of vault/, and a package's __init__ stays empty: the camera recorder's
+    import budget (tests/test_camera_budget.py) counts what loading `vault.sealed.seal` drags in."""
+    top = {p.name for p in (REPO / "vault").glob("*.py")}
+    assert top == VAULT_TOP, (
+        f"modules at vault/ top level besides {sorted(VAULT_TOP)}: {sorted(top - VAULT_TOP)}"
+    )
+    inits = sorted((REPO / "vault").glob("*/__init__.py"))
+    assert len(inits) >= 9, inits
+    assert [str(p.relative_to(REPO)) for p in inits if p.read_text("utf-8").strip()] == []

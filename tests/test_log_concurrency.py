@@ -19,7 +19,7 @@ from tests.support.accounts import PASSWORD, add_user
 from tests.support.appliance import Appliance
 from tests.support.retention import make_segments, set_purge
 from tests.support.server import serve, token
-from vault.purge import Purger
+from vault.retention.purge import Purger
 from vault.timeutil import iso
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)

@@ -9,10 +9,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from tests.support.appliance import Appliance
-from vault import holds
-from vault.db import Segment
-from vault.metrics import exposition
-from vault.spool import write_gap
+from vault.index.db import Segment
+from vault.ops.metrics import exposition
+from vault.retention import holds
+from vault.store.spool import write_gap
 from vault.vault import Vault
 
 
@@ -47,7 +47,7 @@ def test_last_segment_age_grows_and_overdue_counts(appliance: Appliance, ffmpeg:
         m2 = samples(exposition(v).decode())
         now[0] += timedelta(days=15)  # past the office class's 14 days; no purger ran
         m3 = samples(exposition(v).decode())
-        # A legal hold (vault.holds, the purger's own query) moves it from overdue to held.
+        # A legal hold (vault.retention.holds, the purger's own query) moves it from overdue to held.
         with v.sessions.begin() as s:
             seg_id = s.scalars(select(Segment.id)).one()
             holds.add_hold(

@@ -20,7 +20,7 @@ from tests.conftest import RtspServerFactory, free_port
 from tests.support.appliance import Appliance
 from tests.support.media import make_h264_annexb, requires_ffmpeg
 from tests.support.wait import wait_for
-from vault.users import Actor, add_user
+from vault.people.users import Actor, add_user
 
 CAMERA = "office-1"
 AGE = "holdfast_camera_last_segment_age_seconds"

@@ -1,4 +1,4 @@
-"""vault.mp4 against real ffmpeg output (generated per session, never committed)."""
+"""vault.media.mp4 against real ffmpeg output (generated per session, never committed)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from tests.support.media import (
     requires_ffmpeg,
 )
 from tests.support.rtsp import RtspServer
-from vault.mp4 import (
+from vault.media.mp4 import (
     Box,
     BoxReader,
     BoxTooLargeError,

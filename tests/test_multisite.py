@@ -27,9 +27,9 @@ from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import set_purge
 from tests.support.rgw import RgwCluster, use_s3_store
 from tests.support.wait import wait_for
-from vault.db import Segment
-from vault.purge import PURGE_LOCK_KEY
-from vault.spool import SpoolSegment
+from vault.index.db import Segment
+from vault.retention.purge import PURGE_LOCK_KEY
+from vault.store.spool import SpoolSegment
 from vault.timeutil import iso
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
@@ -56,7 +56,7 @@ def _site_box(directory: Path, db: str, rgw: RgwCluster, bucket: str, central: A
 
 def _spool(app: Appliance, source: str, n: int) -> dict[str, str]:
     """n sealed segments in the box's spool (as its recorders write them); id -> payload sha256."""
-    from vault.keys import load_seal_public
+    from vault.sealed.keys import load_seal_public
 
     pub = load_seal_public(app.cfg.keys.dir / "seal.pub")
     out = {}

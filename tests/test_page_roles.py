@@ -21,7 +21,7 @@ from tests.support.apisite import PASSWORD, T0, USERS, ApiSite, api_site  # noqa
 from tests.support.browser import CHROMIUM, FLAGS, bearer, login, need_chromium, serve, shot
 from tests.support.footage import record
 from tests.test_api_browser import BROWSER_ZONE, assert_site_times, axe_violations
-from vault.users import LOCK_AFTER
+from vault.people.users import LOCK_AFTER
 
 #: What each role can use, as the issue states it (the page gets it from the server's routes).
 VIEWS = {

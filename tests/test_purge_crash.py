@@ -17,9 +17,9 @@ from sqlalchemy import select
 
 from tests.support.appliance import make_appliance
 from tests.support.retention import make_segments, set_purge
-from vault import holds
-from vault.db import Segment
-from vault.retention_models import PurgeLogRow, PurgePending
+from vault.index.db import Segment
+from vault.index.retention_models import PurgeLogRow, PurgePending
+from vault.retention import holds
 
 MIN_KILLS = 20
 #: store -> (expired, kept, batch size): on RGW every segment costs a few HTTP requests to set

@@ -15,14 +15,14 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.support.appliance import Appliance
 from tests.support.retention import Clock, make_segments, set_purge
-from vault import holds
-from vault.clocksync import clock_synchronised
-from vault.db import Segment, current_revision
-from vault.ingest import Ingestor
-from vault.purge import ClockUntrusted, Purger
-from vault.retention_models import AccessLogRow, PurgeLogRow
-from vault.seal import KeyDestroyed, SegmentReader, read_header
-from vault.spool import SpoolSegment
+from vault.index.db import Segment, current_revision
+from vault.index.retention_models import AccessLogRow, PurgeLogRow
+from vault.retention import holds
+from vault.retention.clocksync import clock_synchronised
+from vault.retention.purge import ClockUntrusted, Purger
+from vault.sealed.seal import KeyDestroyed, SegmentReader, read_header
+from vault.store.ingest import Ingestor
+from vault.store.spool import SpoolSegment
 from vault.timeutil import iso, utcnow
 from vault.vault import Vault
 
@@ -68,7 +68,7 @@ def test_migrated_to_head_through_0002(app: Appliance) -> None:
     """The retention tables come with 0002_retention; later revisions (0003_api) build on it."""
     from alembic.script import ScriptDirectory
 
-    from vault.db import alembic_config, head_revision
+    from vault.index.db import alembic_config, head_revision
 
     with app.vault() as v:
         assert current_revision(v.engine) == head_revision(v.engine)
@@ -361,7 +361,7 @@ def test_report_overdue_zero_normally_and_counts_when_purger_stopped(app: Applia
     make_segments(v, "office-1", T0 - timedelta(days=1), 3)
     [held] = make_segments(v, "garage-1", T0 - timedelta(days=1), 1)
     _add_hold(v, segment_ids=[held], reason="incident")
-    from vault.report import compliance_report
+    from vault.ledger.report import compliance_report
 
     assert compliance_report(v, clock.now)["classes"]["office-camera"]["overdue"] == 0
     clock.advance(days=30)  # the purger "was stopped" while a month passed

@@ -12,10 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from tests.conftest import use_database
 from tests.support.appliance import make_appliance
 from tests.support.retention import Clock, make_segments, set_purge
-from vault import holds
-from vault.db import Segment
-from vault.purge import Purger
-from vault.retention_models import PurgeLogRow
+from vault.index.db import Segment
+from vault.index.retention_models import PurgeLogRow
+from vault.retention import holds
+from vault.retention.purge import Purger
 from vault.vault import Vault
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

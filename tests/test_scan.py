@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.support.scan import starts_like_media
-from vault.scan import find_plaintext
-from vault.spool import SpoolSegment, ensure_spool
+from vault.sealed.scan import find_plaintext
+from vault.store.spool import SpoolSegment, ensure_spool
 
 LAVFI_AUDIO = ["-f", "lavfi", "-i", "sine=frequency=440:duration=1"]
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vault import keys, seal
-from vault.seal import (
+from vault.sealed import keys, seal
+from vault.sealed.seal import (
     ChunkDamaged,
     ChunkMissing,
     ChunksReordered,

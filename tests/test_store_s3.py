@@ -15,10 +15,11 @@ from sqlalchemy import select
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import Clock, make_segments, set_purge
 from tests.support.rgw import RgwCluster, plain_client, use_s3_store
-from vault import holds, legalholds, s3store
-from vault.db import Segment
 from vault.errors import StoreError
-from vault.purge import Purger
+from vault.index.db import Segment
+from vault.retention import holds
+from vault.retention.purge import Purger
+from vault.store import legalholds, s3
 from vault.vault import Vault
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -238,8 +239,8 @@ def test_cli_cat_show_and_multipart_and_ranged_reads(
 ) -> None:
     # a lower multipart threshold (read at each upload) sends an 11 MB segment in three parts
     # (5 MiB is S3's smallest part)
-    monkeypatch.setattr(s3store, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
-    monkeypatch.setattr(s3store, "PART_SIZE", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)
+    monkeypatch.setattr(s3, "PART_SIZE", 5 * 1024 * 1024)
     payload = os.urandom(11 * 1024 * 1024 + 12345)
     v = Vault(s3app.cfg)
     [big] = make_segments(v, "office-1", T0, 1, payload=payload)
@@ -263,7 +264,7 @@ def test_cli_cat_show_and_multipart_and_ranged_reads(
     v.store.read_range = counting  # type: ignore[method-assign]
     with v.sessions() as s, v.open_segment(v.get_segment(s, big)) as r:
         assert r.read(2_000_000, 1000) == payload[2_000_000:2_001_000]
-    assert len(fetched) == 3 and sum(fetched) <= 3 * s3store.READ_AHEAD, fetched  # header, tail, chunks
+    assert len(fetched) == 3 and sum(fetched) <= 3 * s3.READ_AHEAD, fetched  # header, tail, chunks
     v.close()
 
 
@@ -294,7 +295,7 @@ def test_secret_key_file_refused_when_others_can_read_it_or_from_credentials_dir
     assert proc.returncode == 0 and b"Object Lock" in out, err
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     with pytest.raises(StoreError, match="readable by group or others"):
-        s3store.read_secret(secret)
+        s3.read_secret(secret)
 
 
 def test_store_init_creates_then_checks_and_refuses_a_bucket_without_object_lock(
@@ -339,7 +340,7 @@ def test_ingest_defers_while_the_store_is_unreachable(s3app: Appliance) -> None:
     assert endpoint is not None
     text = s3app.config_path.read_text()
     s3app.config_path.write_text(text.replace(endpoint, f"http://127.0.0.1:{free_port()}"))
-    from vault.spool import SpoolSegment
+    from vault.store.spool import SpoolSegment
 
     seg = SpoolSegment(
         v.cfg.paths.spool,

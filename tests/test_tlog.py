@@ -1,4 +1,4 @@
-"""Tests for vault.merkle and vault.tlog (invariant 7: tamper-evident, pinpointed logs)."""
+"""Tests for vault.ledger.merkle and vault.ledger.entries (invariant 7: tamper-evident, pinpointed logs)."""
 
 from __future__ import annotations
 
@@ -15,22 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vault.keyid import key_id
-from vault.merkle import (
-    EMPTY_ROOT,
-    ConsistencyProofError,
-    InclusionProofError,
-    MerkleAccumulator,
-    MerkleRangeError,
-    consistency_proof,
-    inclusion_proof,
-    leaf_hash,
-    leaf_hashes,
-    root,
-    verify_consistency,
-    verify_inclusion,
-)
-from vault.tlog import (
+from vault.ledger.entries import (
     GENESIS_PREV,
     Checkpoint,
     CheckpointFormatError,
@@ -45,7 +30,22 @@ from vault.tlog import (
     verify_checkpoint,
     write_export,
 )
-from vault.tlogverify import verify_log
+from vault.ledger.merkle import (
+    EMPTY_ROOT,
+    ConsistencyProofError,
+    InclusionProofError,
+    MerkleAccumulator,
+    MerkleRangeError,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    leaf_hashes,
+    root,
+    verify_consistency,
+    verify_inclusion,
+)
+from vault.ledger.verify import verify_log
+from vault.sealed.keyid import key_id
 
 # ---------------------------------------------------------------- reference data
 
@@ -114,7 +114,7 @@ CT_CONSISTENCY = [
 
 
 def ref_mth(data: Sequence[bytes]) -> bytes:
-    """RFC 6962 MTH written straight from the RFC, independent of vault.merkle."""
+    """RFC 6962 MTH written straight from the RFC, independent of vault.ledger.merkle."""
     n = len(data)
     if n == 0:
         return hashlib.sha256(b"").digest()

@@ -1,4 +1,4 @@
-"""vault.watch: the directory watcher under the spool ingest and the PBX import."""
+"""vault.store.watch: the directory watcher under the spool ingest and the PBX import."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tests.support.wait import wait_for
-from vault.watch import DirectoryWatcher
+from vault.store.watch import DirectoryWatcher
 
 
 def test_arrivals_are_returned_and_rescans_follow_their_interval(tmp_path: Path) -> None:

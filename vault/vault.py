@@ -20,13 +20,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.model import HoldfastConfig
-from vault import holds, keys
-from vault.auditlog import AccessLog, PurgeLog
-from vault.db import Segment, make_engine, migrate, session_factory
 from vault.errors import HoldfastError
-from vault.log import event
-from vault.seal import SegmentReader
-from vault.store import make_store
+from vault.index.db import Segment, make_engine, migrate, session_factory
+from vault.ledger.ledgers import AccessLog, PurgeLog
+from vault.ops.logsetup import event
+from vault.retention import holds
+from vault.sealed import keys
+from vault.sealed.seal import SegmentReader
+from vault.store.local import make_store
 from vault.timeutil import utcnow
 
 log = logging.getLogger("holdfast.vault")
@@ -95,7 +96,7 @@ class Vault:
         changed = session.info.pop(holds.CHANGED, None)
         if not changed:
             return
-        from vault import legalholds
+        from vault.store import legalholds
 
         try:
             legalholds.sync_holds(self, changed)
@@ -133,7 +134,7 @@ class Vault:
 
     @cached_property
     def purge_log(self) -> PurgeLog:
-        """The tamper-evident record of every purged segment (appended only by vault.purge)."""
+        """The tamper-evident record of every purged segment (appended only by vault.retention.purge)."""
         return PurgeLog(self._log_origin("purge"))
 
     @cached_property

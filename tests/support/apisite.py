@@ -87,7 +87,7 @@ def build_site(directory: Path, count: int = 14, rgw: RgwCluster | None = None) 
     record(app, "north-1", T0, 2, 10.0)
     record_calls(app)
     v = app.vault()
-    from vault.index import find_segments
+    from vault.index.queries import find_segments
 
     with v.sessions() as s:
         segs = [x.id for x in find_segments(s, "office-1", None, None, None)]
@@ -103,7 +103,7 @@ def build_site(directory: Path, count: int = 14, rgw: RgwCluster | None = None) 
 
 def record_calls(app: Appliance) -> None:
     """Ogg Opus calls (ffmpeg), sealed with call metadata as the recorder writes it; cs-2 hashes the remote."""
-    from vault.callmeta import hash_remote, load_remote_hash_key
+    from vault.media.callmeta import hash_remote, load_remote_hash_key
     from vault.timeutil import iso
 
     audio = app.dir / "media" / "call.ogg"

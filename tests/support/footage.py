@@ -60,7 +60,7 @@ def record(
     gap_reason: str = "camera offline",
 ) -> list[datetime]:
     """Seal `count` segments of `seconds` each via `holdfast seal`, optionally with gaps; then ingest."""
-    from vault.spool import write_gap
+    from vault.store.spool import write_gap
 
     work = app.dir / "media"
     work.mkdir(exist_ok=True)

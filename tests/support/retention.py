@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from tests.support.appliance import Appliance
-from vault.ingest import Ingestor
-from vault.spool import SpoolSegment
+from vault.store.ingest import Ingestor
+from vault.store.spool import SpoolSegment
 from vault.timeutil import iso
 from vault.vault import Vault
 

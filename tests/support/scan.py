@@ -1,6 +1,6 @@
 """Invariant 1 in tests: no file under the spool or the store holds plaintext media.
 
-Two checks, written apart on purpose. The product's structural scanner (`vault.scan`, what
+Two checks, written apart on purpose. The product's structural scanner (`vault.sealed.scan`, what
 `holdfast check` runs; tests/test_scan.py shows it catches real ffmpeg output of every format
 and stays quiet on 64 MB of random bytes) finds media anywhere in a file. `starts_like_media`
 is a second, much simpler opinion that does not share its code: it looks only at how a file
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vault.scan import find_plaintext
+from vault.sealed.scan import find_plaintext
 
 #: (offset, bytes) a container has at that offset from the start of the file.
 _LEADING: dict[str, tuple[tuple[int, bytes], ...]] = {

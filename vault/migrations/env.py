@@ -1,8 +1,8 @@
-"""Alembic environment: runs against the engine handed over by vault.db.migrate()."""
+"""Alembic environment: runs against the engine handed over by vault.index.db.migrate()."""
 
 from alembic import context
 
-from vault.db import Base
+from vault.index.db import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,7 +19,7 @@ def run() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
-            # vault.db.migrate's progress callback, when a terminal shows a bar.
+            # vault.index.db.migrate's progress callback, when a terminal shows a bar.
             on_version_apply=config.attributes.get("on_version_apply"),
         )
         context.run_migrations()

@@ -10,7 +10,7 @@ already stored, so existing logs continue their chain.
 import sqlalchemy as sa
 from alembic import op
 
-from vault.merkle import MerkleAccumulator
+from vault.ledger.merkle import MerkleAccumulator
 
 revision = "0005_log_heads_accounts"
 down_revision = "0004_subject_requests"

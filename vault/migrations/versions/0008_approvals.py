@@ -1,4 +1,4 @@
-"""Four-eyes approval requests and break-glass overrides (vault/approvals.py).
+"""Four-eyes approval requests and break-glass overrides (vault/people/approvals.py).
 
 Revision ID: 0008_approvals
 Revises: 0007_store_s3
@@ -7,7 +7,7 @@ Revises: 0007_store_s3
 import sqlalchemy as sa
 from alembic import op
 
-from vault.db import UTCDateTime
+from vault.index.db import UTCDateTime
 
 revision = "0008_approvals"
 down_revision = "0007_store_s3"
