@@ -32,6 +32,9 @@ server, PulseAudio. Everything binds 127.0.0.1; every process it started is gone
 Ctrl-C included.
 
     sudo .venv/bin/python bench/soak.py --minutes 10 [--seed N] [--dir DIR] [--json FILE]
+
+Over 500 lines on purpose: one script that a person runs and reads top to bottom (daemons, chaos
+loop, invariant checks, report); splitting it would scatter one experiment over files.
 """
 
 from __future__ import annotations

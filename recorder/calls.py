@@ -16,6 +16,9 @@ opt-out discards every part of the call still in the spool. While a call is paus
 audio never reaches the encoder (nothing of it is sealed); each part's trailer lists its pauses
 (`pauses`: offset into the part's audio, wall-clock start and end, seconds), so the player shows
 where audio was left out. See docs/benchmarks.md "Call recording".
+
+At about 500 lines: the recorder's state machine (idle, call, pause, part cut) is one unit; the
+encoder (recorder.callencoder) and the control socket (recorder.callcontrol) are apart.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Standard tools verify it too: the zip carries the public key (`public-key.pem`),
 signature (`manifest.sig.bin`, for `openssl pkeyutl -verify -rawin`), `SHA256SUMS` over every
 other file (for `sha256sum -c`) and `VERIFY.txt` saying how; the key's fingerprint in it must be
 compared with the one the appliance publishes, since a key inside the zip proves nothing alone.
+
+Over 500 lines because the zip's layout, the manifest and its verification (`verify_export`) must
+agree byte for byte: they are kept in one file so a change to one is seen beside the other.
 """
 
 from __future__ import annotations

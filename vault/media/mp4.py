@@ -13,6 +13,9 @@ Layers:
 * :class:`FragmentedMp4Reader` groups them into :class:`InitSegment` (ftyp + moov) and
   :class:`Fragment` (moof + mdat) and passes any other box (sidx, mfra, free, prft...) through.
 * :func:`parse_init` and :func:`parse_fragment` work on complete byte strings too.
+
+Over 500 lines because it is one parser: the box reader, the fragment grouping and the few field
+decoders share the offsets and the error reporting.
 """
 
 from __future__ import annotations

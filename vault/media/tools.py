@@ -12,6 +12,9 @@ A recording run's segments are joined into one MP4 without ffmpeg at all when th
 the joined file is that init section once, then every segment's moof+mdat fragments with their
 decode times (tfdt) made continuous and sequence numbers renumbered. That streams at the speed of
 decryption; remuxing through ffmpeg's concat demuxer and a `+faststart` rewrite did not.
+
+Over 500 lines because every ffmpeg run outside the recorders is here by design (one place to audit
+what touches plaintext media), and the box-by-box join is media work too.
 """
 
 from __future__ import annotations

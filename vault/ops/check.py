@@ -12,6 +12,9 @@ the logs are folded into a Merkle accumulator entry by entry. Only problems are 
 Run on a live appliance, a blob written by ingest before its row commits, or a row a purge is
 finishing, can look wrong for a moment: every finding is confirmed against the index and the
 store once more before it is reported.
+
+Over 500 lines because each check is small but they share one merge walk of index and store and one
+confirm-before-report step; the checks are listed in KINDS.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ id); the access an approval allowed carries `details.approval_request` (api/appr
 Concurrent decisions on one request are serialised by the database: the decision locks the
 request's row (SQLite: BEGIN IMMEDIATE; PostgreSQL: SELECT ... FOR UPDATE) and only a pending
 request can be decided, so exactly one decision wins and the others get AlreadyDecided.
+
+At about 500 lines: the rules (which access needs whom), the covering check and the decisions are
+one policy, kept in one place so it is read whole.
 """
 
 from __future__ import annotations
@@ -306,6 +309,61 @@ def _text(value: str, what: str, minimum: int) -> str:
     return v
 
 
+def _filed(
+    session: Session,
+    access_log: AccessLog,
+    who: Person,
+    action: str,
+    srcs: list[str],
+    sites: list[str],
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    purpose: str,
+    state: str,
+    expires: datetime,
+    logged_as: str,
+    decided: str | None = None,
+) -> ApprovalRow:
+    """Store one request row and its access-log entry in the caller's transaction. `decided` (a
+    reason) marks a row decided by its own requester at filing: only break glass is."""
+    row = ApprovalRow(
+        requester=who.name,
+        requester_role=who.role,
+        action=action,
+        sources=srcs,
+        sites=sites,
+        start=start,
+        end=end,
+        purpose=purpose,
+        state=state,
+        created_at=now,
+        expires_at=expires,
+    )
+    if decided is not None:
+        row.decided_by, row.decided_at, row.reason = who.name, now, decided
+    session.add(row)
+    session.flush()
+    extra = {"expires": iso(expires)} if decided is not None else {}
+    access_log.record(
+        session,
+        user=who.name,
+        role=who.role,
+        action=logged_as,
+        purpose=purpose,
+        at=now,
+        source=",".join(srcs),
+        start=start,
+        end=end,
+        request=row.id,
+        requested_action=action,
+        sources=srcs,
+        **extra,
+    )
+    return row
+
+
 def request(
     session: Session,
     access_log: AccessLog,
@@ -321,34 +379,20 @@ def request(
     """File a request (pending until decided or `expire_hours` pass); logged as `approval.request`."""
     srcs, sites = _validated(cfg, who, action, sources, start, end)
     purpose = _text(purpose, "purpose", 3)
-    row = ApprovalRow(
-        requester=who.name,
-        requester_role=who.role,
-        action=action,
-        sources=srcs,
-        sites=sites,
-        start=start,
-        end=end,
+    row = _filed(
+        session,
+        access_log,
+        who,
+        action,
+        srcs,
+        sites,
+        start,
+        end,
+        now,
         purpose=purpose,
         state=PENDING,
-        created_at=now,
-        expires_at=now + timedelta(hours=cfg.approvals.expire_hours),
-    )
-    session.add(row)
-    session.flush()
-    access_log.record(
-        session,
-        user=who.name,
-        role=who.role,
-        action="approval.request",
-        purpose=purpose,
-        at=now,
-        source=",".join(srcs),
-        start=start,
-        end=end,
-        request=row.id,
-        requested_action=action,
-        sources=srcs,
+        expires=now + timedelta(hours=cfg.approvals.expire_hours),
+        logged_as="approval.request",
     )
     event(log, "approvals.requested", request=row.id, user=who.name, action=action, sources=",".join(srcs))
     return _view(row)
@@ -429,38 +473,21 @@ def break_glass(
     srcs, sites = _validated(cfg, who, action, sources, start, end)
     reason = _text(reason, "a break-glass reason", cfg.approvals.break_glass_min_reason)
     expires = now + timedelta(minutes=cfg.approvals.break_glass_minutes)
-    row = ApprovalRow(
-        requester=who.name,
-        requester_role=who.role,
-        action=action,
-        sources=srcs,
-        sites=sites,
-        start=start,
-        end=end,
+    row = _filed(
+        session,
+        access_log,
+        who,
+        action,
+        srcs,
+        sites,
+        start,
+        end,
+        now,
         purpose=reason,
         state=BREAK_GLASS,
-        created_at=now,
-        expires_at=expires,
-        decided_by=who.name,
-        decided_at=now,
-        reason=reason,
-    )
-    session.add(row)
-    session.flush()
-    access_log.record(
-        session,
-        user=who.name,
-        role=who.role,
-        action="break_glass",
-        purpose=reason,
-        at=now,
-        source=",".join(srcs),
-        start=start,
-        end=end,
-        request=row.id,
-        requested_action=action,
-        sources=srcs,
-        expires=iso(expires),
+        expires=expires,
+        logged_as="break_glass",
+        decided=reason,
     )
     event(
         log,

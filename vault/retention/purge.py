@@ -16,6 +16,9 @@ segment has exactly one entry and every entry names a segment that is gone.
 Fails closed on an untrusted clock (`check_clock`): no NTP sync (unless configured off), or a
 clock (read after the queries) behind the last purge run, the last purge-log entry or the newest
 segment.
+
+Over 500 lines because the crash-safe order above is one procedure for both stores and the erasure
+path; splitting it would hide the order it exists to keep.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ The segment key is wrapped to the vault's X25519 public key in a detachable *env
 recorder needs only the public key. At ingest the vault moves the envelope into the index; the
 stored blob then holds no way to its own key, and purging the index row crypto-shreds every
 copy of the blob. The byte layout is documented in docs/sealed-format.md ("Sealed segment format").
+
+Over 500 lines because the writer, the reader and the damage diagnosis share one byte layout; they
+stay together so the format is defined in one file (docs/sealed-format.md).
 """
 
 from __future__ import annotations

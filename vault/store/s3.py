@@ -10,6 +10,10 @@ Writes are verified before the caller commits a row: each PUT (or multipart part
 Content-MD5, which the server checks, and the version is then read back by HEAD (size, ETag).
 Reads are ranged GETs behind a buffered file object, so SegmentReader decrypts only the chunks
 a byte range touches, as it does on the local store.
+
+Over 500 lines because the S3 store implements the whole store interface (put, ranged read, list,
+delete by version, legal holds) behind one client; the local store is its sibling in
+vault/store/local.py.
 """
 
 from __future__ import annotations
