@@ -17,8 +17,9 @@ from sqlalchemy import select
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from vault.index.queries import index_summary
+from vault.index.schema import User
 from vault.people import users
-from vault.people.users import NAME_RE, ROLES, Actor, UnknownUser, User, UserError, add_user
+from vault.people.users import NAME_RE, ROLES, Actor, UnknownUser, UserError, add_user
 from vault.timeutil import iso
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])

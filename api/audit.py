@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
-from vault.index.retention_models import AccessLogRow, PurgeLogRow
+from vault.index.schema import AccessLogRow, PurgeLogRow
 from vault.ledger import verify as tlogverify
 from vault.ledger.ledgers import AuditLog
 from vault.ledger.report import compliance_report

@@ -19,8 +19,9 @@ from pydantic import BaseModel, Field
 
 from api.deps import COOKIE, Principal, principal, state
 from api.errors import ERRORS
+from vault.index.schema import User
 from vault.ops.logsetup import event
-from vault.people.users import Actor, User, authenticate, end_session, logout_everywhere, new_session
+from vault.people.users import Actor, authenticate, end_session, logout_everywhere, new_session
 
 log = logging.getLogger("holdfast.api.auth")
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])

@@ -22,7 +22,6 @@ from api.errors import ERRORS
 from api.state import AppState
 from config.model import ID_PATTERN, CallLine, Camera
 from vault.errors import KeyFileError
-from vault.index.db import Segment
 from vault.index.queries import (
     LISTING_COLUMNS,
     MAX_SEGMENTS,
@@ -31,6 +30,7 @@ from vault.index.queries import (
     first_start,
     last_end,
 )
+from vault.index.schema import Segment
 from vault.media import callmeta
 from vault.timeutil import iso, parse_iso
 from vault.vault import SegmentNotFound
@@ -277,7 +277,7 @@ def check_purpose(st: AppState, who: Principal, purpose: str) -> str:
             "a purpose that names an incident must be exactly incident:N (lowercase, ASCII digits, "
             "nothing else); for another reason, do not mention an incident number",
         )
-    from vault.people.users import Incident
+    from vault.index.schema import Incident
 
     with st.vault.sessions() as s:
         inc = s.get(Incident, int(m.group(1)))

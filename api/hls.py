@@ -31,8 +31,8 @@ from api.errors import ERRORS
 from api.footage import Purpose, TimeParam, camera_for, check_purpose, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
-from vault.index.db import Segment
 from vault.index.queries import GAP_TOLERANCE, find_segments
+from vault.index.schema import Segment
 from vault.media import mp4
 from vault.timeutil import iso
 

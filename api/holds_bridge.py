@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from api.accesslog import bounded
 from api.deps import Principal
 from api.state import AppState
-from vault.people.users import Incident
+from vault.index.schema import Incident
 from vault.retention import holds
 
 

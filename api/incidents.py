@@ -19,8 +19,9 @@ from api.footage import camera_for, parse_range
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault.exports import evidence
+from vault.index.schema import Incident
 from vault.ops.logsetup import event
-from vault.people.users import Incident, add_incident_note
+from vault.people.users import add_incident_note
 from vault.timeutil import iso
 
 log = logging.getLogger("holdfast.api.incidents")

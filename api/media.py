@@ -21,7 +21,7 @@ from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.footage import Purpose, check_purpose, content_type_for, load_segment
 from api.state import AppState
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.media import tools
 from vault.timeutil import iso
 

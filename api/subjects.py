@@ -29,9 +29,9 @@ from api.state import AppState
 from config.model import ID_PATTERN
 from vault.exports.evidence import Built, ExportPart, build_signed, gather_parts
 from vault.exports.subject_export import manifest_header, part_renderer
+from vault.index.schema import SubjectRequest
 from vault.media.redact import Rect, RedactError, Redactor
 from vault.ops.logsetup import event
-from vault.people.subjects import SubjectRequest
 from vault.retention import holds
 from vault.timeutil import iso
 

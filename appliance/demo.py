@@ -255,7 +255,8 @@ class Demo:
         index, because there is no `holdfast users passwd` command to do it."""
         from sqlalchemy import select
 
-        from vault.people.users import Actor, User, UserError, add_user, hash_password
+        from vault.index.schema import User
+        from vault.people.users import Actor, UserError, add_user, hash_password
         from vault.vault import Vault
 
         pw = secrets.token_urlsafe(12)
@@ -291,7 +292,7 @@ class Demo:
         spool files, gone once ingest has indexed them."""
         from datetime import UTC, datetime, timedelta
 
-        from vault.people.users import Incident
+        from vault.index.schema import Incident
         from vault.retention import holds
         from vault.store.spool import SpoolSegment
         from vault.timeutil import iso

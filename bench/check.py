@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import insert  # noqa: E402
 
 import config as config_pkg  # noqa: E402
-from vault.index.db import Segment  # noqa: E402
+from vault.index.schema import Segment  # noqa: E402
 from vault.store.ingest import Ingestor  # noqa: E402
 from vault.store.spool import new_segment_id  # noqa: E402
 from vault.vault import Vault  # noqa: E402

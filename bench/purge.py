@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import config as config_pkg  # noqa: E402
-from vault.index.db import Segment  # noqa: E402
+from vault.index.schema import Segment  # noqa: E402
 from vault.ledger import entries as tlog  # noqa: E402
 from vault.ledger import verify as tlogverify  # noqa: E402
 from vault.retention.purge import Purger  # noqa: E402

@@ -27,8 +27,8 @@ from sqlalchemy import select  # noqa: E402
 
 from bench.api import T0, bulk_rows, pct  # noqa: E402
 from tests.support.appliance import make_appliance  # noqa: E402
-from vault.index.db import Segment  # noqa: E402
 from vault.index.queries import find_segments  # noqa: E402
+from vault.index.schema import Segment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 

@@ -796,8 +796,7 @@ class Soak:
         from sqlalchemy import select
 
         import config as config_pkg
-        from vault.index.db import Gap, Segment
-        from vault.index.retention_models import PurgeLogRow
+        from vault.index.schema import Gap, PurgeLogRow, Segment
         from vault.retention import holds as holds_mod
         from vault.vault import Vault
 

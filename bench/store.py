@@ -124,7 +124,7 @@ def bench_purge(v: Vault, rgw: RgwCluster, m: int) -> None:
 def bench_ranged_read(v: Vault, rgw: RgwCluster, k: int, size: int) -> None:
     from sqlalchemy import select
 
-    from vault.index.db import Segment
+    from vault.index.schema import Segment
 
     with v.sessions() as s:
         segs = list(s.scalars(select(Segment).where(Segment.source == "office-1").limit(k)))

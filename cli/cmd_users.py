@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from cli.common import CommandError, load_config, print_json
-from vault.people.users import ROLES, Actor, UnknownUser, User, UserError
+from vault.index.schema import User
+from vault.people.users import ROLES, Actor, UnknownUser, UserError
 
 LOCAL_ROLE = "local-operator"
 

@@ -25,7 +25,8 @@ from api.app import create_app
 from tests.support.accounts import PASSWORD, add_user
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.server import rss_mib, serve
-from vault.people.users import LOCK_AFTER, User
+from vault.index.schema import User
+from vault.people.users import LOCK_AFTER
 
 
 def login(base: str, name: str, password: str) -> httpx.Response:

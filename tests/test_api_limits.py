@@ -482,8 +482,9 @@ def test_view_tickets_live_in_the_index_capped_and_expiring(
         now[0] += timedelta(minutes=61)
         assert b.get(second, headers={**h(tokens, "sec"), "Range": "bytes=0-0"}).status_code == 403  # expired
     from vault.index import tickets
+    from vault.index.schema import ViewTicketRow
 
     with Vault(cfg) as v, v.sessions() as s:
         assert tickets.count(s) <= 2
-        stored = [r.token_sha256 for r in s.query(tickets.ViewTicketRow)]
+        stored = [r.token_sha256 for r in s.query(ViewTicketRow)]
     assert third.split("/")[4] not in stored  # only hashes are kept

@@ -28,7 +28,8 @@ from tests.support.notify import NotifySocket
 from tests.support.rtsp import free_port
 from tests.support.server import serve, token
 from tests.support.wait import wait_for
-from vault.people.users import LOCK_AFTER, User
+from vault.index.schema import User
+from vault.people.users import LOCK_AFTER
 from vault.timeutil import iso
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"

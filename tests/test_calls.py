@@ -266,8 +266,7 @@ def test_optout_after_a_part_was_ingested_erases_it_through_the_vault(
     from sqlalchemy import select
 
     from tests.support.retention import set_purge
-    from vault.index.db import Segment
-    from vault.index.retention_models import PurgeLogRow
+    from vault.index.schema import PurgeLogRow, Segment
 
     _configure(appliance, max_segment_seconds="2")
     set_purge(appliance, require_clock_sync=False)

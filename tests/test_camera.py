@@ -24,7 +24,7 @@ from tests.support.appliance import Appliance
 from tests.support.media import FFPROBE, make_h264_annexb, requires_ffmpeg
 from tests.support.scan import plaintext_media_files
 from tests.support.wait import wait_for
-from vault.index.db import Gap, Segment
+from vault.index.schema import Gap, Segment
 
 pytestmark = [pytest.mark.slow, requires_ffmpeg]
 

@@ -23,8 +23,7 @@ from tests.conftest import use_database
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.media import make_fmp4
 from tests.support.retention import make_segments, set_purge
-from vault.index.db import Segment
-from vault.index.retention_models import HoldSegment, PurgeLogRow, PurgePending
+from vault.index.schema import HoldSegment, PurgeLogRow, PurgePending, Segment
 from vault.retention.purge import Purger
 from vault.store.local import LocalStore
 from vault.vault import Vault

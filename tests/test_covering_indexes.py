@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import Engine, event, insert
 
 from api.footage import LISTING_COLUMNS, seg_out
-from vault.index.db import Segment, Source, make_engine, migrate, session_factory
+from vault.index.db import make_engine, migrate, session_factory
 from vault.index.queries import find_segments, first_start, last_end
+from vault.index.schema import Segment, Source
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 ROWS = 20_000

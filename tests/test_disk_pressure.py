@@ -14,8 +14,7 @@ from sqlalchemy import select
 
 from tests.support.appliance import Appliance
 from tests.support.retention import Clock, make_segments, set_purge, set_store
-from vault.index.db import Segment
-from vault.index.retention_models import PurgeLogRow
+from vault.index.schema import PurgeLogRow, Segment
 from vault.retention import holds
 from vault.retention.purge import Purger
 from vault.store.ingest import Ingestor

@@ -13,7 +13,7 @@ import pytest
 from tests.support.appliance import Appliance
 from tests.support.media import make_fmp4
 from tests.support.scan import plaintext_media_files
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.sealed.seal import SealError
 from vault.store.spool import SpoolSegment, write_gap
 
@@ -135,7 +135,7 @@ def test_gap_files_are_indexed(appliance: Appliance) -> None:
         "camera unreachable",
     )
     assert "gaps=1" in appliance.cli("ingest", "--once").stdout.decode()
-    from vault.index.db import Gap
+    from vault.index.schema import Gap
 
     with appliance.vault() as v, v.sessions() as s:
         (gap,) = s.query(Gap).all()

@@ -11,7 +11,7 @@ import time
 from sqlalchemy import func, select
 
 from tests.support.appliance import Appliance
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.store.spool import SpoolSegment
 
 N = 200

@@ -9,7 +9,7 @@ import time
 from sqlalchemy import func, select
 
 from tests.support.appliance import Appliance
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.store.spool import SpoolSegment
 
 

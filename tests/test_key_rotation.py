@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.appliance import Appliance
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.ledger import entries as tlog
 from vault.ledger import merkle, verify
 from vault.retention.purge import Purger

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from tests.support.appliance import Appliance
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.ops.metrics import exposition
 from vault.retention import holds
 from vault.store.spool import write_gap

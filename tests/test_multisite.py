@@ -27,7 +27,7 @@ from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import set_purge
 from tests.support.rgw import RgwCluster, use_s3_store
 from tests.support.wait import wait_for
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.retention.purge import PURGE_LOCK_KEY
 from vault.store.spool import SpoolSegment
 from vault.timeutil import iso

@@ -17,8 +17,7 @@ from sqlalchemy import select
 
 from tests.support.appliance import make_appliance
 from tests.support.retention import make_segments, set_purge
-from vault.index.db import Segment
-from vault.index.retention_models import PurgeLogRow, PurgePending
+from vault.index.schema import PurgeLogRow, PurgePending, Segment
 from vault.retention import holds
 
 MIN_KILLS = 20

@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.support.appliance import Appliance
 from tests.support.retention import Clock, make_segments, set_purge
-from vault.index.db import Segment, current_revision
-from vault.index.retention_models import AccessLogRow, PurgeLogRow
+from vault.index.db import current_revision
+from vault.index.schema import AccessLogRow, PurgeLogRow, Segment
 from vault.retention import holds
 from vault.retention.clocksync import clock_synchronised
 from vault.retention.purge import ClockUntrusted, Purger

@@ -12,8 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from tests.conftest import use_database
 from tests.support.appliance import make_appliance
 from tests.support.retention import Clock, make_segments, set_purge
-from vault.index.db import Segment
-from vault.index.retention_models import PurgeLogRow
+from vault.index.schema import PurgeLogRow, Segment
 from vault.retention import holds
 from vault.retention.purge import Purger
 from vault.vault import Vault

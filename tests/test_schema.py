@@ -9,12 +9,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import vault.index.retention_models  # noqa: F401
-import vault.index.tickets  # noqa: F401
-import vault.people.approvals  # noqa: F401  (registers the models on Base.metadata)
-import vault.people.subjects  # noqa: F401
-import vault.people.users  # noqa: F401
-from vault.index.db import Base, current_revision, head_revision, make_engine, migrate
+from vault.index.db import current_revision, head_revision, make_engine, migrate
+from vault.index.schema import Base
 
 
 def _for_dialect(name: str) -> Any:

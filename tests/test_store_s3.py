@@ -16,7 +16,7 @@ from tests.support.appliance import Appliance, make_appliance
 from tests.support.retention import Clock, make_segments, set_purge
 from tests.support.rgw import RgwCluster, plain_client, use_s3_store
 from vault.errors import StoreError
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.retention import holds
 from vault.retention.purge import Purger
 from vault.store import legalholds, s3

@@ -119,7 +119,7 @@ def test_ingest_and_api_work_under_memory_deny_write_execute(appliance: Applianc
         " import config;from api.app import create_app;create_app(config.load(None))\n"
         "from vault.vault import Vault;import config\n"
         "with Vault(config.load(None)) as v:\n"
-        " from vault.index.db import Segment\n"
+        " from vault.index.schema import Segment\n"
         " with v.sessions() as s:\n"
         "  seg=s.query(Segment).one()\n"
         "  with v.open_segment(seg) as r: assert r.read(0,8)\n"

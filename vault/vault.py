@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
-from vault.index.db import Segment, make_engine, migrate, session_factory
+from vault.index.db import make_engine, migrate, session_factory
+from vault.index.schema import Segment
 from vault.ledger.ledgers import AccessLog, PurgeLog
 from vault.ops.logsetup import event
 from vault.retention import holds

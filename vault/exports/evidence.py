@@ -41,8 +41,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from vault.errors import HoldfastError
-from vault.index.db import Segment
 from vault.index.queries import coverage_gaps, exportable_segments
+from vault.index.schema import Segment
 from vault.media import tools
 from vault.ops.logsetup import event
 from vault.sealed import keys

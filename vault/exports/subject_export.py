@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vault.exports.evidence import ExportPart, PartRenderer, sha256_file
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.media.redact import Redactor, redact_video
 from vault.timeutil import iso
 from vault.vault import Vault

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, load_only
 
-from vault.index.db import Gap, Segment
+from vault.index.schema import Gap, Segment
 from vault.timeutil import iso
 
 #: How many segments starting before a range are checked for overlapping into it.

@@ -14,29 +14,12 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, Index, Integer, String, delete, func, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
-from vault.index.db import Base, UTCDateTime
+from vault.index.schema import ViewTicketRow
 
 TICKET_MINUTES = 60
-
-
-class ViewTicketRow(Base):
-    __tablename__ = "view_tickets"
-    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(Integer)
-    source: Mapped[str] = mapped_column(String(64))
-    segment_ids: Mapped[list[str]] = mapped_column(JSON)
-    #: Seconds each segment's decode times move to, so a playlist plays as one timeline (api.hls).
-    shifts: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (
-        Index("ix_view_tickets_user", "user_id", "created_at"),
-        Index("ix_view_tickets_expires", "expires_at"),
-    )
 
 
 @dataclass(frozen=True)

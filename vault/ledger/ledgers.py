@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vault.errors import HoldfastError
 from vault.index.db import begin_write
-from vault.index.retention_models import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
+from vault.index.schema import AccessLogRow, CheckpointRow, LogHead, PurgeLogRow
 from vault.ledger import entries as tlog
 from vault.ledger import exportverify
 from vault.ops.logsetup import event

@@ -14,8 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from vault.index.db import Segment
-from vault.index.retention_models import Hold, HoldSegment, HoldSource
+from vault.index.schema import Hold, HoldSegment, HoldSource, Segment
 from vault.people.notice import notice_versions
 from vault.retention import holds
 from vault.retention.purge import REASONS, policy_version

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from vault.index.retention_models import PurgeLogRow
+from vault.index.schema import PurgeLogRow
 from vault.retention.purge import REASONS
 from vault.timeutil import parse_iso
 from vault.vault import Vault

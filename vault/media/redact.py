@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from vault.errors import HoldfastError
-from vault.index.db import Segment
+from vault.index.schema import Segment
 from vault.media import tools
 from vault.ops.logsetup import event
 from vault.vault import Vault

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from vault.index.db import Base
+from vault.index.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

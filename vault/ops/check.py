@@ -32,8 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.errors import HoldfastError, StoreError
-from vault.index.db import Segment
-from vault.index.retention_models import Hold, HoldSegment, PurgeLogRow, PurgePending
+from vault.index.schema import Hold, HoldSegment, PurgeLogRow, PurgePending, Segment
 from vault.ledger import entries as tlog
 from vault.ledger import verify
 from vault.ledger.ledgers import AuditLog

@@ -29,8 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import func, select
 
-from vault.index.db import Gap, Segment
-from vault.index.retention_models import PurgeLogRow
+from vault.index.schema import Gap, PurgeLogRow, Segment
 from vault.people import approvals
 from vault.retention import holds
 from vault.vault import Vault

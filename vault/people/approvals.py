@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Text, func, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from config.model import ApprovalRule, HoldfastConfig
 from vault.errors import HoldfastError
-from vault.index.db import Base, UTCDateTime, begin_write
+from vault.index.db import begin_write
+from vault.index.schema import ApprovalRow
 from vault.ledger.ledgers import AccessLog
 from vault.ops.logsetup import event
 from vault.timeutil import iso
@@ -85,31 +86,6 @@ class Person:
     name: str
     role: str
     sites: frozenset[str] = frozenset()
-
-
-class ApprovalRow(Base):
-    __tablename__ = "approvals"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    requester: Mapped[str] = mapped_column(String(64))
-    requester_role: Mapped[str] = mapped_column(String(16))
-    action: Mapped[str] = mapped_column(String(16))
-    sources: Mapped[list[str]] = mapped_column(JSON)
-    sites: Mapped[list[str]] = mapped_column(JSON)
-    start: Mapped[datetime] = mapped_column(UTCDateTime())
-    end: Mapped[datetime] = mapped_column(UTCDateTime())
-    purpose: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    #: Approved or break glass: access until then; pending: the request lapses then.
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-    __table_args__ = (
-        Index("ix_approvals_requester", "requester", "state"),
-        Index("ix_approvals_state", "state", "created_at"),
-    )
 
 
 @dataclass(frozen=True)

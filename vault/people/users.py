@@ -21,14 +21,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import (
-    JSON,
-    Boolean,
     Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
     and_,
     case,
     delete,
@@ -36,10 +29,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from vault.errors import HoldfastError
-from vault.index.db import Base, UTCDateTime, begin_write
+from vault.index.db import begin_write
+from vault.index.schema import ApiSession, Incident, User
 from vault.ledger.ledgers import AccessLog
 from vault.ops.logsetup import event
 from vault.timeutil import iso
@@ -78,54 +72,6 @@ class Actor:
 
     name: str
     role: str
-
-
-class User(Base):
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(16))
-    sites: Mapped[list[str]] = mapped_column(JSON)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class ApiSession(Base):
-    """A login: a browser session cookie or a bearer token for scripts (`kind`)."""
-
-    __tablename__ = "api_sessions"
-    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id"))
-    kind: Mapped[str] = mapped_column(String(16))  # cookie | bearer
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-    __table_args__ = (Index("ix_api_sessions_user", "user_id"),)
-
-
-class Incident(Base):
-    """A case: site, cameras, time range; opening one places a legal hold on its footage."""
-
-    __tablename__ = "incidents"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    site: Mapped[str] = mapped_column(String(64))
-    cameras: Mapped[list[str]] = mapped_column(JSON)
-    start: Mapped[datetime] = mapped_column(UTCDateTime())
-    end: Mapped[datetime] = mapped_column(UTCDateTime())
-    description: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="open")  # open | closed
-    hold_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    opened_by: Mapped[str] = mapped_column(String(64))
-    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    closed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    close_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    notes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-
-    __table_args__ = (Index("ix_incidents_site", "site"),)
 
 
 # -- passwords and users -------------------------------------------------------------------

@@ -22,8 +22,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from vault.errors import HoldfastError
-from vault.index.db import Segment, Source
-from vault.index.retention_models import Hold, HoldSegment, HoldSource
+from vault.index.schema import Hold, HoldSegment, HoldSource, Segment, Source
 from vault.ledger.ledgers import AccessLog
 from vault.ops.logsetup import event
 from vault.timeutil import iso

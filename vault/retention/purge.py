@@ -37,8 +37,7 @@ from sqlalchemy.orm import Session
 
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
-from vault.index.db import Segment
-from vault.index.retention_models import PurgeLogRow, PurgePending, PurgerState
+from vault.index.schema import PurgeLogRow, PurgePending, PurgerState, Segment
 from vault.ops.logsetup import event
 from vault.retention import holds
 from vault.retention.clocksync import clock_synchronised

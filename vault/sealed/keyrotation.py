@@ -120,7 +120,7 @@ def prune_seal_keys(vault: Any, audit: Callable[[str, dict[str, Any]], None] | N
     # Imported here: the offline verifier (`audit verify`) uses this module without a database.
     from sqlalchemy import func, select
 
-    from vault.index.db import Segment
+    from vault.index.schema import Segment
 
     directory: Path = vault.cfg.keys.dir
     current = keys.key_id(keys.load_seal_public(directory / keys.SEAL_PUB)).hex()

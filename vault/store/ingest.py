@@ -34,8 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from config.model import ID_PATTERN
 from vault.errors import StoreError
-from vault.index.db import Gap, Segment, Source
-from vault.index.retention_models import PurgeLogRow, PurgePending
+from vault.index.schema import Gap, PurgeLogRow, PurgePending, Segment, Source
 from vault.ops.logsetup import event
 from vault.ops.notify import notify, watchdog_interval
 from vault.retention import deadlines

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from vault.index.db import Segment
-from vault.index.retention_models import Hold, HoldSegment, HoldSource
+from vault.index.schema import Hold, HoldSegment, HoldSource, Segment
 from vault.ops.logsetup import event
 from vault.retention import holds
 

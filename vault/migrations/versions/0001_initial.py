@@ -7,7 +7,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from vault.index.db import UTCDateTime
+from vault.index.schema import UTCDateTime
 
 revision = "0001_initial"
 down_revision = None

@@ -12,7 +12,7 @@ Revises: 0001_initial
 import sqlalchemy as sa
 from alembic import op
 
-from vault.index.db import UTCDateTime
+from vault.index.schema import UTCDateTime
 
 revision = "0002_retention"
 down_revision = "0001_initial"

@@ -7,7 +7,7 @@ Revises: 0002_retention
 import sqlalchemy as sa
 from alembic import op
 
-from vault.index.db import UTCDateTime
+from vault.index.schema import UTCDateTime
 
 revision = "0003_api"
 down_revision = "0002_retention"

@@ -7,7 +7,7 @@ Revises: 0003_api
 import sqlalchemy as sa
 from alembic import op
 
-from vault.index.db import UTCDateTime
+from vault.index.schema import UTCDateTime
 
 revision = "0004_subject_requests"
 down_revision = "0003_api"

@@ -7,7 +7,7 @@ Revises: 0005_log_heads_accounts
 import sqlalchemy as sa
 from alembic import op
 
-from vault.index.db import UTCDateTime
+from vault.index.schema import UTCDateTime
 
 revision = "0006_view_tickets"
 down_revision = "0005_log_heads_accounts"

@@ -7,7 +7,7 @@ Revises: 0007_store_s3
 import sqlalchemy as sa
 from alembic import op
 
-from vault.index.db import UTCDateTime
+from vault.index.schema import UTCDateTime
 
 revision = "0008_approvals"
 down_revision = "0007_store_s3"
