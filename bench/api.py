@@ -21,7 +21,6 @@ Everything made is removed at the end, including the appliance's tmpfs scratch i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import socket
@@ -40,10 +39,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import bearer_when_up, ingest_clips  # noqa: E402
 from tests.support.appliance import Appliance, make_appliance  # noqa: E402
 from tests.support.footage import make_fmp4  # noqa: E402
-from vault.store.ingest import Ingestor  # noqa: E402
-from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 PW = "benchmark password"
@@ -214,15 +212,7 @@ def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_
     base = f"http://127.0.0.1:{port}"
     print(f"holdfast serve with [api] workers = {workers}:")
     try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            time.sleep(0.1)  # polling the server's start (bench, not a test)
-        tok = httpx.post(
-            base + "/api/v1/auth/token", data={"username": "sec", "password": PW}, timeout=60
-        ).json()["access_token"]
-        H = {"Authorization": f"Bearer {tok}"}
+        H = bearer_when_up(base, "sec", PW)
         rnd = random.Random(5)
 
         # TTFB of playback at a random time (real blobs), with the large index beside them.
@@ -346,14 +336,7 @@ def run(app: Appliance, work: Path, a: argparse.Namespace) -> int:
     clip = make_fmp4(work / "clip.mp4", 10.0, size="1920x1080")
     v = app.vault()
     real_start = T0 + timedelta(days=200)
-    for i in range(a.real):
-        st = real_start + timedelta(seconds=10 * i)
-        seg = SpoolSegment(
-            cfg.paths.spool, v.seal_public, {"source": "garage-1", "kind": "video", "start": iso(st)}
-        )
-        seg.write(clip.read_bytes())
-        seg.close({"end": iso(st + timedelta(seconds=10)), "duration": 10.0, "end_reason": "bench"})
-    Ingestor(v).scan()
+    ingest_clips(v, "garage-1", real_start, a.real, clip)
     url = cfg.database.url
     if url.startswith("postgresql"):
         ins = bulk_rows_pg(url, a.rows)
@@ -382,15 +365,7 @@ def export(app: Appliance, a: argparse.Namespace, v: Any, real_start: datetime) 
     srv = app.popen("--log-level", "WARNING", "serve", "--port", str(port), stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            time.sleep(0.1)  # polling the server's start (bench, not a test)
-        tok = httpx.post(
-            base + "/api/v1/auth/token", data={"username": "sec", "password": PW}, timeout=60
-        ).json()["access_token"]
-        H = {"Authorization": f"Bearer {tok}"}
+        H = bearer_when_up(base, "sec", PW)
         # Export throughput vs raw decryption of the same segments.
         with httpx.Client(base_url=base, headers=H, timeout=600) as c:
             inc = c.post(
