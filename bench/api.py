@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,17 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def concurrently(client: Callable[[int], None], n: int) -> float:
+    """Run client(0) .. client(n - 1) in n threads at once; the wall-clock seconds until all end."""
+    ths = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    t_start = time.perf_counter()
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    return time.perf_counter() - t_start
 
 
 def bulk_rows(db: Path, rows: int) -> float:
@@ -181,13 +193,7 @@ def bare_sql(url: str, rows: int, clients: int, seconds: float) -> None:
                 lat.append((time.perf_counter() - t0) * 1000)
         c.close()
 
-    ths = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    t_start = time.perf_counter()
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
-    wall = time.perf_counter() - t_start
+    wall = concurrently(client, clients)
     print(
         f"  bare SQL, {clients} concurrent connections (threads of one process): {len(lat) / wall:.0f} q/s, "
         f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms"
@@ -275,13 +281,7 @@ def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_
                         else:
                             errors[0] += 1
 
-        ths = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
-        t_start = time.perf_counter()
-        for th in ths:
-            th.start()
-        for th in ths:
-            th.join()
-        wall = time.perf_counter() - t_start
+        wall = concurrently(client, a.clients)
         print(
             f"  search (10-minute window, ~60 rows) over {a.rows:,} rows, {a.clients} concurrent clients for "
             f"{wall:.1f} s: {len(lat)} requests, {len(lat) / wall:.0f} req/s, p50 {pct(lat, 50):.1f} ms, "
