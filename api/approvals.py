@@ -9,11 +9,13 @@ request remembers its id and the route's access-log entry carries it as `approva
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
@@ -208,6 +210,17 @@ def list_requests(
     return [_out(st, r) for r in rows]
 
 
+def _logged(request: Request, st: AppState, change: Callable[[Session], approvals.Approval]) -> ApprovalOut:
+    """Run one change to a request in a transaction; the vault has written its access-log entry."""
+    try:
+        with st.vault.sessions.begin() as s:
+            out = change(s)
+    except approvals.ApprovalError as e:
+        raise _http(e) from None
+    request.state.access_logged = True
+    return _out(st, out)
+
+
 @router.post("", status_code=201, response_model=ApprovalOut, responses=ERRORS)
 def file_request(
     request: Request, body: RequestIn, who: Principal = Depends(require("security", "dpo"))
@@ -216,16 +229,10 @@ def file_request(
     st = state(request)
     a, b = _range(body.start, body.end)
     _text_problem(body.purpose)
-    try:
-        with st.vault.sessions.begin() as s:
-            out = approvals.request(
-                s, st.vault.access_log, st.cfg, person(who), body.action, body.sources, a, b,
-                body.purpose, st.vault.clock(),
-            )  # fmt: skip
-    except approvals.ApprovalError as e:
-        raise _http(e) from None
-    request.state.access_logged = True
-    return _out(st, out)
+    return _logged(request, st, lambda s: approvals.request(
+        s, st.vault.access_log, st.cfg, person(who), body.action, body.sources, a, b,
+        body.purpose, st.vault.clock(),
+    ))  # fmt: skip
 
 
 @router.get("/{request_id}", response_model=ApprovalOut, responses=ERRORS)
@@ -249,16 +256,10 @@ def _decide(
 ) -> ApprovalOut:
     st = state(request)
     _text_problem(body.reason)
-    try:
-        with st.vault.sessions.begin() as s:
-            out = approvals.decide(
-                s, st.vault.access_log, st.cfg, person(who), request_id, approve, body.reason,
-                st.vault.clock(),
-            )  # fmt: skip
-    except approvals.ApprovalError as e:
-        raise _http(e) from None
-    request.state.access_logged = True
-    return _out(st, out)
+    return _logged(request, st, lambda s: approvals.decide(
+        s, st.vault.access_log, st.cfg, person(who), request_id, approve, body.reason,
+        st.vault.clock(),
+    ))  # fmt: skip
 
 
 @router.post("/{request_id}/approve", response_model=ApprovalOut, responses=ERRORS)
@@ -286,13 +287,7 @@ def break_glass(
     st = state(request)
     a, b = _range(body.start, body.end)
     _text_problem(body.reason)
-    try:
-        with st.vault.sessions.begin() as s:
-            out = approvals.break_glass(
-                s, st.vault.access_log, st.cfg, person(who), body.action, body.sources, a, b,
-                body.reason, st.vault.clock(),
-            )  # fmt: skip
-    except approvals.ApprovalError as e:
-        raise _http(e) from None
-    request.state.access_logged = True
-    return _out(st, out)
+    return _logged(request, st, lambda s: approvals.break_glass(
+        s, st.vault.access_log, st.cfg, person(who), body.action, body.sources, a, b,
+        body.reason, st.vault.clock(),
+    ))  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -109,6 +109,15 @@ def _login(request: Request, username: str, password: str) -> User:
     raise HTTPException(401, LOGIN_FAILED, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _new_session(request: Request, user: User, kind: Literal["bearer", "cookie"]) -> tuple[str, int]:
+    """A new session of `[api] session_minutes` for a user who has just logged in: (token, minutes)."""
+    st = state(request)
+    minutes = st.cfg.api.session_minutes
+    with st.vault.sessions.begin() as s:
+        tok = new_session(s, user, kind, st.vault.clock(), minutes)
+    return tok, minutes
+
+
 @router.post("/token", response_model=TokenOut, responses={401: ERRORS[401]})
 def token(
     request: Request,
@@ -117,10 +126,7 @@ def token(
 ) -> TokenOut:
     """A bearer token for scripts (`Authorization: Bearer ...`); 401 on bad credentials."""
     user = _login(request, username, password)
-    st = state(request)
-    minutes = st.cfg.api.session_minutes
-    with st.vault.sessions.begin() as s:
-        tok = new_session(s, user, "bearer", st.vault.clock(), minutes)
+    tok, minutes = _new_session(request, user, "bearer")
     return TokenOut(access_token=tok, expires_in=minutes * 60)
 
 
@@ -133,10 +139,8 @@ def login(
 ) -> MeOut:
     """Log the web page in: sets an HttpOnly, SameSite=Strict session cookie (Secure under TLS)."""
     user = _login(request, username, password)
+    tok, minutes = _new_session(request, user, "cookie")
     st = state(request)
-    minutes = st.cfg.api.session_minutes
-    with st.vault.sessions.begin() as s:
-        tok = new_session(s, user, "cookie", st.vault.clock(), minutes)
     response.set_cookie(
         COOKIE, tok, max_age=minutes * 60, httponly=True, samesite="strict", secure=st.tls, path="/"
     )

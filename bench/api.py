@@ -21,7 +21,6 @@ Everything made is removed at the end, including the appliance's tmpfs scratch i
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import socket
@@ -31,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,10 +40,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import bearer_when_up, ingest_clips  # noqa: E402
 from tests.support.appliance import Appliance, make_appliance  # noqa: E402
 from tests.support.footage import make_fmp4  # noqa: E402
-from vault.store.ingest import Ingestor  # noqa: E402
-from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 PW = "benchmark password"
@@ -53,6 +52,17 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def concurrently(client: Callable[[int], None], n: int) -> float:
+    """Run client(0) .. client(n - 1) in n threads at once; the wall-clock seconds until all end."""
+    ths = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    t_start = time.perf_counter()
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    return time.perf_counter() - t_start
 
 
 def bulk_rows(db: Path, rows: int) -> float:
@@ -183,13 +193,7 @@ def bare_sql(url: str, rows: int, clients: int, seconds: float) -> None:
                 lat.append((time.perf_counter() - t0) * 1000)
         c.close()
 
-    ths = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    t_start = time.perf_counter()
-    for th in ths:
-        th.start()
-    for th in ths:
-        th.join()
-    wall = time.perf_counter() - t_start
+    wall = concurrently(client, clients)
     print(
         f"  bare SQL, {clients} concurrent connections (threads of one process): {len(lat) / wall:.0f} q/s, "
         f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms"
@@ -214,15 +218,7 @@ def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_
     base = f"http://127.0.0.1:{port}"
     print(f"holdfast serve with [api] workers = {workers}:")
     try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            time.sleep(0.1)  # polling the server's start (bench, not a test)
-        tok = httpx.post(
-            base + "/api/v1/auth/token", data={"username": "sec", "password": PW}, timeout=60
-        ).json()["access_token"]
-        H = {"Authorization": f"Bearer {tok}"}
+        H = bearer_when_up(base, "sec", PW)
         rnd = random.Random(5)
 
         # TTFB of playback at a random time (real blobs), with the large index beside them.
@@ -285,13 +281,7 @@ def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_
                         else:
                             errors[0] += 1
 
-        ths = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
-        t_start = time.perf_counter()
-        for th in ths:
-            th.start()
-        for th in ths:
-            th.join()
-        wall = time.perf_counter() - t_start
+        wall = concurrently(client, a.clients)
         print(
             f"  search (10-minute window, ~60 rows) over {a.rows:,} rows, {a.clients} concurrent clients for "
             f"{wall:.1f} s: {len(lat)} requests, {len(lat) / wall:.0f} req/s, p50 {pct(lat, 50):.1f} ms, "
@@ -346,14 +336,7 @@ def run(app: Appliance, work: Path, a: argparse.Namespace) -> int:
     clip = make_fmp4(work / "clip.mp4", 10.0, size="1920x1080")
     v = app.vault()
     real_start = T0 + timedelta(days=200)
-    for i in range(a.real):
-        st = real_start + timedelta(seconds=10 * i)
-        seg = SpoolSegment(
-            cfg.paths.spool, v.seal_public, {"source": "garage-1", "kind": "video", "start": iso(st)}
-        )
-        seg.write(clip.read_bytes())
-        seg.close({"end": iso(st + timedelta(seconds=10)), "duration": 10.0, "end_reason": "bench"})
-    Ingestor(v).scan()
+    ingest_clips(v, "garage-1", real_start, a.real, clip)
     url = cfg.database.url
     if url.startswith("postgresql"):
         ins = bulk_rows_pg(url, a.rows)
@@ -382,15 +365,7 @@ def export(app: Appliance, a: argparse.Namespace, v: Any, real_start: datetime) 
     srv = app.popen("--log-level", "WARNING", "serve", "--port", str(port), stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            time.sleep(0.1)  # polling the server's start (bench, not a test)
-        tok = httpx.post(
-            base + "/api/v1/auth/token", data={"username": "sec", "password": PW}, timeout=60
-        ).json()["access_token"]
-        H = {"Authorization": f"Bearer {tok}"}
+        H = bearer_when_up(base, "sec", PW)
         # Export throughput vs raw decryption of the same segments.
         with httpx.Client(base_url=base, headers=H, timeout=600) as c:
             inc = c.post(

@@ -16,7 +16,6 @@ Generating the export is not timed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -33,8 +32,8 @@ sys.path.insert(0, str(REPO))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from bench.common import purge_fields  # noqa: E402
 from vault.ledger import entries  # noqa: E402
-from vault.timeutil import iso  # noqa: E402
 
 ORIGIN = "holdfast/demo/purge-log"
 
@@ -56,21 +55,7 @@ def build(d: Path, m: int) -> tuple[Path, Path]:
             e = entries.make_entry(
                 i,
                 prev,
-                {
-                    "log": "purge",
-                    "segment": hashlib.md5(str(i).encode()).hexdigest(),  # noqa: S324 - an id
-                    "source": "office-1",
-                    "class": "office-camera",
-                    "start": iso(s),
-                    "end": iso(s + timedelta(seconds=10)),
-                    "sha256": hashlib.sha256(str(i).encode()).hexdigest(),
-                    "stored_bytes": 5_000_000,
-                    "deadline": iso(s + timedelta(days=14, seconds=10)),
-                    "purged_at": iso(s + timedelta(days=14, seconds=70)),
-                    "reason": "expired",
-                    "policy_version": "ffc830d980484465",
-                    "purger_version": "holdfast-purge/0.1.0",
-                },
+                purge_fields(i, t0),
             )
             f.write(e + b"\n")
             prev = acc.append_data(e)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import insert  # noqa: E402
 
 import config as config_pkg  # noqa: E402
+from bench.common import site  # noqa: E402
 from vault.index.schema import Segment  # noqa: E402
 from vault.store.ingest import Ingestor  # noqa: E402
 from vault.store.spool import new_segment_id  # noqa: E402
@@ -75,17 +76,6 @@ except SystemExit as e:
     raise
 """
 )
-
-
-def _appliance(base: Path) -> Path:
-    d = base / "site"
-    subprocess.run(
-        [sys.executable, "-m", "cli.main", "init", str(d)],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    return d / "holdfast.toml"
 
 
 def populate(v: Vault, n: int, sources: list[str], start: datetime) -> None:
@@ -161,7 +151,7 @@ def main() -> None:
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="holdfast-bench-check-", dir=args.dir))
     try:
-        cfg_path = _appliance(base)
+        cfg_path = site(base).config_path
         cfg = config_pkg.load(cfg_path)
         sources = [f"cam-{i:02d}" for i in range(args.sources)]
         text = cfg_path.read_text()

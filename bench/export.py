@@ -41,12 +41,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import bearer_when_up, ingest_clips  # noqa: E402
 from tests.support.appliance import make_appliance  # noqa: E402
 from tests.support.footage import make_fmp4  # noqa: E402
 from vault.exports import evidence  # noqa: E402
 from vault.media import tools  # noqa: E402
-from vault.store.ingest import Ingestor  # noqa: E402
-from vault.store.spool import SpoolSegment  # noqa: E402
 from vault.timeutil import iso  # noqa: E402
 
 PW = "benchmark password"
@@ -76,14 +75,7 @@ def main() -> int:
     clip_frames = tools.count_frames(clip)
     v = app.vault()
     start = T0 + timedelta(days=30)
-    for i in range(a.segments):
-        st = start + timedelta(seconds=10 * i)
-        seg = SpoolSegment(
-            cfg.paths.spool, v.seal_public, {"source": "garage-1", "kind": "video", "start": iso(st)}
-        )
-        seg.write(clip.read_bytes())
-        seg.close({"end": iso(st + timedelta(seconds=10)), "duration": 10.0, "end_reason": "bench"})
-    Ingestor(v).scan()
+    ingest_clips(v, "garage-1", start, a.segments, clip)
     from vault.index.queries import find_segments
 
     with v.sessions() as s:
@@ -121,16 +113,7 @@ def main() -> int:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                httpx.get(base + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        tok = httpx.post(base + "/api/v1/auth/token", data={"username": "sec", "password": PW}).json()
-        c = httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=600
-        )
+        c = httpx.Client(base_url=base, headers=bearer_when_up(base, "sec", PW), timeout=600)
         inc = c.post(
             "/api/v1/incidents",
             json={"site": "demo", "cameras": ["garage-1"], "start": iso(start),

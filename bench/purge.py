@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import config as config_pkg  # noqa: E402
+from bench.common import purge_fields, site  # noqa: E402
 from vault.index.schema import Segment  # noqa: E402
 from vault.ledger import entries as tlog  # noqa: E402
 from vault.ledger import verify as tlogverify  # noqa: E402
@@ -45,19 +45,6 @@ from vault.timeutil import iso  # noqa: E402
 from vault.vault import Vault  # noqa: E402
 
 PER_DIR = 8640  # one camera-day of 10 s segments: the store's directory granularity
-
-
-def _appliance(base: Path) -> Path:
-    d = base / "site"
-    subprocess.run(
-        [sys.executable, "-m", "cli.main", "init", str(d)],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    cfg = d / "holdfast.toml"
-    cfg.write_text(cfg.read_text().replace("require_clock_sync = true", "require_clock_sync = false"))
-    return cfg
 
 
 def populate(v: Vault, n: int, start: datetime) -> None:
@@ -117,7 +104,7 @@ def populate(v: Vault, n: int, start: datetime) -> None:
 def bench_purge(base: Path, n: int, order: str) -> dict[str, float]:
     """Baseline files are created after the store is populated, so they are the warmer ones in the
     page/dentry cache: `--order purge-first` runs the purge first to show how much that matters."""
-    cfg_path = _appliance(base)
+    cfg_path = site(base, clock_sync=False).config_path
     cfg = config_pkg.load(cfg_path)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     now = start + timedelta(days=60)
@@ -173,21 +160,7 @@ def bench_verify(base: Path, m: int) -> dict[str, float]:
         e = tlog.make_entry(
             i,
             prev,
-            {
-                "log": "purge",
-                "segment": hashlib.md5(str(i).encode()).hexdigest(),  # noqa: S324 - an id, not security
-                "source": "office-1",
-                "class": "office-camera",
-                "start": iso(s),
-                "end": iso(s + timedelta(seconds=10)),
-                "sha256": hashlib.sha256(str(i).encode()).hexdigest(),
-                "stored_bytes": 5_000_000,
-                "deadline": iso(s + timedelta(days=14, seconds=10)),
-                "purged_at": iso(s + timedelta(days=14, seconds=70)),
-                "reason": "expired",
-                "policy_version": "ffc830d980484465",
-                "purger_version": "holdfast-purge/0.1.0",
-            },
+            purge_fields(i, t0),
         )
         entries.append(e)
         prev = acc.append_data(e)

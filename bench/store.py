@@ -22,7 +22,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import site  # noqa: E402
 from tests.support.appliance import Appliance  # noqa: E402
 from tests.support.rgw import RgwCluster, plain_client, use_s3_store  # noqa: E402
 from vault.retention.purge import Purger  # noqa: E402
@@ -45,16 +45,7 @@ T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 
 def _appliance(base: Path, rgw: RgwCluster) -> Appliance:
-    d = base / "site"
-    subprocess.run(
-        [sys.executable, "-m", "cli.main", "init", str(d)],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    app = Appliance(d, d / "holdfast.toml")
-    text = app.config_path.read_text().replace("require_clock_sync = true", "require_clock_sync = false")
-    app.config_path.write_text(text)
+    app = site(base, clock_sync=False)
     return use_s3_store(app, rgw)
 
 

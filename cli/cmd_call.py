@@ -23,23 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--remote", required=True, help="the other party's number (hashed if the line says so)")
     s.add_argument("--call-id", help="the PBX's call id (default: a new random id)")
     s.set_defaults(func=control, endpoint="/calls/start")
-    st = gs.add_parser("stop", help="the call on LINE ended: close its recording")
-    line_arg(st)
-    st.set_defaults(func=control, endpoint="/calls/stop")
-    o = gs.add_parser("optout", help="the caller declined recording: discard this call's audio")
-    line_arg(o)
-    o.set_defaults(func=control, endpoint="/calls/optout")
-    pa = gs.add_parser(
-        "pause", help="stop keeping the call's audio (card numbers, health details) until resume"
-    )
-    line_arg(pa)
-    pa.set_defaults(func=control, endpoint="/calls/pause")
-    re_ = gs.add_parser("resume", help="keep the call's audio again after a pause")
-    line_arg(re_)
-    re_.set_defaults(func=control, endpoint="/calls/resume")
-    q = gs.add_parser("status", help="is a call being recorded on LINE?")
-    line_arg(q)
-    q.set_defaults(func=control, endpoint="/status")
+    for action, endpoint, help_ in (
+        ("stop", "/calls/stop", "the call on LINE ended: close its recording"),
+        ("optout", "/calls/optout", "the caller declined recording: discard this call's audio"),
+        (
+            "pause",
+            "/calls/pause",
+            "stop keeping the call's audio (card numbers, health details) until resume",
+        ),
+        ("resume", "/calls/resume", "keep the call's audio again after a pause"),
+        ("status", "/status", "is a call being recorded on LINE?"),
+    ):
+        c = gs.add_parser(action, help=help_)
+        line_arg(c)
+        c.set_defaults(func=control, endpoint=endpoint)
 
     h = gs.add_parser("hash-key", help="create the remote-party hash key, or hash a number for searching")
     h.add_argument("--init", action="store_true", help="create keys/remote-hash.key (once)")

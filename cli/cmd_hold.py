@@ -9,12 +9,19 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from cli.common import CommandError, open_vault, print_json
 from vault.retention import holds
 from vault.timeutil import iso, parse_iso
+from vault.vault import Vault
 
 LOCAL_ROLE = "local-operator"
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,31 +67,40 @@ def local_operator_allowed(actor: str, permission: str) -> bool:
     return os.geteuid() == 0 or getpass.getuser() == "holdfast"
 
 
-def add_cmd(args: argparse.Namespace) -> int:
-    start, end, until = _time(args.frm, "--from"), _time(args.to, "--to"), _time(args.until, "--until")
+def _change(args: argparse.Namespace, change: Callable[[Vault, Session, datetime], T]) -> tuple[T, datetime]:
+    """Run one change to the holds in a transaction at the vault's now; a refusal exits 2."""
     with open_vault(args) as v:
         v.migrate()
         now = v.clock()
         try:
             with v.sessions.begin() as s:
-                h = holds.add_hold(
-                    s,
-                    v.access_log,
-                    actor=args.user or getpass.getuser(),
-                    role=LOCAL_ROLE,
-                    reason=args.reason,
-                    now=now,
-                    sources=args.source,
-                    start=start,
-                    end=end,
-                    segment_ids=args.segment,
-                    incident=args.incident,
-                    until=until,
-                    known_sources={c.id for c in v.cfg.cameras} | {ln.id for ln in v.cfg.lines},
-                )
-                d = holds.hold_dict(h, s)
+                return change(v, s, now), now
         except holds.HoldError as e:
             raise CommandError(str(e), 2) from None
+
+
+def add_cmd(args: argparse.Namespace) -> int:
+    start, end, until = _time(args.frm, "--from"), _time(args.to, "--to"), _time(args.until, "--until")
+
+    def add(v: Vault, s: Session, now: datetime) -> dict[str, Any]:
+        h = holds.add_hold(
+            s,
+            v.access_log,
+            actor=args.user or getpass.getuser(),
+            role=LOCAL_ROLE,
+            reason=args.reason,
+            now=now,
+            sources=args.source,
+            start=start,
+            end=end,
+            segment_ids=args.segment,
+            incident=args.incident,
+            until=until,
+            known_sources={c.id for c in v.cfg.cameras} | {ln.id for ln in v.cfg.lines},
+        )
+        return holds.hold_dict(h, s)
+
+    d, _now = _change(args, add)
     if args.json:
         print_json(d)
     else:
@@ -114,22 +130,18 @@ def list_cmd(args: argparse.Namespace) -> int:
 
 
 def release_cmd(args: argparse.Namespace) -> int:
-    with open_vault(args) as v:
-        v.migrate()
-        now = v.clock()
-        try:
-            with v.sessions.begin() as s:
-                h = holds.release_hold(
-                    s,
-                    v.access_log,
-                    args.hold_id,
-                    actor=args.user or getpass.getuser(),
-                    role=LOCAL_ROLE,
-                    reason=args.reason,
-                    now=now,
-                    allowed=local_operator_allowed,
-                )
-        except holds.HoldError as e:
-            raise CommandError(str(e), 2) from None
+    h, now = _change(
+        args,
+        lambda v, s, now: holds.release_hold(
+            s,
+            v.access_log,
+            args.hold_id,
+            actor=args.user or getpass.getuser(),
+            role=LOCAL_ROLE,
+            reason=args.reason,
+            now=now,
+            allowed=local_operator_allowed,
+        ),
+    )
     print(f"released {h.id} at {iso(now)}")
     return 0

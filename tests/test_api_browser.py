@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.apisite import ApiSite, api_site  # noqa: F401
-from tests.support.browser import ARTIFACTS, CHROMIUM, FLAGS, login, need_chromium, serve, shot
+from tests.support.browser import ARTIFACTS, chromium, login, need_chromium, open_page, serve, shot
 
 #: The browser runs in another zone than the site (Europe/Helsinki, UTC+2 in November): every
 #: time on the page must still be the site's.
@@ -37,13 +37,9 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = chromium(p)
         try:
-            ctx = browser.new_context(
-                timezone_id=BROWSER_ZONE, accept_downloads=True, viewport={"width": 1280, "height": 900}
-            )
-            ctx.set_default_timeout(30_000)
-            page = ctx.new_page()
+            page = open_page(browser, BROWSER_ZONE, accept_downloads=True)
             login(page, server, "sec")
             page.wait_for_selector("#footage:not([hidden])")
             page.select_option("#camera", "office-1")
@@ -108,7 +104,7 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
             page.click("#logout")
 
             # The auditor: purge log with verification, and a 403 where the player would be.
-            page2 = ctx.new_page()
+            page2 = page.context.new_page()
             login(page2, server, "aud")
             page2.wait_for_selector("#audit:not([hidden])")
             page2.wait_for_selector("#verify-result.verified")
@@ -137,15 +133,9 @@ def test_security_officer_plays_a_call_in_chromium(api_site: ApiSite, server: st
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[*FLAGS, "--autoplay-policy=no-user-gesture-required"],
-        )
+        browser = chromium(p, autoplay=True)
         try:
-            ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(30_000)
-            page = ctx.new_page()
+            page = open_page(browser, BROWSER_ZONE)
             login(page, server, "sec")
             page.click("a[data-tab=calls]")
             page.wait_for_selector("#line option[value=cs-1]", state="attached")
@@ -190,11 +180,9 @@ def test_timeline_thumbnails_keyboard_and_watermark(api_site: ApiSite, server: s
 
     purpose = "timeline walk-through"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = chromium(p)
         try:
-            ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(30_000)
-            page = ctx.new_page()
+            page = open_page(browser, BROWSER_ZONE)
             thumb_responses: list = []
             page.on("response", lambda r: "/thumbnail?" in r.url and thumb_responses.append(r))
             login(page, server, "sec")
@@ -294,11 +282,9 @@ def test_auditor_verifies_the_logs_in_the_browser(api_site: ApiSite, server: str
         .decode()
     )
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = chromium(p)
         try:
-            ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(60_000)
-            page = ctx.new_page()
+            page = open_page(browser, BROWSER_ZONE, timeout_ms=60_000)
             login(page, server, "aud")
             page.wait_for_selector("#audit:not([hidden])")
             # The report reads as one: classes with limits, holds with reasons, the logs searchable.
@@ -349,7 +335,7 @@ def test_every_page_passes_axe(api_site: ApiSite, server: str) -> None:
 
     found: dict[str, list[str]] = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = chromium(p)
         try:
             for user, tabs in (
                 ("sec", ["footage", "calls", "incidents"]),
@@ -358,11 +344,7 @@ def test_every_page_passes_axe(api_site: ApiSite, server: str) -> None:
                 ("adm", ["admin"]),
             ):
                 # bypass_csp: the page's CSP (script-src 'self') would refuse the injected axe script.
-                ctx = browser.new_context(
-                    timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900}, bypass_csp=True
-                )
-                ctx.set_default_timeout(30_000)
-                page = ctx.new_page()
+                page = open_page(browser, BROWSER_ZONE, bypass_csp=True)
                 page.goto(server + "/")
                 found["login"] = axe_violations(page)
                 login(page, server, user)
@@ -376,7 +358,7 @@ def test_every_page_passes_axe(api_site: ApiSite, server: str) -> None:
                         page.wait_for_selector("#tl-thumbs img.thumb")
                     page.wait_for_load_state("networkidle")
                     found[f"{user}:{tab}"] = axe_violations(page)
-                ctx.close()
+                page.context.close()
         finally:
             browser.close()
     bad = {k: v for k, v in found.items() if v}

@@ -18,7 +18,7 @@ from tests.support.apisite import PASSWORD, T0, ApiSite, build_site
 from tests.support.appliance import Appliance
 from vault.ops.metrics import exposition
 from vault.people import approvals
-from vault.people.approvals import AlreadyDecided, NotAllowed, Person
+from vault.people.approvals import AlreadyDecided, Approval, NotAllowed, Person
 from vault.vault import Vault
 
 #: Views of security staff need approval for footage older than 72 h; exports and call audio always.
@@ -64,6 +64,12 @@ DPO = Person("dpo", "dpo")
 
 
 # -- the vault, on SQLite and PostgreSQL -------------------------------------------------------
+
+
+def ask_to_view(v: Vault, a: datetime, b: datetime) -> Approval:
+    """The security officer files a request to view office-1 over [a, b), at the vault's now."""
+    with v.sessions.begin() as s:
+        return approvals.request(s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, "look", v.clock())
 
 
 def log_entries(v: Vault) -> list[dict]:
@@ -142,8 +148,7 @@ def test_refused_request_covers_nothing_and_is_decided_once(db_appliance: Applia
     clock = Clock(T0 + timedelta(days=5))
     with Vault(app.cfg, clock) as v:
         a, b = T0, T0 + timedelta(minutes=10)
-        with v.sessions.begin() as s:
-            req = approvals.request(s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, "look", clock())
+        req = ask_to_view(v, a, b)
         with v.sessions.begin() as s:
             approvals.decide(s, v.access_log, v.cfg, DPO, req.id, False, "no incident named", clock())
         with v.sessions() as s:
@@ -151,8 +156,7 @@ def test_refused_request_covers_nothing_and_is_decided_once(db_appliance: Applia
         with pytest.raises(AlreadyDecided, match="refused"), v.sessions.begin() as s:
             approvals.decide(s, v.access_log, v.cfg, Person("dpo2", "dpo"), req.id, True, "", clock())
         # a pending request lapses after expire_hours
-        with v.sessions.begin() as s:
-            late = approvals.request(s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, "look", clock())
+        late = ask_to_view(v, a, b)
         clock.now += timedelta(hours=25)
         with pytest.raises(AlreadyDecided, match="lapsed"), v.sessions.begin() as s:
             approvals.decide(s, v.access_log, v.cfg, DPO, late.id, True, "", clock())
@@ -168,8 +172,7 @@ def test_concurrent_decisions_are_serialised(db_appliance: Appliance) -> None:
     clock = Clock(T0 + timedelta(days=5))
     with Vault(app.cfg, clock) as v:
         a, b = T0, T0 + timedelta(minutes=10)
-        with v.sessions.begin() as s:
-            req = approvals.request(s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, "look", clock())
+        req = ask_to_view(v, a, b)
         n = 8
         barrier = threading.Barrier(n)
         won: list[str] = []

@@ -31,6 +31,11 @@ def clip(appliance: Appliance, ffmpeg: str, name: str) -> Path:
     return p
 
 
+def seal_clip(appliance: Appliance, ffmpeg: str, name: str, start: str) -> None:
+    """`holdfast seal` a fresh one-second clip from office-1 starting at `start` into the spool."""
+    appliance.cli("seal", "--source", "office-1", "--start", start, str(clip(appliance, ffmpeg, name)))
+
+
 def test_rotate_then_a_real_purge_destroys_the_old_key_and_logs_it(
     appliance: Appliance, ffmpeg: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -38,14 +43,7 @@ def test_rotate_then_a_real_purge_destroys_the_old_key_and_logs_it(
     old_kid = keys.key_id(keys.load_seal_public(kdir / "seal.pub")).hex()
     t0 = utcnow().replace(microsecond=0)
     # Old footage (10 days ago: 14-day office class, deadline in 4 days), sealed to the first key.
-    appliance.cli(
-        "seal",
-        "--source",
-        "office-1",
-        "--start",
-        iso(t0 - timedelta(days=10)),
-        str(clip(appliance, ffmpeg, "a.mp4")),
-    )
+    seal_clip(appliance, ffmpeg, "a.mp4", iso(t0 - timedelta(days=10)))
     appliance.cli("ingest", "--once")
     out = appliance.cli("keys", "rotate", "--only", "seal").stdout.decode()
     assert f"seal-{old_kid}.key kept" in out
@@ -53,14 +51,7 @@ def test_rotate_then_a_real_purge_destroys_the_old_key_and_logs_it(
     assert new_kid != old_kid and (kdir / f"seal-{old_kid}.key").exists()
     assert (kdir / f"seal-{old_kid}.key").stat().st_mode & 0o777 == 0o600
     # New footage (a minute ago: deadline in 14 days), sealed to the new key.
-    appliance.cli(
-        "seal",
-        "--source",
-        "office-1",
-        "--start",
-        iso(t0 - timedelta(minutes=1)),
-        str(clip(appliance, ffmpeg, "b.mp4")),
-    )
+    seal_clip(appliance, ffmpeg, "b.mp4", iso(t0 - timedelta(minutes=1)))
     appliance.cli("ingest", "--once")
 
     with appliance.vault() as v, v.sessions() as s:
@@ -108,14 +99,7 @@ def test_sign_rotation_signs_over_the_purge_logs_latest_checkpoint(appliance: Ap
     """`keys rotate --only sign` re-signs the retention code's real latest checkpoint
     (`PurgeLog.latest_checkpoint(session)`) with the new key."""
     t0 = utcnow().replace(microsecond=0)
-    appliance.cli(
-        "seal",
-        "--source",
-        "office-1",
-        "--start",
-        iso(t0 - timedelta(days=20)),
-        str(clip(appliance, ffmpeg, "a.mp4")),
-    )
+    seal_clip(appliance, ffmpeg, "a.mp4", iso(t0 - timedelta(days=20)))
     appliance.cli("ingest", "--once")
     with Vault(appliance.cfg, clock=lambda: t0 + timedelta(minutes=1)) as v:
         assert Purger(v, sync_check=lambda: True).run().purged["expired"] == 1
@@ -135,14 +119,7 @@ def test_sign_rotation_signs_over_the_purge_logs_latest_checkpoint(appliance: Ap
 def test_prune_keeps_a_key_a_spooled_segment_needs(appliance: Appliance, ffmpeg: str) -> None:
     kdir = appliance.cfg.keys.dir
     old_kid = keys.key_id(keys.load_seal_public(kdir / "seal.pub")).hex()
-    appliance.cli(
-        "seal",
-        "--source",
-        "office-1",
-        "--start",
-        "2026-01-01T08:00:00Z",
-        str(clip(appliance, ffmpeg, "a.mp4")),
-    )
+    seal_clip(appliance, ffmpeg, "a.mp4", "2026-01-01T08:00:00Z")
     appliance.cli("keys", "rotate", "--only", "seal")
     appliance.cli("keys", "prune")
     assert (kdir / f"seal-{old_kid}.key").exists()  # the spooled segment is sealed to it

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.support.apisite import PASSWORD, T0, USERS, ApiSite, api_site  # noqa: F401
-from tests.support.browser import CHROMIUM, FLAGS, bearer, login, need_chromium, serve, shot
+from tests.support.browser import bearer, chromium, login, need_chromium, open_page, serve, shot
 from tests.support.footage import record
 from tests.test_api_browser import BROWSER_ZONE, assert_site_times, axe_violations
 from vault.people.users import LOCK_AFTER
@@ -85,12 +85,10 @@ def test_each_role_sees_only_its_views(server: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = chromium(p)
         try:
             for user, (role, _) in USERS.items():
-                ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
-                ctx.set_default_timeout(30_000)
-                page = ctx.new_page()
+                page = open_page(browser, BROWSER_ZONE)
                 login(page, server, user)
                 shown = page.locator("#nav a:visible").all_inner_texts()
                 assert shown == [LABELS[v] for v in LABELS if v in VIEWS[role]], (user, shown)
@@ -106,7 +104,7 @@ def test_each_role_sees_only_its_views(server: str) -> None:
                     )
                     assert page.locator(f"#{view}").is_hidden()
                 shot(page, f"roles-nav-{role}")
-                ctx.close()
+                page.context.close()
         finally:
             browser.close()
 
@@ -118,11 +116,9 @@ def test_a_late_answer_leaves_the_current_view_alone(server: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = chromium(p)
         try:
-            ctx = browser.new_context(timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(30_000)
-            page = ctx.new_page()
+            page = open_page(browser, BROWSER_ZONE)
             held: list = []
 
             def hold(route) -> None:  # type: ignore[no-untyped-def]
@@ -173,13 +169,9 @@ def test_admin_manages_accounts(site: ApiSite, server: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = chromium(p)
         try:
-            ctx = browser.new_context(
-                timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 900}, bypass_csp=True
-            )
-            ctx.set_default_timeout(30_000)
-            page = ctx.new_page()
+            page = open_page(browser, BROWSER_ZONE, bypass_csp=True)
             login(page, server, "adm")
             page.wait_for_selector("#admin:not([hidden]) tr[data-user=adm]")
             assert page.locator("#video").is_hidden()  # no footage for the administrator
@@ -253,16 +245,9 @@ def test_dpo_answers_a_subject_request(site: ApiSite, server: str, tmp_path: Pat
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        browser = chromium(p)
         try:
-            ctx = browser.new_context(
-                timezone_id=BROWSER_ZONE,
-                viewport={"width": 1280, "height": 900},
-                accept_downloads=True,
-                bypass_csp=True,
-            )
-            ctx.set_default_timeout(60_000)
-            page = ctx.new_page()
+            page = open_page(browser, BROWSER_ZONE, timeout_ms=60_000, accept_downloads=True, bypass_csp=True)
             login(page, server, "dpo")
             page.wait_for_selector("#subjects:not([hidden]):not([aria-busy])")
             page.fill("#sar-subject", "Person in a red coat at the front desk")
@@ -343,17 +328,9 @@ def test_incident_from_a_selection_plays_its_cameras_in_sync(site: ApiSite, serv
     ]
     garage = [(GARAGE_START + i * 10, GARAGE_START + i * 10 + 10) for i in range(10)]
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[*FLAGS, "--autoplay-policy=no-user-gesture-required"],
-        )
+        browser = chromium(p, autoplay=True)
         try:
-            ctx = browser.new_context(
-                timezone_id=BROWSER_ZONE, viewport={"width": 1280, "height": 1000}, bypass_csp=True
-            )
-            ctx.set_default_timeout(60_000)
-            page = ctx.new_page()
+            page = open_page(browser, BROWSER_ZONE, timeout_ms=60_000, height=1000, bypass_csp=True)
             login(page, server, "sec")
             page.wait_for_selector(".gap-item")  # office-1 opens on 10:00:00–10:02:50 (170 s)
             page.click("#tl-select")

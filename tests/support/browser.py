@@ -71,6 +71,20 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     page.screenshot(path=str(ARTIFACTS / f"api-{name}.png"), full_page=True)
 
 
+def chromium(p, *, autoplay: bool = False):  # type: ignore[no-untyped-def]
+    """Debian's Chromium, headless; `autoplay` lets media play without a click."""
+    args = [*FLAGS, "--autoplay-policy=no-user-gesture-required"] if autoplay else FLAGS
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+def open_page(browser, zone: str, *, timeout_ms: int = 30_000, height: int = 900, **options):  # type: ignore[no-untyped-def]
+    """A page in a new context (`page.context`) with the browser in time zone `zone`, 1280 wide;
+    `options` go to `new_context` as they are."""
+    ctx = browser.new_context(timezone_id=zone, viewport={"width": 1280, "height": height}, **options)
+    ctx.set_default_timeout(timeout_ms)
+    return ctx.new_page()
+
+
 def login(page, base: str, user: str) -> None:  # type: ignore[no-untyped-def]
     page.goto(base + "/")
     page.fill("input[name=username]", user)

@@ -439,26 +439,25 @@ def read_export(directory: str | os.PathLike[str]) -> tuple[list[bytes], list[Ch
     """Read an export written by write_export; entries come back as the exact bytes hashed."""
     d = Path(directory)
     checkpoints = read_checkpoints(d)
-    try:
-        raw_entries = (d / ENTRIES_FILE).read_bytes()
-    except FileNotFoundError as exc:
-        raise ExportFormatError(
-            f"{exc.filename} is missing: an export needs both {ENTRIES_FILE} and {CHECKPOINTS_FILE}"
-        ) from exc
-    entries = raw_entries.split(b"\n")
+    entries = _export_file(d, ENTRIES_FILE).split(b"\n")
     if entries[-1] == b"":
         entries.pop()
     return entries, checkpoints
 
 
-def read_checkpoints(d: Path) -> list[Checkpoint]:
-    """DIR/checkpoints.jsonl of an export, without reading its entries."""
+def _export_file(d: Path, name: str) -> bytes:
+    """One of the two files an export cannot do without."""
     try:
-        raw_cps = (d / CHECKPOINTS_FILE).read_bytes()
+        return (d / name).read_bytes()
     except FileNotFoundError as exc:
         raise ExportFormatError(
             f"{exc.filename} is missing: an export needs both {ENTRIES_FILE} and {CHECKPOINTS_FILE}"
         ) from exc
+
+
+def read_checkpoints(d: Path) -> list[Checkpoint]:
+    """DIR/checkpoints.jsonl of an export, without reading its entries."""
+    raw_cps = _export_file(d, CHECKPOINTS_FILE)
     checkpoints: list[Checkpoint] = []
     for lineno, line in enumerate(raw_cps.split(b"\n"), start=1):
         if not line.strip():

@@ -266,16 +266,7 @@ def trusted_sign_keys(
             raise TransitionError(
                 f"transition {i} starts from key {t.get('old_key_id')}, not {keys.key_id(cur).hex()}"
             )
-        try:
-            new = Ed25519PublicKey.from_public_bytes(base64.b64decode(t["new_public_key"]))
-            body = {k: t[k] for k in ("old_key_id", "new_key_id", "new_public_key", "at", "checkpoint")}
-            stmt = _statement(body)
-            cur.verify(base64.b64decode(t["old_signature"]), stmt)
-            new.verify(base64.b64decode(t["new_signature"]), stmt)
-        except (KeyError, ValueError, InvalidSignature) as e:
-            raise TransitionError(
-                f"transition {i} ({t.get('old_key_id')} -> {t.get('new_key_id')}) does not verify: {e!r}"
-            ) from None
+        new = _signed_by_both(i, t, cur)
         if keys.key_id(new).hex() != t["new_key_id"]:
             raise TransitionError(f"transition {i}: new_key_id does not match its public key")
         if t["checkpoint"] is not None:
@@ -285,7 +276,15 @@ def trusted_sign_keys(
 
 
 def _verify_transition(i: int, t: dict[str, Any], old: Ed25519PublicKey) -> Ed25519PublicKey:
-    """Check one hand-over signed by both keys; returns the new key."""
+    """Check one hand-over signed by both keys and naming both; returns the new key."""
+    new = _signed_by_both(i, t, old)
+    if keys.key_id(old).hex() != t["old_key_id"] or keys.key_id(new).hex() != t["new_key_id"]:
+        raise TransitionError(f"transition {i}: key ids do not match the keys that signed it")
+    return new
+
+
+def _signed_by_both(i: int, t: dict[str, Any], old: Ed25519PublicKey) -> Ed25519PublicKey:
+    """The new key of a hand-over whose statement both `old` and that new key signed."""
     try:
         new = Ed25519PublicKey.from_public_bytes(base64.b64decode(t["new_public_key"]))
         body = {k: t[k] for k in ("old_key_id", "new_key_id", "new_public_key", "at", "checkpoint")}
@@ -296,8 +295,6 @@ def _verify_transition(i: int, t: dict[str, Any], old: Ed25519PublicKey) -> Ed25
         raise TransitionError(
             f"transition {i} ({t.get('old_key_id')} -> {t.get('new_key_id')}) does not verify: {e!r}"
         ) from None
-    if keys.key_id(old).hex() != t["old_key_id"] or keys.key_id(new).hex() != t["new_key_id"]:
-        raise TransitionError(f"transition {i}: key ids do not match the keys that signed it")
     return new
 
 
