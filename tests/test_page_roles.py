@@ -145,6 +145,44 @@ def test_a_late_answer_leaves_the_current_view_alone(server: str) -> None:
             browser.close()
 
 
+def test_a_typed_range_is_not_replaced_by_the_opening_range(server: str) -> None:
+    """The footage view opens on the range that holds recordings (/extent). When that answer comes
+    after the person has typed a range but before they search, what they typed stays: the search
+    and the incident form use it."""
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    typed = ("2026-11-21 10:00:10", "2026-11-21 10:01:00")  # Helsinki; the recordings span more
+    with sync_playwright() as p:
+        browser = chromium(p)
+        try:
+            page = open_page(browser, BROWSER_ZONE)
+            held: list = []
+
+            def hold(route) -> None:  # type: ignore[no-untyped-def]
+                if held:
+                    route.continue_()
+                else:
+                    held.append(route)  # the opening range answers when the test says
+
+            page.route("**/api/v1/extent?*", hold)
+            with page.expect_request("**/api/v1/extent?*") as first:
+                login(page, server, "sec")
+            page.fill("#from", typed[0])
+            page.fill("#to", typed[1])
+            with page.expect_response(lambda r: r.request == first.value) as late:
+                held[0].continue_()
+            late.value.finished()
+            # The page reads a second answer from the same place: by then it has read the first.
+            page.evaluate("async (u) => { await (await fetch(u)).json(); }", first.value.url)
+            assert (page.input_value("#from"), page.input_value("#to")) == typed
+            page.click("#search-form button[type=submit]")
+            page.wait_for_function("() => / segments, /.test(document.getElementById('msg').textContent)")
+            assert (page.input_value("#inc-from"), page.input_value("#inc-to")) == typed
+        finally:
+            browser.close()
+
+
 def _login_fails(server: str, user: str) -> bool:
     try:
         bearer(server, user)

@@ -166,16 +166,18 @@ async function loadCameras(gen) {
 }
 
 /** Open the timeline on the range that holds recordings: the last hour of them (or all, if less). */
+let rangeEdits = 0; // times the person typed in From or To: a range they typed is never replaced
 async function openRecordings(gen) {
-  const asked = searchGen;
+  const asked = searchGen, edits = rangeEdits;
   const x = await getJSON(`/extent?source=${encodeURIComponent($("camera").value)}`);
-  if (superseded(gen) || searchGen !== asked) return; // a search the person started wins
+  if (superseded(gen) || searchGen !== asked || rangeEdits !== edits) return; // what the person did wins
   if (!x.last) { say(`${$("camera").value} has no recordings yet`); return; }
   const last = new Date(x.last), first = new Date(Math.max(new Date(x.first), last - 3600e3));
   $("from").value = fmt(first); $("to").value = fmt(last);
   await search(gen);
 }
 
+for (const f of ["from", "to"]) $(f).addEventListener("input", () => { rangeEdits++; });
 $("camera").addEventListener("change", async () => {
   const o = $("camera").selectedOptions[0]; if (o) setZone(siteZone(o.dataset.site));
   try { await openRecordings(); } catch (e) { say(e.message); }
