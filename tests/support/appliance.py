@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -60,4 +62,9 @@ def make_appliance(directory: Path) -> Appliance:
         capture_output=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    return Appliance(directory, directory / "holdfast.toml")
+    app = Appliance(directory, directory / "holdfast.toml")
+    # `holdfast init` puts the scratch on tmpfs beside, not inside, the directory pytest removes.
+    scratch = app.cfg.paths.scratch
+    if scratch.parent == Path("/dev/shm") and scratch.name.startswith("holdfast-"):
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return app
