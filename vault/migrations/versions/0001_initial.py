@@ -1,8 +1,4 @@
-"""Initial index: sources, segments (with retention deadline and detached key), gaps.
-
-Revision ID: 0001_initial
-Revises:
-"""
+"""Initial index: sources, segments (with retention deadline and detached key), gaps."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -11,8 +7,6 @@ from vault.index.schema import UTCDateTime
 
 revision = "0001_initial"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

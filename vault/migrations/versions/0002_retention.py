@@ -4,9 +4,6 @@ Also installs (SQLite and PostgreSQL) triggers that refuse to delete or shred a 
 unreleased hold: the last line of defence if any code path, or a person with the database
 file, tries to delete held footage. A row already 'purging' has lost its key, so a hold placed
 after the mark cannot save it and does not block finishing the purge.
-
-Revision ID: 0002_retention
-Revises: 0001_initial
 """
 
 import sqlalchemy as sa
@@ -16,8 +13,6 @@ from vault.index.schema import UTCDateTime
 
 revision = "0002_retention"
 down_revision = "0001_initial"
-branch_labels = None
-depends_on = None
 
 _HELD = """
     EXISTS (SELECT 1 FROM hold_segments hs JOIN holds h ON h.id = hs.hold_id

@@ -1,8 +1,4 @@
-"""API: users (argon2id), sessions and bearer tokens (hashed), incidents.
-
-Revision ID: 0003_api
-Revises: 0002_retention
-"""
+"""API: users (argon2id), sessions and bearer tokens (hashed), incidents."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -11,8 +7,6 @@ from vault.index.schema import UTCDateTime
 
 revision = "0003_api"
 down_revision = "0002_retention"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,8 +1,4 @@
-"""Subject access requests (GDPR art. 15), each with a legal hold until answered.
-
-Revision ID: 0004_subject_requests
-Revises: 0003_api
-"""
+"""Subject access requests (GDPR art. 15), each with a legal hold until answered."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -11,8 +7,6 @@ from vault.index.schema import UTCDateTime
 
 revision = "0004_subject_requests"
 down_revision = "0003_api"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,8 +1,5 @@
 """Log heads: the row every append to a tamper-evident log locks and advances.
 
-Revision ID: 0005_log_heads_accounts
-Revises: 0004_subject_requests
-
 Each log's head (size, tail leaf hash, Merkle frontier) is computed here from the entries
 already stored, so existing logs continue their chain.
 """
@@ -14,8 +11,6 @@ from vault.ledger.merkle import MerkleAccumulator
 
 revision = "0005_log_heads_accounts"
 down_revision = "0004_subject_requests"
-branch_labels = None
-depends_on = None
 
 LOGS = (("purge", "purge_log"), ("access", "access_log"))
 

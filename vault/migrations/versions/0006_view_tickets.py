@@ -1,8 +1,4 @@
-"""View tickets in the index (several API processes serve one view); who verified a subject's identity.
-
-Revision ID: 0006_view_tickets
-Revises: 0005_log_heads_accounts
-"""
+"""View tickets in the index (several API processes serve one view); who verified a subject's identity."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -11,8 +7,6 @@ from vault.index.schema import UTCDateTime
 
 revision = "0006_view_tickets"
 down_revision = "0005_log_heads_accounts"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

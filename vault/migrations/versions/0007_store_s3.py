@@ -1,16 +1,10 @@
-"""The S3 store: each segment row names its object version (deletes and legal holds go by it).
-
-Revision ID: 0007_store_s3
-Revises: 0006_view_tickets
-"""
+"""The S3 store: each segment row names its object version (deletes and legal holds go by it)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_store_s3"
 down_revision = "0006_view_tickets"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

@@ -1,8 +1,4 @@
-"""Four-eyes approval requests and break-glass overrides (vault/people/approvals.py).
-
-Revision ID: 0008_approvals
-Revises: 0007_store_s3
-"""
+"""Four-eyes approval requests and break-glass overrides (vault/people/approvals.py)."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -11,8 +7,6 @@ from vault.index.schema import UTCDateTime
 
 revision = "0008_approvals"
 down_revision = "0007_store_s3"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

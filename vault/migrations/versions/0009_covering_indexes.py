@@ -3,17 +3,12 @@
 SQLite: (source, start, end, id, kind, duration, cut_short, plaintext_bytes, meta) as keys (it
 has no INCLUDE). PostgreSQL: keys (source, start) INCLUDE the rest (json has no btree order).
 Either way those queries read the index alone and never visit a table row.
-
-Revision ID: 0009_covering_indexes
-Revises: 0008_approvals
 """
 
 from alembic import op
 
 revision = "0009_covering_indexes"
 down_revision = "0008_approvals"
-branch_labels = None
-depends_on = None
 
 COVER = ["end", "id", "kind", "duration", "cut_short", "plaintext_bytes", "meta"]
 
