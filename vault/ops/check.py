@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,37 +258,45 @@ def _plaintext(report: CheckReport, path: str, found: tuple[int, str], segment: 
     )
 
 
+def _rows_still(
+    vault: Vault, suspects: list[tuple[str, str]], still: Callable[[Segment, str], bool]
+) -> Iterator[tuple[str, str, Segment]]:
+    """Re-read each suspect (segment id, blob key) now: a purge or ingest that moved on while we
+    listed is no problem, so only the rows that exist and `still` show it are yielded."""
+    with vault.sessions() as s:
+        for sid, key in suspects:
+            seg = s.get(Segment, sid)
+            if seg is not None and still(seg, key):
+                yield sid, key, seg
+
+
 def _confirm_purging(vault: Vault, report: CheckReport, purging: list[tuple[str, str]]) -> None:
     """A purge finishing its batch while we read is normal; a row still purging after it is not."""
-    with vault.sessions() as s:
-        for sid, key in purging:
-            seg = s.get(Segment, sid)
-            if seg is None or seg.state == "stored":
-                continue
-            report.add(
-                "purging",
-                f"left in state {seg.state!r} with its key already shredded (the blob is unreadable): "
-                "a purge was interrupted; run `holdfast purge`, which finishes it first and logs it",
-                segment=sid,
-                path=key,
-            )
+    for sid, key, seg in _rows_still(vault, purging, lambda seg, _key: seg.state != "stored"):
+        report.add(
+            "purging",
+            f"left in state {seg.state!r} with its key already shredded (the blob is unreadable): "
+            "a purge was interrupted; run `holdfast purge`, which finishes it first and logs it",
+            segment=sid,
+            path=key,
+        )
 
 
 def _confirm_missing(vault: Vault, report: CheckReport, missing: list[tuple[str, str]]) -> None:
     """A row a purge took in the meantime is not a missing blob."""
-    with vault.sessions() as s:
-        for sid, key in missing:
-            seg = s.get(Segment, sid)
-            if seg is None or seg.state != "stored" or vault.store.blob_size(key) is not None:
-                continue
-            report.add(
-                "blob_missing",
-                f"segment {sid} ({seg.source}, {iso(seg.start)}) is indexed but its blob {key} is not "
-                "in the store: restore the file from backup under that key; if it is lost for good, "
-                f"record that with `holdfast purge --erase {sid} --reason 'blob lost'`",
-                segment=sid,
-                path=key,
-            )
+
+    def still_missing(seg: Segment, key: str) -> bool:
+        return seg.state == "stored" and vault.store.blob_size(key) is None
+
+    for sid, key, seg in _rows_still(vault, missing, still_missing):
+        report.add(
+            "blob_missing",
+            f"segment {sid} ({seg.source}, {iso(seg.start)}) is indexed but its blob {key} is not "
+            "in the store: restore the file from backup under that key; if it is lost for good, "
+            f"record that with `holdfast purge --erase {sid} --reason 'blob lost'`",
+            segment=sid,
+            path=key,
+        )
 
 
 def _confirm_orphans(vault: Vault, report: CheckReport, orphans: list[tuple[str, int]]) -> None:
