@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -66,56 +67,57 @@ UserQ = Annotated[str | None, Query(min_length=1, max_length=200, description="o
 TimeQ = Annotated[str | None, Query(max_length=64, description="ISO 8601 with offset")]
 
 
-def _time_conds(column: Any, since: str | None, until: str | None) -> list[Any]:
-    conds = []
-    for value, what, op in ((since, "since", column.__ge__), (until, "until", column.__lt__)):
-        if value:
-            try:
-                conds.append(op(parse_iso(value, what)))
-            except ValueError as e:
-                raise HTTPException(400, str(e)) from None
-    return conds
+@dataclass
+class LogSearch:
+    """The paging and searches both logs answer (a FastAPI dependency: query parameters)."""
+
+    offset: Offset = 0
+    limit: Limit = 100
+    segment: SegmentQ = None
+    since: TimeQ = None
+    until: TimeQ = None
+
+    def time_conds(self, column: Any) -> list[Any]:
+        """`since <= column < until`, for the bounds given; a bad time is the client's 400."""
+        conds = []
+        for value, what, op in ((self.since, "since", column.__ge__), (self.until, "until", column.__lt__)):
+            if value:
+                try:
+                    conds.append(op(parse_iso(value, what)))
+                except ValueError as e:
+                    raise HTTPException(400, str(e)) from None
+        return conds
 
 
 @router.get("/access-log", response_model=LogPage, responses=ERRORS)
 def access_log(
     request: Request,
-    offset: Offset = 0,
-    limit: Limit = 100,
-    segment: SegmentQ = None,
+    q: Annotated[LogSearch, Depends()],
     user: UserQ = None,
-    since: TimeQ = None,
-    until: TimeQ = None,
     who: Principal = Depends(require("auditor", "dpo")),
 ) -> LogPage:
     """Who viewed, exported or changed a hold on what, when, and why (paged, oldest first);
     searchable by segment, user and time."""
     st = state(request)
-    conds = _time_conds(AccessLogRow.at, since, until)
+    conds = q.time_conds(AccessLogRow.at)
     if user:
         conds.append(AccessLogRow.user == user)
-    if segment:  # canonical JSON: the field is written exactly like this
-        conds.append(AccessLogRow.entry.contains(f'"segment":"{segment}"', autoescape=True))
-    return _page(st, st.vault.access_log, offset, limit, conds)
+    if q.segment:  # canonical JSON: the field is written exactly like this
+        conds.append(AccessLogRow.entry.contains(f'"segment":"{q.segment}"', autoescape=True))
+    return _page(st, st.vault.access_log, q.offset, q.limit, conds)
 
 
 @router.get("/purge-log", response_model=LogPage, responses=ERRORS)
 def purge_log(
-    request: Request,
-    offset: Offset = 0,
-    limit: Limit = 100,
-    segment: SegmentQ = None,
-    since: TimeQ = None,
-    until: TimeQ = None,
-    who: Principal = Depends(require("auditor", "dpo")),
+    request: Request, q: Annotated[LogSearch, Depends()], who: Principal = Depends(require("auditor", "dpo"))
 ) -> LogPage:
     """Every purged segment, one entry each (paged), with the latest signed checkpoint;
     searchable by segment and purge time."""
     st = state(request)
-    conds = _time_conds(PurgeLogRow.purged_at, since, until)
-    if segment:
-        conds.append(PurgeLogRow.segment_id == segment)
-    return _page(st, st.vault.purge_log, offset, limit, conds)
+    conds = q.time_conds(PurgeLogRow.purged_at)
+    if q.segment:
+        conds.append(PurgeLogRow.segment_id == q.segment)
+    return _page(st, st.vault.purge_log, q.offset, q.limit, conds)
 
 
 @router.get("/verify", response_model=list[VerifyOut], responses=ERRORS)
