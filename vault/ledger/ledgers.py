@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import func, insert, select, update
@@ -42,6 +42,16 @@ from vault.timeutil import iso
 log = logging.getLogger("holdfast.auditlog")
 
 EXPORT_FORMAT = "holdfast-auditlog-1"
+
+
+class Named(Protocol):
+    """Whoever an access-log entry names: an account, an approval's requester or approver."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def role(self) -> str: ...
 
 
 class AuditLogError(HoldfastError):
@@ -371,6 +381,10 @@ class AccessLog(AuditLog):
         if self._signer is None:
             raise ValueError("this access log was built without a signing key; build it with signer=")
         return self.checkpoint(session, self._signer(), now)
+
+    def record_by(self, session: Session, who: Named, **fields: Any) -> int:
+        """`record` for a person the caller holds as one object with a name and a role."""
+        return self.record(session, user=who.name, role=who.role, **fields)
 
     def record(
         self,

@@ -95,16 +95,7 @@ def _check_role_sites(role: str, sites: list[str]) -> None:
 def _audit(
     session: Session, access_log: AccessLog, by: Actor, action: str, now: datetime, name: str, **details: Any
 ) -> None:
-    access_log.record(
-        session,
-        user=by.name,
-        role=by.role,
-        action=action,
-        purpose=ACCOUNT_PURPOSE,
-        at=now,
-        account=name,
-        **details,
-    )
+    access_log.record_by(session, by, action=action, purpose=ACCOUNT_PURPOSE, at=now, account=name, **details)
 
 
 def add_user(
