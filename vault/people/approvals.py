@@ -285,25 +285,55 @@ def _text(value: str, what: str, minimum: int) -> str:
     return v
 
 
-def _filed(
+def _log_step(
     session: Session,
     access_log: AccessLog,
     who: Person,
+    step: str,
+    purpose: str,
+    now: datetime,
+    row: ApprovalRow,
+    **details: Any,
+) -> None:
+    """One step of a request in the access log, in the caller's transaction: who took it, the
+    sources and range the request names, and its id."""
+    access_log.record_by(
+        session,
+        who,
+        action=step,
+        purpose=purpose,
+        at=now,
+        source=",".join(row.sources),
+        start=row.start,
+        end=row.end,
+        request=row.id,
+        **details,
+    )
+
+
+def _filed(
+    session: Session,
+    access_log: AccessLog,
+    cfg: HoldfastConfig,
+    who: Person,
     action: str,
-    srcs: list[str],
-    sites: list[str],
+    sources: list[str],
     start: datetime,
     end: datetime,
+    text: str,
     now: datetime,
-    *,
-    purpose: str,
-    state: str,
-    expires: datetime,
-    logged_as: str,
-    decided: str | None = None,
+    glass: bool,
 ) -> ApprovalRow:
-    """Store one request row and its access-log entry in the caller's transaction. `decided` (a
-    reason) marks a row decided by its own requester at filing: only break glass is."""
+    """Validate and store one request row with its access-log entry in the caller's transaction.
+    A break-glass row is decided by its own requester at filing, its `text` the reason; any other
+    is pending, its `text` the purpose."""
+    srcs, sites = _validated(cfg, who, action, sources, start, end)
+    if glass:
+        text = _text(text, "a break-glass reason", cfg.approvals.break_glass_min_reason)
+        expires = now + timedelta(minutes=cfg.approvals.break_glass_minutes)
+    else:
+        text = _text(text, "purpose", 3)
+        expires = now + timedelta(hours=cfg.approvals.expire_hours)
     row = ApprovalRow(
         requester=who.name,
         requester_role=who.role,
@@ -312,31 +342,18 @@ def _filed(
         sites=sites,
         start=start,
         end=end,
-        purpose=purpose,
-        state=state,
+        purpose=text,
+        state=BREAK_GLASS if glass else PENDING,
         created_at=now,
         expires_at=expires,
     )
-    if decided is not None:
-        row.decided_by, row.decided_at, row.reason = who.name, now, decided
+    if glass:
+        row.decided_by, row.decided_at, row.reason = who.name, now, text
     session.add(row)
     session.flush()
-    extra = {"expires": iso(expires)} if decided is not None else {}
-    access_log.record(
-        session,
-        user=who.name,
-        role=who.role,
-        action=logged_as,
-        purpose=purpose,
-        at=now,
-        source=",".join(srcs),
-        start=start,
-        end=end,
-        request=row.id,
-        requested_action=action,
-        sources=srcs,
-        **extra,
-    )
+    extra = {"expires": iso(expires)} if glass else {}
+    step = "break_glass" if glass else "approval.request"
+    _log_step(session, access_log, who, step, text, now, row, requested_action=action, sources=srcs, **extra)
     return row
 
 
@@ -353,24 +370,15 @@ def request(
     now: datetime,
 ) -> Approval:
     """File a request (pending until decided or `expire_hours` pass); logged as `approval.request`."""
-    srcs, sites = _validated(cfg, who, action, sources, start, end)
-    purpose = _text(purpose, "purpose", 3)
-    row = _filed(
-        session,
-        access_log,
-        who,
-        action,
-        srcs,
-        sites,
-        start,
-        end,
-        now,
-        purpose=purpose,
-        state=PENDING,
-        expires=now + timedelta(hours=cfg.approvals.expire_hours),
-        logged_as="approval.request",
+    row = _filed(session, access_log, cfg, who, action, sources, start, end, purpose, now, glass=False)
+    event(
+        log,
+        "approvals.requested",
+        request=row.id,
+        user=who.name,
+        action=action,
+        sources=",".join(row.sources),
     )
-    event(log, "approvals.requested", request=row.id, user=who.name, action=action, sources=",".join(srcs))
     return _view(row)
 
 
@@ -413,17 +421,14 @@ def decide(
         row.expires_at = now + timedelta(hours=cfg.approvals.expire_hours)
     session.flush()
     verb = "approve" if approve else "refuse"
-    access_log.record(
+    _log_step(
         session,
-        user=approver.name,
-        role=approver.role,
-        action="approval." + verb,
-        purpose=text or f"{verb} request {request_id}",
-        at=now,
-        source=",".join(row.sources),
-        start=row.start,
-        end=row.end,
-        request=row.id,
+        access_log,
+        approver,
+        "approval." + verb,
+        text or f"{verb} request {request_id}",
+        now,
+        row,
         requester=row.requester,
         requested_action=row.action,
         expires=iso(row.expires_at) if approve else None,
@@ -446,25 +451,7 @@ def break_glass(
 ) -> Approval:
     """An emergency override: access for `break_glass_minutes` without a second person, logged,
     alerted (WARNING event) and counted (holdfast_break_glass_total)."""
-    srcs, sites = _validated(cfg, who, action, sources, start, end)
-    reason = _text(reason, "a break-glass reason", cfg.approvals.break_glass_min_reason)
-    expires = now + timedelta(minutes=cfg.approvals.break_glass_minutes)
-    row = _filed(
-        session,
-        access_log,
-        who,
-        action,
-        srcs,
-        sites,
-        start,
-        end,
-        now,
-        purpose=reason,
-        state=BREAK_GLASS,
-        expires=expires,
-        logged_as="break_glass",
-        decided=reason,
-    )
+    row = _filed(session, access_log, cfg, who, action, sources, start, end, reason, now, glass=True)
     event(
         log,
         "approvals.break_glass",
@@ -474,11 +461,11 @@ def break_glass(
         user=who.name,
         role=who.role,
         action=action,
-        sources=",".join(srcs),
+        sources=",".join(row.sources),
         start=iso(start),
         end=iso(end),
-        expires=iso(expires),
-        reason=reason,
+        expires=iso(row.expires_at),
+        reason=row.reason,
     )
     return _view(row)
 
