@@ -155,6 +155,17 @@ def _as_hash(p: bytes | None) -> bytes | None:
 _Hypothesis = Callable[[_Cols, int, int], tuple[_Cols, str, str] | None]
 
 
+def _spliced(cols: _Cols, p: int, drop: int, seq: list[Any], prev: list[Any], leaf: list[Any]) -> _Cols:
+    """The columns with `drop` entries at position p replaced by `seq`, `prev` and `leaf`: a
+    hypothesis edits all three alike, so row i stays one entry."""
+    seqs, prevs, leaves = cols
+    return (
+        seqs[:p] + seq + seqs[p + drop :],
+        prevs[:p] + prev + prevs[p + drop :],
+        leaves[:p] + leaf + leaves[p + drop :],
+    )
+
+
 def _h_swapped(cols: _Cols, p: int, total: int) -> tuple[_Cols, str, str] | None:
     seqs, prevs, leaves = cols
     if p + 1 >= len(seqs):
@@ -179,11 +190,7 @@ def _h_removed(cols: _Cols, p: int, total: int) -> tuple[_Cols, str, str] | None
     if gap > total:
         gap = 1
     hole_leaves: list[bytes | None] = [None] * (gap - 1) + [_as_hash(prevs[p])]
-    new = (
-        seqs[:p] + [None] * gap + seqs[p:],
-        prevs[:p] + [None] * gap + prevs[p:],
-        leaves[:p] + hole_leaves + leaves[p:],
-    )
+    new = _spliced(cols, p, 0, [None] * gap, [None] * gap, hole_leaves)
     which = f"entry {p} is" if gap == 1 else f"entries {p}..{p + gap - 1} are"
     msg = (
         f"{which} missing: the entry now at position {p} has seq {s} and records the hash "
@@ -194,15 +201,13 @@ def _h_removed(cols: _Cols, p: int, total: int) -> tuple[_Cols, str, str] | None
 
 
 def _h_inserted(cols: _Cols, p: int, total: int) -> tuple[_Cols, str, str] | None:
-    seqs, prevs, leaves = cols
-    if p >= len(seqs):
+    if p >= len(cols[0]):
         return None
-    new = (seqs[:p] + seqs[p + 1 :], prevs[:p] + prevs[p + 1 :], leaves[:p] + leaves[p + 1 :])
     msg = (
         f"entry {p} was inserted: it is not part of the signed log (the entry after it "
         f"records the hash of entry {p - 1}); remove it and find out who wrote it"
     )
-    return new, "entry_inserted", msg
+    return _spliced(cols, p, 1, [], [], []), "entry_inserted", msg
 
 
 def _h_changed(cols: _Cols, p: int, total: int) -> tuple[_Cols, str, str] | None:
@@ -210,11 +215,7 @@ def _h_changed(cols: _Cols, p: int, total: int) -> tuple[_Cols, str, str] | None
     if p >= len(seqs):
         return None
     original = _as_hash(prevs[p + 1]) if p + 1 < len(seqs) else None
-    new = (
-        seqs[:p] + [None] + seqs[p + 1 :],
-        prevs[:p] + [None] + prevs[p + 1 :],
-        leaves[:p] + [original] + leaves[p + 1 :],
-    )
+    new = _spliced(cols, p, 1, [None], [None], [original])
     if original is not None:
         why = f"its hash no longer matches the one entry {p + 1} recorded"
     else:
