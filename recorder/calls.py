@@ -160,15 +160,12 @@ class LineRecorder:
                 raise CallError(f"line {self.line.id} already has an active call ({self.call.meta.call_id})")
             part = Part(self, 0, start, self._part_meta(None, base, 0, start, None))
             self.call = ActiveCall(meta=cm, base_meta=base, current=part)
-        event(
-            log,
-            "call.started",
-            line=self.line.id,
-            call_id=cm.call_id,
-            direction=cm.direction,
-            segment=part.segment_id,
-        )
+        self._event("call.started", cm.call_id, direction=cm.direction, segment=part.segment_id)
         return {"line": self.line.id, "call_id": cm.call_id, "start": iso(start), "segment": part.segment_id}
+
+    def _event(self, name: str, call_id: str, **fields: Any) -> None:
+        """One event about a call: every one names its line and call id first."""
+        event(log, name, line=self.line.id, call_id=call_id, **fields)
 
     def _take_call(self) -> ActiveCall:
         with self._lock:
@@ -188,11 +185,9 @@ class LineRecorder:
         if duration < self.line.min_seconds:
             call.current.discard()
             removed = self._remove_closed(call)
-            event(
-                log,
+            self._event(
                 "call.dropped",
-                line=self.line.id,
-                call_id=cm.call_id,
+                cm.call_id,
                 duration=round(duration, 3),
                 min_seconds=self.line.min_seconds,
                 reason="shorter than min_seconds",
@@ -216,11 +211,9 @@ class LineRecorder:
             trailer["encoder_error"] = err
         path = part.close(trailer)
         segments = [sid for sid, _ in call.closed] + [part.segment_id]
-        event(
-            log,
+        self._event(
             "call.stopped",
-            line=self.line.id,
-            call_id=cm.call_id,
+            cm.call_id,
             duration=round(duration, 3),
             parts=len(segments),
             segment=part.segment_id,
@@ -244,11 +237,9 @@ class LineRecorder:
                 f"caller opted out of call {call.meta.call_id}",
                 f"call-line:{self.line.id}",
             )
-        event(
-            log,
+        self._event(
             "call.optout",
-            line=self.line.id,
-            call_id=call.meta.call_id,
+            call.meta.call_id,
             parts_discarded=1 + len(removed),
             already_ingested=",".join(already) or "none",
             erasure_requested=bool(already),
@@ -267,7 +258,7 @@ class LineRecorder:
             call.paused_at = now
             call.pauses.append({"offset": call.current.samples / self.line.rate, "start": iso(now)})
             cid = call.meta.call_id
-        event(log, "call.paused", line=self.line.id, call_id=cid, segment=call.current.segment_id)
+        self._event("call.paused", cid, segment=call.current.segment_id)
         return {"line": self.line.id, "call_id": cid, "paused": True, "at": iso(now)}
 
     def resume(self) -> dict[str, Any]:
@@ -279,7 +270,7 @@ class LineRecorder:
                 raise CallError(f"call {call.meta.call_id} on line {self.line.id} is not paused")
             seconds = self._close_pause(call)
             cid = call.meta.call_id
-        event(log, "call.resumed", line=self.line.id, call_id=cid, paused_seconds=round(seconds, 3))
+        self._event("call.resumed", cid, paused_seconds=round(seconds, 3))
         return {"line": self.line.id, "call_id": cid, "paused": False, "paused_seconds": seconds}
 
     def _wall(self, call: ActiveCall) -> datetime:
