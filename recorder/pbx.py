@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
-from vault.media.callmeta import SIDECAR_FIELDS, CallMetaError, validate
+from vault.media.callmeta import SIDECAR_FIELDS, CallMeta, CallMetaError, validate
 from vault.media.tools import MediaError, probe
 from vault.ops.logsetup import event
 from vault.sealed import keys
@@ -91,6 +91,11 @@ def open_for_writing(path: Path) -> bool:
             except OSError:
                 continue
     return False
+
+
+def _call_event(name: str, audio: Path, cm: CallMeta, **fields: Any) -> None:
+    """One event about a recording: every one names its file, line and call id first."""
+    event(log, name, file=audio.name, line=cm.line, call_id=cm.call_id, **fields)
 
 
 @dataclass
@@ -198,14 +203,8 @@ class PbxIngestor:
         line = self.cfg.source(cm.line)
         if duration < getattr(line, "min_seconds", 0.0):
             self._remove(audio, sidecar)
-            event(
-                log,
-                "pbx.dropped",
-                file=audio.name,
-                line=cm.line,
-                call_id=cm.call_id,
-                duration=round(duration, 3),
-                reason="shorter than min_seconds",
+            _call_event(
+                "pbx.dropped", audio, cm, duration=round(duration, 3), reason="shorter than min_seconds"
             )
             return "dropped"
         # Same file, same id: a crash after the spool rename and before the unlink cannot
@@ -248,15 +247,7 @@ class PbxIngestor:
                 }
             )
         self._remove(audio, sidecar)
-        event(
-            log,
-            "pbx.sealed",
-            file=audio.name,
-            line=cm.line,
-            call_id=cm.call_id,
-            segment=seg_id,
-            duration=round(duration, 3),
-        )
+        _call_event("pbx.sealed", audio, cm, segment=seg_id, duration=round(duration, 3))
         return "sealed"
 
     def _remove(self, audio: Path, sidecar: Path) -> None:
