@@ -8,7 +8,7 @@ RFC alone, so nothing here deviates from RFC 9162 section 2.1.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
@@ -354,6 +354,33 @@ def frontier_from_consistency(
     return frontier
 
 
+def _proof_walk(
+    fn: int,
+    sn: int,
+    path: Sequence[bytes],
+    error: type[ProofError],
+    what: str,
+    hashes: int | None = None,
+) -> Iterator[tuple[bytes, bool]]:
+    """RFC 9162's walk up the tree shared by both proof checks: yields each proof hash and whether
+    it is the left sibling; the proof must end exactly at the root (`what` names it in the
+    error, with its length: `hashes`, or the path's)."""
+    n = len(path) if hashes is None else hashes
+    for c in path:
+        if sn == 0:
+            raise error(f"{what} is too long ({n} hashes)")
+        left = bool(fn & 1) or fn == sn
+        yield c, left
+        if left and not fn & 1:
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise error(f"{what} is too short ({n} hashes)")
+
+
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root_hash: bytes) -> None:
     """Check an inclusion proof exactly as RFC 9162 2.1.3.2; raise InclusionProofError if bad."""
     _check_hash(leaf, "leaf hash")
@@ -362,27 +389,10 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
         _check_hash(p, "proof element")
     if not isinstance(index, int) or not isinstance(size, int) or not 0 <= index < size:
         raise InclusionProofError(f"leaf index {index!r} is not inside a tree of size {size!r}")
-    fn, sn = index, size - 1
     r = bytes(leaf)
-    for p in proof:
-        if sn == 0:
-            raise InclusionProofError(
-                f"proof for leaf {index} in tree size {size} is too long ({len(proof)} hashes)"
-            )
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise InclusionProofError(
-            f"proof for leaf {index} in tree size {size} is too short ({len(proof)} hashes)"
-        )
+    what = f"proof for leaf {index} in tree size {size}"
+    for p, left in _proof_walk(index, size - 1, proof, InclusionProofError, what):
+        r = node_hash(p, r) if left else node_hash(r, p)
     if r != root_hash:
         raise InclusionProofError(
             f"leaf {index} is not in the tree of size {size} with root {root_hash.hex()}: "
@@ -429,26 +439,13 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     fr = sr = path[0]
-    for c in path[1:]:
-        if sn == 0:
-            raise ConsistencyProofError(
-                f"proof from size {old_size} to {new_size} is too long ({len(proof)} hashes)"
-            )
-        if fn & 1 or fn == sn:
+    what = f"proof from size {old_size} to {new_size}"
+    for c, left in _proof_walk(fn, sn, path[1:], ConsistencyProofError, what, len(proof)):
+        if left:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
         else:
             sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ConsistencyProofError(
-            f"proof from size {old_size} to {new_size} is too short ({len(proof)} hashes)"
-        )
     if fr != old_root:
         raise ConsistencyProofError(
             f"the tree of size {new_size} does not contain the tree of size {old_size} with root "
