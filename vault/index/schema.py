@@ -269,8 +269,20 @@ class ApiSession(Base):
     __table_args__ = (Index("ix_api_sessions_user", "user_id"),)
 
 
+# Incidents and subject requests are cases: opened by someone, holding footage until closed.
+class HeldCase:
+    """The columns of a case that holds footage while open: the hold, and who opened it and who
+    closed it, when and why (closing releases the hold with that reason)."""
+
+    hold_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    opened_by: Mapped[str] = mapped_column(String(64))
+    closed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    close_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 # Incidents: a site's cameras over a time range, held while open.
-class Incident(Base):
+class Incident(HeldCase, Base):
     """A case: site, cameras, time range; opening one places a legal hold on its footage."""
 
     __tablename__ = "incidents"
@@ -281,19 +293,14 @@ class Incident(Base):
     end: Mapped[datetime] = mapped_column(UTCDateTime())
     description: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="open")  # open | closed
-    hold_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    opened_by: Mapped[str] = mapped_column(String(64))
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    closed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    close_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     notes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
     __table_args__ = (Index("ix_incidents_site", "site"),)
 
 
 # Data subjects' access requests (GDPR art. 15) and their exports.
-class SubjectRequest(Base):
+class SubjectRequest(HeldCase, Base):
     """A data subject's access request: the record the DPO answers against a deadline.
 
     It names who asks (a description, not an account), whether and how their identity was
@@ -316,11 +323,6 @@ class SubjectRequest(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deadline: Mapped[datetime] = mapped_column(UTCDateTime())
     state: Mapped[str] = mapped_column(String(16), default="open")  # open | answered
-    hold_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    opened_by: Mapped[str] = mapped_column(String(64))
-    closed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    close_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: One entry per export: who, when, blur mode, sources (no footage, no file hashes needed here).
     exports: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
