@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 #: Identifiers end up in store paths, URLs and log lines: keep them boring and traversal-proof.
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -141,6 +141,19 @@ class Paths(_Strict):
     scratch: Path = Path("/run/holdfast")
 
 
+#: `[store]` field: (the pattern a value must match, what it is when it does not).
+_S3_FORMATS = {
+    "endpoint": (
+        r"^https?://[^\s/]+/?$",
+        "not an S3 endpoint URL: {!r} (expected http(s)://host[:port])",
+    ),
+    "bucket": (
+        r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        "not a valid S3 bucket name: {!r} (3-63 of a-z 0-9 . -)",
+    ),
+}
+
+
 class Store(_Strict):
     """Where sealed blobs live: the local filesystem (`[paths] store`) or an S3 bucket.
 
@@ -157,18 +170,12 @@ class Store(_Strict):
     access_key: str | None = None
     secret_key_file: Path | None = None
 
-    @field_validator("endpoint")
+    @field_validator(*_S3_FORMATS)
     @classmethod
-    def _http(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+/?$", v):
-            raise ValueError(f"not an S3 endpoint URL: {v!r} (expected http(s)://host[:port])")
-        return v
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket_name(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", v):
-            raise ValueError(f"not a valid S3 bucket name: {v!r} (3-63 of a-z 0-9 . -)")
+    def _well_formed(cls, v: str | None, info: ValidationInfo) -> str | None:
+        pattern, problem = _S3_FORMATS[info.field_name or ""]
+        if v is not None and not re.match(pattern, v):
+            raise ValueError(problem.format(v))
         return v
 
     @model_validator(mode="after")
