@@ -71,23 +71,22 @@ def require_approval(
         raise _http(e) from None
 
 
-class RequestIn(BaseModel):
+class AccessIn(BaseModel):
+    """The access a request or a break-glass grant is for: action, sources and [start, end)."""
+
     action: Action
     sources: list[Annotated[str, Field(max_length=64)]] = Field(
         min_length=1, max_length=approvals.MAX_SOURCES
     )
     start: str = Field(max_length=64, description="ISO 8601 with offset; the range is [start, end)")
     end: str = Field(max_length=64)
+
+
+class RequestIn(AccessIn):
     purpose: str = Field(min_length=3, max_length=500, description="why: `incident:ID` or a reason")
 
 
-class BreakGlassIn(BaseModel):
-    action: Action
-    sources: list[Annotated[str, Field(max_length=64)]] = Field(
-        min_length=1, max_length=approvals.MAX_SOURCES
-    )
-    start: str = Field(max_length=64)
-    end: str = Field(max_length=64)
+class BreakGlassIn(AccessIn):
     reason: str = Field(
         max_length=500, description="the emergency, at least `break_glass_min_reason` characters"
     )
@@ -221,18 +220,25 @@ def _logged(request: Request, st: AppState, change: Callable[[Session], approval
     return _out(st, out)
 
 
+def _filed(
+    request: Request, who: Principal, body: AccessIn, text: str, file: Callable[..., approvals.Approval]
+) -> ApprovalOut:
+    """File a request or a break-glass grant (`file`) for the access `body` names, `text` its
+    purpose or reason: the same checks, then one transaction in which the vault logs it."""
+    st = state(request)
+    a, b = _range(body.start, body.end)
+    _text_problem(text)
+    return _logged(request, st, lambda s: file(
+        s, st.vault.access_log, st.cfg, person(who), body.action, body.sources, a, b, text, st.vault.clock(),
+    ))  # fmt: skip
+
+
 @router.post("", status_code=201, response_model=ApprovalOut, responses=ERRORS)
 def file_request(
     request: Request, body: RequestIn, who: Principal = Depends(require("security", "dpo"))
 ) -> ApprovalOut:
     """Ask a second person to approve one access: sources, [start, end), action and purpose (logged)."""
-    st = state(request)
-    a, b = _range(body.start, body.end)
-    _text_problem(body.purpose)
-    return _logged(request, st, lambda s: approvals.request(
-        s, st.vault.access_log, st.cfg, person(who), body.action, body.sources, a, b,
-        body.purpose, st.vault.clock(),
-    ))  # fmt: skip
+    return _filed(request, who, body, body.purpose, approvals.request)
 
 
 @router.get("/{request_id}", response_model=ApprovalOut, responses=ERRORS)
@@ -284,10 +290,4 @@ def break_glass(
 ) -> ApprovalOut:
     """Emergency access without a second person for `break_glass_minutes`: needs a reason, is
     logged as `break_glass`, raises `holdfast_break_glass_total` and a WARNING alert event."""
-    st = state(request)
-    a, b = _range(body.start, body.end)
-    _text_problem(body.reason)
-    return _logged(request, st, lambda s: approvals.break_glass(
-        s, st.vault.access_log, st.cfg, person(who), body.action, body.sources, a, b,
-        body.reason, st.vault.clock(),
-    ))  # fmt: skip
+    return _filed(request, who, body, body.reason, approvals.break_glass)
