@@ -41,6 +41,26 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CLEAN_STOP_REASONS = ("shutdown", "stopped", "recorder stopped")
 
 
+#: The per-camera families: holdfast_camera_<name>, kind, help.
+PER_CAMERA: tuple[tuple[str, type[GaugeMetricFamily | CounterMetricFamily], str], ...] = (
+    (
+        "last_segment_age_seconds",
+        GaugeMetricFamily,
+        "Seconds since the end of the camera's newest indexed segment",
+    ),
+    ("stored_bytes", GaugeMetricFamily, "Bytes of sealed segments stored for the camera"),
+    ("segments", GaugeMetricFamily, "Indexed segments of the camera"),
+    ("gaps", CounterMetricFamily, "Recorded gaps in the camera's footage"),
+    ("reconnects", CounterMetricFamily, "Gaps that ended with the recorder reconnecting"),
+)
+#: The per-retention-class gauges: holdfast_class_<name>, help.
+PER_CLASS = (
+    ("segments", "Indexed segments per retention class"),
+    ("held", "Segments under an active legal hold"),
+    ("overdue", "Segments past their deadline and not held (0 when the purger keeps up)"),
+)
+
+
 class HoldfastCollector:
     """Registered on a CollectorRegistry; `collect()` runs the queries at each scrape."""
 
@@ -54,40 +74,16 @@ class HoldfastCollector:
         v, cfg = self.vault, self.vault.cfg
         now = v.clock()
         cams = [c.id for c in cfg.cameras]
-        age = GaugeMetricFamily(
-            "holdfast_camera_last_segment_age_seconds",
-            "Seconds since the end of the camera's newest indexed segment",
-            labels=["camera"],
-        )
-        nbytes = GaugeMetricFamily(
-            "holdfast_camera_stored_bytes",
-            "Bytes of sealed segments stored for the camera",
-            labels=["camera"],
-        )
-        nseg = GaugeMetricFamily(
-            "holdfast_camera_segments", "Indexed segments of the camera", labels=["camera"]
-        )
-        gaps = CounterMetricFamily(
-            "holdfast_camera_gaps", "Recorded gaps in the camera's footage", labels=["camera"]
-        )
-        reconn = CounterMetricFamily(
-            "holdfast_camera_reconnects", "Gaps that ended with the recorder reconnecting", labels=["camera"]
+        age, nbytes, nseg, gaps, reconn = (
+            kind(f"holdfast_camera_{n}", doc, labels=["camera"]) for n, kind, doc in PER_CAMERA
         )
         line_age = GaugeMetricFamily(
             "holdfast_line_last_segment_age_seconds",
             "Seconds since the end of the call line's newest indexed recording",
             labels=["line"],
         )
-        cls_seg = GaugeMetricFamily(
-            "holdfast_class_segments", "Indexed segments per retention class", labels=["class"]
-        )
-        cls_held = GaugeMetricFamily(
-            "holdfast_class_held", "Segments under an active legal hold", labels=["class"]
-        )
-        cls_over = GaugeMetricFamily(
-            "holdfast_class_overdue",
-            "Segments past their deadline and not held (0 when the purger keeps up)",
-            labels=["class"],
+        cls_seg, cls_held, cls_over = (
+            GaugeMetricFamily(f"holdfast_class_{n}", doc, labels=["class"]) for n, doc in PER_CLASS
         )
         purges = CounterMetricFamily("holdfast_purges", "Segments purged, by reason", labels=["reason"])
         with v.sessions() as s:
