@@ -6,21 +6,20 @@ import argparse
 import json
 import sys
 
-from cli.common import load_config, print_json
+from cli.common import Actions, action, command_with_actions, load_config, print_json
 from config.law import legal_findings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("config", help="check or show the configuration")
-    s = p.add_subparsers(dest="config_cmd", metavar="ACTION", required=True)
-    c = s.add_parser(
+def register(sub: Actions) -> None:
+    s = command_with_actions(sub, "config", "check or show the configuration")
+    action(
+        s,
         "check",
-        help="validate the configuration and the privacy law at each site; non-zero exit on error",
+        check,
+        "validate the configuration and the privacy law at each site; non-zero exit on error",
     )
-    c.set_defaults(func=check)
-    sh = s.add_parser("show", help="print the effective configuration (paths resolved)")
+    sh = action(s, "show", show, "print the effective configuration (paths resolved)")
     sh.add_argument("--json", action="store_true", help="JSON output (the default)")
-    sh.set_defaults(func=show)
 
 
 def check(args: argparse.Namespace) -> int:

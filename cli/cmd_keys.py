@@ -5,37 +5,40 @@ from __future__ import annotations
 import argparse
 import getpass
 
-from cli.common import load_config, open_vault, print_json
+from cli.common import Actions, action, command_with_actions, load_config, open_vault, print_json
 from vault.sealed import keyrotation, keys
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("keys", help="manage the vault's sealing and signing keys")
-    s = p.add_subparsers(dest="keys_cmd", metavar="ACTION", required=True)
-    i = s.add_parser(
-        "init",
-        help="create seal.key/seal.pub (X25519) and sign.key/sign.pub (Ed25519); never overwrites",
+def register(sub: Actions) -> None:
+    s = command_with_actions(sub, "keys", "manage the vault's sealing and signing keys")
+    action(
+        s, "init", init, "create seal.key/seal.pub (X25519) and sign.key/sign.pub (Ed25519); never overwrites"
     )
-    i.set_defaults(func=init)
-    r = s.add_parser(
+    r = action(
+        s,
         "rotate",
-        help="new seal key for new segments (old kept until its segments are purged); new log signing key, signed over",
+        rotate,
+        "new seal key for new segments (old kept until its segments are purged); new log signing key, signed over",
     )
     r.add_argument("--only", choices=("seal", "sign"), help="rotate just one of the two (default: both)")
-    r.set_defaults(func=rotate)
-    pr = s.add_parser(
-        "prune", help="destroy old seal keys that no stored or spooled segment needs (the purger runs this)"
+    action(
+        s,
+        "prune",
+        prune,
+        "destroy old seal keys that no stored or spooled segment needs (the purger runs this)",
     )
-    pr.set_defaults(func=prune)
-    t = s.add_parser(
-        "transitions", help="print the signing-key transitions an auditor needs to verify rotated logs"
+    action(
+        s,
+        "transitions",
+        transitions,
+        "print the signing-key transitions an auditor needs to verify rotated logs",
     )
-    t.set_defaults(func=transitions)
-    vk = s.add_parser(
+    action(
+        s,
         "verifier",
-        help="print the verifier key line of each log's checkpoint notes (C2SP signed-note, Go sumdb/note)",
+        verifier,
+        "print the verifier key line of each log's checkpoint notes (C2SP signed-note, Go sumdb/note)",
     )
-    vk.set_defaults(func=verifier)
 
 
 def verifier(args: argparse.Namespace) -> int:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import CommandError, load_config
+from cli.common import Actions, CommandError, action, command_with_actions, load_config
 from vault.errors import StoreError
 from vault.store.local import make_store
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("store", help="the segment store: create or check the S3 bucket")
-    ps = p.add_subparsers(dest="store_cmd", metavar="ACTION", required=True)
-    i = ps.add_parser(
+def register(sub: Actions) -> None:
+    s = command_with_actions(sub, "store", "the segment store: create or check the S3 bucket")
+    action(
+        s,
         "init",
-        help="create the bucket with Object Lock (versioned) when absent; check an existing one's settings",
+        init_cmd,
+        "create the bucket with Object Lock (versioned) when absent; check an existing one's settings",
     )
-    i.set_defaults(func=init_cmd)
 
 
 def init_cmd(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import config as config_pkg
@@ -35,3 +36,21 @@ def open_vault(args: argparse.Namespace) -> Vault:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+Actions = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def command_with_actions(sub: Actions, command: str, help: str) -> Actions:
+    """Register `holdfast COMMAND ACTION ...` (an ACTION is required); add each with `action`."""
+    p = sub.add_parser(command, help=help)
+    return p.add_subparsers(dest=f"{command}_cmd", metavar="ACTION", required=True)
+
+
+def action(
+    actions: Actions, name: str, run: Callable[[argparse.Namespace], int], help: str
+) -> argparse.ArgumentParser:
+    """Register one ACTION, run by `run`; returns its parser for its own options."""
+    p = actions.add_parser(name, help=help)
+    p.set_defaults(func=run)
+    return p
