@@ -81,7 +81,8 @@ class RecorderError(HoldfastError):
         self.code = code
 
 
-def _tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
+def tcp_open(host: str, port: int, timeout: float = 0.3) -> bool:
+    """True when a TCP connect to host:port succeeds within `timeout` seconds."""
     # An ASCII host goes as bytes: a str host makes socket load the IDNA codec (0.3 MB).
     address = host.encode("ascii") if host.isascii() else host
     try:
@@ -346,7 +347,7 @@ class CameraRecorder:
         """
         parts = urlsplit(self.cam.url)
         host, port = parts.hostname or "", parts.port or (322 if parts.scheme == "rtsps" else 554)
-        was_closed = watch_port and not _tcp_open(host, port)
+        was_closed = watch_port and not tcp_open(host, port)
         deadline = time.monotonic() + delay
         while not self.stop.is_set():
             left = deadline - time.monotonic()
@@ -354,7 +355,7 @@ class CameraRecorder:
                 return
             self.stop.wait(min(left, 0.5))
             self._watchdog()
-            if was_closed and _tcp_open(host, port):
+            if was_closed and tcp_open(host, port):
                 event(log, "camera.port_open", camera=self.cam.id, waited=round(delay - left, 2))
                 return
 

@@ -18,6 +18,8 @@ from types import TracebackType
 from typing import IO, Any
 from urllib.parse import quote
 
+from recorder.camera import tcp_open
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER_SCRIPT = Path(__file__).resolve().parents[2] / "appliance" / "rtsp_server.py"
 START_TIMEOUT = 10.0
@@ -68,12 +70,8 @@ def free_port() -> int:
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
-    """True when a TCP connect to host:port succeeds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """True when a TCP connect to host:port succeeds (the camera recorder's own check)."""
+    return tcp_open(host, port, timeout)
 
 
 class RtspServerError(RuntimeError):
