@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -16,9 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.accounts import PASSWORD, add_user
 from tests.support.appliance import make_appliance
-
-PASSWORD = "correct horse battery"
+from tests.support.rtsp import free_port
+from tests.support.server import serve
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -50,43 +48,16 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cpath, kpath
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_https_login_sets_secure_cookie_and_plain_http_fails(tmp_path: Path) -> None:
     app = make_appliance(tmp_path / "site")
     cert, key = self_signed(tmp_path)
     text = app.config_path.read_text()
     app.config_path.write_text(text.replace("[api]\n", f'[api]\ntls_cert = "{cert}"\ntls_key = "{key}"\n', 1))
-    app.cli(
-        "users",
-        "add",
-        "sec",
-        "--role",
-        "security",
-        "--site",
-        "demo",
-        "--password-stdin",
-        input=(PASSWORD + "\n").encode(),
-    )
-    port = free_port()
-    proc = app.popen("serve", "--port", str(port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"https://127.0.0.1:{port}"
-    try:
+    add_user(app, "sec", "security", "demo")
+    with serve(app, tls_cert=cert, timeout=120) as (base, _proc):
+        port = base.rsplit(":", 1)[1]
         with httpx.Client(verify=str(cert), timeout=5) as c:
-            deadline = time.monotonic() + 120  # start-up on a busy machine: wait for the state
-            while True:
-                try:
-                    assert c.get(base + "/healthz").status_code == 200
-                    break
-                except httpx.TransportError:
-                    assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
-                    if time.monotonic() > deadline:
-                        pytest.fail("holdfast serve (TLS) did not answer /healthz in 120 s")
-                    time.sleep(0.1)
+            assert c.get(base + "/healthz").status_code == 200
             r = c.post(
                 base + "/api/v1/auth/login",
                 data={"username": "sec", "password": PASSWORD},
@@ -99,9 +70,6 @@ def test_https_login_sets_secure_cookie_and_plain_http_fails(tmp_path: Path) -> 
         # The same port does not speak plain HTTP.
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_non_loopback_without_tls_is_refused(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -30,22 +31,27 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 @contextmanager
-def serve(app: Appliance, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`holdfast serve` on a free loopback port; yields (base URL, process); stopped on exit."""
+def serve(
+    app: Appliance, env: dict[str, str] | None = None, *, tls_cert: Path | None = None, timeout: float = 60
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`holdfast serve` on a free loopback port; yields (base URL, process); stopped on exit.
+    With ``tls_cert`` (the appliance configured with it) the URL is https and /healthz is asked
+    trusting that certificate; ``timeout`` is how long start-up may take on a busy machine."""
     port = free_port()
     log = open(app.dir / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed below
     proc = app.popen("serve", "--port", str(port), env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls_cert else 'http'}://127.0.0.1:{port}"
+    verify: str | bool = str(tls_cert) if tls_cert else True
 
     def up() -> bool:
         assert proc.poll() is None, (app.dir / f"serve-{port}.log").read_text(errors="replace")
         try:
-            return httpx.get(base + "/healthz", timeout=2).status_code == 200
+            return httpx.get(base + "/healthz", timeout=2, verify=verify).status_code == 200
         except httpx.TransportError:
             return False
 
     try:
-        assert wait_for(up, 60), "holdfast serve did not answer /healthz within 60 s"
+        assert wait_for(up, timeout), f"holdfast serve did not answer /healthz within {timeout:.0f} s"
         yield base, proc
     finally:
         proc.terminate()
