@@ -215,12 +215,26 @@ def test_accumulator_restores_from_leaves_and_frontier() -> None:
         acc.append(b"short")
 
 
+@st.composite
+def tree_and_leaf(draw: st.DrawFn, min_size: int, max_size: int) -> tuple[list[bytes], int]:
+    """The leaf hashes of a tree of `min_size` to `max_size` leaves, and an index into them."""
+    size = draw(st.integers(min_value=min_size, max_value=max_size))
+    return hashes(size), draw(st.integers(min_value=0, max_value=size - 1))
+
+
+@st.composite
+def tree_and_prefix(draw: st.DrawFn, min_new: int, max_new: int, proper: bool) -> tuple[list[bytes], int]:
+    """The leaf hashes of a tree of `min_new` to `max_new` leaves, and the size of an older tree
+    (a prefix of it; `proper`: neither empty nor the whole)."""
+    new = draw(st.integers(min_value=min_new, max_value=max_new))
+    return hashes(new), draw(st.integers(min_value=int(proper), max_value=new - int(proper)))
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_every_inclusion_proof_verifies(data: st.DataObject) -> None:
-    size = data.draw(st.integers(min_value=1, max_value=300))
-    index = data.draw(st.integers(min_value=0, max_value=size - 1))
-    leaves = hashes(size)
+@given(tree_and_leaf(1, 300))
+def test_every_inclusion_proof_verifies(tree: tuple[list[bytes], int]) -> None:
+    leaves, index = tree
+    size = len(leaves)
     r = root(leaves)
     verify_inclusion(leaves[index], index, size, inclusion_proof(index, leaves), r)
 
@@ -234,11 +248,10 @@ def test_inclusion_exhaustive_small_trees(size: int) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_every_consistency_proof_verifies(data: st.DataObject) -> None:
-    new = data.draw(st.integers(min_value=0, max_value=300))
-    old = data.draw(st.integers(min_value=0, max_value=new))
-    leaves = hashes(new)
+@given(tree_and_prefix(0, 300, proper=False))
+def test_every_consistency_proof_verifies(tree: tuple[list[bytes], int]) -> None:
+    leaves, old = tree
+    new = len(leaves)
     proof = consistency_proof(old, new, leaves)
     verify_consistency(old, new, root(leaves[:old]), root(leaves), proof)
 
@@ -252,11 +265,12 @@ def test_consistency_exhaustive_small_trees(new: int) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_inclusion_proof_for_wrong_leaf_index_or_size_fails(data: st.DataObject) -> None:
-    size = data.draw(st.integers(min_value=2, max_value=200))
-    index = data.draw(st.integers(min_value=0, max_value=size - 1))
-    leaves = hashes(size)
+@given(tree_and_leaf(2, 200), st.data())
+def test_inclusion_proof_for_wrong_leaf_index_or_size_fails(
+    tree: tuple[list[bytes], int], data: st.DataObject
+) -> None:
+    leaves, index = tree
+    size = len(leaves)
     r = root(leaves)
     proof = inclusion_proof(index, leaves)
     other = data.draw(st.integers(min_value=0, max_value=size - 1).filter(lambda i: i != index))
@@ -279,11 +293,12 @@ def test_inclusion_proof_for_wrong_leaf_index_or_size_fails(data: st.DataObject)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_consistency_proof_for_wrong_size_or_root_fails(data: st.DataObject) -> None:
-    new = data.draw(st.integers(min_value=2, max_value=200))
-    old = data.draw(st.integers(min_value=1, max_value=new - 1))
-    leaves = hashes(new)
+@given(tree_and_prefix(2, 200, proper=True), st.data())
+def test_consistency_proof_for_wrong_size_or_root_fails(
+    tree: tuple[list[bytes], int], data: st.DataObject
+) -> None:
+    leaves, old = tree
+    new = len(leaves)
     proof = consistency_proof(old, new, leaves)
     old_root, new_root = root(leaves[:old]), root(leaves)
     forged = [*leaves[: old - 1], leaf_hash(b"rewritten"), *leaves[old:]]
