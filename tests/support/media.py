@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -60,7 +62,7 @@ def _x264(gop: int, preset: str) -> list[str]:
     ]
 
 
-def make_fmp4(
+def make_video(
     path: str | Path,
     seconds: float,
     width: int = 1920,
@@ -68,15 +70,21 @@ def make_fmp4(
     fps: int = 25,
     gop: int = 50,
     *,
+    fmt: Literal["mp4", "h264"],
     audio: bool = False,
     frag_duration_us: int | None = None,
+    bitrate_kbps: int | None = None,
     preset: str = "ultrafast",
 ) -> Path:
-    """Write a fragmented H.264 MP4 (lavfi testsrc), as the recorder's ffmpeg writes it.
+    """Write H.264 video (lavfi testsrc): ``fmt`` "mp4" a fragmented MP4 as the recorder's ffmpeg
+    writes it, "h264" a raw Annex-B stream (e.g. for ``rtsp_server.py --file``).
 
-    ``audio`` adds an AAC sine track. ``frag_duration_us`` adds ``-frag_duration`` so fragments
-    are also cut between keyframes (some then do not start with one).
+    ``audio`` adds an AAC sine track (MP4 only). ``frag_duration_us`` adds ``-frag_duration`` so
+    fragments are also cut between keyframes (some then do not start with one).
+    ``bitrate_kbps`` sets a camera-like constant bitrate (testsrc alone compresses very well).
     """
+    if fmt == "h264" and (audio or frag_duration_us is not None):
+        raise ValueError("a raw H.264 stream has no audio track and no fragments")
     path = Path(path)
     cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     cmd += _video_input(seconds, width, height, fps)
@@ -85,7 +93,13 @@ def make_fmp4(
     cmd += _x264(gop, preset)
     if audio:
         cmd += ["-c:a", "aac", "-b:a", "64k"]
-    cmd += ["-t", str(seconds), "-f", "mp4", "-movflags", FMP4_MOVFLAGS]
+    if bitrate_kbps is not None:
+        k = f"{bitrate_kbps}k"
+        cmd += ["-b:v", k, "-minrate", k, "-maxrate", k, "-bufsize", k]
+        cmd += ["-x264-params", "nal-hrd=cbr"]
+    cmd += ["-t", str(seconds), "-f", fmt]
+    if fmt == "mp4":
+        cmd += ["-movflags", FMP4_MOVFLAGS]
     if frag_duration_us is not None:
         cmd += ["-frag_duration", str(frag_duration_us)]
     cmd.append(str(path))
@@ -93,32 +107,10 @@ def make_fmp4(
     return path
 
 
-def make_h264_annexb(
-    path: str | Path,
-    seconds: float,
-    width: int = 1920,
-    height: int = 1080,
-    fps: int = 25,
-    gop: int = 50,
-    *,
-    bitrate_kbps: int | None = None,
-    preset: str = "ultrafast",
-) -> Path:
-    """Write a raw Annex-B H.264 stream, e.g. for ``rtsp_server.py --file`` benchmarks.
-
-    ``bitrate_kbps`` sets a camera-like constant bitrate (testsrc alone compresses very well).
-    """
-    path = Path(path)
-    cmd = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
-    cmd += _video_input(seconds, width, height, fps)
-    cmd += _x264(gop, preset)
-    if bitrate_kbps is not None:
-        k = f"{bitrate_kbps}k"
-        cmd += ["-b:v", k, "-minrate", k, "-maxrate", k, "-bufsize", k]
-        cmd += ["-x264-params", "nal-hrd=cbr"]
-    cmd += ["-t", str(seconds), "-f", "h264", str(path)]
-    _run(cmd)
-    return path
+#: A fragmented MP4 as the recorder's ffmpeg writes it (see `make_video`).
+make_fmp4 = partial(make_video, fmt="mp4")
+#: A raw Annex-B H.264 stream, e.g. for a looping RTSP server (see `make_video`).
+make_h264_annexb = partial(make_video, fmt="h264")
 
 
 def probe_duration(path: str | Path) -> float:
