@@ -37,11 +37,6 @@ def users_json(app: Appliance) -> dict[str, dict]:
     return {u["name"]: u for u in json.loads(app.cli("users", "list").stdout)}
 
 
-def access_entries(app: Appliance) -> list[dict]:
-    with app.vault() as v, v.sessions() as s:
-        return [json.loads(text) for _seq, text in v.access_log.entries(s)]
-
-
 # -- lockout, timing, memory ---------------------------------------------------------------------
 
 
@@ -198,7 +193,7 @@ def test_cli_account_changes_are_logged_and_reach_live_sessions(site: Appliance,
     bad = site.cli("users", "disable", "sec", check=False)
     assert bad.returncode != 0 and "no user 'sec'" in bad.stderr.decode()
 
-    entries = [e for e in access_entries(site) if e["action"].startswith("account.")]
+    entries = [e for e in site.access_entries() if e["action"].startswith("account.")]
     assert [(e["action"], e["details"]["account"]) for e in entries] == [
         ("account.add", "adm"),
         ("account.add", "sec"),
@@ -263,7 +258,7 @@ def test_admin_api_account_changes_are_logged_and_reach_live_sessions(
     sec = bearer(client, "sec")
     assert client.post("/api/v1/users/adm/disable", headers=sec).status_code == 403
 
-    entries = [e for e in access_entries(site) if e["action"].startswith("account.") and e["user"] == "adm"]
+    entries = [e for e in site.access_entries() if e["action"].startswith("account.") and e["user"] == "adm"]
     assert [e["action"] for e in entries] == [
         "account.add",
         "account.set_sites",
@@ -287,7 +282,7 @@ def test_log_out_everywhere_ends_every_session_of_the_caller(site: Appliance, cl
     assert client.get("/api/v1/auth/me", headers=a).status_code == 401
     assert client.get("/api/v1/auth/me", headers=b).status_code == 401
     assert client.get("/api/v1/auth/me", headers=adm).status_code == 200, "other users keep their sessions"
-    e = access_entries(site)[-1]
+    e = site.access_entries()[-1]
     assert (e["action"], e["user"], e["details"]) == (
         "account.logout",
         "sec",

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.apisite import ApiSite, build_site
-from tests.support.browser import CHROMIUM, FLAGS, bearer, login, need_chromium, serve, shot
+from tests.support.browser import bearer, chromium_browser, login, serve, shot
 from tests.test_approvals import with_rules
 
 
@@ -39,49 +39,43 @@ def find(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_request_approve_view_in_chromium(site: ApiSite, server: str) -> None:
-    need_chromium()
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(30_000)
-            page = ctx.new_page()
-            login(page, server, "sec")
-            find(page)
-            page.click("#play")
-            page.wait_for_selector("#needs-approval:not([hidden])")
-            assert page.inner_text("#needs-text").startswith("Needs approval: view of office-1")
-            shot(page, "approvals-1-needs-approval")
-            page.click("#request-approval")
-            page.wait_for_function(
-                "() => /Requested approval #\\d+/.test(document.getElementById('msg').textContent)"
-            )
-            rid = int(page.inner_text("#msg").split("#")[1].split(":")[0])
-            page.click("#logout")
+    with chromium_browser() as browser:
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        ctx.set_default_timeout(30_000)
+        page = ctx.new_page()
+        login(page, server, "sec")
+        find(page)
+        page.click("#play")
+        page.wait_for_selector("#needs-approval:not([hidden])")
+        assert page.inner_text("#needs-text").startswith("Needs approval: view of office-1")
+        shot(page, "approvals-1-needs-approval")
+        page.click("#request-approval")
+        page.wait_for_function(
+            "() => /Requested approval #\\d+/.test(document.getElementById('msg').textContent)"
+        )
+        rid = int(page.inner_text("#msg").split("#")[1].split(":")[0])
+        page.click("#logout")
 
-            page = ctx.new_page()
-            login(page, server, "dpo")
-            page.goto(server + "/#approvals")
-            row = page.locator(f"#approval-rows tr[data-id='{rid}']")
-            row.locator("button.approve").click()
-            page.wait_for_function(
-                f"() => document.getElementById('msg').textContent.includes('#{rid}: approved')"
-            )
-            assert "\tapproved\t" in row.inner_text()
-            shot(page, "approvals-2-approved")
-            page.click("#logout")
+        page = ctx.new_page()
+        login(page, server, "dpo")
+        page.goto(server + "/#approvals")
+        row = page.locator(f"#approval-rows tr[data-id='{rid}']")
+        row.locator("button.approve").click()
+        page.wait_for_function(
+            f"() => document.getElementById('msg').textContent.includes('#{rid}: approved')"
+        )
+        assert "\tapproved\t" in row.inner_text()
+        shot(page, "approvals-2-approved")
+        page.click("#logout")
 
-            page = ctx.new_page()
-            login(page, server, "sec")
-            find(page)
-            page.click("#play")
-            page.wait_for_function("() => document.getElementById('video').currentTime > 1")
-            assert page.locator("#needs-approval").is_hidden()
-            shot(page, "approvals-3-playing")
-        finally:
-            browser.close()
+        page = ctx.new_page()
+        login(page, server, "sec")
+        find(page)
+        page.click("#play")
+        page.wait_for_function("() => document.getElementById('video').currentTime > 1")
+        assert page.locator("#needs-approval").is_hidden()
+        shot(page, "approvals-3-playing")
     req = urllib.request.Request(
         server + "/api/v1/audit/access-log?limit=1000",
         headers={"Authorization": f"Bearer {bearer(server, 'aud')}"},

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.apisite import ApiSite, api_site  # noqa: F401
-from tests.support.browser import CHROMIUM, FLAGS, bearer, login, need_chromium, serve, shot
+from tests.support.browser import bearer, chromium_browser, login, serve, shot
 
 RANGE = "start=2026-11-21T08:00:00Z&end=2026-11-21T08:03:00Z"
 FRAMES_PER_SEGMENT = 250
@@ -79,41 +79,32 @@ NO_NATIVE_HLS = """
 
 def test_page_plays_through_hls_js_without_native_hls(api_site: ApiSite, server: str) -> None:
     """Chromium told it has no native HLS: the page plays with hls.js, across the gap."""
-    need_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            ctx = browser.new_context(timezone_id="UTC", viewport={"width": 1280, "height": 900})
-            ctx.set_default_timeout(30_000)
-            ctx.add_init_script(NO_NATIVE_HLS)
-            page = ctx.new_page()
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            login(page, server, "sec")
-            page.wait_for_selector("#footage:not([hidden])")
-            page.select_option("#camera", "office-1")
-            page.fill("#from", "2026-11-21 10:00:00")  # Europe/Helsinki
-            page.fill("#to", "2026-11-21 10:03:00")
-            page.click("#search-form button[type=submit]")
-            page.wait_for_selector(".gap-item")
-            page.fill("#purpose", "hls.js check")
-            page.click("#play")
-            page.wait_for_function("() => document.getElementById('video').currentTime > 1")
-            assert page.evaluate("() => document.getElementById('video').dataset.player") == "hls.js"
-            # Past the gap: media time 65 s is the 7th segment, recorded from 08:01:30.
-            page.evaluate(
-                "() => { const v = document.getElementById('video'); v.currentTime = 65; v.play(); }"
-            )
-            page.wait_for_function(
-                "() => document.getElementById('video').currentTime > 66.5",
-                timeout=60_000,
-            )
-            shot(page, "hlsjs-played")
-            assert page.evaluate("() => document.getElementById('video').error") is None
-            # Only its own origin (thumbnails are shown from in-page blob: URLs): no CDN.
-            assert all(u.startswith((server, "blob:", "data:")) for u in requests), requests
-            assert any("/static/vendor/hls.min.js" in u for u in requests)
-        finally:
-            browser.close()
+    with chromium_browser() as browser:
+        ctx = browser.new_context(timezone_id="UTC", viewport={"width": 1280, "height": 900})
+        ctx.set_default_timeout(30_000)
+        ctx.add_init_script(NO_NATIVE_HLS)
+        page = ctx.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        login(page, server, "sec")
+        page.wait_for_selector("#footage:not([hidden])")
+        page.select_option("#camera", "office-1")
+        page.fill("#from", "2026-11-21 10:00:00")  # Europe/Helsinki
+        page.fill("#to", "2026-11-21 10:03:00")
+        page.click("#search-form button[type=submit]")
+        page.wait_for_selector(".gap-item")
+        page.fill("#purpose", "hls.js check")
+        page.click("#play")
+        page.wait_for_function("() => document.getElementById('video').currentTime > 1")
+        assert page.evaluate("() => document.getElementById('video').dataset.player") == "hls.js"
+        # Past the gap: media time 65 s is the 7th segment, recorded from 08:01:30.
+        page.evaluate("() => { const v = document.getElementById('video'); v.currentTime = 65; v.play(); }")
+        page.wait_for_function(
+            "() => document.getElementById('video').currentTime > 66.5",
+            timeout=60_000,
+        )
+        shot(page, "hlsjs-played")
+        assert page.evaluate("() => document.getElementById('video').error") is None
+        # Only its own origin (thumbnails are shown from in-page blob: URLs): no CDN.
+        assert all(u.startswith((server, "blob:", "data:")) for u in requests), requests
+        assert any("/static/vendor/hls.min.js" in u for u in requests)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,11 @@ class Appliance:
 
     def vault(self) -> Vault:
         return Vault(self.cfg)
+
+    def access_entries(self) -> list[dict]:  # type: ignore[type-arg]
+        """Every access-log entry, oldest first, as the JSON objects the vault signed."""
+        with self.vault() as v, v.sessions() as s:
+            return [json.loads(text) for _seq, text in v.access_log.entries(s)]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -6,7 +6,8 @@ import json
 import socket
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,45 @@ def chromium(p, *, autoplay: bool = False):  # type: ignore[no-untyped-def]
     """Debian's Chromium, headless; `autoplay` lets media play without a click."""
     args = [*FLAGS, "--autoplay-policy=no-user-gesture-required"] if autoplay else FLAGS
     return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+@contextmanager
+def chromium_browser(*, autoplay: bool = False) -> Iterator:  # type: ignore[type-arg]
+    """Debian's Chromium under Playwright for the block (see `chromium`), closed after it."""
+    need_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = chromium(p, autoplay=autoplay)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def first_answer_held(page, pattern: str) -> Iterator[Callable[[], None]]:  # type: ignore[no-untyped-def]
+    """The first request for `pattern` must be made inside the block; its answer is held back
+    (later ones pass) until the yielded function lets it through, which returns once the page has
+    read it: for the races where an answer comes after the person has moved on."""
+    held: list = []
+
+    def hold(route) -> None:  # type: ignore[no-untyped-def]
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    def release() -> None:
+        with page.expect_response(lambda r: r.request == first.value) as late:
+            held[0].continue_()
+        late.value.finished()
+        # The page reads a second answer from the same place: by then it has read the first.
+        page.evaluate("async (u) => { await (await fetch(u)).json(); }", first.value.url)
+
+    page.route(pattern, hold)
+    with page.expect_request(pattern) as first:
+        yield release
 
 
 def open_page(browser, zone: str, *, timeout_ms: int = 30_000, height: int = 900, **options):  # type: ignore[no-untyped-def]
