@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 
 from tests.support.accounts import PASSWORD, h
 from tests.support.apisite import USERS, ApiSite, build_site, client, tokens  # noqa: F401
@@ -285,6 +287,14 @@ def test_lockout_after_repeated_failures(client: TestClient) -> None:
 # -- access log, incidents, export -----------------------------------------------------------------
 
 
+def open_incident(
+    client: TestClient, tokens: dict[str, str], start: str, end: str, description: str
+) -> Response:
+    """The security officer opens an incident on office-1 (site demo) over [start, end)."""
+    body = {"site": "demo", "cameras": ["office-1"], "start": start, "end": end, "description": description}
+    return client.post("/api/v1/incidents", json=body, headers=h(tokens, "sec"))
+
+
 def test_one_access_entry_per_view_export_and_hold_change(
     api_site: ApiSite, client: TestClient, tokens: dict[str, str]
 ) -> None:  # noqa: F811
@@ -295,17 +305,7 @@ def test_one_access_entry_per_view_export_and_hold_change(
         f"/api/v1/cameras/office-1/playlist.m3u8?start={START}&end={END}&purpose=counting",
         headers=h(tokens, "sec"),
     )
-    r = client.post(
-        "/api/v1/incidents",
-        json={
-            "site": "demo",
-            "cameras": ["office-1"],
-            "start": "2026-11-21T08:00:30Z",
-            "end": "2026-11-21T08:01:45Z",
-            "description": "fight at the counter",
-        },
-        headers=h(tokens, "sec"),
-    )
+    r = open_incident(client, tokens, "2026-11-21T08:00:30Z", "2026-11-21T08:01:45Z", "fight at the counter")
     assert r.status_code == 201
     inc = r.json()["id"]
     entries = access_entries(client, tokens)[before:]
@@ -335,17 +335,7 @@ def test_one_access_entry_per_view_export_and_hold_change(
 def test_export_verifies_and_one_flipped_byte_fails(
     api_site: ApiSite, client: TestClient, tokens: dict[str, str], tmp_path: Path
 ) -> None:  # noqa: F811
-    r = client.post(
-        "/api/v1/incidents",
-        json={
-            "site": "demo",
-            "cameras": ["office-1"],
-            "start": "2026-11-21T08:00:35Z",
-            "end": "2026-11-21T08:01:45Z",
-            "description": "export test",
-        },
-        headers=h(tokens, "sec"),
-    )
+    r = open_incident(client, tokens, "2026-11-21T08:00:35Z", "2026-11-21T08:01:45Z", "export test")
     inc = r.json()["id"]
     before = len(access_entries(client, tokens))
     r = client.post(f"/api/v1/incidents/{inc}/export", headers=h(tokens, "sec"))
@@ -353,12 +343,8 @@ def test_export_verifies_and_one_flipped_byte_fails(
     assert [e["action"] for e in access_entries(client, tokens)[before:]] == ["export"]
     zpath = tmp_path / "export.zip"
     zpath.write_bytes(r.content)
-    pub = api_site.app.cfg.keys.dir / "sign.pub"
-    ok = api_site.app.cli("verify-export", str(zpath), "--pubkey", str(pub))
-    assert b"export OK" in ok.stdout
+    assert b"export OK" in api_site.app.verify_export(zpath).stdout
     with zipfile.ZipFile(zpath) as z:
-        import json
-
         m = json.loads(z.read("manifest.json"))
         names = z.namelist()
         cam = m["cameras"][0]
@@ -402,6 +388,7 @@ def test_export_verifies_and_one_flipped_byte_fails(
         capture_output=True,
     ).stdout
     assert hashlib.sha256(der[-32:]).hexdigest()[:16] == m["signing_key_id"]
+    pub = api_site.app.cfg.keys.dir / "sign.pub"
     assert (unzipped / "public-key.pem").read_bytes() == pub.read_bytes()
     # One changed byte in any file of the zip fails verification.
     for name in names:
@@ -416,27 +403,18 @@ def test_export_verifies_and_one_flipped_byte_fails(
             for n, d in items.items():
                 z.writestr(n, d)
         bad.write_bytes(buf.getvalue())
-        p = api_site.app.cli("verify-export", str(bad), "--pubkey", str(pub), check=False)
+        p = api_site.app.verify_export(bad, check=False)
         assert p.returncode != 0, name
         assert b"INVALID" in p.stderr
     # And a byte flipped in the raw zip (the stored MP4) fails too.
     raw = bytearray(zpath.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     (tmp_path / "raw.zip").write_bytes(raw)
-    assert (
-        api_site.app.cli(
-            "verify-export", str(tmp_path / "raw.zip"), "--pubkey", str(pub), check=False
-        ).returncode
-        != 0
-    )
+    assert api_site.app.verify_export(tmp_path / "raw.zip", check=False).returncode != 0
 
 
 def test_close_incident_needs_dpo_and_reason(client: TestClient, tokens: dict[str, str]) -> None:
-    r = client.post(
-        "/api/v1/incidents",
-        json={"site": "demo", "cameras": ["office-1"], "start": START, "end": END, "description": "to close"},
-        headers=h(tokens, "sec"),
-    )
+    r = open_incident(client, tokens, START, END, "to close")
     inc = r.json()["id"]
     assert (
         client.post(

@@ -268,8 +268,7 @@ def test_dpo_answers_a_subject_request(site: ApiSite, server: str, tmp_path: Pat
         shot(page, "dpo-subject-request")
 
         # The export holds what was found: office-1's two segments before its gap, the call.
-        pub = site.app.cfg.keys.dir / "sign.pub"
-        assert b"export OK" in site.app.cli("verify-export", str(zpath), "--pubkey", str(pub)).stdout
+        assert b"export OK" in site.app.verify_export(zpath).stdout
         with zipfile.ZipFile(zpath) as z:
             m = json.loads(z.read("manifest.json"))
             names = z.namelist()

@@ -56,6 +56,12 @@ class Appliance:
             )
         return p
 
+    def verify_export(self, zip_path: Path, *, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        """`holdfast verify-export ZIP` against this appliance's public signing key, as a recipient
+        of the export runs it."""
+        pub = self.cfg.keys.dir / "sign.pub"
+        return self.cli("verify-export", str(zip_path), "--pubkey", str(pub), check=check)
+
     def popen(self, *args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[bytes]:
         """`holdfast ARGS` in the background; ``env`` adds to the appliance's environment."""
         return subprocess.Popen([*HOLDFAST, *args], env={**self.env(), **(env or {})}, **kw)  # type: ignore[call-overload]
