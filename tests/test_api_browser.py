@@ -33,7 +33,6 @@ def assert_site_times(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str, tmp_path: Path) -> None:
-
     with chromium_browser() as browser:
         page = open_page(browser, BROWSER_ZONE, accept_downloads=True)
         login(page, server, "sec")

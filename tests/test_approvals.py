@@ -19,6 +19,7 @@ from tests.support.appliance import Appliance
 from vault.ops.metrics import exposition
 from vault.people import approvals
 from vault.people.approvals import AlreadyDecided, Approval, NotAllowed, Person
+from vault.timeutil import iso
 from vault.vault import Vault
 
 #: Views of security staff need approval for footage older than 72 h; exports and call audio always.
@@ -66,6 +67,19 @@ DPO = Person("dpo", "dpo")
 # -- the vault, on SQLite and PostgreSQL -------------------------------------------------------
 
 
+#: The range the tests ask to see: office-1's first ten minutes.
+ASKED = (T0, T0 + timedelta(minutes=10))
+
+
+@pytest.fixture
+def ruled(db_appliance: Appliance) -> Iterator[tuple[Appliance, Vault, Clock]]:
+    """The appliance with the approval rules, and its vault on a clock five days after the footage."""
+    app = with_rules(db_appliance)
+    clock = Clock(T0 + timedelta(days=5))
+    with Vault(app.cfg, clock) as v:
+        yield app, v, clock
+
+
 def ask_to_view(v: Vault, a: datetime, b: datetime) -> Approval:
     """The security officer files a request to view office-1 over [a, b), at the vault's now."""
     with v.sessions.begin() as s:
@@ -101,142 +115,132 @@ def test_age_rule_triggers_only_for_old_footage(db_appliance: Appliance) -> None
     assert approvals.needing_approval(cfg, "security", "export", ["gone-1"], young, now) == []
 
 
-def test_approval_is_bound_to_its_request(db_appliance: Appliance) -> None:
-    app = with_rules(db_appliance)
-    clock = Clock(T0 + timedelta(days=5))
-    with Vault(app.cfg, clock) as v:
-        a, b = T0, T0 + timedelta(minutes=10)
-        with v.sessions.begin() as s:
-            req = approvals.request(
-                s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, "incident on stairs", clock()
-            )
-        with pytest.raises(NotAllowed, match="yourself"), v.sessions.begin() as s:
-            approvals.decide(s, v.access_log, v.cfg, SEC, req.id, True, "", clock())
-        other_sec = Person("sec2", "security", frozenset({"demo"}))
-        with pytest.raises(NotAllowed, match="may not decide"), v.sessions.begin() as s:
-            approvals.decide(s, v.access_log, v.cfg, other_sec, req.id, True, "", clock())
-        with v.sessions() as s:  # pending: covers nothing
-            assert approvals.covering(s, SEC, "view", ["office-1"], a, b, clock()) is None
-        with v.sessions.begin() as s:
-            approvals.decide(s, v.access_log, v.cfg, DPO, req.id, True, "ok", clock())
+def test_approval_is_bound_to_its_request(ruled: tuple[Appliance, Vault, Clock]) -> None:
+    _app, v, clock = ruled
+    a, b = ASKED
+    with v.sessions.begin() as s:
+        req = approvals.request(
+            s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, "incident on stairs", clock()
+        )
+    with pytest.raises(NotAllowed, match="yourself"), v.sessions.begin() as s:
+        approvals.decide(s, v.access_log, v.cfg, SEC, req.id, True, "", clock())
+    other_sec = Person("sec2", "security", frozenset({"demo"}))
+    with pytest.raises(NotAllowed, match="may not decide"), v.sessions.begin() as s:
+        approvals.decide(s, v.access_log, v.cfg, other_sec, req.id, True, "", clock())
+    with v.sessions() as s:  # pending: covers nothing
+        assert approvals.covering(s, SEC, "view", ["office-1"], a, b, clock()) is None
+    with v.sessions.begin() as s:
+        approvals.decide(s, v.access_log, v.cfg, DPO, req.id, True, "ok", clock())
 
-        def covers(who: Person, action: str, srcs: list[str], x: datetime, y: datetime) -> bool:
-            with v.sessions() as s:
-                return approvals.covering(s, who, action, srcs, x, y, clock()) is not None
-
-        assert covers(SEC, "view", ["office-1"], a, b)
-        assert covers(SEC, "view", ["office-1"], a + timedelta(minutes=2), a + timedelta(minutes=3))
-        assert not covers(SEC, "view", ["garage-1"], a, b)  # another camera
-        assert not covers(SEC, "view", ["office-1", "garage-1"], a, b)
-        assert not covers(SEC, "view", ["office-1"], a, b + timedelta(seconds=1))  # outside the range
-        assert not covers(SEC, "view", ["office-1"], a - timedelta(seconds=1), b)
-        assert not covers(SEC, "export", ["office-1"], a, b)  # another action
-        assert not covers(other_sec, "view", ["office-1"], a, b)  # another requester
+    def covers(who: Person, action: str, srcs: list[str], x: datetime, y: datetime) -> bool:
         with v.sessions() as s:
-            with pytest.raises(approvals.ApprovalRequired, match="needs approval"):
-                approvals.check_access(s, v.cfg, SEC, "view", ["garage-1"], a, b, clock())
-            found = approvals.check_access(s, v.cfg, SEC, "view", ["office-1"], a, b, clock())
-            assert found is not None and found.id == req.id
-        clock.now += timedelta(hours=24, seconds=1)  # expired
-        assert not covers(SEC, "view", ["office-1"], a, b)
-        with v.sessions() as s:
-            assert approvals.get(s, req.id).status(clock()) == "expired"
+            return approvals.covering(s, who, action, srcs, x, y, clock()) is not None
+
+    assert covers(SEC, "view", ["office-1"], a, b)
+    assert covers(SEC, "view", ["office-1"], a + timedelta(minutes=2), a + timedelta(minutes=3))
+    assert not covers(SEC, "view", ["garage-1"], a, b)  # another camera
+    assert not covers(SEC, "view", ["office-1", "garage-1"], a, b)
+    assert not covers(SEC, "view", ["office-1"], a, b + timedelta(seconds=1))  # outside the range
+    assert not covers(SEC, "view", ["office-1"], a - timedelta(seconds=1), b)
+    assert not covers(SEC, "export", ["office-1"], a, b)  # another action
+    assert not covers(other_sec, "view", ["office-1"], a, b)  # another requester
+    with v.sessions() as s:
+        with pytest.raises(approvals.ApprovalRequired, match="needs approval"):
+            approvals.check_access(s, v.cfg, SEC, "view", ["garage-1"], a, b, clock())
+        found = approvals.check_access(s, v.cfg, SEC, "view", ["office-1"], a, b, clock())
+        assert found is not None and found.id == req.id
+    clock.now += timedelta(hours=24, seconds=1)  # expired
+    assert not covers(SEC, "view", ["office-1"], a, b)
+    with v.sessions() as s:
+        assert approvals.get(s, req.id).status(clock()) == "expired"
 
 
-def test_refused_request_covers_nothing_and_is_decided_once(db_appliance: Appliance) -> None:
-    app = with_rules(db_appliance)
-    clock = Clock(T0 + timedelta(days=5))
-    with Vault(app.cfg, clock) as v:
-        a, b = T0, T0 + timedelta(minutes=10)
-        req = ask_to_view(v, a, b)
-        with v.sessions.begin() as s:
-            approvals.decide(s, v.access_log, v.cfg, DPO, req.id, False, "no incident named", clock())
-        with v.sessions() as s:
-            assert approvals.covering(s, SEC, "view", ["office-1"], a, b, clock()) is None
-        with pytest.raises(AlreadyDecided, match="refused"), v.sessions.begin() as s:
-            approvals.decide(s, v.access_log, v.cfg, Person("dpo2", "dpo"), req.id, True, "", clock())
-        # a pending request lapses after expire_hours
-        late = ask_to_view(v, a, b)
-        clock.now += timedelta(hours=25)
-        with pytest.raises(AlreadyDecided, match="lapsed"), v.sessions.begin() as s:
-            approvals.decide(s, v.access_log, v.cfg, DPO, late.id, True, "", clock())
+def test_refused_request_covers_nothing_and_is_decided_once(ruled: tuple[Appliance, Vault, Clock]) -> None:
+    app, v, clock = ruled
+    a, b = ASKED
+    req = ask_to_view(v, a, b)
+    with v.sessions.begin() as s:
+        approvals.decide(s, v.access_log, v.cfg, DPO, req.id, False, "no incident named", clock())
+    with v.sessions() as s:
+        assert approvals.covering(s, SEC, "view", ["office-1"], a, b, clock()) is None
+    with pytest.raises(AlreadyDecided, match="refused"), v.sessions.begin() as s:
+        approvals.decide(s, v.access_log, v.cfg, Person("dpo2", "dpo"), req.id, True, "", clock())
+    # a pending request lapses after expire_hours
+    late = ask_to_view(v, a, b)
+    clock.now += timedelta(hours=25)
+    with pytest.raises(AlreadyDecided, match="lapsed"), v.sessions.begin() as s:
+        approvals.decide(s, v.access_log, v.cfg, DPO, late.id, True, "", clock())
     # an administrator's overview on the console
     out = json.loads(app.cli("approvals", "list", "--state", "refused", "--json").stdout)
     assert [(r["id"], r["decided_by"], r["reason"]) for r in out] == [(req.id, "dpo", "no incident named")]
     assert len(json.loads(app.cli("approvals", "list", "--json").stdout)) == 2
 
 
-def test_concurrent_decisions_are_serialised(db_appliance: Appliance) -> None:
+def test_concurrent_decisions_are_serialised(ruled: tuple[Appliance, Vault, Clock]) -> None:
     """Eight approvers approve and refuse one request at once: exactly one decision wins and is logged."""
-    app = with_rules(db_appliance)
-    clock = Clock(T0 + timedelta(days=5))
-    with Vault(app.cfg, clock) as v:
-        a, b = T0, T0 + timedelta(minutes=10)
-        req = ask_to_view(v, a, b)
-        n = 8
-        barrier = threading.Barrier(n)
-        won: list[str] = []
-        lost: list[str] = []
-        errors: list[BaseException] = []
+    _app, v, clock = ruled
+    a, b = ASKED
+    req = ask_to_view(v, a, b)
+    n = 8
+    barrier = threading.Barrier(n)
+    won: list[str] = []
+    lost: list[str] = []
+    errors: list[BaseException] = []
 
-        def decide(i: int) -> None:
-            who = Person(f"dpo{i}", "dpo")
-            barrier.wait(60)
-            try:
-                with v.sessions.begin() as s:
-                    approvals.decide(s, v.access_log, v.cfg, who, req.id, i % 2 == 0, f"by {i}", clock())
-                won.append(who.name)
-            except AlreadyDecided:
-                lost.append(who.name)
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+    def decide(i: int) -> None:
+        who = Person(f"dpo{i}", "dpo")
+        barrier.wait(60)
+        try:
+            with v.sessions.begin() as s:
+                approvals.decide(s, v.access_log, v.cfg, who, req.id, i % 2 == 0, f"by {i}", clock())
+            won.append(who.name)
+        except AlreadyDecided:
+            lost.append(who.name)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
 
-        threads = [threading.Thread(target=decide, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        assert not errors, errors
-        assert len(won) == 1 and len(lost) == n - 1, (won, lost)
-        with v.sessions() as s:
-            final = approvals.get(s, req.id)
-        assert final.decided_by == won[0]
-        entries = [e for e in log_entries(v) if e["action"].startswith("approval.")]
-        decisions = [e for e in entries if e["action"] in ("approval.approve", "approval.refuse")]
-        assert len(decisions) == 1 and decisions[0]["user"] == won[0]
-        assert decisions[0]["details"]["request"] == req.id
-        assert [e["details"]["request"] for e in entries if e["action"] == "approval.request"] == [req.id]
+    threads = [threading.Thread(target=decide, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert len(won) == 1 and len(lost) == n - 1, (won, lost)
+    with v.sessions() as s:
+        final = approvals.get(s, req.id)
+    assert final.decided_by == won[0]
+    entries = [e for e in log_entries(v) if e["action"].startswith("approval.")]
+    decisions = [e for e in entries if e["action"] in ("approval.approve", "approval.refuse")]
+    assert len(decisions) == 1 and decisions[0]["user"] == won[0]
+    assert decisions[0]["details"]["request"] == req.id
+    assert [e["details"]["request"] for e in entries if e["action"] == "approval.request"] == [req.id]
 
 
 def test_break_glass_is_logged_alerted_and_counted(
-    db_appliance: Appliance, caplog: pytest.LogCaptureFixture
+    ruled: tuple[Appliance, Vault, Clock], caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = with_rules(db_appliance)
-    clock = Clock(T0 + timedelta(days=5))
-    with Vault(app.cfg, clock) as v:
-        a, b = T0, T0 + timedelta(minutes=10)
-        assert "holdfast_break_glass_total 0.0" in exposition(v).decode()
-        with pytest.raises(approvals.ApprovalError, match="at least 20"), v.sessions.begin() as s:
-            approvals.break_glass(s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, "urgent", clock())
-        reason = "fire alarm on floor 2: checking who is still inside"
-        with caplog.at_level(logging.WARNING, logger="holdfast.approvals"), v.sessions.begin() as s:
-            bg = approvals.break_glass(
-                s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, reason, clock()
-            )
-        alerts = [r for r in caplog.records if r.getMessage() == "approvals.break_glass"]
-        assert len(alerts) == 1 and alerts[0].levelno == logging.WARNING
-        assert alerts[0].kv["alert"] is True and alerts[0].kv["request"] == bg.id  # type: ignore[attr-defined]
-        assert "holdfast_break_glass_total 1.0" in exposition(v).decode()
-        [entry] = [e for e in log_entries(v) if e["action"] == "break_glass"]
-        assert entry["user"] == "sec" and entry["purpose"] == reason
-        assert entry["details"]["request"] == bg.id and entry["source"] == "office-1"
-        with v.sessions() as s:
-            assert approvals.check_access(s, v.cfg, SEC, "view", ["office-1"], a, b, clock()).id == bg.id  # type: ignore[union-attr]
-            with pytest.raises(approvals.ApprovalRequired):
-                approvals.check_access(s, v.cfg, SEC, "view", ["garage-1"], a, b, clock())
-        clock.now += timedelta(minutes=31)  # short-lived
-        with v.sessions() as s, pytest.raises(approvals.ApprovalRequired):
-            approvals.check_access(s, v.cfg, SEC, "view", ["office-1"], a, b, clock())
+    _app, v, clock = ruled
+    a, b = ASKED
+    assert "holdfast_break_glass_total 0.0" in exposition(v).decode()
+    with pytest.raises(approvals.ApprovalError, match="at least 20"), v.sessions.begin() as s:
+        approvals.break_glass(s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, "urgent", clock())
+    reason = "fire alarm on floor 2: checking who is still inside"
+    with caplog.at_level(logging.WARNING, logger="holdfast.approvals"), v.sessions.begin() as s:
+        bg = approvals.break_glass(s, v.access_log, v.cfg, SEC, "view", ["office-1"], a, b, reason, clock())
+    alerts = [r for r in caplog.records if r.getMessage() == "approvals.break_glass"]
+    assert len(alerts) == 1 and alerts[0].levelno == logging.WARNING
+    assert alerts[0].kv["alert"] is True and alerts[0].kv["request"] == bg.id  # type: ignore[attr-defined]
+    assert "holdfast_break_glass_total 1.0" in exposition(v).decode()
+    [entry] = [e for e in log_entries(v) if e["action"] == "break_glass"]
+    assert entry["user"] == "sec" and entry["purpose"] == reason
+    assert entry["details"]["request"] == bg.id and entry["source"] == "office-1"
+    with v.sessions() as s:
+        assert approvals.check_access(s, v.cfg, SEC, "view", ["office-1"], a, b, clock()).id == bg.id  # type: ignore[union-attr]
+        with pytest.raises(approvals.ApprovalRequired):
+            approvals.check_access(s, v.cfg, SEC, "view", ["garage-1"], a, b, clock())
+    clock.now += timedelta(minutes=31)  # short-lived
+    with v.sessions() as s, pytest.raises(approvals.ApprovalRequired):
+        approvals.check_access(s, v.cfg, SEC, "view", ["office-1"], a, b, clock())
 
 
 # -- the API -----------------------------------------------------------------------------------
@@ -244,6 +248,7 @@ def test_break_glass_is_logged_alerted_and_counted(
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> ApiSite:
+    """The footage is from 2026-11-21, more than 72 hours before any run: the view rule applies."""
     s = build_site(tmp_path_factory.mktemp("approvals") / "site")
     with_rules(s.app)
     return s
@@ -273,6 +278,11 @@ def entries(client: TestClient) -> list[dict]:
     return r.json()["entries"]
 
 
+def from_t0(seconds: float) -> dict[str, str]:
+    """A request body's range: from T0 (08:00 UTC, where the site's recordings begin) `seconds` on."""
+    return {"start": iso(T0), "end": iso(T0 + timedelta(seconds=seconds))}
+
+
 def media(client: TestClient, who: dict[str, str], seg: str) -> int:
     return client.get(f"/api/v1/segments/{seg}/media?purpose=incident+review", headers=who).status_code
 
@@ -294,13 +304,7 @@ def test_api_request_approve_view(site: ApiSite, client: TestClient, clock: Cloc
     assert r.status_code == 403 and "needs approval" in r.json()["detail"]
     assert entries(client)[-1]["result"] == "denied"
 
-    body = {
-        "action": "view",
-        "sources": ["office-1"],
-        "start": "2026-11-21T08:00:00Z",
-        "end": "2026-11-21T08:01:00Z",
-        "purpose": "bicycle theft on 20 Nov",
-    }
+    body = {"action": "view", "sources": ["office-1"], **from_t0(60), "purpose": "bicycle theft on 20 Nov"}
     r = client.post("/api/v1/approvals", json=body, headers=sec)
     assert r.status_code == 201, r.text
     req = r.json()
@@ -351,13 +355,7 @@ def test_api_request_approve_view(site: ApiSite, client: TestClient, clock: Cloc
 def test_api_refusal_and_export_rule(site: ApiSite, client: TestClient, clock: Clock) -> None:
     clock.now = T0 + timedelta(days=6)  # after any earlier test's approval expired
     sec, dpo = login(client, "sec"), login(client, "dpo")
-    body = {
-        "action": "view",
-        "sources": ["office-1"],
-        "start": "2026-11-21T08:00:00Z",
-        "end": "2026-11-21T08:00:20Z",
-        "purpose": "just curious",
-    }
+    body = {"action": "view", "sources": ["office-1"], **from_t0(20), "purpose": "just curious"}
     rid = client.post("/api/v1/approvals", json=body, headers=sec).json()["id"]
     r = client.post(f"/api/v1/approvals/{rid}/refuse", json={"reason": "no case named"}, headers=dpo)
     assert r.status_code == 200 and r.json()["state"] == "refused"
@@ -367,13 +365,7 @@ def test_api_refusal_and_export_rule(site: ApiSite, client: TestClient, clock: C
     r = client.post("/api/v1/approvals", json=body, headers=login(client, "north"))
     assert r.status_code == 403
 
-    inc = {
-        "site": "demo",
-        "cameras": ["office-1"],
-        "start": "2026-11-21T08:00:00Z",
-        "end": "2026-11-21T08:01:00Z",
-        "description": "bicycle theft",
-    }
+    inc = {"site": "demo", "cameras": ["office-1"], **from_t0(60), "description": "bicycle theft"}
     r = client.post("/api/v1/incidents", json=inc, headers=sec)
     assert r.status_code == 201, r.text
     r = client.post(f"/api/v1/incidents/{r.json()['id']}/export", headers=sec)
@@ -384,13 +376,7 @@ def test_api_break_glass(site: ApiSite, client: TestClient, clock: Clock) -> Non
     clock.now = T0 + timedelta(days=8)  # after any earlier test's approval expired
     sec = login(client, "sec")
     call = site.calls["call-2"]
-    glass = {
-        "action": "call_audio",
-        "sources": ["cs-1"],
-        "start": "2026-11-21T08:00:00Z",
-        "end": "2026-11-21T08:10:00Z",
-        "reason": "short",
-    }
+    glass = {"action": "call_audio", "sources": ["cs-1"], **from_t0(600), "reason": "short"}
     r = client.post("/api/v1/approvals/break-glass", json=glass, headers=sec)
     assert r.status_code == 400 and "at least 20 characters" in r.json()["detail"]
     glass["reason"] = "caller threatened staff: police asked for the call now"

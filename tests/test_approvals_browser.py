@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the site fixture is imported by name)
 """Four eyes in Debian's Chromium (Playwright): a security officer is told the footage needs approval
 and requests it, the data protection officer approves it on the Approvals tab, and the officer plays
 it; the view's access-log entry names the request."""
@@ -10,17 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.apisite import ApiSite, build_site
+from tests.support.apisite import ApiSite
 from tests.support.browser import bearer, chromium_browser, login, serve, shot
-from tests.test_approvals import with_rules
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> ApiSite:
-    """The footage is from 2026-11-21, more than 72 hours before any run: the view rule applies."""
-    s = build_site(tmp_path_factory.mktemp("approvals-page") / "site")
-    with_rules(s.app)
-    return s
+from tests.test_approvals import site  # noqa: F401 - the fixture, imported by name
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +32,6 @@ def find(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_request_approve_view_in_chromium(site: ApiSite, server: str) -> None:
-
     with chromium_browser() as browser:
         ctx = browser.new_context(viewport={"width": 1280, "height": 900})
         ctx.set_default_timeout(30_000)

@@ -81,7 +81,6 @@ def test_views_follow_the_routes(site: ApiSite) -> None:
 
 
 def test_each_role_sees_only_its_views(server: str) -> None:
-
     with chromium_browser() as browser:
         for user, (role, _) in USERS.items():
             page = open_page(browser, BROWSER_ZONE)
@@ -295,7 +294,6 @@ def _overlapping(layout: list[tuple[float, float]], a: float, b: float) -> list[
 
 
 def test_incident_from_a_selection_plays_its_cameras_in_sync(site: ApiSite, server: str) -> None:
-
     office = [(i * 10.0, i * 10.0 + 10) for i in range(6)] + [
         (90 + i * 10.0, 100 + i * 10.0) for i in range(8)
     ]
