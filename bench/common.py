@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,17 @@ from vault.store.ingest import Ingestor
 from vault.store.spool import SpoolSegment
 from vault.timeutil import iso
 from vault.vault import Vault
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, parent: str | Path | None = None) -> Iterator[Path]:
+    """A fresh directory (under `parent`, or the system's temp dir) for one benchmark run, removed
+    after it, also when the run fails: benchmarks write gigabytes."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def site(base: Path, *, clock_sync: bool = True) -> Appliance:

@@ -14,7 +14,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import scratch_dir  # noqa: E402
 from tests.support.appliance import make_appliance  # noqa: E402
 from tests.support.server import rss_mib, serve  # noqa: E402
 
@@ -61,13 +61,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--burst", type=int, default=16)
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-logins-"))
-    for checks, label in ((a.burst, "baseline (all at once)"), (2, "max_password_checks = 2")):
-        grow, p50, worst = burst(work / f"site-{checks}", checks, a.burst)
-        print(
-            f"{a.burst} concurrent unknown-user logins, {label}: peak RSS +{grow:.0f} MiB, "
-            f"latency p50 {p50 * 1000:.0f} ms, max {worst * 1000:.0f} ms"
-        )
+    with scratch_dir("bench-logins-") as work:
+        for checks, label in ((a.burst, "baseline (all at once)"), (2, "max_password_checks = 2")):
+            grow, p50, worst = burst(work / f"site-{checks}", checks, a.burst)
+            print(
+                f"{a.burst} concurrent unknown-user logins, {label}: peak RSS +{grow:.0f} MiB, "
+                f"latency p50 {p50 * 1000:.0f} ms, max {worst * 1000:.0f} ms"
+            )
     return 0
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 
+from bench.common import scratch_dir, site  # noqa: E402
 from vault.sealed import keys  # noqa: E402
 from vault.sealed.seal import SegmentReader, SegmentWriter  # noqa: E402
 
@@ -113,18 +112,12 @@ def bench_throughput(mib: int, kd: Path) -> None:
 
 
 def bench_ingest(n: int) -> None:
-    import config as config_pkg
-    from cli.cmd_init import render_config
     from vault.store.ingest import Ingestor
-    from vault.store.spool import SpoolSegment, ensure_spool
+    from vault.store.spool import SpoolSegment
     from vault.vault import Vault
 
-    d = Path(tempfile.mkdtemp(prefix="hf-bench-", dir="/var/tmp"))
-    try:
-        (d / "holdfast.toml").write_text(render_config(d))
-        cfg = config_pkg.load(d / "holdfast.toml")
-        keys.init_keys(cfg.keys.dir)
-        ensure_spool(cfg.paths.spool)
+    with scratch_dir("hf-bench-", "/var/tmp") as d:
+        cfg = site(d).cfg  # `holdfast init` in d/site: keys, spool, migrated index
         with Vault(cfg) as v:
             payload = os.urandom(32 * 1024)
             t = time.perf_counter()
@@ -145,8 +138,6 @@ def bench_ingest(n: int) -> None:
         print(f"\n## ingest, {n} segments of 32 KiB (SQLite WAL synchronous=FULL, fsync per file)")
         print(f"seal into spool: {n / t_seal:8.0f} segments/s")
         print(f"ingest:          {n / t_ing:8.0f} segments/s  ({t_ing:.1f} s)")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def main() -> None:
@@ -154,12 +145,9 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--segments", type=int, default=10000)
     args = ap.parse_args()
-    kd = Path(tempfile.mkdtemp(prefix="hf-keys-"))
-    try:
+    with scratch_dir("hf-keys-") as kd:
         keys.init_keys(kd)
         bench_throughput(args.mib, kd)
-    finally:
-        shutil.rmtree(kd, ignore_errors=True)
     bench_ingest(args.segments)
 
 
