@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import RtspServerFactory
 from tests.support.appliance import Appliance
 from tests.support.media import FFPROBE, make_h264_annexb, requires_ffmpeg
+from tests.support.rtsp import RtspServer
 from tests.support.scan import plaintext_media_files
 from tests.support.wait import wait_for
 from vault.index.schema import Gap, Segment
@@ -69,12 +70,29 @@ class Recorder:
             self.proc.wait()
 
 
+StartRecorder = Callable[..., Recorder]
+
+
 @pytest.fixture
-def recorders() -> Iterator[list[Recorder]]:
-    started: list[Recorder] = []
-    yield started
-    for r in started:
-        r.kill()
+def camera_1080p(rtsp_server_factory: RtspServerFactory, stream_1080p: Path) -> RtspServer:
+    """office-1's camera: the 1080p stream looped at /office-1."""
+    return rtsp_server_factory([f"/{CAMERA}"], file=str(stream_1080p))
+
+
+@pytest.fixture
+def recorder(appliance: Appliance, tmp_path: Path, request: pytest.FixtureRequest) -> StartRecorder:
+    """start(url, log="recorder.log", **fields): point office-1 at `url` (and set those fields of
+    its [[cameras]] entry; url None: the config as it is) and start its recorder, logging to
+    tmp_path/log; killed at teardown."""
+
+    def start(url: str | None, log: str = "recorder.log", **fields: float) -> Recorder:
+        if url is not None:
+            point_camera_at(appliance, url, **fields)
+        rec = Recorder(appliance, tmp_path / log).start()
+        request.addfinalizer(rec.kill)
+        return rec
+
+    return start
 
 
 def point_camera_at(appliance: Appliance, url: str, **fields: float) -> None:
@@ -89,14 +107,6 @@ def point_camera_at(appliance: Appliance, url: str, **fields: float) -> None:
         if n == 0:
             block += f"\n{key} = {value}"
     appliance.config_path.write_text(head + 'id = "office-1"\n' + block + sep + tail)
-
-
-def start_recorder(appliance: Appliance, url: str, recorders: list[Recorder], tmp_path: Path) -> Recorder:
-    """Point office-1 at URL and start its recorder (stopped at teardown by `recorders`)."""
-    point_camera_at(appliance, url)
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
-    return rec
 
 
 def partials(appliance: Appliance) -> list[Path]:
@@ -127,20 +137,23 @@ def ffprobe_segment(appliance: Appliance, seg_id: str, tmp: Path) -> dict[str, o
     return json.loads(out.stdout)
 
 
+def video_stream(appliance: Appliance, seg_id: str, tmp: Path) -> dict[str, object]:
+    """The one video stream ffprobe finds in the segment."""
+    info = ffprobe_segment(appliance, seg_id, tmp)
+    (video,) = [x for x in info["streams"] if x["codec_type"] == "video"]  # type: ignore[union-attr,index]
+    return video  # type: ignore[no-any-return]
+
+
 # -- invariant 1: no plaintext MP4 on disk: tests.support.scan.plaintext_media_files ------------
 
 # -- 60 s of recording, SIGTERM, plaintext scans ------------------------------------------------
 
 
 def test_sixty_seconds_six_segments_sigterm_and_no_plaintext(
-    appliance: Appliance,
-    rtsp_server_factory: RtspServerFactory,
-    stream_1080p: Path,
-    recorders: list[Recorder],
-    tmp_path: Path,
+    appliance: Appliance, camera_1080p: RtspServer, recorder: StartRecorder, tmp_path: Path
 ) -> None:
-    server = rtsp_server_factory([f"/{CAMERA}"], file=str(stream_1080p))
-    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
+    server = camera_1080p
+    rec = recorder(server.url())
     cfg = appliance.cfg
     roots = (cfg.paths.spool, cfg.paths.store)
 
@@ -196,8 +209,7 @@ def test_sixty_seconds_six_segments_sigterm_and_no_plaintext(
     (leak / "x.bin").write_bytes(appliance.cli("segments", "cat", segs[1].id).stdout)
     assert plaintext_media_files(leak)
     for s in (segs[0], segs[-1]):
-        info = ffprobe_segment(appliance, s.id, tmp_path)
-        (video,) = [x for x in info["streams"] if x["codec_type"] == "video"]  # type: ignore[union-attr,index]
+        video = video_stream(appliance, s.id, tmp_path)
         assert (video["codec_name"], video["width"], video["height"]) == ("h264", 1920, 1080)
 
 
@@ -205,14 +217,10 @@ def test_sixty_seconds_six_segments_sigterm_and_no_plaintext(
 
 
 def test_outage_of_twenty_seconds_is_one_gap_and_recording_resumes(
-    appliance: Appliance,
-    rtsp_server_factory: RtspServerFactory,
-    stream_1080p: Path,
-    recorders: list[Recorder],
-    tmp_path: Path,
+    appliance: Appliance, camera_1080p: RtspServer, recorder: StartRecorder, tmp_path: Path
 ) -> None:
-    server = rtsp_server_factory([f"/{CAMERA}"], file=str(stream_1080p))
-    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
+    server = camera_1080p
+    rec = recorder(server.url())
     assert wait_for(lambda: partials(appliance), 20), rec.text()
     time.sleep(4)
 
@@ -250,15 +258,11 @@ def test_outage_of_twenty_seconds_is_one_gap_and_recording_resumes(
 
 
 def test_sigkill_mid_segment_recovers_the_partial_and_carries_on(
-    appliance: Appliance,
-    rtsp_server_factory: RtspServerFactory,
-    stream_1080p: Path,
-    recorders: list[Recorder],
-    tmp_path: Path,
+    appliance: Appliance, camera_1080p: RtspServer, recorder: StartRecorder, tmp_path: Path
 ) -> None:
-    server = rtsp_server_factory([f"/{CAMERA}"], file=str(stream_1080p))
+    server = camera_1080p
     spool = appliance.cfg.paths.spool
-    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
+    rec = recorder(server.url())
     # Mid-segment: several fragments (0.5 s, ~250 kB each) sealed, well before the 10 s cut.
     assert wait_for(lambda: partials(appliance) and partials(appliance)[0].stat().st_size > 1_500_000, 20)
     time.sleep(0.5)
@@ -268,8 +272,7 @@ def test_sigkill_mid_segment_recovers_the_partial_and_carries_on(
     assert plaintext_media_files(spool) == [], "the spool must hold only sealed data"
     assert list(spool.glob("*.seg")) == []
 
-    rec2 = Recorder(appliance, tmp_path / "recorder2.log").start()
-    recorders.append(rec2)
+    rec2 = recorder(None, "recorder2.log")
     # The recovered segment is handed to ingest at once; the new recorder records on.
     assert wait_for(lambda: (spool / f"{seg_id}.seg").exists(), 15), rec2.text()
     assert wait_for(lambda: partials(appliance), 20), rec2.text()
@@ -289,8 +292,7 @@ def test_sigkill_mid_segment_recovers_the_partial_and_carries_on(
         assert res.cut_short and res.plaintext_bytes > 1_000_000
         assert reader.read(0, 8)[4:8] == b"ftyp"
     # Readable up to its last complete chunk: ffprobe finds the 1080p H.264 track in it.
-    info = ffprobe_segment(appliance, seg_id, tmp_path)
-    (video,) = [x for x in info["streams"] if x["codec_type"] == "video"]  # type: ignore[union-attr,index]
+    video = video_stream(appliance, seg_id, tmp_path)
     assert (video["codec_name"], video["width"], video["height"]) == ("h264", 1920, 1080)
     later = [s for s in segs if s.id != seg_id]
     assert later and all(not s.cut_short for s in later)
@@ -315,7 +317,7 @@ def test_bad_camera_gives_a_clear_error_with_backoff(
     appliance: Appliance,
     rtsp_server_factory: RtspServerFactory,
     free_port,  # type: ignore[no-untyped-def]
-    recorders: list[Recorder],
+    recorder: StartRecorder,
     tmp_path: Path,
     case: str,
 ) -> None:
@@ -327,7 +329,7 @@ def test_bad_camera_gives_a_clear_error_with_backoff(
         "wrong port": (f"rtsp://127.0.0.1:{free_port()}/{CAMERA}", "camera unreachable"),
         "wrong path": (server.url("/nope"), "no such stream"),
     }[case]
-    rec = start_recorder(appliance, url, recorders, tmp_path)
+    rec = recorder(url)
     t0 = time.monotonic()
     assert wait_for(lambda: _failures(rec.text()), 10), rec.text()
     first = _failures(rec.text())[0]
@@ -346,13 +348,11 @@ def test_bad_camera_gives_a_clear_error_with_backoff(
 
 
 def test_h265_camera_is_recorded_by_stream_copy(
-    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorders: list[Recorder], tmp_path: Path
+    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorder: StartRecorder, tmp_path: Path
 ) -> None:
     """An H.265 camera: copied like H.264 (sample entry hev1), playable, labelled hevc."""
     server = rtsp_server_factory([f"/{CAMERA}"], codec="h265", width=640, height=360, gop=25, bitrate=800)
-    point_camera_at(appliance, server.url(), segment_seconds=3)
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
+    rec = recorder(server.url(), segment_seconds=3)
     assert wait_for(lambda: len(list(appliance.cfg.paths.spool.glob("*.seg"))) >= 2, 30), rec.text()
     rc, _ = rec.terminate()
     assert rc == 0
@@ -361,18 +361,17 @@ def test_h265_camera_is_recorded_by_stream_copy(
     assert len(segs) >= 2 and gaps == []
     for seg in segs:
         assert (seg.meta["codec"], seg.meta["sample_entry"]) in (("hevc", "hev1"), ("hevc", "hvc1")), seg.meta
-        info = ffprobe_segment(appliance, seg.id, tmp_path)
-        (video,) = [x for x in info["streams"] if x["codec_type"] == "video"]  # type: ignore[union-attr,index]
+        video = video_stream(appliance, seg.id, tmp_path)
         assert (video["codec_name"], video["width"], video["height"]) == ("hevc", 640, 360)
         assert seg.meta["duration"] >= 2.5 or seg is segs[-1], seg.meta  # 3 s cuts; the last by SIGTERM
 
 
 def test_stream_that_is_not_h264_or_h265_is_refused_with_backoff(
-    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorders: list[Recorder], tmp_path: Path
+    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorder: StartRecorder, tmp_path: Path
 ) -> None:
     """A Motion JPEG camera: named in the log, retried with backoff, nothing stored."""
     server = rtsp_server_factory([f"/{CAMERA}"], codec="mjpeg", width=320, height=240, pattern="ball")
-    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
+    rec = recorder(server.url())
     t0 = time.monotonic()
     assert wait_for(lambda: _failures(rec.text()), 10), rec.text()
     first = _failures(rec.text())[0]
@@ -392,7 +391,7 @@ def test_stream_that_is_not_h264_or_h265_is_refused_with_backoff(
 def test_camera_audio_is_kept_and_g711_is_encoded_to_aac(
     appliance: Appliance,
     rtsp_server_factory: RtspServerFactory,
-    recorders: list[Recorder],
+    recorder: StartRecorder,
     tmp_path: Path,
     audio: str,
     codec: str | None,
@@ -401,9 +400,7 @@ def test_camera_audio_is_kept_and_g711_is_encoded_to_aac(
     would fail every connection under plain stream copy: it is encoded to AAC (said in the log
     and in each segment's metadata) while the video is still copied, and nothing is lost to it."""
     server = rtsp_server_factory([f"/{CAMERA}"], width=640, height=360, gop=25, audio=audio)
-    point_camera_at(appliance, server.url(), segment_seconds=3)
-    rec = Recorder(appliance, tmp_path / "recorder.log").start()
-    recorders.append(rec)
+    rec = recorder(server.url(), segment_seconds=3)
     spool = appliance.cfg.paths.spool
     assert wait_for(lambda: len(list(spool.glob("*.seg"))) >= 2, 30), rec.text()
     rc, _ = rec.terminate()
@@ -426,14 +423,14 @@ def test_camera_audio_is_kept_and_g711_is_encoded_to_aac(
 
 
 def test_new_stream_parameters_start_segments_with_the_new_init(
-    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorders: list[Recorder], tmp_path: Path
+    appliance: Appliance, rtsp_server_factory: RtspServerFactory, recorder: StartRecorder, tmp_path: Path
 ) -> None:
     """The camera is reconfigured from 640x360 to 1280x720 (it restarts its stream, as cameras
     do): segments after the change carry the new init and play at the new size."""
     small = make_h264_annexb(tmp_path / "360p.h264", seconds=6, width=640, height=360, gop=25)
     large = make_h264_annexb(tmp_path / "720p.h264", seconds=6, width=1280, height=720, gop=25)
     server = rtsp_server_factory([f"/{CAMERA}"], file=str(small))
-    rec = start_recorder(appliance, server.url(), recorders, tmp_path)
+    rec = recorder(server.url())
     assert wait_for(lambda: partials(appliance), 20), rec.text()
     time.sleep(3)
     server.stop()
@@ -451,8 +448,7 @@ def test_new_stream_parameters_start_segments_with_the_new_init(
     assert sizes == sorted(sizes), "no segment mixes or reverts the sizes"
     assert segs[0].meta["init_signature"] != segs[-1].meta["init_signature"]
     for s, size in ((segs[0], (640, 360)), (segs[-1], (1280, 720))):
-        info = ffprobe_segment(appliance, s.id, tmp_path)
-        (video,) = [x for x in info["streams"] if x["codec_type"] == "video"]  # type: ignore[union-attr,index]
+        video = video_stream(appliance, s.id, tmp_path)
         assert (video["width"], video["height"]) == size
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -93,27 +94,35 @@ class SiteRecorder:
 
 
 @pytest.fixture
-def site_recorders() -> list[SiteRecorder]:
-    started: list[SiteRecorder] = []
-    yield started  # type: ignore[misc]
-    for r in started:
-        r.stop()
+def site_recorder(
+    appliance: Appliance, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[str], SiteRecorder]:
+    """start(name): a started SiteRecorder of the appliance, its files named `name`; stopped at
+    teardown."""
+
+    def start(name: str) -> SiteRecorder:
+        rec = SiteRecorder(appliance, tmp_path, name)
+        request.addfinalizer(rec.stop)
+        return rec
+
+    return start
+
+
+@pytest.fixture
+def small_camera(rtsp_server_factory: RtspServerFactory, small_stream: Path) -> RtspServerFactory:
+    """camera(*mounts): an RTSP server looping the small stream on those mounts."""
+    return lambda *mounts: rtsp_server_factory(mounts, file=str(small_stream))
 
 
 def test_site_recorder_isolates_cameras_survives_kill_and_speaks_to_systemd(
-    appliance: Appliance,
-    rtsp_server_factory: RtspServerFactory,
-    small_stream: Path,
-    site_recorders: list[SiteRecorder],
-    tmp_path: Path,
+    appliance: Appliance, small_camera: RtspServerFactory, site_recorder: Callable[[str], SiteRecorder]
 ) -> None:
-    office = rtsp_server_factory(("/office-1",), file=str(small_stream))
-    garage = rtsp_server_factory(("/garage-1",), file=str(small_stream))
+    office = small_camera("/office-1")
+    garage = small_camera("/garage-1")
     configure(appliance, {"office-1": office.url("/office-1"), "garage-1": garage.url("/garage-1")})
     spool = appliance.cfg.paths.spool
 
-    rec = SiteRecorder(appliance, tmp_path, "first")
-    site_recorders.append(rec)
+    rec = site_recorder("first")
     # READY only once every camera records.
     assert wait_for(lambda: rec.notify.values("READY"), 30), rec.text()
     assert all(partials(appliance, c) for c in CAMERAS), "READY before every camera recorded"
@@ -146,8 +155,7 @@ def test_site_recorder_isolates_cameras_survives_kill_and_speaks_to_systemd(
     wd = rec.watchdog_gaps()
     assert len(wd) >= 8 and max(wd) < WATCHDOG_SECONDS, wd  # pinged all along, outage included
 
-    rec2 = SiteRecorder(appliance, tmp_path, "second")
-    site_recorders.append(rec2)
+    rec2 = site_recorder("second")
     assert wait_for(lambda: rec2.notify.values("READY"), 30), rec2.text()
     # Recovered, or (a segment opened in the instant before the kill) reported and dropped.
     dropped = {
@@ -189,21 +197,16 @@ def test_site_recorder_isolates_cameras_survives_kill_and_speaks_to_systemd(
 
 
 def test_one_camera_failing_unexpectedly_restarts_alone(
-    appliance: Appliance,
-    rtsp_server_factory: RtspServerFactory,
-    small_stream: Path,
-    site_recorders: list[SiteRecorder],
-    tmp_path: Path,
+    appliance: Appliance, small_camera: RtspServerFactory, site_recorder: Callable[[str], SiteRecorder]
 ) -> None:
     """A fault only one camera hits (its state file is a directory: disk damage) is logged with
     where it happened and retried with backoff, while the other camera records on."""
-    server = rtsp_server_factory(("/office-1", "/garage-1"), file=str(small_stream))
+    server = small_camera("/office-1", "/garage-1")
     configure(appliance, {c: server.url(f"/{c}") for c in CAMERAS})
     state = appliance.cfg.paths.spool / ".recorder" / "garage-1.json"
     state.mkdir(parents=True)
 
-    rec = SiteRecorder(appliance, tmp_path, "faulty")
-    site_recorders.append(rec)
+    rec = site_recorder("faulty")
     crashed = lambda n: rec.text().count("event=camera.crashed") >= n  # noqa: E731
     open_fds = lambda: len(os.listdir(f"/proc/{rec.proc.pid}/fd"))  # noqa: E731
     assert wait_for(lambda: crashed(2), 20), rec.text()
@@ -236,14 +239,11 @@ def test_one_camera_failing_unexpectedly_restarts_alone(
 
 
 def test_a_second_recorder_of_the_same_camera_waits_for_the_first(
-    appliance: Appliance,
-    rtsp_server_factory: RtspServerFactory,
-    small_stream: Path,
-    tmp_path: Path,
+    appliance: Appliance, small_camera: RtspServerFactory, tmp_path: Path
 ) -> None:
     """Two processes for one camera (a per-camera unit and a per-site unit, or a copy run by
     hand) would recover each other's live partials: the second waits, naming the first's PID."""
-    server = rtsp_server_factory(("/office-1", "/garage-1"), file=str(small_stream))
+    server = small_camera("/office-1", "/garage-1")
     configure(appliance, {c: server.url(f"/{c}") for c in CAMERAS})
     with open(tmp_path / "one.log", "ab") as f1, open(tmp_path / "two.log", "ab") as f2:
         first = appliance.popen("record", "camera", "office-1", stdout=f1, stderr=f1)
