@@ -45,6 +45,8 @@ CALLS = "holdfast-calls@cs-1.service"
 HOLDFAST = "/opt/holdfast/.venv/bin/holdfast"
 CONFIG = "/etc/holdfast/holdfast.toml"
 SEGMENT_SECONDS = 2
+#: `[api] workers`: the API unit serves with a parent and this many worker processes.
+API_WORKERS = 2
 #: pip's settings from this machine's environment (local wheel mirrors), passed to `make install`.
 PIP_ENV = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT", "PIP_DEFAULT_TIMEOUT")
 
@@ -100,16 +102,19 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             check=False,
         )
         assert p.returncode == 0, f"make install failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-        # An administrator then edits the config: cameras, the API port, the segment length, and
-        # this box's clock: the kernel's NTP state is the host's (not namespaced), and this VM has
-        # no NTP server on its closed network, so the site says so knowingly (docs/systemd.md).
+        # An administrator then edits the config: cameras, the API port, the segment length, the
+        # API's worker processes, and this box's clock: the kernel's NTP state is the host's (not
+        # namespaced), and this VM has no NTP server on its closed network, so the site says so
+        # knowingly (docs/systemd.md).
         api_port = free_port()
         text = box.read(CONFIG)
         text = text.replace("rtsp://127.0.0.1:8554/", f"rtsp://127.0.0.1:{rtsp.port}/")
         text = text.replace("segment_seconds = 10", f"segment_seconds = {SEGMENT_SECONDS}")
         text = text.replace("require_clock_sync = true", "require_clock_sync = false")
         text = re.sub(r"(?m)^port = 8080$", f"port = {api_port}", text)
+        text = text.replace("# workers = 1\n", f"workers = {API_WORKERS}\n")
         assert f"127.0.0.1:{rtsp.port}/office-1" in text and f"port = {api_port}" in text
+        assert f"\nworkers = {API_WORKERS}\n" in text
         box.write(CONFIG, text)
         box.systemctl("restart", *DAEMONS)
         yield Deployed(box, rtsp, api_port)
@@ -386,9 +391,11 @@ INDEX_FILES = {f"/var/lib/holdfast/db/holdfast.db{x}" for x in ("", "-wal", "-sh
 
 def api_call(
     deployed: Deployed, method: str, path: str, *, token: str = "", form: dict[str, str] | None = None,
-    body: object = None,
+    body: object = None, workers: list[int] | None = None,
 ) -> tuple[int, bytes]:  # fmt: skip
-    """One request to the box's API on 127.0.0.1, as any client on the machine makes it."""
+    """One request to the box's API on 127.0.0.1, as any client on the machine makes it (a new
+    connection each: the kernel gives it to one worker); `workers` collects which one answered
+    (X-Holdfast-Worker, its PID in the box)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     data = None
     if form is not None:
@@ -402,9 +409,67 @@ def api_call(
     )
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
+            if workers is not None:
+                workers.append(int(r.headers["X-Holdfast-Worker"]))
             return int(r.status), r.read()
     except urllib.error.HTTPError as e:
         return int(e.code), e.read()
+
+
+def unit_processes(box: Box, unit: str) -> dict[int, dict[str, str]]:
+    """Every process in the unit's cgroup, as the cgroup filesystem lists it (PIDs in the box):
+    pid -> the fields of its /proc/PID/status."""
+    main = box.main_pid(unit)
+    paths = dict(line.split(":", 2)[1:] for line in box.read(f"/proc/{main}/cgroup").splitlines())
+    # systemd's own hierarchy (hybrid or legacy), or the unified one (cgroup v2 only).
+    for hierarchy, root in (
+        ("name=systemd", "/sys/fs/cgroup/systemd"),
+        ("", "/sys/fs/cgroup/unified"),
+        ("", "/sys/fs/cgroup"),
+    ):
+        procs = f"{root}{paths.get(hierarchy, '')}/cgroup.procs"
+        if hierarchy in paths and box.run(["test", "-f", procs], check=False).returncode == 0:
+            break
+    else:
+        raise AssertionError(f"no cgroup.procs for {unit}: {paths}")
+    out = {}
+    for pid in box.read(procs).split():
+        text = box.read(f"/proc/{pid}/status")
+        out[int(pid)] = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+    return out
+
+
+def test_the_api_serves_with_its_workers_inside_the_units_sandbox(deployed: Deployed) -> None:
+    """`[api] workers = 2` under the installed unit: the main process and its two workers are the
+    unit's cgroup, every worker as confined as the main process (user, no new privileges, seccomp,
+    no capabilities, the unit's mount namespace), and each worker answers."""
+    box = deployed.box
+    unit = "holdfast-api.service"
+    assert wait_for(lambda: deployed.running(unit), 120, step=0.5), box.journal(unit)[-2000:]
+    main = box.main_pid(unit)
+    assert f"with {API_WORKERS} workers" in box.show(unit, "StatusText")["StatusText"]
+    assert wait_for(lambda: len(unit_processes(box, unit)) == 1 + API_WORKERS, 60, step=0.5), (
+        unit_processes(box, unit),
+        box.journal(unit)[-2000:],
+    )
+    procs = unit_processes(box, unit)
+    workers = {pid for pid, st in procs.items() if st["PPid"] == str(main)}
+    assert set(procs) == {main, *workers} and len(workers) == API_WORKERS, procs
+    uid = box.run(["id", "-u", "holdfast"]).stdout.strip()
+    mnt = box.run(["readlink", f"/proc/{main}/ns/mnt"]).stdout.strip()
+    for pid in workers:
+        st = procs[pid]
+        assert st["Uid"].split() == [uid] * 4 and st["NoNewPrivs"] == "1" and st["Seccomp"] == "2", (pid, st)
+        assert int(st["CapEff"], 16) == 0 == int(st["CapBnd"], 16), (pid, st)
+        assert box.run(["readlink", f"/proc/{pid}/ns/mnt"]).stdout.strip() == mnt, pid
+    # Each worker answers: fresh connections until both have (the kernel picks the worker).
+    answered: list[int] = []
+    for _ in range(200):
+        status, _ = api_call(deployed, "GET", "/healthz", workers=answered)
+        assert status == 200
+        if set(answered) == workers:
+            break
+    assert set(answered) == workers, (sorted(set(answered)), sorted(workers))
 
 
 def scratch_entries(box: Box, pid: int) -> list[str]:
@@ -441,18 +506,33 @@ def test_an_incident_export_through_the_api_is_built_in_the_units_tmpfs(
         input=password + "\n",
     )  # fmt: skip
     assert "user guard added with role security" in add.stdout, add.stdout + add.stderr
+    workers = {p for p, st in unit_processes(box, unit).items() if st["PPid"] == str(pid)}
+    logged_in_by: list[int] = []
     status, raw = api_call(
-        deployed, "POST", "/api/v1/auth/token", form={"username": "guard", "password": password}
-    )
+        deployed, "POST", "/api/v1/auth/token", form={"username": "guard", "password": password},
+        workers=logged_in_by,
+    )  # fmt: skip
     assert status == 200, raw
     token = json.loads(raw)["access_token"]
 
-    # The camera's segments ingested in the last minutes, as the API lists them.
+    # The camera's segments ingested in the last minutes, as the API lists them: the session
+    # one worker opened holds on every worker (fresh connections until each has answered).
     now = datetime.now(UTC)
     a = (now - timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ")
     b = (now + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    status, raw = api_call(deployed, "GET", f"/api/v1/segments?source={cam}&start={a}&end={b}", token=token)
-    assert status == 200, raw
+    searched_by: list[int] = []
+    for _ in range(200):
+        status, raw = api_call(
+            deployed,
+            "GET",
+            f"/api/v1/segments?source={cam}&start={a}&end={b}",
+            token=token,
+            workers=searched_by,
+        )
+        assert status == 200, raw
+        if set(searched_by) == workers:
+            break
+    assert set(logged_in_by) <= workers and set(searched_by) == workers, (logged_in_by, searched_by, workers)
     segs = json.loads(raw)[-3:]
     assert segs and all(s["source"] == cam and s["bytes"] > 0 for s in segs), segs
     status, raw = api_call(
@@ -474,7 +554,11 @@ def test_an_incident_export_through_the_api_is_built_in_the_units_tmpfs(
     # What the export may write: the index (access log) and nothing else under /var/lib/holdfast
     # but the store; the spool is the recorders' (the API cannot reach it: InaccessiblePaths=).
     box.run(["touch", "/tmp/holdfast-export-marker"])
-    status, zipped = api_call(deployed, "POST", f"/api/v1/incidents/{incident}/export", token=token)
+    exported_by: list[int] = []
+    status, zipped = api_call(
+        deployed, "POST", f"/api/v1/incidents/{incident}/export", token=token, workers=exported_by
+    )
+    assert set(exported_by) <= workers, (exported_by, workers)
     assert status == 200, f"{status} {zipped[:2000]!r}\n{box.journal(unit)[-3000:]}"
     assert zipped[:4] == b"PK\x03\x04", zipped[:200]
 
