@@ -13,9 +13,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.appliance import Appliance
-from tests.support.retention import Clock, make_segments, set_purge, set_store
+from tests.support.retention import Clock, make_segments, place_hold, release_hold, set_purge, set_store
 from vault.index.schema import PurgeLogRow, Segment
-from vault.retention import holds
 from vault.retention.purge import Purger
 from vault.store.ingest import Ingestor
 from vault.store.spool import SpoolSegment
@@ -68,8 +67,7 @@ def test_oldest_unheld_purged_for_pressure_held_intact_then_store_stops(
         used, total = p.usage(s)
     assert used / total > 0.6, (mode, used, total)
     held = ids[:3]  # the three oldest: pressure must skip them and take the next oldest
-    with v.sessions.begin() as s:
-        holds.add_hold(s, v.access_log, actor="guard", role="staff", reason="fight", now=T0, segment_ids=held)
+    place_hold(v, "fight", actor="guard", now=T0, segment_ids=held)
     rep = p.run()
     left = _stored(v)
     assert set(held) <= set(left)
@@ -85,18 +83,15 @@ def test_oldest_unheld_purged_for_pressure_held_intact_then_store_stops(
             assert r.plaintext_size == MIB
 
     # everything left is held and the mark drops below it: alert, no deletion, the store stops
-    with v.sessions.begin() as s:
-        hid = holds.add_hold(
-            s,
-            v.access_log,
-            actor="guard",
-            role="staff",
-            reason="whole morning",
-            now=T0,
-            sources=["office-1"],
-            start=T0 - timedelta(days=1),
-            end=T0 + timedelta(days=1),
-        ).id
+    hid = place_hold(
+        v,
+        "whole morning",
+        actor="guard",
+        now=T0,
+        sources=["office-1"],
+        start=T0 - timedelta(days=1),
+        end=T0 + timedelta(days=1),
+    )
     set_purge(app, high_water_percent=5)
     v = Vault(app.cfg, clock=clock)
     before = _stored(v)
@@ -113,17 +108,7 @@ def test_oldest_unheld_purged_for_pressure_held_intact_then_store_stops(
     set_purge(app, high_water_percent=50)
     clock.now = datetime.now(UTC) + timedelta(seconds=1)
     v = Vault(app.cfg, clock=clock)
-    with v.sessions.begin() as s:
-        holds.release_hold(
-            s,
-            v.access_log,
-            hid,
-            actor="dpo",
-            role="dpo",
-            reason="closed",
-            now=clock.now,
-            allowed=lambda a, p: True,
-        )
+    release_hold(v, hid, "closed", now=clock.now)
     rep = Purger(v).run()
     assert not rep.store_full
     assert Ingestor(v).scan().indexed == 1 and not path.exists()

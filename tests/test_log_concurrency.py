@@ -17,7 +17,7 @@ import httpx
 
 from tests.support.accounts import PASSWORD, add_user
 from tests.support.appliance import Appliance
-from tests.support.retention import make_segments, set_purge
+from tests.support.retention import hold_add_cli, make_segments, set_purge
 from tests.support.server import serve, token
 from vault.retention.purge import Purger
 from vault.timeutil import iso
@@ -76,19 +76,8 @@ def test_concurrent_views_and_cli_holds_keep_one_verifiable_access_log(
         def holder() -> None:
             go.wait()
             for k in range(HOLDS):
-                p = app.cli(
-                    "hold",
-                    "add",
-                    "--source",
-                    "office-1",
-                    "--from",
-                    iso(T0),
-                    "--to",
-                    iso(T0 + timedelta(minutes=k + 1)),
-                    "--reason",
-                    f"concurrency test {k}",
-                    check=False,
-                )
+                end = T0 + timedelta(minutes=k + 1)
+                p = hold_add_cli(app, "office-1", T0, end, f"concurrency test {k}", check=False)
                 hold_results.append(p.returncode)
 
         threads = [threading.Thread(target=viewer) for _ in range(THREADS)] + [

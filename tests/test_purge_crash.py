@@ -16,9 +16,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.support.appliance import make_appliance
-from tests.support.retention import make_segments, set_purge
+from tests.support.retention import make_segments, place_hold, set_purge
 from vault.index.schema import PurgeLogRow, PurgePending, Segment
-from vault.retention import holds
 
 MIN_KILLS = 20
 #: store -> (expired, kept, batch size): on RGW every segment costs a few HTTP requests to set
@@ -62,18 +61,14 @@ def test_kill9_during_segment_purge(shm_appliance, tmp_path) -> None:  # type: i
         held = make_segments(
             v, "office-1", now - timedelta(days=30), N_KEPT // 2, seconds=1, payload=b"k" * 64
         )
-        with v.sessions.begin() as s:
-            holds.add_hold(
-                s,
-                v.access_log,
-                actor="t",
-                role="staff",
-                reason="crash test evidence",
-                now=v.clock(),
-                sources=["office-1"],
-                start=now - timedelta(days=30),
-                end=now - timedelta(days=30) + timedelta(seconds=N_KEPT // 2),
-            )
+        place_hold(
+            v,
+            "crash test evidence",
+            actor="t",
+            sources=["office-1"],
+            start=now - timedelta(days=30),
+            end=now - timedelta(days=30) + timedelta(seconds=N_KEPT // 2),
+        )
         keys = {}
         with v.sessions() as s:
             for seg in s.scalars(select(Segment)):

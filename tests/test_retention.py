@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from tests.support.appliance import Appliance
-from tests.support.retention import Clock, make_segments, set_purge
+from tests.support.retention import Clock, hold_add_cli, make_segments, place_hold, release_hold, set_purge
 from vault.index.db import current_revision
 from vault.index.schema import AccessLogRow, PurgeLogRow, Segment
 from vault.retention import holds
@@ -50,18 +50,9 @@ def _log(v: Vault) -> list[dict]:
         return [json.loads(r.entry) for r in s.scalars(select(PurgeLogRow).order_by(PurgeLogRow.seq))]
 
 
-def _add_hold(v: Vault, **kw: object) -> str:
-    with v.sessions.begin() as s:
-        h = holds.add_hold(
-            s,
-            v.access_log,
-            actor="officer",
-            role="staff",
-            now=v.clock(),
-            known_sources={c.id for c in v.cfg.cameras},
-            **kw,  # type: ignore[arg-type]
-        )
-        return h.id
+def _add_hold(v: Vault, reason: str, **scope: object) -> str:
+    """A hold by an officer; any configured camera may be named (`known_sources`)."""
+    return place_hold(v, reason, known_sources={c.id for c in v.cfg.cameras}, **scope)
 
 
 def test_migrated_to_head_through_0002(app: Appliance) -> None:
@@ -142,22 +133,9 @@ def test_erasure_request_deletes_unheld_with_reason(app: Appliance) -> None:
 def test_range_hold_covers_segment_ingested_later_and_release_is_logged(app: Appliance) -> None:
     clock = Clock(T0)
     v = _vault(app, clock)
-    p = app.cli(
-        "hold",
-        "add",
-        "--source",
-        "office-1",
-        "--from",
-        iso(T0 - timedelta(hours=2)),
-        "--to",
-        iso(T0),
-        "--reason",
-        "assault at the counter",
-        "--incident",
-        "POL-2026-991",
-        "--user",
-        "guard1",
-    )
+    reason = "assault at the counter"
+    more = ("--incident", "POL-2026-991", "--user", "guard1")
+    p = hold_add_cli(app, "office-1", T0 - timedelta(hours=2), T0, reason, *more)
     hold_id = p.stdout.decode().strip()
     # the recorder delivers footage of that range only now (spool backlog)
     [late] = make_segments(v, "office-1", T0 - timedelta(hours=1), 1)
@@ -183,17 +161,8 @@ def test_release_needs_permission_denial_logged(app: Appliance) -> None:
     clock = Clock(T0)
     v = _vault(app, clock)
     hid = _add_hold(v, sources=["office-1"], start=T0, end=T0 + timedelta(hours=1), reason="fight")
-    with pytest.raises(holds.PermissionDenied), v.sessions.begin() as s:
-        holds.release_hold(
-            s,
-            v.access_log,
-            hid,
-            actor="guard2",
-            role="staff",
-            reason="oops",
-            now=T0,
-            allowed=lambda a, p: False,
-        )
+    with pytest.raises(holds.PermissionDenied):
+        release_hold(v, hid, "oops", actor="guard2", role="staff", now=T0, allowed=lambda a, p: False)
     with v.sessions() as s:
         h = s.get(holds.Hold, hid)
         assert h is not None and h.released_at is None

@@ -11,9 +11,8 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import use_database
 from tests.support.appliance import make_appliance
-from tests.support.retention import Clock, make_segments, set_purge
+from tests.support.retention import Clock, make_segments, place_hold, set_purge
 from vault.index.schema import PurgeLogRow, Segment
-from vault.retention import holds
 from vault.retention.purge import Purger
 from vault.vault import Vault
 
@@ -27,18 +26,13 @@ def test_purge_and_hold_guard_on_postgresql(tmp_path: Path, postgres_cluster) ->
     v = Vault(app.cfg, clock=clock)
     assert v.engine.dialect.name == "postgresql"
     held_id, free_id, other_id = make_segments(v, "garage-1", T0 - timedelta(hours=1), 3, seconds=600)
-    with v.sessions.begin() as s:
-        holds.add_hold(
-            s,
-            v.access_log,
-            actor="officer",
-            role="staff",
-            now=clock(),
-            known_sources={c.id for c in v.cfg.cameras},
-            segment_ids=[held_id],
-            reason="vandalism of car 12",
-            incident="INC-7",
-        )
+    place_hold(
+        v,
+        "vandalism of car 12",
+        known_sources={c.id for c in v.cfg.cameras},
+        segment_ids=[held_id],
+        incident="INC-7",
+    )
     clock.advance(days=22)  # parking-camera: 21 days
     Purger(v).run()
     with v.sessions() as s:

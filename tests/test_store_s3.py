@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,11 +14,10 @@ from botocore.exceptions import ClientError
 from sqlalchemy import select
 
 from tests.support.appliance import Appliance, make_appliance
-from tests.support.retention import Clock, make_segments, set_purge
+from tests.support.retention import Clock, make_segments, place_hold, release_hold, set_purge
 from tests.support.rgw import RgwCluster, plain_client, use_s3_store
 from vault.errors import StoreError
 from vault.index.schema import Segment
-from vault.retention import holds
 from vault.retention.purge import Purger
 from vault.store import legalholds, s3
 from vault.vault import Vault
@@ -30,6 +30,16 @@ def s3app(tmp_path: Path, rgw_cluster: RgwCluster) -> Appliance:
     app = use_s3_store(make_appliance(tmp_path / "site"), rgw_cluster)
     set_purge(app, require_clock_sync=False)
     return app
+
+
+@pytest.fixture
+def at_t0(s3app: Appliance) -> Iterator[tuple[Vault, Clock, str]]:
+    """The S3 appliance's vault on a clock at T0, and its bucket."""
+    bucket = s3app.cfg.store.bucket
+    assert bucket is not None
+    clock = Clock(T0)
+    with Vault(s3app.cfg, clock=clock) as v:
+        yield v, clock, bucket
 
 
 def _rows(v: Vault) -> dict[str, Segment]:
@@ -86,12 +96,9 @@ def _curl_delete(cluster: RgwCluster, bucket: str, key: str, version: str) -> tu
 
 
 def test_held_version_cannot_be_deleted_in_the_bucket_and_purge_leaves_no_version(
-    s3app: Appliance, rgw_cluster: RgwCluster
+    at_t0: tuple[Vault, Clock, str], rgw_cluster: RgwCluster
 ) -> None:
-    clock = Clock(T0)
-    v = Vault(s3app.cfg, clock=clock)
-    bucket = s3app.cfg.store.bucket
-    assert bucket is not None
+    v, clock, bucket = at_t0
     a, b = make_segments(v, "office-1", T0 - timedelta(minutes=5), 2)
     rows = _rows(v)
     client = plain_client(rgw_cluster)
@@ -99,10 +106,7 @@ def test_held_version_cannot_be_deleted_in_the_bucket_and_purge_leaves_no_versio
         rows[a].storage_version
     ]
     assert _legal_hold(client, bucket, rows[a].storage_key, rows[a].storage_version) == "OFF"
-    with v.sessions.begin() as s:
-        hid = holds.add_hold(
-            s, v.access_log, actor="guard", role="staff", reason="fight", now=clock(), segment_ids=[a]
-        ).id
+    hid = place_hold(v, "fight", actor="guard", segment_ids=[a])
     # placing the hold set the object's legal hold; the other segment's stays off
     assert _legal_hold(client, bucket, rows[a].storage_key, rows[a].storage_version) == "ON"
     assert _legal_hold(client, bucket, rows[b].storage_key, rows[b].storage_version) == "OFF"
@@ -119,18 +123,7 @@ def test_held_version_cannot_be_deleted_in_the_bucket_and_purge_leaves_no_versio
     assert e.value.response["Error"]["Code"] == "AccessDenied"
     assert _versions(client, bucket, rows[a].storage_key) == [rows[a].storage_version]
     # a segment ingested later into a held range is written with its legal hold already on
-    with v.sessions.begin() as s:
-        holds.add_hold(
-            s,
-            v.access_log,
-            actor="guard",
-            role="staff",
-            reason="vandalism",
-            now=clock(),
-            sources=["garage-1"],
-            start=T0,
-            end=T0 + timedelta(hours=1),
-        )
+    place_hold(v, "vandalism", actor="guard", sources=["garage-1"], start=T0, end=T0 + timedelta(hours=1))
     [c] = make_segments(v, "garage-1", T0 + timedelta(minutes=10), 1)
     rc = _rows(v)[c]
     assert rc.storage_version is not None
@@ -142,33 +135,19 @@ def test_held_version_cannot_be_deleted_in_the_bucket_and_purge_leaves_no_versio
     assert set(left) == {a, c}
     assert _versions(client, bucket, rows[b].storage_key) == []
     # release: legal hold off, then the purge removes every version of it too
-    with v.sessions.begin() as s:
-        holds.release_hold(
-            s,
-            v.access_log,
-            hid,
-            actor="dpo",
-            role="dpo",
-            reason="case closed",
-            now=clock(),
-            allowed=lambda *_: True,
-        )
+    release_hold(v, hid, "case closed")
     assert _legal_hold(client, bucket, rows[a].storage_key, rows[a].storage_version) == "OFF"
     Purger(v).run()
     assert set(_rows(v)) == {c}
     assert _versions(client, bucket, rows[a].storage_key) == []
-    v.close()
 
 
 def test_drift_found_and_mended_and_purge_unlocks_a_stale_legal_hold(
-    s3app: Appliance, rgw_cluster: RgwCluster
+    at_t0: tuple[Vault, Clock, str], rgw_cluster: RgwCluster
 ) -> None:
-    clock = Clock(T0)
-    v = Vault(s3app.cfg, clock=clock)
-    bucket = s3app.cfg.store.bucket
+    v, clock, bucket = at_t0
     held, free, stale = make_segments(v, "office-1", T0 - timedelta(minutes=5), 3)
-    with v.sessions.begin() as s:
-        holds.add_hold(s, v.access_log, actor="g", role="staff", reason="x", now=clock(), segment_ids=[held])
+    place_hold(v, "x", actor="g", segment_ids=[held])
     rows = _rows(v)
     client = plain_client(rgw_cluster)
     assert legalholds.find_drift(v) == []
@@ -200,7 +179,6 @@ def test_drift_found_and_mended_and_purge_unlocks_a_stale_legal_hold(
     assert d.segment == held
     assert _legal_hold(client, bucket, rows[held].storage_key, rows[held].storage_version) == "ON"
     assert legalholds.find_drift(v) == []
-    v.close()
 
 
 def test_check_reports_legal_hold_drift_and_repair_holds_mends_it(
@@ -211,8 +189,7 @@ def test_check_reports_legal_hold_drift_and_repair_holds_mends_it(
     bucket = s3app.cfg.store.bucket
     now = datetime.now(UTC)
     (held,) = make_segments(v, "office-1", now - timedelta(minutes=5), 1)
-    with v.sessions.begin() as s:
-        holds.add_hold(s, v.access_log, actor="g", role="staff", reason="x", now=now, segment_ids=[held])
+    place_hold(v, "x", actor="g", now=now, segment_ids=[held])
     row = _rows(v)[held]
     v.close()
     p = s3app.cli("check", "--json", check=False)
