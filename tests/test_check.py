@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, text, update
 from tests.conftest import use_database
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.media import make_fmp4
-from tests.support.retention import make_segments, set_purge
+from tests.support.retention import make_segments, place_hold, set_purge
 from vault.index.schema import HoldSegment, PurgeLogRow, PurgePending, Segment
 from vault.retention.purge import Purger
 from vault.store.local import LocalStore
@@ -49,6 +49,17 @@ def run_check(app: Appliance, *flags: str) -> tuple[int, list[dict[str, Any]], s
 
 def kinds(problems: list[dict[str, Any]]) -> set[tuple[str, str | None]]:
     return {(p["kind"], p["segment"]) for p in problems}
+
+
+def problems_found(
+    app: Appliance, expected: set[tuple[str, str | None]], *flags: str, by: str = "segment"
+) -> tuple[list[dict[str, Any]], str]:
+    """`holdfast check` (see run_check) exits 1 and names exactly the `expected` problems, as
+    (kind, segment) pairs or, with `by="path"`, (kind, path); its problems and plain report."""
+    rc, problems, plain = run_check(app, *flags)
+    assert rc == 1
+    assert {(p["kind"], p[by]) for p in problems} == expected, problems
+    return problems, plain
 
 
 def blob(v: Vault, sid: str) -> Path:
@@ -103,14 +114,8 @@ def test_store_damage_is_named_by_segment_and_key(local_app: Appliance) -> None:
         data[len(data) // 2] ^= 0x01
         p.write_bytes(bytes(data))
         flipped_key = str(p.relative_to(v.cfg.paths.store))
-    rc, problems, plain = run_check(app)
-    assert rc == 1
-    assert kinds(problems) == {
-        ("blob_missing", gone),
-        ("blob_size", short),
-        ("purging", left),
-        ("orphan", None),
-    }, problems
+    damage = {("blob_missing", gone), ("blob_size", short), ("purging", left), ("orphan", None)}
+    problems, plain = problems_found(app, damage)
     (orphan,) = [p for p in problems if p["kind"] == "orphan"]
     assert orphan["path"] == "office-1/notes.txt"
     assert "holdfast purge" in next(p["detail"] for p in problems if p["kind"] == "purging")
@@ -140,14 +145,8 @@ def test_purge_leftovers_and_purge_log_against_the_index(local_app: Appliance, t
         with v.sessions.begin() as s:
             s.add(PurgePending(segment_id="lostlostlost", reason="expired", marked_at=v.clock()))
         seq_b = _seq(v, b)
-    rc, problems, plain = run_check(app)
-    assert rc == 1
-    assert kinds(problems) == {
-        ("purged_blob_present", a),
-        ("purge_log_live", b),
-        ("blob_missing", b),
-        ("purge_log_missing", "lostlostlost"),
-    }, problems
+    leftovers = {("purged_blob_present", a), ("purge_log_live", b), ("blob_missing", b)}
+    problems, plain = problems_found(app, leftovers | {("purge_log_missing", "lostlostlost")})
     live = next(p for p in problems if p["kind"] == "purge_log_live")
     assert f"entry {seq_b}" in live["detail"] and f"holdfast purge --erase {b}" in live["detail"]
     assert c not in plain
@@ -162,24 +161,12 @@ def test_a_purged_segment_an_active_hold_names(app: Appliance) -> None:
     with app.vault() as v:
         (a,) = make_segments(v, "office-1", OLD, 1)
         Purger(v).run()
-        from vault.retention import holds
-
+        hid = place_hold(
+            v, "incident 7", known_sources={"office-1"}, sources=["office-1"], start=OLD, end=OLD
+        )
         with v.sessions.begin() as s:
-            h = holds.add_hold(
-                s,
-                v.access_log,
-                actor="officer",
-                role="staff",
-                now=v.clock(),
-                known_sources={"office-1"},
-                sources=["office-1"],
-                start=OLD,
-                end=OLD,
-                reason="incident 7",
-            )
-            s.execute(insert(HoldSegment), [{"hold_id": h.id, "segment_id": a}])
-    rc, problems, _ = run_check(app)
-    assert rc == 1 and kinds(problems) == {("held_purged", a)}, problems
+            s.execute(insert(HoldSegment), [{"hold_id": hid, "segment_id": a}])
+    problems_found(app, {("held_purged", a)})
 
 
 @pytest.mark.parametrize("log", ["purge", "access"])
@@ -221,24 +208,14 @@ def test_stale_and_plaintext_spool_files(local_app: Appliance, ffmpeg: str) -> N
     os.utime(stale, (two_hours_ago, two_hours_ago))
     fresh = spool / "fresh.gap.json"
     fresh.write_text("{}")
-    rc, problems, plain = run_check(app)
-    assert rc == 1
-    assert {(p["kind"], p["path"]) for p in problems} == {
-        ("plaintext", str(mp4)),
-        ("spool_stale", str(stale)),
-    }, problems
+    problems, _ = problems_found(app, {("plaintext", str(mp4)), ("spool_stale", str(stale))}, by="path")
     assert "mp4" in next(p["detail"] for p in problems if p["kind"] == "plaintext")
     assert "holdfast-ingest" in next(p["detail"] for p in problems if p["kind"] == "spool_stale")
     # The same file dropped into the store: a stray file, and plaintext.
     dest = app.cfg.paths.store / "office-1" / "leak.mp4"
     shutil.move(mp4, dest)
     stale.unlink()
-    rc, problems, _ = run_check(app)
-    assert rc == 1
-    assert {(p["kind"], p["path"]) for p in problems} == {
-        ("orphan", "office-1/leak.mp4"),
-        ("plaintext", "office-1/leak.mp4"),
-    }, problems
+    problems_found(app, {("orphan", "office-1/leak.mp4"), ("plaintext", "office-1/leak.mp4")}, by="path")
 
 
 def test_doctor_runs_the_quick_check(appliance: Appliance) -> None:
