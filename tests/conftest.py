@@ -7,7 +7,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -90,14 +90,27 @@ def ffmpeg() -> str:
 # -- PostgreSQL: the scale-out index; the same ingest tests run on both backends -----------
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[postgres.PostgresCluster]:
-    ok, why = postgres.available()
+class _Service(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Service)
+
+
+def _for_the_session(available: Callable[[], tuple[bool, str]], start: Callable[[], S]) -> Iterator[S]:
+    """A private server started once for the session and stopped after it; the test is skipped,
+    saying why, where `available()` finds it cannot run on this machine."""
+    ok, why = available()
     if not ok:
         pytest.skip(why)
-    cluster = postgres.PostgresCluster().start()
-    yield cluster
-    cluster.stop()
+    service = start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.PostgresCluster]:
+    yield from _for_the_session(postgres.available, lambda: postgres.PostgresCluster().start())
 
 
 def use_database(app: Appliance, url: str) -> Appliance:
@@ -139,12 +152,7 @@ def any_appliance(request: pytest.FixtureRequest, tmp_path: Path) -> Appliance:
 @pytest.fixture(scope="session")
 def rgw_cluster() -> Iterator[rgw.RgwCluster]:
     """One private Ceph (mon, memstore OSD, radosgw) for the whole session: ~3-10 s to start."""
-    ok, why = rgw.available()
-    if not ok:
-        pytest.skip(why)
-    cluster = rgw.RgwCluster().start()
-    yield cluster
-    cluster.stop()
+    yield from _for_the_session(rgw.available, lambda: rgw.RgwCluster().start())
 
 
 @pytest.fixture(params=["local", "s3"])
