@@ -185,3 +185,12 @@ def edit_config(path: Path, pattern: str, repl: str) -> None:
     new, n = re.subn(pattern, repl, text, count=1, flags=re.M)
     assert n == 1, f"no {pattern!r} in {path}"
     path.write_text(new)
+
+
+#: Who and what a call recording's metadata names, in this order.
+CALL_PARTY = ("agent", "direction", "remote", "call_id", "line")
+
+
+def call_party(meta: dict[str, object]) -> tuple[object, ...]:
+    """The CALL_PARTY fields of a call segment's metadata."""
+    return tuple(meta[k] for k in CALL_PARTY)
