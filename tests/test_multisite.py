@@ -12,10 +12,12 @@ import json
 import shutil
 import signal
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -54,6 +56,30 @@ def _site_box(directory: Path, db: str, rgw: RgwCluster, bucket: str, central: A
     return app
 
 
+@dataclass
+class Estate:
+    """One PostgreSQL index and one bucket, set up by the central box (the only one with the keys)."""
+
+    db: str
+    central: Appliance
+    bucket: str
+    rgw: RgwCluster
+    tmp: Path
+
+    def site_box(self, name: str) -> Appliance:
+        """A new site box in tmp/name on the estate's index and bucket."""
+        return _site_box(self.tmp / name, self.db, self.rgw, self.bucket, self.central)
+
+
+@pytest.fixture
+def estate(tmp_path: Path, postgres_cluster, rgw_cluster: RgwCluster) -> Estate:  # type: ignore[no-untyped-def]
+    db = postgres_cluster.create_database()
+    central = _box(tmp_path / "central", db, rgw_cluster, None)
+    bucket = central.cfg.store.bucket
+    assert bucket is not None
+    return Estate(db, central, bucket, rgw_cluster, tmp_path)
+
+
 def _spool(app: Appliance, source: str, n: int) -> dict[str, str]:
     """n sealed segments in the box's spool (as its recorders write them); id -> payload sha256."""
     from vault.sealed.keys import load_seal_public
@@ -70,15 +96,9 @@ def _spool(app: Appliance, source: str, n: int) -> dict[str, str]:
     return out
 
 
-def test_two_sites_one_postgresql_one_bucket(
-    tmp_path: Path, postgres_cluster, rgw_cluster: RgwCluster
-) -> None:  # type: ignore[no-untyped-def]
-    db = postgres_cluster.create_database()
-    central = _box(tmp_path / "central", db, rgw_cluster, None)
-    bucket = central.cfg.store.bucket
-    assert bucket is not None
-    demo_box = _site_box(tmp_path / "demo-box", db, rgw_cluster, bucket, central)
-    north_box = _site_box(tmp_path / "north-box", db, rgw_cluster, bucket, central)
+def test_two_sites_one_postgresql_one_bucket(estate: Estate) -> None:
+    central = estate.central
+    demo_box, north_box = estate.site_box("demo-box"), estate.site_box("north-box")
     assert not list(demo_box.cfg.keys.dir.glob("*.key")) and not list(north_box.cfg.keys.dir.glob("*.key"))
     want = _spool(demo_box, "office-1", N) | _spool(north_box, "north-1", N)
 
@@ -130,7 +150,7 @@ def test_two_sites_one_postgresql_one_bucket(
 
     # one purger at a time across all boxes: another box holding the lock is named, nothing done
     set_purge(central, require_clock_sync=False)
-    with psycopg.connect(db, autocommit=True) as other:
+    with psycopg.connect(estate.db, autocommit=True) as other:
         assert other.execute("SELECT pg_try_advisory_lock(%s)", (PURGE_LOCK_KEY,)).fetchone() == (True,)
         busy = central.cli("purge", check=False)
         assert busy.returncode == 6, busy.stderr
@@ -139,15 +159,9 @@ def test_two_sites_one_postgresql_one_bucket(
     assert b"purged" in central.cli("purge").stdout
 
 
-def test_site_box_without_private_key_cannot_read_what_it_stored(
-    tmp_path: Path,
-    postgres_cluster,  # type: ignore[no-untyped-def]
-    rgw_cluster: RgwCluster,
-) -> None:
-    db = postgres_cluster.create_database()
-    central = _box(tmp_path / "central", db, rgw_cluster, None)
-    assert central.cfg.store.bucket is not None
-    box = _site_box(tmp_path / "box", db, rgw_cluster, central.cfg.store.bucket, central)
+def test_site_box_without_private_key_cannot_read_what_it_stored(estate: Estate) -> None:
+    central = estate.central
+    box = estate.site_box("box")
     [sid] = list(_spool(box, "office-1", 1))
     assert b"indexed=1" in box.cli("ingest", "--once").stdout
     p = box.cli("segments", "cat", sid, check=False)
@@ -155,20 +169,12 @@ def test_site_box_without_private_key_cannot_read_what_it_stored(
     assert central.cli("segments", "cat", sid).stdout
 
 
-def test_a_site_ingest_killed_mid_batch_loses_nothing_and_indexes_nothing_twice(
-    tmp_path: Path,
-    postgres_cluster,  # type: ignore[no-untyped-def]
-    rgw_cluster: RgwCluster,
-) -> None:
+def test_a_site_ingest_killed_mid_batch_loses_nothing_and_indexes_nothing_twice(estate: Estate) -> None:
     """kill -9 one site's ingest mid-batch (the other site's runs on), restart it: every segment is
     indexed once and reads back; an object left without a row is an orphan `holdfast check`
     names, never footage lost."""
-    db = postgres_cluster.create_database()
-    central = _box(tmp_path / "central", db, rgw_cluster, None)
-    bucket = central.cfg.store.bucket
-    assert bucket is not None
-    demo_box = _site_box(tmp_path / "demo-box", db, rgw_cluster, bucket, central)
-    north_box = _site_box(tmp_path / "north-box", db, rgw_cluster, bucket, central)
+    central = estate.central
+    demo_box, north_box = estate.site_box("demo-box"), estate.site_box("north-box")
     many = 3 * N
     want = _spool(demo_box, "office-1", many) | _spool(north_box, "north-1", N)
     spool = demo_box.cfg.paths.spool
