@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tests.support.appliance import REPO
 from tests.support.media import FFPROBE, requires_ffmpeg
+from tests.support.rtsp import port_open
 from tests.support.wait import wait_for
 
 SOURCES = ("office-1", "garage-1", "cs-1")
@@ -48,20 +48,27 @@ def processes_mentioning(markers: list[str]) -> list[str]:
     return found
 
 
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 def http(base: str, path: str, token: str | None = None, data: bytes | None = None) -> tuple[int, bytes]:
     req = urllib.request.Request(base + path, data=data)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=30) as r:
         return r.status, r.read()
+
+
+def token(base: str, user: str, password: str) -> str:
+    """A bearer token from the API's script login."""
+    form = urllib.parse.urlencode({"username": user, "password": password}).encode()
+    _, body = http(base, "/api/v1/auth/token", data=form)
+    return str(json.loads(body)["access_token"])
+
+
+def demo_cli(
+    d: Path, env: dict[str, str], *args: str, check: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    """`holdfast ARGS` on the demo's config in `d`, as an operator runs it beside the demo."""
+    cmd = [*HOLDFAST_CLI, "--config", str(d / "holdfast.toml"), *args]
+    return subprocess.run(cmd, capture_output=True, env=env, timeout=60, check=check)
 
 
 def probe(data: bytes) -> dict:  # type: ignore[type-arg]
@@ -120,21 +127,7 @@ def test_demo_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         while time.monotonic() < end or not all(indexed.values()) and time.monotonic() < end + 15:
             time.sleep(5)
             assert proc.poll() is None, out()
-            r = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "cli.main",
-                    "--config",
-                    str(d / "holdfast.toml"),
-                    "segments",
-                    "list",
-                    "--json",
-                ],
-                capture_output=True,
-                env=env,
-                timeout=60,
-            )
+            r = demo_cli(d, env, "segments", "list", "--json")
             if r.returncode == 0:
                 segs = json.loads(r.stdout)
                 indexed = {s: [x["id"] for x in segs if x["source"] == s] for s in SOURCES}
@@ -145,55 +138,23 @@ def test_demo_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
         status, metrics = http(url, "/metrics")
         assert status == 200 and b"holdfast_camera_last_segment_age_seconds" in metrics
         assert all(ln.startswith((b"#", b"holdfast_")) for ln in metrics.splitlines() if ln)
-        _, body = http(
-            url,
-            "/api/v1/auth/token",
-            data=urllib.parse.urlencode({"username": "security", "password": creds["security"]}).encode(),
-        )
-        tok = json.loads(body)["access_token"]
+        tok = token(url, "security", creds["security"])
         # Camera footage plays through the API (the API serves cameras only, so far: a call
         # recording is 404 "no camera"); the call is checked with `holdfast segments cat`.
         for source in ("office-1", "garage-1"):
             status, media = http(url, f"/api/v1/segments/{indexed[source][0]}/media?purpose=demo", tok)
             streams = probe(media)["streams"]
             assert status == 200 and any(s["codec_type"] == "video" for s in streams), (source, streams)
-        call = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cli.main",
-                "--config",
-                str(d / "holdfast.toml"),
-                "segments",
-                "cat",
-                indexed["cs-1"][0],
-            ],
-            capture_output=True,
-            env=env,
-            timeout=60,
-            check=True,
-        ).stdout
+        call = demo_cli(d, env, "segments", "cat", indexed["cs-1"][0], check=True).stdout
         assert any(s["codec_type"] == "audio" for s in probe(call)["streams"])
 
         # The story within two minutes: the first purge removed back-dated footage (the purge
         # log shows it) and an incident's hold keeps some past its deadline.
-        _, body = http(
-            url,
-            "/api/v1/auth/token",
-            data=urllib.parse.urlencode({"username": "auditor", "password": creds["auditor"]}).encode(),
-        )
-        aud = json.loads(body)["access_token"]
+        aud = token(url, "auditor", creds["auditor"])
         _, body = http(url, "/api/v1/audit/purge-log?limit=50", aud)
         purge_log = json.loads(body)
         assert purge_log["total"] >= 1 and purge_log["entries"][0]["reason"] == "expired", purge_log
-        r = subprocess.run(
-            [*HOLDFAST_CLI, "--config", str(d / "holdfast.toml"), "segments", "list", "--source", "office-1"]
-            + ["--json"],
-            capture_output=True,
-            env=env,
-            timeout=60,
-            check=True,
-        )
+        r = demo_cli(d, env, "segments", "list", "--source", "office-1", "--json", check=True)
         now = datetime.now(UTC)
         overdue = [x for x in json.loads(r.stdout) if datetime.fromisoformat(x["deadline"]) < now]
         assert overdue, "no segment kept past its deadline"
