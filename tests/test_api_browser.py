@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.apisite import ApiSite, api_site  # noqa: F401
-from tests.support.browser import ARTIFACTS, chromium_browser, login, open_page, serve, shot
+from tests.support.browser import ARTIFACTS, chromium_browser, login, open_page, serve, shot, submit
 
 #: The browser runs in another zone than the site (Europe/Helsinki, UTC+2 in November): every
 #: time on the page must still be the site's.
@@ -40,8 +40,7 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
         page.select_option("#camera", "office-1")
         page.fill("#from", "2026-11-21 10:00:00")  # 08:00 UTC
         page.fill("#to", "2026-11-21 10:03:00")
-        page.click("#search-form button[type=submit]")
-        page.wait_for_selector(".gap-item")
+        submit(page, "#search-form", ".gap-item")
         assert "camera offline: network" in page.inner_text("#gaps")
         # The gap recorded 08:01:00–08:01:30 UTC reads in Helsinki time, UTC on hover.
         gap = page.locator(".gap-item").first
@@ -128,8 +127,7 @@ def test_security_officer_plays_a_call_in_chromium(api_site: ApiSite, server: st
         page.fill("#call-from", "2026-11-21 10:00:00")
         page.fill("#call-to", "2026-11-21 10:10:00")
         page.select_option("#call-direction", "in")
-        page.click("#call-search button[type=submit]")
-        page.wait_for_selector("tr.call-row")
+        submit(page, "#call-search", "tr.call-row")
         assert page.locator("tr.call-row").count() == 1
         row = page.inner_text("tr.call-row")
         assert "anna" in row and "+358 40 123 4567" in row and "6 s" in row
@@ -262,12 +260,10 @@ def test_auditor_verifies_the_logs_in_the_browser(api_site: ApiSite, server: str
         )
         assert_site_times(page)
         page.fill("#pubkey", other)
-        page.click("#browser-verify-form button[type=submit]")
-        page.wait_for_selector("#browser-verify.failed")
+        submit(page, "#browser-verify-form", "#browser-verify.failed")
         assert "not by the key you gave" in page.inner_text("#browser-verify")
         page.fill("#pubkey", pem)
-        page.click("#browser-verify-form button[type=submit]")
-        page.wait_for_selector("#browser-verify.verified")
+        submit(page, "#browser-verify-form", "#browser-verify.verified")
         text = page.inner_text("#browser-verify")
         assert "Verified in this browser" in text and "access log:" in text
         assert page.evaluate("() => document.getElementById('browser-verify-progress').value") == 1

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.apisite import ApiSite, api_site  # noqa: F401
-from tests.support.browser import bearer, chromium_browser, login, serve, shot
+from tests.support.browser import bearer, chromium_browser, login, serve, shot, submit
 
 RANGE = "start=2026-11-21T08:00:00Z&end=2026-11-21T08:03:00Z"
 FRAMES_PER_SEGMENT = 250
@@ -91,8 +91,7 @@ def test_page_plays_through_hls_js_without_native_hls(api_site: ApiSite, server:
         page.select_option("#camera", "office-1")
         page.fill("#from", "2026-11-21 10:00:00")  # Europe/Helsinki
         page.fill("#to", "2026-11-21 10:03:00")
-        page.click("#search-form button[type=submit]")
-        page.wait_for_selector(".gap-item")
+        submit(page, "#search-form", ".gap-item")
         page.fill("#purpose", "hls.js check")
         page.click("#play")
         page.wait_for_function("() => document.getElementById('video').currentTime > 1")

@@ -18,7 +18,16 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from tests.support.apisite import PASSWORD, T0, USERS, ApiSite, api_site  # noqa: F401
-from tests.support.browser import bearer, chromium_browser, first_answer_held, login, open_page, serve, shot
+from tests.support.browser import (
+    bearer,
+    chromium_browser,
+    first_answer_held,
+    login,
+    open_page,
+    serve,
+    shot,
+    submit,
+)
 from tests.support.footage import record
 from tests.test_api_browser import BROWSER_ZONE, assert_site_times, axe_violations
 from vault.people.users import LOCK_AFTER
@@ -317,8 +326,7 @@ def test_incident_from_a_selection_plays_its_cameras_in_sync(site: ApiSite, serv
         shot(page, "incident-selection")
         page.check("#inc-cameras input[value=garage-1]")
         page.fill("#description", "Two cameras saw the van")
-        page.click("#incident-form button[type=submit]")
-        page.wait_for_selector("#incident-view:not([hidden]) video[data-camera=garage-1]")
+        submit(page, "#incident-form", "#incident-view:not([hidden]) video[data-camera=garage-1]")
         assert page.locator("#inc-players video").count() == 2
         hold = page.inner_text("#inc-hold")
         assert "Legal hold" in hold and "in force" in hold and "garage-1, office-1" in hold

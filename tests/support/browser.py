@@ -125,6 +125,12 @@ def open_page(browser, zone: str, *, timeout_ms: int = 30_000, height: int = 900
     return ctx.new_page()
 
 
+def submit(page, form: str, then: str) -> None:  # type: ignore[no-untyped-def]
+    """Submit `form` with its submit button, as a person does, and wait for `then` to appear."""
+    page.click(f"{form} button[type=submit]")
+    page.wait_for_selector(then)
+
+
 def login(page, base: str, user: str) -> None:  # type: ignore[no-untyped-def]
     page.goto(base + "/")
     page.fill("input[name=username]", user)
