@@ -492,6 +492,30 @@ class Fragment(NamedTuple):
         return run.base_media_decode_time / self._timescale(run)
 
 
+#: tfhd's optional fields after the track id, in their order: (flag, byte size).
+_TFHD_OPTIONAL = (
+    (_TFHD_BASE_DATA_OFFSET, 8),
+    (_TFHD_SAMPLE_DESCRIPTION_INDEX, 4),
+    (_TFHD_DEFAULT_DURATION, 4),
+    (_TFHD_DEFAULT_SIZE, 4),
+    (_TFHD_DEFAULT_FLAGS, 4),
+)
+
+
+def _tfhd_optional_size(flags: int) -> int:
+    return sum(size for flag, size in _TFHD_OPTIONAL if flags & flag)
+
+
+def _tfhd_optional(data: bytes | bytearray | memoryview, p: int, flags: int) -> dict[int, int]:
+    """tfhd's optional fields present in `flags`, by flag, read from `p` (the caller checked the length)."""
+    given: dict[int, int] = {}
+    for flag, size in _TFHD_OPTIONAL:
+        if flags & flag:
+            given[flag] = (_U64 if size == 8 else _U32).unpack_from(data, p)[0]
+            p += size
+    return given
+
+
 def _parse_traf(traf: Box, init: InitSegment) -> TrackFragment:
     """tfhd defaults, tfdt and every trun of one track fragment."""
     tfhd = _child(traf, "tfhd")
@@ -504,23 +528,10 @@ def _parse_traf(traf: Box, init: InitSegment) -> TrackFragment:
     info = init.tracks.get(track_id)
     if info is None:
         raise Mp4Error(f"fragment for track {track_id}, not in the init segment", tfhd.type, tfhd.offset)
-    default_duration = info.default_sample_duration
-    default_flags = info.default_sample_flags
-    if flags & _TFHD_BASE_DATA_OFFSET:
-        p += 8
-    if flags & _TFHD_SAMPLE_DESCRIPTION_INDEX:
-        p += 4
-    if flags & _TFHD_DEFAULT_DURATION:
-        _need(tfhd, 4, p)
-        (default_duration,) = _U32.unpack_from(tfhd.data, p)
-        p += 4
-    if flags & _TFHD_DEFAULT_SIZE:
-        p += 4
-    if flags & _TFHD_DEFAULT_FLAGS:
-        _need(tfhd, 4, p)
-        (default_flags,) = _U32.unpack_from(tfhd.data, p)
-        p += 4
-    _need(tfhd, 0, p)
+    _need(tfhd, _tfhd_optional_size(flags), p)
+    given = _tfhd_optional(tfhd.data, p, flags)
+    default_duration = given.get(_TFHD_DEFAULT_DURATION, info.default_sample_duration)
+    default_flags = given.get(_TFHD_DEFAULT_FLAGS, info.default_sample_flags)
 
     decode_time: int | None = None
     duration = 0
@@ -684,3 +695,118 @@ def decode_time_fields(moof: Box) -> list[DecodeTimeField]:
                 value = (_U64 if version == 1 else _U32).unpack_from(child.data, q)[0]
                 fields.append(DecodeTimeField(track_id, child.offset + q, version, value))
     return fields
+
+
+class TrackTimes(NamedTuple):
+    """One traf of a moof as a join sees it: where its decode time lies and how long it runs."""
+
+    track_id: int
+    offset: int  # of the tfdt value, from the start of the moof box
+    version: int  # 0: 32-bit value, 1: 64-bit value
+    decode_time: int
+    duration: int  # the sum of its samples' durations, in the track's timescale
+
+
+def _spans(
+    buf: bytes | bytearray | memoryview, start: int, end: int, where: str
+) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, end) of each box in buf[start:end]: offsets only, no copies."""
+    p = start
+    while p < end:
+        if end - p < 8:
+            raise Mp4Error(f"{end - p} stray bytes where a box header belongs", where, p)
+        size, kind = _HEADER.unpack_from(buf, p)
+        head = 8
+        if size == 1 and end - p >= 16:
+            (size,) = _U64.unpack_from(buf, p + 8)
+            head = 16
+        if size < head or p + size > end:
+            raise Mp4Error(f"box {kind!r} of size {size} does not fit its parent", where, p)
+        yield kind, p + head, p + size
+        p += size
+
+
+def moof_times(
+    moof: bytes | bytearray | memoryview, default_durations: dict[int, int | None]
+) -> tuple[int, list[TrackTimes]]:
+    """The offset of mfhd's sequence number in `moof` (a whole moof box) and each traf's times.
+
+    Why: joining segments rewrites only these fixed-size fields, so finding them by offsets,
+    without a Box object per child or a copy of any, keeps the join's per-fragment cost small.
+    `default_durations` are the init section's per-track trex defaults (its track ids).
+    Refuses fragments whose samples are addressed by absolute file offsets (they cannot move).
+    """
+    size, _ = _HEADER.unpack_from(moof, 0)
+    head = 16 if size == 1 else 8
+    sequence_at: int | None = None
+    tracks: list[TrackTimes] = []
+    for kind, p, end in _spans(moof, head, len(moof), "moof"):
+        if kind == b"mfhd":
+            if end - p < 8:
+                raise Mp4Error("truncated mfhd", "mfhd", p)
+            sequence_at = p + 4
+        elif kind == b"traf":
+            tracks.append(_traf_times(moof, p, end, default_durations))
+    if sequence_at is None:
+        raise Mp4Error("moof without mfhd", "moof", 0)
+    if len({t.track_id for t in tracks}) != len(tracks):
+        raise Mp4Error("two trafs for one track", "moof", 0)
+    return sequence_at, tracks
+
+
+def _traf_times(
+    buf: bytes | bytearray | memoryview, start: int, end: int, defaults: dict[int, int | None]
+) -> TrackTimes:
+    track_id: int | None = None
+    default_duration: int | None = None
+    tfdt: tuple[int, int, int] | None = None  # offset, version, value
+    duration = 0
+    for kind, p, box_end in _spans(buf, start, end, "traf"):
+        if kind not in (b"tfhd", b"tfdt", b"trun"):
+            continue
+        if box_end - p < 4:
+            raise Mp4Error(f"truncated {kind!r}", "traf", p)
+        (vf,) = _U32.unpack_from(buf, p)
+        version, flags, q = vf >> 24, vf & 0xFFFFFF, p + 4
+        if kind == b"tfhd":
+            if box_end - q < 4 + _tfhd_optional_size(flags):
+                raise Mp4Error("truncated tfhd", "tfhd", p)
+            if flags & _TFHD_BASE_DATA_OFFSET:
+                raise Mp4Error("fragments address samples by absolute file offset", "tfhd", p)
+            (track_id,) = _U32.unpack_from(buf, q)
+            if track_id not in defaults:
+                raise Mp4Error(f"fragment for track {track_id}, not in the init segment", "tfhd", p)
+            given = _tfhd_optional(buf, q + 4, flags)
+            default_duration = given.get(_TFHD_DEFAULT_DURATION, defaults[track_id])
+        elif kind == b"tfdt":
+            width = 8 if version == 1 else 4
+            if box_end - q < width:
+                raise Mp4Error("truncated tfdt", "tfdt", p)
+            tfdt = (q, version, (_U64 if version == 1 else _U32).unpack_from(buf, q)[0])
+        elif kind == b"trun":
+            if track_id is None:
+                raise Mp4Error("trun before tfhd", "trun", p)
+            duration += _trun_duration(buf, q, box_end, flags, default_duration)
+    if track_id is None:
+        raise Mp4Error("traf without tfhd", "traf", start)
+    if tfdt is None:
+        raise Mp4Error("a track fragment without tfdt (decode time)", "traf", start)
+    return TrackTimes(track_id, tfdt[0], tfdt[1], tfdt[2], duration)
+
+
+def _trun_duration(
+    buf: bytes | bytearray | memoryview, q: int, end: int, flags: int, default: int | None
+) -> int:
+    """The sum of one trun's sample durations: unpacked in one call, not sample by sample."""
+    if end - q < 4:
+        raise Mp4Error("truncated trun", "trun", q)
+    (count,) = _U32.unpack_from(buf, q)
+    q += 4 + 4 * bool(flags & _TRUN_DATA_OFFSET) + 4 * bool(flags & _TRUN_FIRST_SAMPLE_FLAGS)
+    per_sample = sum(1 for f in (_TRUN_DURATION, _TRUN_SIZE, _TRUN_FLAGS, _TRUN_CTO) if flags & f)
+    if end - q < 4 * per_sample * count:
+        raise Mp4Error(f"trun of {count} samples is truncated", "trun", q)
+    if flags & _TRUN_DURATION:
+        return sum(struct.unpack_from(f">{per_sample * count}I", buf, q)[::per_sample])
+    if count and default is None:
+        raise Mp4Error("no sample durations in trun, tfhd or trex", "trun", q)
+    return (default or 0) * count

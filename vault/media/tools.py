@@ -40,8 +40,6 @@ from vault.media import mp4
 
 #: Seconds between 1904-01-01 (MP4's epoch) and 1970-01-01.
 MP4_EPOCH_OFFSET = 2082844800
-#: tfhd flag: the fragment addresses its samples by absolute file offsets (cannot be moved).
-_TFHD_BASE_DATA_OFFSET = 0x000001
 _QUIET = ("-nostdin", "-hide_banner", "-loglevel", "error")
 
 
@@ -343,7 +341,6 @@ class Joined:
 _DROPPED = {b"free", b"skip", b"sidx", b"mfra", b"prft", b"styp", b"emsg"}
 #: Boxes read whole into memory (init sections, fragment headers); an mdat is never buffered.
 _MAX_HEADER_BOX = 16 << 20
-_NO_MDAT = mp4.Box("mdat", b"")
 
 
 class _Joiner:
@@ -354,6 +351,7 @@ class _Joiner:
         self.sha = hashlib.sha256()
         self.init: mp4.InitSegment | None = None
         self.layout: tuple[str, Any] | None = None
+        self.defaults: dict[int, int | None] = {}
         self.run_end: dict[int, int] = {}
         self.sequence = 0
 
@@ -368,6 +366,7 @@ class _Joiner:
             raise NotJoinable(f"unreadable init section: {e}") from None
         if self.init is None:
             self.init, self.layout = init, _layout(init)
+            self.defaults = {t.track_id: t.default_sample_duration for t in init.tracks.values()}
             header = _joined_init(init)
             ends = {t.track_id: round(Fraction(self.seconds) * t.timescale) for t in init.tracks.values()}
             _set_times(header, self.start, ends, init.primary.track_id)
@@ -375,37 +374,33 @@ class _Joiner:
         elif _layout(init) != self.layout:
             raise NotJoinable("the stream's parameters change within the run")
 
-    def on_moof(self, data: bytes, seg: _Segment) -> tuple[bytearray, dict[int, int]]:
-        """The moof renumbered and its decode times moved on; and the track ends it reaches."""
+    def on_moof(self, buf: bytearray, seg: _Segment) -> tuple[bytearray, dict[int, int]]:
+        """The moof (`buf`, changed in place) renumbered and its decode times moved on; and
+        the track ends it reaches."""
         if self.init is None:
             raise NotJoinable("fragment before any init section")
-        moof = mp4.Box("moof", data)
         try:
-            frag = mp4.parse_fragment(moof, _NO_MDAT, self.init)
-            fields = mp4.decode_time_fields(moof)
+            sequence_at, times = mp4.moof_times(buf, self.defaults)
         except mp4.Mp4Error as e:
             raise NotJoinable(f"unreadable fragment: {e}") from None
-        if len(fields) != len(frag.tracks):
-            raise NotJoinable("a track fragment without tfdt (decode time)")
-        buf = bytearray(data)
-        _renumber(moof, buf, self.sequence + 1)
+        struct.pack_into(">I", buf, sequence_at, self.sequence + 1)
         primary = self.init.primary
         if seg.start is None:
             seg.start = Fraction(self.run_end.get(primary.track_id, 0), primary.timescale)
         ends: dict[int, int] = {}
-        for f in fields:
-            scale = self.init.tracks[f.track_id].timescale
-            if f.track_id not in seg.shift:
-                at = max(round(seg.start * scale), self.run_end.get(f.track_id, 0))
-                seg.shift[f.track_id] = at - f.value
-            value = f.value + seg.shift[f.track_id]
-            if f.version == 1:
-                struct.pack_into(">Q", buf, f.offset, value)
+        for t in times:
+            if t.track_id not in seg.shift:
+                scale = self.init.tracks[t.track_id].timescale
+                at = max(round(seg.start * scale), self.run_end.get(t.track_id, 0))
+                seg.shift[t.track_id] = at - t.decode_time
+            value = t.decode_time + seg.shift[t.track_id]
+            if t.version == 1:
+                struct.pack_into(">Q", buf, t.offset, value)
             elif value < 2**32:
-                struct.pack_into(">I", buf, f.offset, value)
+                struct.pack_into(">I", buf, t.offset, value)
             else:
                 raise NotJoinable("32-bit decode times overflow over the run")
-            ends[f.track_id] = value + frag.tracks[f.track_id].duration
+            ends[t.track_id] = value + t.duration
         return buf, ends
 
     def commit(self, ends: dict[int, int]) -> None:
@@ -503,7 +498,7 @@ def _join_segment(j: _Joiner, size: int, pieces: Iterable[bytes]) -> None:
                 want = box_size
                 if len(head) < want:
                     continue
-            box, this = bytes(head), kind
+            box, this = head, kind  # a fresh `head` follows: the moof is patched in place
             head, kind, want = bytearray(), b"", 8
             if this in (b"ftyp", b"moov"):
                 init += box
@@ -514,19 +509,6 @@ def _join_segment(j: _Joiner, size: int, pieces: Iterable[bytes]) -> None:
                 moof = j.on_moof(box, seg)
             else:
                 raise NotJoinable(f"top-level {this!r} box outside a fragment")
-
-
-def _renumber(moof: mp4.Box, buf: bytearray, sequence: int) -> None:
-    """Set mfhd's sequence number in `buf` (moof's bytes); refuse absolute data offsets."""
-    for child in mp4.iter_boxes(moof.data, moof.header_size):
-        if child.type == "mfhd":
-            struct.pack_into(">I", buf, child.offset + child.header_size + 4, sequence)
-        elif child.type == "traf":
-            for sub in mp4.iter_boxes(child.data, child.header_size):
-                if sub.type == "tfhd":
-                    flags = struct.unpack_from(">I", sub.data, sub.header_size)[0] & 0xFFFFFF
-                    if flags & _TFHD_BASE_DATA_OFFSET:
-                        raise NotJoinable("fragments address samples by absolute file offset")
 
 
 def count_frames(path: Path) -> int:
