@@ -7,7 +7,6 @@ no error in ffmpeg, hold every frame of every segment, and carry the run's start
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -41,7 +40,6 @@ def test_joined_run_decodes_every_frame_with_continuous_time(tmp_path: Path) -> 
         joined = tools.join_fragmented(((s.stat().st_size, pieces(s, 4099)) for s in segs), f, START, 6.0)
     lengths = [float(tools.probe_raw(s, select_streams="v:0")["streams"][0]["duration"]) for s in segs]
     assert abs(joined.seconds - sum(lengths)) < 0.01
-    assert joined.sha256 == hashlib.sha256(out.read_bytes()).hexdigest()
     # An outside tool decodes the whole file without one error line.
     decoded = subprocess.run(
         [FFMPEG, "-nostdin", "-v", "error", "-i", str(out), "-f", "null", "-"],

@@ -24,16 +24,18 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
 import threading
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 from cryptography.exceptions import InvalidSignature
@@ -261,39 +263,140 @@ class _Feeder(threading.Thread):
                 os.close(os.open(pipe, os.O_RDONLY | os.O_NONBLOCK))
 
 
-def _join(v: Vault, part: ExportPart, work: Path, out: Path) -> tuple[list[dict[str, Any]], str]:
-    """This run's segments as one MP4 in scratch: each segment's plaintext SHA-256, the file's.
+#: Bytes handed to a digest thread at a time, and batches waiting: bounds the memory in flight.
+_BATCH_BYTES = 4 << 20
+_BATCHES_QUEUED = 4
 
-    Joined box by box at decryption speed when the segments allow it; else by ffmpeg.
+
+class _Worker(threading.Thread):
+    """Runs `work` on each batch put to it, in order, off the decrypting thread.
+
+    hashlib, zlib.crc32, bytes.join and file writes release the GIL on large buffers, so with two
+    cores the hashing of one batch runs while the next segment decrypts and is joined. A failure
+    is raised to the thread that puts the next batch or finishes.
     """
-    hashes: list[str] = []
+
+    def __init__(self, work: Callable[[list[Any]], None]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.queue: queue.Queue[list[Any] | None] = queue.Queue(maxsize=_BATCHES_QUEUED)
+        self.error: BaseException | None = None
+        self.batch: list[Any] = []
+        self.pending = 0
+
+    def run(self) -> None:
+        while (batch := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.work(batch)
+                except BaseException as e:  # raised to the putting thread
+                    self.error = e
+
+    def add(self, item: Any, size: int) -> None:
+        self.batch.append(item)
+        self.pending += size
+        if self.pending >= _BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.batch:
+            self.queue.put(self.batch)
+            self.batch, self.pending = [], 0
+
+    def finish(self) -> None:
+        """Wait for every batch put so far; raise what failed. The thread ends either way."""
+        self.batch, self.pending = [], 0
+        self.queue.put(None)
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+class _DigestedFile:
+    """Where the joined MP4 goes: its bytes written to scratch, SHA-256'd and CRC-32'd (the zip
+    needs it) in batches on a second thread, all three in the one pass over them."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.crc = 0
+        self.size = 0
+        self.worker = _Worker(self._digest)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.worker.add(data, len(data))  # the joiner never changes a buffer it has given
+        return len(data)
+
+    def _digest(self, batch: list[bytes | bytearray | memoryview]) -> None:
+        data = b"".join(batch)
+        self.f.write(data)
+        self.sha.update(data)
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+
+
+def _segment_hashes(batch: list[tuple[Any, bytes]]) -> None:
+    for h, piece in batch:
+        h.update(piece)
+
+
+def _join(v: Vault, part: ExportPart, work: Path, out: Path) -> tuple[list[dict[str, Any]], str, int | None]:
+    """This run's segments as one MP4 in scratch: each segment's plaintext SHA-256, the file's
+    SHA-256 and its CRC-32 (None when the file came from ffmpeg).
+
+    Joined box by box at decryption speed when the segments allow it; else by ffmpeg. The
+    hashing and the writing run on two more threads (`_Worker`) while this one decrypts and joins.
+    """
+    hashes: list[Any] = []
+    seg_hashing = _Worker(_segment_hashes)
 
     def sources() -> Iterator[tuple[int, Iterator[bytes]]]:
         for seg in part.segments:
             h = hashlib.sha256()
+            hashes.append(h)
             with v.open_plaintext(seg) as r:
 
                 def plaintext(r: Any = r, h: Any = h) -> Iterator[bytes]:
                     for piece in r.stream():
-                        h.update(piece)
+                        seg_hashing.add((h, piece), len(piece))
                         yield piece
 
                 yield r.size, plaintext()
-            hashes.append(h.hexdigest())
 
     seconds = sum(float(s.duration or 0.0) for s in part.segments)
+    seg_hashing.start()
     try:
         with open(out, "wb") as f:
-            joined = tools.join_fragmented(sources(), f, part.segments[0].start, seconds)
-        digest = joined.sha256
+            dest = _DigestedFile(f)
+            dest.worker.start()
+            try:
+                tools.join_fragmented(sources(), dest, part.segments[0].start, seconds)
+                dest.worker.flush()
+            finally:
+                dest.worker.finish()
+        seg_hashing.flush()
     except tools.NotJoinable as e:
         out.unlink(missing_ok=True)
         event(log, "evidence.join_fallback", camera=part.source, reason=str(e))
-        return _concat(v, part, work, out), sha256_file(out)
-    return [
-        {"id": seg.id, "start": iso(seg.start), "end": iso(seg.end), "duration": seg.duration, "sha256": h}
-        for seg, h in zip(part.segments, hashes, strict=True)
-    ], digest
+        return _concat(v, part, work, out), sha256_file(out), None
+    finally:
+        seg_hashing.finish()
+    return (
+        [
+            {
+                "id": seg.id,
+                "start": iso(seg.start),
+                "end": iso(seg.end),
+                "duration": seg.duration,
+                "sha256": h.hexdigest(),
+            }
+            for seg, h in zip(part.segments, hashes, strict=True)
+        ],
+        dest.sha.hexdigest(),
+        dest.crc,
+    )
 
 
 def _concat(v: Vault, part: ExportPart, work: Path, out: Path) -> list[dict[str, Any]]:
@@ -344,6 +447,8 @@ def build_export(
 ) -> Built:
     """Build the export's files in tmpfs scratch; the caller streams the zip (`Built.stream()`)."""
 
+    crcs: dict[str, int | None] = {}  # the joined files' CRC-32s, so the zip need not read them twice
+
     def camera(work: Path, part: ExportPart, files: dict[str, str]) -> dict[str, Any]:
         if not part.segments:
             return {"camera": part.source, "file": None, "runs": [], "segments": [], "gaps": part.gaps}
@@ -352,7 +457,7 @@ def build_export(
         for run in recording_runs(part.segments):
             name = run_file_name(part.source, run[0].start, tz)
             out = work / name
-            listed, files[name] = _join(v, ExportPart(part.source, run), work, out)
+            listed, files[name], crcs[name] = _join(v, ExportPart(part.source, run), work, out)
             segs += listed
             runs.append(
                 {"file": name, "start": iso(run[0].start), "end": iso(run[-1].end), "segments": len(run)}
@@ -375,7 +480,7 @@ def build_export(
         (work / "gaps.txt").write_text("camera\tstart\tend\treason\n" + gaps_txt, "utf-8")
         files["gaps.txt"] = sha256_file(work / "gaps.txt")
 
-    return build_signed(
+    built = build_signed(
         v,
         parts,
         camera,
@@ -385,6 +490,8 @@ def build_export(
         end=end,
         finish=gaps_file,
     )
+    built.crc32.update((name, crc) for name, crc in crcs.items() if crc is not None)
+    return built
 
 
 #: Renders one part of an export into the scratch directory, adding each file it writes (name:
@@ -449,11 +556,13 @@ class Built:
     signature: bytes
     #: Unlisted members written after the signature (raw signature, SHA256SUMS).
     extra: dict[str, bytes] = field(default_factory=dict)
+    #: CRC-32 of listed files computed while they were built: sent without a second read for it.
+    crc32: dict[str, int] = field(default_factory=dict)
 
     def size(self) -> int:
         return sum((self.work / n).stat().st_size for n in self.files if (self.work / n).exists())
 
-    def stream(self, chunk: int = 1 << 20) -> Iterator[bytes]:
+    def stream(self, chunk: int = 4 << 20) -> Iterator[bytes]:
         sink = _Sink()
         try:
             with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as z:  # type: ignore[arg-type]
@@ -466,10 +575,14 @@ class Built:
                     path = self.work / name
                     info = zipfile.ZipInfo.from_file(path, name)
                     info.compress_type = zipfile.ZIP_STORED
-                    with open(path, "rb") as src, z.open(info, "w", force_zip64=True) as dst:
-                        while b := src.read(chunk):
-                            dst.write(b)
-                            yield sink.take()
+                    with open(path, "rb") as src:
+                        if name in self.crc32:
+                            yield from _stored_known(z, sink, info, self.crc32[name], src, chunk)
+                        else:
+                            with z.open(info, "w", force_zip64=True) as dst:
+                                while b := src.read(chunk):
+                                    dst.write(b)
+                                    yield sink.take()
                     path.unlink()
             yield sink.take()
         finally:
@@ -479,15 +592,49 @@ class Built:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
+def _stored_known(
+    z: zipfile.ZipFile, sink: _Sink, info: zipfile.ZipInfo, crc: int, src: BinaryIO, chunk: int
+) -> Iterator[bytes]:
+    """One stored member whose CRC-32 and size are known: its local header says both (no data
+    descriptor), then the file's bytes pass as read, neither copied nor checksummed again.
+    The member joins `z`'s central directory as `ZipFile.open(..., "w")` would add it."""
+    info.CRC, info.compress_size = crc, info.file_size
+    info.external_attr = info.external_attr or 0o600 << 16
+    info.header_offset = sink.tell()
+    sink.write(info.FileHeader(zip64=True))
+    yield sink.take()
+    sent = 0
+    while b := src.read(chunk):
+        sent += len(b)
+        sink.skip(len(b))
+        yield b
+    if sent != info.file_size:
+        raise ExportError(
+            f"{info.filename} changed size while it was sent ({sent} of {info.file_size} bytes)"
+        )
+    z.start_dir = sink.tell()
+    z.filelist.append(info)
+    z.NameToInfo[info.filename] = info
+
+
 class _Sink:
     """A write-only file for zipfile: it streams (data descriptors) instead of seeking back."""
 
     def __init__(self) -> None:
         self.parts: list[bytes] = []
+        self.offset = 0
 
     def write(self, b: bytes) -> int:
         self.parts.append(bytes(b))
+        self.offset += len(b)
         return len(b)
+
+    def skip(self, n: int) -> None:
+        """`n` bytes went to the stream without passing through here."""
+        self.offset += n
+
+    def tell(self) -> int:
+        return self.offset
 
     def flush(self) -> None:
         pass

@@ -20,7 +20,6 @@ what touches plaintext media), and the box-by-box join is media work too.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import struct
@@ -334,7 +333,6 @@ def _layout(init: mp4.InitSegment) -> tuple[str, tuple[tuple[int, int | None, in
 class Joined:
     fragments: int
     seconds: float
-    sha256: str  # of the whole file as written
 
 
 #: Boxes a segment may carry that the joined file does without (indexes of the old file).
@@ -348,7 +346,6 @@ class _Joiner:
 
     def __init__(self, out: BinaryIO, start: datetime, seconds: float) -> None:
         self.out, self.start, self.seconds = out, start, seconds
-        self.sha = hashlib.sha256()
         self.init: mp4.InitSegment | None = None
         self.layout: tuple[str, Any] | None = None
         self.defaults: dict[int, int | None] = {}
@@ -357,7 +354,6 @@ class _Joiner:
 
     def emit(self, data: bytes | bytearray | memoryview) -> None:
         self.out.write(data)
-        self.sha.update(data)
 
     def on_init(self, data: bytes) -> None:
         try:
@@ -426,7 +422,9 @@ def join_fragmented(
     follows with its tfdt shifted so each segment starts where the previous one ended (per
     track, never backwards) and mfhd sequence numbers counting up. mdat payloads pass straight
     from the pieces to `out`, never buffered; a fragment a segment cut short does not hold whole
-    is dropped, as a player would. Raises NotJoinable; the caller then discards `out`.
+    is dropped, as a player would. `out` sees every byte once, in order (hash it there: the
+    buffers it is given are not changed afterwards). Raises NotJoinable; the caller then
+    discards `out`.
     """
     j = _Joiner(out, start, seconds)
     for size, pieces in segments:
@@ -434,7 +432,7 @@ def join_fragmented(
     if j.init is None or j.sequence == 0:
         raise NotJoinable("no fragments to join")
     primary = j.init.primary
-    return Joined(j.sequence, j.run_end.get(primary.track_id, 0) / primary.timescale, j.sha.hexdigest())
+    return Joined(j.sequence, j.run_end.get(primary.track_id, 0) / primary.timescale)
 
 
 def _join_segment(j: _Joiner, size: int, pieces: Iterable[bytes]) -> None:
