@@ -8,11 +8,17 @@ of `repeats` runs after one warm-up run of each, alternating which goes first (f
 
 - raw: decrypting every segment's plaintext (the floor an export cannot beat);
 - decrypt + SHA-256: raw plus the per-segment plaintext hash every export's manifest lists;
+- format floor: raw plus every pass the evidence format asks of each byte, in one thread (the
+  segment's SHA-256, the joined file's SHA-256, the zip's CRC-32): what an export costs in CPU
+  before any joining, copying or sending, and so what bounds it on a box with no idle core;
 - join: `vault.exports.evidence._join` in process, the run's one MP4 as the export writes it (decrypt,
   per-segment SHA-256, box-by-box join into tmpfs scratch);
 - export: POST /api/v1/incidents/{id}/export over HTTP to the last byte of the zip (join, file
   hashes, signed manifest, streamed zip);
-- ffmpeg concat: the same run through ffmpeg's concat demuxer and `+faststart` (the fallback).
+- ffmpeg concat: the same run through ffmpeg's concat demuxer and `+faststart` (the fallback);
+- HTTP transport alone: as many bytes as the export's zip, from memory in the export's 1 MiB
+  pieces, through the same server stack (uvicorn, FastAPI's StreamingResponse from a sync
+  iterator, in its own process) to the same client: what sending costs before any export work.
 
 The exported MP4 is then checked by ffmpeg: `ffmpeg -v error -i run.mp4 -f null -` prints nothing
 and its frame count equals the sum of the segments' frames.
@@ -32,6 +38,7 @@ import sys
 import tempfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +66,42 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+#: A server of `size` zero bytes in `chunk`-byte pieces on 127.0.0.1:PORT, as the API streams a zip.
+TRANSPORT_SERVER = """
+import sys, uvicorn
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+size, chunk, port = (int(x) for x in sys.argv[1:4])
+blob = bytes(chunk)
+app = FastAPI()
+
+@app.post("/bytes")
+def send() -> StreamingResponse:
+    def body():
+        for at in range(0, size, chunk):
+            yield blob[: min(chunk, size - at)]
+    return StreamingResponse(body(), media_type="application/zip")
+
+uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fetch(c: httpx.Client, path: str, into: io.BytesIO) -> None:
+    """POST `path`, its body read as it streams into `into` (emptied first)."""
+    into.seek(0)
+    into.truncate()
+    with c.stream("POST", path) as r:
+        r.raise_for_status()
+        for b in r.iter_raw():
+            into.write(b)
 
 
 def main() -> int:
@@ -96,6 +139,16 @@ def main() -> int:
                 for piece in rd.iter_range(0, rd.plaintext_size):
                     h.update(piece)
 
+    def floor() -> None:
+        crc = 0
+        for seg in segs:
+            h, whole = hashlib.sha256(), hashlib.sha256()
+            with v.open_segment(seg) as rd:
+                for piece in rd.iter_range(0, rd.plaintext_size):
+                    h.update(piece)
+                    whole.update(piece)
+                    crc = zlib.crc32(piece, crc)
+
     def join() -> None:
         out = scratch / "join.mp4"
         evidence._join(v, evidence.ExportPart("garage-1", list(segs)), scratch, out)
@@ -106,9 +159,7 @@ def main() -> int:
         evidence._concat(v, evidence.ExportPart("garage-1", list(segs)), scratch, out)
         out.unlink()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv = app.popen("--log-level", "WARNING", "serve", "--port", str(port),
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -122,38 +173,46 @@ def main() -> int:
         last_zip = io.BytesIO()
 
         def export() -> None:
-            last_zip.seek(0)
-            last_zip.truncate()
-            with c.stream("POST", f"/api/v1/incidents/{inc}/export") as r:
-                r.raise_for_status()
-                for b in r.iter_raw():
-                    last_zip.write(b)
+            fetch(c, f"/api/v1/incidents/{inc}/export", last_zip)
 
-        for fn in (raw, hashed, join, export):  # warm-up: page cache, keys, imports, the server
+        for fn in (raw, hashed, floor, join, export):  # warm-up: page cache, keys, imports, the server
             fn()
         t_raw: list[float] = []
         t_hash: list[float] = []
+        t_floor: list[float] = []
         t_join: list[float] = []
         t_exp: list[float] = []
         for i in range(a.repeats):
-            order = [(raw, t_raw), (hashed, t_hash), (join, t_join), (export, t_exp)]
-            for fn, into in order[i % 4 :] + order[: i % 4]:
+            order = [(raw, t_raw), (hashed, t_hash), (floor, t_floor), (join, t_join), (export, t_exp)]
+            for fn, into in order[i % 5 :] + order[: i % 5]:
                 into.append(median_time(fn, 1))
         t_concat = median_time(concat, max(1, a.repeats // 2))
         c.close()
+        t_send = transport(len(last_zip.getvalue()), a.repeats)
 
         mb = plain / 1e6
-        r_raw, r_hash, r_join, r_exp = (statistics.median(x) for x in (t_raw, t_hash, t_join, t_exp))
+        r_raw, r_hash, r_floor, r_join, r_exp = (
+            statistics.median(x) for x in (t_raw, t_hash, t_floor, t_join, t_exp)
+        )
         r_cat = t_concat
         print(f"{len(segs)} segments of one run, {mb:.1f} MB plaintext, median of {a.repeats} runs each:")
         print(f"  raw decryption      {r_raw:7.3f} s  {mb / r_raw:6.0f} MB/s  (baseline)")
         print(
             f"  decrypt + SHA-256   {r_hash:7.3f} s  {mb / r_hash:6.0f} MB/s  {r_raw / r_hash:.2f}x raw (the manifest's hashes)"
         )
+        print(
+            f"  format floor        {r_floor:7.3f} s  {mb / r_floor:6.0f} MB/s  {r_raw / r_floor:.2f}x raw "
+            "(+ file SHA-256 + CRC-32, one thread)"
+        )
         print(f"  join (in process)   {r_join:7.3f} s  {mb / r_join:6.0f} MB/s  {r_raw / r_join:.2f}x raw")
         print(f"  export (HTTP, zip)  {r_exp:7.3f} s  {mb / r_exp:6.0f} MB/s  {r_raw / r_exp:.2f}x raw")
         print(
             f"  ffmpeg concat       {r_cat:7.3f} s  {mb / r_cat:6.0f} MB/s  {r_raw / r_cat:.2f}x raw (fallback)"
+        )
+
+        print(
+            f"  HTTP transport      {t_send:7.3f} s  {mb / t_send:6.0f} MB/s  {r_raw / t_send:.2f}x raw "
+            "(the zip's bytes from memory, same server stack and client)"
         )
 
         # An outside tool checks the exported MP4: decodes with no error, every frame there.
@@ -174,6 +233,29 @@ def main() -> int:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def transport(size: int, repeats: int, chunk: int = 1 << 20) -> float:
+    """Median time for `size` bytes from memory through uvicorn + StreamingResponse to httpx."""
+    port = free_port()
+    srv = subprocess.Popen([sys.executable, "-c", TRANSPORT_SERVER, str(size), str(chunk), str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        body = io.BytesIO()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
+            for _ in range(600):  # polling the server's start (bench, not a test)
+                try:
+                    fetch(c, "/bytes", body)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            t = median_time(lambda: fetch(c, "/bytes", body), repeats)
+        if body.tell() != size:
+            raise RuntimeError(f"transport baseline sent {body.tell()} bytes, not {size}")
+        return t
+    finally:
+        srv.terminate()
+        srv.wait(10)
 
 
 if __name__ == "__main__":

@@ -565,7 +565,7 @@ class Built:
     def size(self) -> int:
         return sum((self.work / n).stat().st_size for n in self.files if (self.work / n).exists())
 
-    def stream(self, chunk: int = 4 << 20) -> Iterator[bytes]:
+    def stream(self, chunk: int = 1 << 20) -> Iterator[bytes]:
         sink = _Sink()
         try:
             with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as z:  # type: ignore[arg-type]
