@@ -238,24 +238,23 @@ def main() -> int:
 def transport(size: int, repeats: int, chunk: int = 1 << 20) -> float:
     """Median time for `size` bytes from memory through uvicorn + StreamingResponse to httpx."""
     port = free_port()
-    srv = subprocess.Popen([sys.executable, "-c", TRANSPORT_SERVER, str(size), str(chunk), str(port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        body = io.BytesIO()
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
-            for _ in range(600):  # polling the server's start (bench, not a test)
-                try:
-                    fetch(c, "/bytes", body)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            t = median_time(lambda: fetch(c, "/bytes", body), repeats)
-        if body.tell() != size:
-            raise RuntimeError(f"transport baseline sent {body.tell()} bytes, not {size}")
-        return t
-    finally:
-        srv.terminate()
-        srv.wait(10)
+    body = io.BytesIO()
+    cmd = [sys.executable, "-c", TRANSPORT_SERVER, str(size), str(chunk), str(port)]
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
+                for _ in range(600):  # polling the server's start (bench, not a test)
+                    try:
+                        fetch(c, "/bytes", body)
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.1)
+                t = median_time(lambda: fetch(c, "/bytes", body), repeats)
+        finally:
+            server.terminate()  # and the with-block waits for it
+    if body.tell() != size:
+        raise RuntimeError(f"transport baseline sent {body.tell()} bytes, not {size}")
+    return t
 
 
 if __name__ == "__main__":

@@ -516,15 +516,20 @@ def _tfhd_optional(data: bytes | bytearray | memoryview, p: int, flags: int) -> 
     return given
 
 
-def _parse_traf(traf: Box, init: InitSegment) -> TrackFragment:
-    """tfhd defaults, tfdt and every trun of one track fragment."""
+def _tfhd(traf: Box) -> tuple[Box, int, int, int]:
+    """A traf's tfhd: the box, its flags, the track id and the position after the track id."""
     tfhd = _child(traf, "tfhd")
     if tfhd is None:
         raise Mp4Error("traf without tfhd", traf.type, traf.offset)
     _, flags, p = _full_box(tfhd)
     _need(tfhd, 4, p)
     (track_id,) = _U32.unpack_from(tfhd.data, p)
-    p += 4
+    return tfhd, flags, track_id, p + 4
+
+
+def _parse_traf(traf: Box, init: InitSegment) -> TrackFragment:
+    """tfhd defaults, tfdt and every trun of one track fragment."""
+    tfhd, flags, track_id, p = _tfhd(traf)
     info = init.tracks.get(track_id)
     if info is None:
         raise Mp4Error(f"fragment for track {track_id}, not in the init segment", tfhd.type, tfhd.offset)
@@ -682,12 +687,7 @@ def decode_time_fields(moof: Box) -> list[DecodeTimeField]:
     for traf in iter_boxes(moof.data, moof.header_size, base=moof.offset):
         if traf.type != "traf":
             continue
-        tfhd = _child(traf, "tfhd")
-        if tfhd is None:
-            raise Mp4Error("traf without tfhd", traf.type, traf.offset)
-        _, _, p = _full_box(tfhd)
-        _need(tfhd, 4, p)
-        (track_id,) = _U32.unpack_from(tfhd.data, p)
+        _, _, track_id, _ = _tfhd(traf)
         for child in iter_boxes(traf.data, traf.header_size, base=traf.offset):
             if child.type == "tfdt":
                 version, _, q = _full_box(child)
