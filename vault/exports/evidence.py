@@ -272,8 +272,8 @@ _BATCHES_QUEUED = 4
 class _Worker(threading.Thread):
     """Runs `work` on each batch put to it, in order, off the decrypting thread.
 
-    hashlib, zlib.crc32, bytes.join and file writes release the GIL on large buffers, so with two
-    cores the hashing of one batch runs while the next segment decrypts and is joined. A failure
+    hashlib, zlib.crc32 and file writes release the GIL on large buffers, so with two cores
+    the hashing of one batch runs while the next segment decrypts and is joined. A failure
     is raised to the thread that puts the next batch or finishes.
     """
 
@@ -323,7 +323,6 @@ class _DigestedFile:
         self.f = f
         self.sha = hashlib.sha256()
         self.crc = 0
-        self.size = 0
         self.worker = _Worker(self._digest)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -335,7 +334,6 @@ class _DigestedFile:
         self.f.write(data)
         self.sha.update(data)
         self.crc = zlib.crc32(data, self.crc)
-        self.size += len(data)
 
 
 def _segment_hashes(batch: list[tuple[Any, bytes]]) -> None:
