@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.apisite import ApiSite, api_site  # noqa: F401
-from tests.support.browser import ARTIFACTS, chromium_browser, login, open_page, serve, shot, submit
+from tests.support.browser import ARTIFACTS, chromium_browser, login, logout, open_page, serve, shot, submit
 
 #: The browser runs in another zone than the site (Europe/Helsinki, UTC+2 in November): every
 #: time on the page must still be the site's.
@@ -92,7 +92,7 @@ def test_security_officer_and_auditor_in_chromium(api_site: ApiSite, server: str
         dl.value.save_as(zpath)
         (ARTIFACTS / "api-export.zip").write_bytes(zpath.read_bytes())
         assert b"export OK" in api_site.app.verify_export(zpath).stdout
-        page.click("#logout")
+        logout(page)
 
         # The auditor: purge log with verification, and a 403 where the player would be.
         page2 = page.context.new_page()

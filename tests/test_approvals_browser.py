@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.apisite import ApiSite
-from tests.support.browser import bearer, chromium_browser, login, serve, shot
+from tests.support.browser import bearer, chromium_browser, login, logout, serve, shot
 from tests.test_approvals import site  # noqa: F401 - the fixture, imported by name
 
 
@@ -47,7 +47,7 @@ def test_request_approve_view_in_chromium(site: ApiSite, server: str) -> None:
             "() => /Requested approval #\\d+/.test(document.getElementById('msg').textContent)"
         )
         rid = int(page.inner_text("#msg").split("#")[1].split(":")[0])
-        page.click("#logout")
+        logout(page)
 
         page = ctx.new_page()
         login(page, server, "dpo")
@@ -59,7 +59,7 @@ def test_request_approve_view_in_chromium(site: ApiSite, server: str) -> None:
         )
         assert "\tapproved\t" in row.inner_text()
         shot(page, "approvals-2-approved")
-        page.click("#logout")
+        logout(page)
 
         page = ctx.new_page()
         login(page, server, "sec")

@@ -131,6 +131,14 @@ def submit(page, form: str, then: str) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_selector(then)
 
 
+def logout(page) -> None:  # type: ignore[no-untyped-def]
+    """Log out with the page's button and wait until the page shows the login form again: the
+    page reloads only after the server has ended the session, so a page opened next in the same
+    context no longer carries it."""
+    page.click("#logout")
+    page.wait_for_selector("#login-form input[name=username]", state="visible")
+
+
 def login(page, base: str, user: str) -> None:  # type: ignore[no-untyped-def]
     page.goto(base + "/")
     page.fill("input[name=username]", user)
