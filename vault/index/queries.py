@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy import Integer, Select, bindparam, func, select
+from sqlalchemy.orm import Session
 
 from vault.index.schema import Gap, Segment
 from vault.timeutil import iso
@@ -43,7 +43,7 @@ def find_segments(
     limit: int | None = MAX_SEGMENTS,
     meta: dict[str, str] | None = None,
     columns: Sequence[Any] = (),
-) -> list[Segment]:
+) -> list[Any]:
     """Segments of `source` overlapping [a, b), oldest first, in two index range scans.
 
     A plain `start < b AND end > a` filter reads every earlier row of the source (millions at
@@ -54,41 +54,67 @@ def find_segments(
     operators render as json_extract on SQLite and ->> on PostgreSQL, so the same query runs on
     both and the limit applies after the filter. An open end (`a` or `b` None) is unbounded.
     With `source` None, every indexed source in turn, ordered by source then start.
-    `columns` loads only those (LISTING_COLUMNS: the scans then read the covering
-    index alone).
+
+    Without `columns`: Segment entities. With `columns` (LISTING_COLUMNS): plain rows of just
+    those columns, named as the Segment attributes; the scans then read the covering index
+    alone, and no ORM instance is built (a listing runs on every search request).
     """
     if source is None:
-        out: list[Segment] = []
+        out: list[Any] = []
         for src in indexed_sources(session):
             rest = None if limit is None else limit - len(out)
             out += find_segments(session, src, a, b, rest, meta, columns)
             if limit is not None and len(out) >= limit:
                 break
         return out
-    conds = [Segment.meta[k].as_string() == v for k, v in (meta or {}).items()]
-    only = [load_only(*columns)] if columns else []
-    before: list[Segment] = []
-    if a is not None:
-        before = list(
-            session.scalars(
-                select(Segment)
-                .options(*only)
-                .where(Segment.source == source, Segment.start < a, *conds)
-                .order_by(Segment.start.desc())
-                .limit(PRECEDING)
-            )
-        )
-    q = select(Segment).options(*only).where(Segment.source == source, *conds)
-    if a is not None:
-        q = q.where(Segment.start >= a)
-    if b is not None:
-        q = q.where(Segment.start < b)
-    q = q.order_by(Segment.start)
-    if limit is not None:
-        q = q.limit(limit)
-    inside = list(session.scalars(q))
+    before_q, inside_q = _range_statements(
+        tuple(columns), a is not None, b is not None, limit is not None, tuple(meta or ())
+    )
+    params: dict[str, Any] = {"source": source, "a": a, "b": b, "limit": limit}
+    params.update((f"wanted_{i}", v) for i, v in enumerate((meta or {}).values()))
+    if columns:
+        run = session.connection().execute
+        before = list(run(before_q, params)) if a is not None else []
+        inside = list(run(inside_q, params))
+    else:
+        before = list(session.scalars(before_q, params)) if a is not None else []
+        inside = list(session.scalars(inside_q, params))
     found = [x for x in reversed(before) if x.end > a] + inside
     return found if limit is None else found[:limit]
+
+
+#: Shapes differ by which bounds and meta keys a caller filters on: a handful in practice; the
+#: cap keeps arbitrary meta keys (a CLI filter) from growing the cache without end.
+_MAX_SHAPES = 64
+_RANGE_STATEMENTS: dict[tuple[Any, ...], tuple[Select[Any], Select[Any]]] = {}
+
+
+def _range_statements(
+    columns: tuple[Any, ...], bounded_a: bool, bounded_b: bool, limited: bool, meta_keys: tuple[str, ...]
+) -> tuple[Select[Any], Select[Any]]:
+    """find_segments' two statements, built once per shape with bound parameters: building a
+    select and its cache key costs more than the index scans themselves."""
+    key = (columns, bounded_a, bounded_b, limited, meta_keys)
+    found = _RANGE_STATEMENTS.get(key)
+    if found is not None:
+        return found
+    base = select(*columns) if columns else select(Segment)
+    conds = [Segment.source == bindparam("source")]
+    conds += [Segment.meta[k].as_string() == bindparam(f"wanted_{i}") for i, k in enumerate(meta_keys)]
+    before = (
+        base.where(*conds, Segment.start < bindparam("a")).order_by(Segment.start.desc()).limit(PRECEDING)
+    )
+    inside = base.where(*conds)
+    if bounded_a:
+        inside = inside.where(Segment.start >= bindparam("a"))
+    if bounded_b:
+        inside = inside.where(Segment.start < bindparam("b"))
+    inside = inside.order_by(Segment.start)
+    if limited:
+        inside = inside.limit(bindparam("limit", type_=Integer))
+    if len(_RANGE_STATEMENTS) < _MAX_SHAPES:
+        _RANGE_STATEMENTS[key] = (before, inside)
+    return before, inside
 
 
 def indexed_sources(session: Session) -> list[str]:
