@@ -15,12 +15,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # sound card, PostgreSQL for the scale-out index tests, Chromium for the web page tests; systemd,
 # git and util-linux (unshare, nsenter, runuser) for `make install` and the boot test
 # (tests/test_systemd_boot.py boots systemd as PID 1 in a namespace and runs `make install` there);
-# Ceph (mon, memstore OSD, radosgw) for the S3 store tests on a real RGW with Object Lock.
+# Ceph (mon, memstore OSD, radosgw) for the S3 store tests on a real RGW with Object Lock; wrk
+# (a C HTTP load generator) for bench/api.py's concurrent searches.
 APT_PACKAGES := ffmpeg python3-venv python3-dev gcc git util-linux \
 	gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav gstreamer1.0-tools \
 	portaudio19-dev pulseaudio pulseaudio-utils libasound2-plugins alsa-utils sox espeak-ng \
-	postgresql-15 chromium systemd \
+	postgresql-15 chromium systemd wrk \
 	ceph-mon ceph-osd radosgw ceph-common
 
 .PHONY: help deps apt venv test test-fast demo lint format bench clean install uninstall vendor screenshot

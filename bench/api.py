@@ -1,7 +1,7 @@
 """Benchmark the API with 1,000,000 segments indexed (SQLite) or 10,000,000 (PostgreSQL).
 
   PYTHONPATH=. python bench/api.py [--rows 1000000] [--real 30] [--clients 50] [--seconds 10]
-      [--workers 1,2] [--database postgresql://...]
+      [--workers 1,2] [--database postgresql://...] [--load wrk|threads]
 
 - rows: synthetic index rows for office-1 (bulk-inserted: SQLite executemany, PostgreSQL one
   server-side INSERT ... SELECT FROM generate_series; no blobs, keys shredded);
@@ -9,7 +9,10 @@
 - for each `--workers` count, a fresh `holdfast serve` with `[api] workers = N`:
   - TTFB of playback at a random time: playlist request -> first byte of the first media segment;
   - search latency: one client alone, then `clients` concurrent clients for `seconds`, against
-    GET /api/v1/segments (a 10-minute window, ~60 rows);
+    GET /api/v1/segments (a 10-minute window, ~60 rows), driven by wrk (`apt-get install wrk`,
+    in the Makefile's packages), a C load generator that leaves the two cores to the server,
+    or with `--load threads` by httpx clients in threads of this process (they take CPU from
+    the server: the figure then includes the client's cost);
 - beside them, in the same run: the bare SQL of the same search (the same two range scans over the
   same rows, no HTTP, no ORM), one client and `clients` concurrent connections;
 - export MB/s of the real segments vs raw decryption of the same segments (bench/export.py times
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -264,33 +268,87 @@ def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_
                 single.append(dt)
         print(f"  search, one client: p50 {pct(single, 50):.1f} ms, p99 {pct(single, 99):.1f} ms")
 
-        # Search latency under concurrent clients, bounded in time.
-        lat: list[float] = []
-        errors = [0]
-        lock = threading.Lock()
-        stop = time.perf_counter() + a.seconds
-
-        def client(seed: int) -> None:
-            r2 = random.Random(seed)
-            with httpx.Client(base_url=base, headers=H, timeout=60) as c:
-                while time.perf_counter() < stop:
-                    dt, ok = search(c, r2)
-                    with lock:
-                        if ok:
-                            lat.append(dt)
-                        else:
-                            errors[0] += 1
-
-        wall = concurrently(client, a.clients)
-        print(
-            f"  search (10-minute window, ~60 rows) over {a.rows:,} rows, {a.clients} concurrent clients for "
-            f"{wall:.1f} s: {len(lat)} requests, {len(lat) / wall:.0f} req/s, p50 {pct(lat, 50):.1f} ms, "
-            f"p99 {pct(lat, 99):.1f} ms, errors {errors[0]}"
-        )
+        if a.load == "wrk":
+            wrk_search(base, H, a)
+        else:
+            threads_search(base, H, a, search)
     finally:
         srv.terminate()
         srv.wait(30)
         app.config_path.write_text(text)
+
+
+def threads_search(base: str, H: dict[str, str], a: argparse.Namespace, search: Any) -> None:
+    """Search latency under `a.clients` httpx clients in threads of this process (they share the
+    cores with the server: the figure includes their CPU)."""
+    lat: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.perf_counter() + a.seconds
+
+    def client(seed: int) -> None:
+        r2 = random.Random(seed)
+        with httpx.Client(base_url=base, headers=H, timeout=60) as c:
+            while time.perf_counter() < stop:
+                dt, ok = search(c, r2)
+                with lock:
+                    if ok:
+                        lat.append(dt)
+                    else:
+                        errors[0] += 1
+
+    wall = concurrently(client, a.clients)
+    print(
+        f"  search (10-minute window, ~60 rows) over {a.rows:,} rows, {a.clients} concurrent clients "
+        f"(httpx threads) for {wall:.1f} s: {len(lat)} requests, {len(lat) / wall:.0f} req/s, "
+        f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, errors {errors[0]}"
+    )
+
+
+#: wrk's script: each request asks for a random 10-minute window of office-1; done() prints the
+#: figures on one line for wrk_search to read (latencies in microseconds).
+WRK_LUA = """
+math.randomseed(%(seed)d)
+request = function()
+  local t = %(t0)d + math.random(0, %(span)d)
+  local a = os.date("!%%Y-%%m-%%dT%%H:%%M:%%SZ", t)
+  local b = os.date("!%%Y-%%m-%%dT%%H:%%M:%%SZ", t + 600)
+  return wrk.format("GET", "/api/v1/segments?source=office-1&start=" .. a .. "&end=" .. b)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
+    e.status, e.connect + e.read + e.write + e.timeout, latency:percentile(50),
+    latency:percentile(99), latency.max))
+end
+"""
+
+
+def wrk_search(base: str, H: dict[str, str], a: argparse.Namespace) -> None:
+    """Search latency under `a.clients` connections driven by wrk (Debian's `wrk`, a C load
+    generator: `apt-get install wrk`), which leaves the cores to the server far more than
+    Python clients do. A closed loop: each connection sends its next request when the last
+    is answered, so mean latency = clients / throughput (Little's law)."""
+    script = Path(tempfile.mkdtemp(prefix="bench-wrk-")) / "search.lua"
+    script.write_text(WRK_LUA % {"seed": 7, "t0": int(T0.timestamp()), "span": a.rows * 10 - 600})
+    try:
+        out = subprocess.run(
+            ["wrk", "-t", "2", "-c", str(a.clients), "-d", f"{a.seconds:g}s", "--timeout", "30s"]
+            + ["-H", f"Authorization: {H['Authorization']}", "-s", str(script), base],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        script.unlink()
+        script.parent.rmdir()
+    line = next(x for x in out.splitlines() if x.startswith("WRK "))
+    n, us, bad, broken, p50, p99, top = (int(x) for x in line.split()[1:])
+    print(
+        f"  search (10-minute window, ~60 rows) over {a.rows:,} rows, {a.clients} concurrent connections "
+        f"(wrk) for {us / 1e6:.1f} s: {n} requests, {n / (us / 1e6):.0f} req/s, p50 {p50 / 1000:.1f} ms, "
+        f"p99 {p99 / 1000:.1f} ms, max {top / 1000:.0f} ms, non-2xx {bad}, socket errors {broken}"
+    )
 
 
 def main() -> int:
@@ -303,14 +361,18 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2", help="worker counts to serve with, one run each")
     ap.add_argument("--database", help="an empty PostgreSQL database URL (default: the appliance's SQLite)")
     ap.add_argument("--no-export", action="store_true", help="skip the export timing")
+    ap.add_argument(
+        "--load",
+        choices=("wrk", "threads"),
+        default="wrk" if shutil.which("wrk") else "threads",
+        help="the 50-client search load: wrk (default when installed) or httpx threads in this process",
+    )
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
     app = make_appliance(work / "site")
     try:
         return run(app, work, a)
     finally:
-        import shutil
-
         # `holdfast init` puts the scratch on tmpfs (/dev/shm/holdfast-*), outside the work dir.
         scratch = app.cfg.paths.scratch
         if scratch.parent == Path("/dev/shm") and scratch.name.startswith("holdfast-"):
