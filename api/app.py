@@ -53,6 +53,9 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/v1/openapi.json",
+        # Holdfast exports no OpenTelemetry (its metrics are /metrics, its logs structured events);
+        # left on, FastAPI would look up tracer, meter and logger providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     st = AppState(vault=v, tls=tls)
     st.password_gate = threading.BoundedSemaphore(cfg.api.max_password_checks)
