@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy.orm import Session
 
 from api.deps import Principal
 from api.state import AppState
@@ -74,16 +75,18 @@ def record(
     start: datetime | None = None,
     end: datetime | None = None,
     request: Request | None = None,
+    session: Session | None = None,
     **detail: Any,
 ) -> int:
     """Append one access-log entry; returns its sequence number. With `request`, the request is
     marked as logged so its error handler does not add a second entry, and an approval that
-    allowed it (api.approvals.require_approval) is named as `approval_request`."""
+    allowed it (api.approvals.require_approval) is named as `approval_request`. With `session`,
+    the entry commits with the caller's transaction (a view and its ticket: one durable commit)."""
     approval = getattr(request.state, "approval_request", None) if request is not None else None
     if approval is not None:
         detail.setdefault("approval_request", approval)
     seq = st.vault.access_log.record(
-        None,
+        session,
         user=who.name,
         role=who.role,
         action=action,

@@ -193,11 +193,11 @@ def open_view(
     listening into many entries. The view's ticket URL serves the same bytes as `/media`, for
     this user only, for an hour, without further entries (as the HLS playlist does for video).
     """
-    st = state(request)
     view = segment_access(request, who, segment_id, body.purpose)
     seg = view.seg
-    view.log("view", via="ticket")
-    ticket, expires = st.issue_ticket(who.user_id, seg.source, {seg.id}, st.vault.clock())
+    ticket, expires = hls.open_logged_view(
+        request, who, view.purpose, seg.source, seg.start, seg.end, {seg.id}, segment=seg.id, via="ticket"
+    )
     return ViewOut(
         segment=seg.id,
         url=f"/api/v1/play/{ticket}/{seg.id}",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from config.model import HoldfastConfig
 from vault.index import tickets
 from vault.index.tickets import ViewTicket
@@ -41,12 +43,15 @@ class AppState:
         segment_ids: set[str],
         now: datetime,
         shifts: dict[str, float] | None = None,
+        session: Session | None = None,
     ) -> tuple[str, datetime]:
-        """A ticket for one logged view, and when it expires (`[api] view_tickets_per_user` cap)."""
+        """A ticket for one logged view, and when it expires (`[api] view_tickets_per_user` cap).
+        With `session`, in the caller's transaction (the one writing the view's log entry)."""
+        if session is not None:
+            per_user = self.cfg.api.view_tickets_per_user
+            return tickets.issue(session, user_id, source, segment_ids, now, per_user, shifts)
         with self.vault.sessions.begin() as s:
-            return tickets.issue(
-                s, user_id, source, segment_ids, now, self.cfg.api.view_tickets_per_user, shifts
-            )
+            return self.issue_ticket(user_id, source, segment_ids, now, shifts, s)
 
     def ticket(self, token: str, now: datetime) -> ViewTicket | None:
         with self.vault.sessions() as s:
