@@ -19,6 +19,7 @@ from the index at scrape time. What a worker keeps for itself is a cache of deri
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import select
@@ -61,6 +62,15 @@ def uvicorn_config(app: Any, cfg: HoldfastConfig, host: str, port: int, tls: boo
     )
 
 
+def freeze_heap() -> None:
+    """Move everything built at start-up (FastAPI's routes and models, SQLAlchemy's mappers and
+    caches: hundreds of thousands of objects) out of the collector's reach. Otherwise every
+    full collection walks them all: 60-85 ms measured under load, during which no request
+    moves, the largest share of a 50-client search's p99. They live as long as the process."""
+    gc.collect()
+    gc.freeze()
+
+
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket every worker accepts on (uvicorn's own backlog)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -97,6 +107,7 @@ def _worker(cfg: HoldfastConfig, sock: socket.socket, host: str, port: int, tls:
         async def startup(self, sockets: list[Any] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
+                freeze_heap()
                 asyncio.get_running_loop().create_task(self._beat())
 
         async def _beat(self) -> None:

@@ -28,8 +28,8 @@ def serve(args: argparse.Namespace) -> int:
         raise CommandError(
             f"refusing to serve plain HTTP on {host}: set api.tls_cert and api.tls_key to bind beyond loopback"
         )
+    from api.workers import freeze_heap, uvicorn_config
     from api.workers import serve as serve_workers
-    from api.workers import uvicorn_config
     from vault.ops.notify import notify
 
     url = f"{'https' if tls else 'http'}://{host}:{port}"
@@ -43,6 +43,7 @@ def serve(args: argparse.Namespace) -> int:
         async def startup(self, sockets: list[Any] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
+                freeze_heap()
                 notify("READY=1", f"STATUS=serving {url}")
 
     server = Server(uvicorn_config(app, cfg, host, port, tls))
