@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,7 +16,8 @@ from pydantic import TypeAdapter
 from sqlalchemy import Engine, insert
 
 from api.footage import LISTING_COLUMNS, SegmentOut, listing_json, seg_fields, seg_out
-from vault.index.db import make_engine, migrate, session_factory
+from tests.support.appliance import Appliance
+from vault.index.db import session_factory
 from vault.index.queries import find_segments
 from vault.index.schema import Segment, Source
 from vault.timeutil import iso
@@ -25,7 +25,7 @@ from vault.timeutil import iso
 T0 = datetime(2026, 11, 1, 8, tzinfo=UTC)
 
 CALL_META = {
-    "line": "cs-1",
+    "line": "list-cs1",
     "call_id": "c-17",
     "agent": "ana",
     "direction": "in",
@@ -64,35 +64,31 @@ def row(
     }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'index.db'}"
-    else:
-        url = request.getfixturevalue("postgres_cluster").create_database()
-    e = make_engine(url)
-    migrate(e)
+@pytest.fixture
+def engine(db_appliance: Appliance) -> Iterator[Engine]:
+    v = db_appliance.vault()
+    e = v.engine
     rows = []
     for i in range(12):
         # Whole seconds, milliseconds and microseconds: iso() writes each differently.
         at = T0 + timedelta(seconds=10 * i, microseconds=(0, 250_000, 123_457)[i % 3])
-        rows.append(row(i, "cam-a", "video", {} if i % 2 else {"mime": "video/mp4"}, at, cut=i == 5))
-        rows.append(row(i, "cs-1", "audio", {**CALL_META, "mime": "audio/ogg; codecs=opus"}, at))
-        rows.append(row(i, "cs-2", "audio", {"format": "flac", "pauses": "not a list"}, at))
+        rows.append(row(i, "list-cam", "video", {} if i % 2 else {"mime": "video/mp4"}, at, cut=i == 5))
+        rows.append(row(i, "list-cs1", "audio", {**CALL_META, "mime": "audio/ogg; codecs=opus"}, at))
+        rows.append(row(i, "list-cs2", "audio", {"format": "flac", "pauses": "not a list"}, at))
     with e.begin() as c:
         c.execute(
-            insert(Source).values(id="cam-a", kind="camera", site="demo", retention_class="office-camera")
+            insert(Source).values(id="list-cam", kind="camera", site="demo", retention_class="office-camera")
         )
-        for line in ("cs-1", "cs-2"):
+        for line in ("list-cs1", "list-cs2"):
             c.execute(
                 insert(Source).values(id=line, kind="line", site="demo", retention_class="office-camera")
             )
         c.execute(insert(Segment), rows)
     yield e
-    e.dispose()
+    v.close()
 
 
-@pytest.mark.parametrize("source", ["cam-a", "cs-1", "cs-2"])
+@pytest.mark.parametrize("source", ["list-cam", "list-cs1", "list-cs2"])
 def test_listing_json_writes_what_the_response_model_writes(engine: Engine, source: str) -> None:
     a, b = T0 + timedelta(seconds=15), T0 + timedelta(seconds=95)
     with session_factory(engine)() as s:
@@ -106,10 +102,10 @@ def test_listing_json_writes_what_the_response_model_writes(engine: Engine, sour
     listed = orjson.loads(body)
     assert [(x["start"], x["end"]) for x in listed] == [(iso(x.start), iso(x.end)) for x in rows]
     assert {x["start"][19:] for x in listed} == {"Z", ".250000Z", ".123457Z"}
-    if source == "cs-1":
+    if source == "list-cs1":
         assert listed[0]["call"]["pauses"] == [
             {"offset": 3.25, "start": "2026-11-01T08:00:03Z", "end": "2026-11-01T08:00:20Z", "seconds": 17.0}
         ]
         assert listed[0]["mime"] == "audio/ogg; codecs=opus"
-    if source == "cs-2":
+    if source == "list-cs2":
         assert listed[0]["call"]["pauses"] == [] and listed[0]["mime"] == "audio/flac"
