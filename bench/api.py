@@ -8,8 +8,9 @@
 - real: real sealed segments for garage-1 (ffmpeg testsrc 1920x1080, 10 s, sealed + ingested);
 - for each `--workers` count, a fresh `holdfast serve` with `[api] workers = N`:
   - TTFB of playback at a random time: playlist request -> first byte of the first media segment;
-  - search latency: one client alone, then `clients` concurrent clients for `seconds`, against
-    GET /api/v1/segments (a 10-minute window, ~60 rows), driven by wrk (`apt-get install wrk`,
+  - search latency and the server's CPU per search (from /proc) with one client alone, then
+    `clients` concurrent clients for `seconds`, against GET /api/v1/segments (a 10-minute
+    window, ~60 rows), driven by wrk (`apt-get install wrk`,
     in the Makefile's packages), a C load generator that leaves the two cores to the server,
     or with `--load threads` by httpx clients in threads of this process (they take CPU from
     the server: the figure then includes the client's cost);
@@ -204,6 +205,22 @@ def bare_sql(url: str, rows: int, clients: int, seconds: float) -> None:
     )
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants (the workers)."""
+    ticks = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # ended between the reads
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_start: datetime) -> None:
     text = app.config_path.read_text()
     app.config_path.write_text(text.replace("[api]\n", f"[api]\nworkers = {workers}\n", 1))
@@ -262,11 +279,16 @@ def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_
         single = []
         with httpx.Client(base_url=base, headers=H, timeout=60) as c:
             r1 = random.Random(9)
-            for _ in range(200):
+            cpu0 = server_cpu(srv.pid)
+            for _ in range(a.single):
                 dt, ok = search(c, r1)
                 assert ok
                 single.append(dt)
-        print(f"  search, one client: p50 {pct(single, 50):.1f} ms, p99 {pct(single, 99):.1f} ms")
+            cpu = (server_cpu(srv.pid) - cpu0) / a.single * 1000
+        print(
+            f"  search, one client, {a.single} requests: p50 {pct(single, 50):.1f} ms, "
+            f"p99 {pct(single, 99):.1f} ms; server CPU {cpu:.2f} ms a request"
+        )
 
         if a.load == "wrk":
             wrk_search(base, H, a)
@@ -358,6 +380,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--plays", type=int, default=100)
+    ap.add_argument("--single", type=int, default=1000, help="one client's searches (and its CPU figure)")
     ap.add_argument("--workers", default="1,2", help="worker counts to serve with, one run each")
     ap.add_argument("--database", help="an empty PostgreSQL database URL (default: the appliance's SQLite)")
     ap.add_argument("--no-export", action="store_true", help="skip the export timing")
