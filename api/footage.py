@@ -38,7 +38,7 @@ from vault.timeutil import iso, parse_iso
 from vault.vault import SegmentNotFound
 
 router = APIRouter(prefix="/api/v1", tags=["footage"])
-S = TypeVar("S", Camera, CallLine)
+S = TypeVar("S", bound=Camera | CallLine)
 
 SEGMENT_ID = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_RANGE = timedelta(days=2)
@@ -228,14 +228,19 @@ def parse_range(start: str, end: str, limit: timedelta = MAX_RANGE) -> tuple[dat
     return a, b
 
 
+def _visible(who: Principal, src: S | None, unknown: str) -> S:
+    """`src` if this user may see its site; 404 (`unknown`) when there is none, 403 for other sites."""
+    if src is None:
+        raise HTTPException(404, unknown)
+    if who.barred_from(src.site):
+        raise HTTPException(403, f"you are not assigned to site {src.site!r}")
+    return src
+
+
 def camera_for(st: AppState, who: Principal, camera_id: str) -> Camera:
     """The camera, if this user may see its site; 404 for unknown ids, 403 for other sites."""
     cam = next((c for c in st.cfg.cameras if c.id == camera_id), None)
-    if cam is None:
-        raise HTTPException(404, f"no camera {camera_id!r}")
-    if who.barred_from(cam.site):
-        raise HTTPException(403, f"you are not assigned to site {cam.site!r}")
-    return cam
+    return _visible(who, cam, f"no camera {camera_id!r}")
 
 
 def source_for(st: AppState, who: Principal, source_id: str) -> Camera | CallLine:
@@ -246,11 +251,7 @@ def source_for(st: AppState, who: Principal, source_id: str) -> Camera | CallLin
     src: Camera | CallLine | None = next((c for c in st.cfg.cameras if c.id == source_id), None)
     if src is None:
         src = next((x for x in st.cfg.lines if x.id == source_id), None)
-    if src is None:
-        raise HTTPException(404, f"no camera or call line {source_id!r}")
-    if who.barred_from(src.site):
-        raise HTTPException(403, f"you are not assigned to site {src.site!r}")
-    return src
+    return _visible(who, src, f"no camera or call line {source_id!r}")
 
 
 #: Letters that look like the Latin ones of "incident" (Cyrillic, Greek, Armenian, small capitals);
