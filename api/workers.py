@@ -26,6 +26,7 @@ import select
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,24 @@ def uvicorn_config(app: Any, cfg: HoldfastConfig, host: str, port: int, tls: boo
     )
 
 
+def uvicorn_server(
+    app: Any, cfg: HoldfastConfig, host: str, port: int, tls: bool, serving: Callable[[Any], object]
+) -> Any:
+    """A uvicorn server for `app` that, once its socket is bound and it serves (not before),
+    freezes the start-up heap and calls `serving(server)`: READY to systemd with one worker,
+    the heartbeat to the parent in a forked worker."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                freeze_heap()
+                serving(self)
+
+    return Server(uvicorn_config(app, cfg, host, port, tls))
+
+
 def freeze_heap() -> None:
     """Move everything built at start-up (FastAPI's routes and models, SQLAlchemy's mappers and
     caches: hundreds of thousands of objects) out of the collector's reach. Otherwise every
@@ -95,27 +114,20 @@ def _worker(cfg: HoldfastConfig, sock: socket.socket, host: str, port: int, tls:
     """In the forked child: build the app, serve on the shared socket, beat while serving."""
     import asyncio
 
-    import uvicorn
-
     from api.app import create_app
 
     os.environ.pop("NOTIFY_SOCKET", None)  # only the parent speaks to systemd
     os.environ.pop("WATCHDOG_USEC", None)
     app = create_app(cfg, tls=tls)
 
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: list[Any] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                freeze_heap()
-                asyncio.get_running_loop().create_task(self._beat())
+    async def beat(server: Any) -> None:
+        while not server.should_exit:
+            os.write(w, b"b")
+            await asyncio.sleep(BEAT)
 
-        async def _beat(self) -> None:
-            while not self.should_exit:
-                os.write(w, b"b")
-                await asyncio.sleep(BEAT)
-
-    server = Server(uvicorn_config(app, cfg, host, port, tls))
+    server = uvicorn_server(
+        app, cfg, host, port, tls, lambda srv: asyncio.get_running_loop().create_task(beat(srv))
+    )
     server.run(sockets=[sock])
     return 0 if server.started else 3
 

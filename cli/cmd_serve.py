@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from cli.common import CommandError, load_config
 
@@ -16,8 +15,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from api.app import create_app
 
     cfg = load_config(args)
@@ -28,8 +25,8 @@ def serve(args: argparse.Namespace) -> int:
         raise CommandError(
             f"refusing to serve plain HTTP on {host}: set api.tls_cert and api.tls_key to bind beyond loopback"
         )
-    from api.workers import freeze_heap, uvicorn_config
     from api.workers import serve as serve_workers
+    from api.workers import uvicorn_server
     from vault.ops.notify import notify
 
     url = f"{'https' if tls else 'http'}://{host}:{port}"
@@ -37,15 +34,9 @@ def serve(args: argparse.Namespace) -> int:
         return serve_workers(cfg, host, port, tls, url)
     app = create_app(cfg, tls=tls)
 
-    class Server(uvicorn.Server):
-        """READY (holdfast-api.service is Type=notify) once the socket is bound, not before."""
-
-        async def startup(self, sockets: list[Any] | None = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                freeze_heap()
-                notify("READY=1", f"STATUS=serving {url}")
-
-    server = Server(uvicorn_config(app, cfg, host, port, tls))
+    # READY (holdfast-api.service is Type=notify) once the socket is bound, not before.
+    server = uvicorn_server(
+        app, cfg, host, port, tls, lambda _srv: notify("READY=1", f"STATUS=serving {url}")
+    )
     server.run()
     return 0 if server.started else 3  # uvicorn's startup-failure status (e.g. port in use)
