@@ -109,37 +109,34 @@ def _login(request: Request, username: str, password: str) -> User:
     raise HTTPException(401, LOGIN_FAILED, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _new_session(request: Request, user: User, kind: Literal["bearer", "cookie"]) -> tuple[str, int]:
-    """A new session of `[api] session_minutes` for a user who has just logged in: (token, minutes)."""
+def _open_session(
+    request: Request, username: str, password: str, kind: Literal["bearer", "cookie"]
+) -> tuple[User, str, int]:
+    """Check the credentials (_login), then open a session of `[api] session_minutes`:
+    (user, token, minutes)."""
+    user = _login(request, username, password)
     st = state(request)
     minutes = st.cfg.api.session_minutes
     with st.vault.sessions.begin() as s:
         tok = new_session(s, user, kind, st.vault.clock(), minutes)
-    return tok, minutes
+    return user, tok, minutes
+
+
+Username = Annotated[str, Form(max_length=64)]
+Password = Annotated[str, Form(max_length=1024)]
 
 
 @router.post("/token", response_model=TokenOut, responses={401: ERRORS[401]})
-def token(
-    request: Request,
-    username: Annotated[str, Form(max_length=64)],
-    password: Annotated[str, Form(max_length=1024)],
-) -> TokenOut:
+def token(request: Request, username: Username, password: Password) -> TokenOut:
     """A bearer token for scripts (`Authorization: Bearer ...`); 401 on bad credentials."""
-    user = _login(request, username, password)
-    tok, minutes = _new_session(request, user, "bearer")
+    _user, tok, minutes = _open_session(request, username, password, "bearer")
     return TokenOut(access_token=tok, expires_in=minutes * 60)
 
 
 @router.post("/login", response_model=MeOut, responses={401: ERRORS[401]})
-def login(
-    request: Request,
-    response: Response,
-    username: Annotated[str, Form(max_length=64)],
-    password: Annotated[str, Form(max_length=1024)],
-) -> MeOut:
+def login(request: Request, response: Response, username: Username, password: Password) -> MeOut:
     """Log the web page in: sets an HttpOnly, SameSite=Strict session cookie (Secure under TLS)."""
-    user = _login(request, username, password)
-    tok, minutes = _new_session(request, user, "cookie")
+    user, tok, minutes = _open_session(request, username, password, "cookie")
     st = state(request)
     response.set_cookie(
         COOKIE, tok, max_age=minutes * 60, httponly=True, samesite="strict", secure=st.tls, path="/"
