@@ -182,12 +182,8 @@ def seg_fields(s: Any) -> dict[str, Any]:
         "duration": s.duration,
         "cut_short": s.cut_short,
         "bytes": s.plaintext_bytes,
-        "call": call_out(s) if s.kind == "audio" else None,
+        "call": call_out(s),
     }
-
-
-def seg_out(s: Any) -> SegmentOut:
-    return SegmentOut(**seg_fields(s))
 
 
 def _model_fields(value: Any) -> Any:

@@ -15,7 +15,7 @@ import pytest
 from pydantic import TypeAdapter
 from sqlalchemy import Engine, insert
 
-from api.footage import LISTING_COLUMNS, SegmentOut, listing_json, seg_fields, seg_out
+from api.footage import LISTING_COLUMNS, SegmentOut, listing_json, seg_fields
 from tests.support.appliance import Appliance
 from vault.index.db import session_factory
 from vault.index.queries import find_segments
@@ -98,7 +98,7 @@ def test_listing_json_writes_what_the_response_model_writes(engine: Engine, sour
         assert len(rows) == 9  # the one starting 5 s before a reaches into the range
         body = listing_json([seg_fields(x) for x in rows]).body
         assert body == listing_json([seg_fields(x) for x in entities]).body
-    assert body == TypeAdapter(list[SegmentOut]).dump_json([seg_out(x) for x in rows])
+    assert body == TypeAdapter(list[SegmentOut]).dump_json([SegmentOut(**seg_fields(x)) for x in rows])
     listed = orjson.loads(body)
     assert [(x["start"], x["end"]) for x in listed] == [(iso(x.start), iso(x.end)) for x in rows]
     assert {x["start"][19:] for x in listed} == {"Z", ".250000Z", ".123457Z"}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, insert
 
-from api.footage import LISTING_COLUMNS, seg_out
+from api.footage import LISTING_COLUMNS, seg_fields
 from vault.index.db import make_engine, migrate, session_factory
 from vault.index.queries import find_segments, first_start, last_end
 from vault.index.schema import Segment, Source
@@ -110,12 +110,12 @@ def test_search_and_timeline_scans_read_the_covering_index_alone(engine: Engine)
     def search() -> None:
         with sessions() as s:
             found = find_segments(s, "cam-a", a, b, 1000, columns=LISTING_COLUMNS)
-            out.extend(seg_out(x) for x in found)  # reads nothing more: no lazy load
+            out.extend(seg_fields(x) for x in found)  # reads nothing more: no lazy load
             first_start(s, "cam-a")
             last_end(s, "cam-a")
 
     sent = captured(engine, search)
-    assert len(out) == 180 and out[0].mime == "video/mp4"
+    assert len(out) == 180 and out[0]["mime"] == "video/mp4"
     assert len(sent) == 4, [x[0] for x in sent]  # before a, inside [a, b), first start, last end
     for statement, parameters in sent:
         text = plan(engine, statement, parameters)
