@@ -45,7 +45,7 @@ def principal(
     if not token:
         raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
     st = state(request)
-    owner = token_owner(st.vault.engine, token, st.vault.clock())
+    owner = token_owner(st.vault.reader, token, st.vault.clock())
     if owner is None:
         raise HTTPException(
             401, "session expired or unknown token: log in again", headers={"WWW-Authenticate": "Bearer"}

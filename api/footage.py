@@ -438,7 +438,7 @@ def search_segments(
     src = source_for(st, who, source)
     a, b = parse_range(start, end)
     meta = call_filters(st, src, agent, direction, call_id, remote)
-    with st.vault.sessions() as s:
+    with st.vault.reads() as s:
         found = find_segments(s, source, a, b, limit, meta=meta, columns=LISTING_COLUMNS)
     return listing_json([seg_fields(x) for x in found])
 

@@ -221,6 +221,20 @@ def server_cpu(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def postmaster_pid(url: str | None) -> int | None:
+    """The PostgreSQL server's main process (its backends are its children), or None on SQLite.
+
+    Each search also costs the database backend CPU on the same cores; the bench prints it
+    beside the server's so the two are not confused."""
+    if not url or not url.startswith("postgresql"):
+        return None
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        backend = c.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    return int(Path(f"/proc/{backend}/stat").read_text().rpartition(")")[2].split()[1])
+
+
 def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_start: datetime) -> None:
     text = app.config_path.read_text()
     app.config_path.write_text(text.replace("[api]\n", f"[api]\nworkers = {workers}\n", 1))
@@ -279,15 +293,19 @@ def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_
         single = []
         with httpx.Client(base_url=base, headers=H, timeout=60) as c:
             r1 = random.Random(9)
+            db = postmaster_pid(a.database)
             cpu0 = server_cpu(srv.pid)
+            db0 = server_cpu(db) if db else 0.0
             for _ in range(a.single):
                 dt, ok = search(c, r1)
                 assert ok
                 single.append(dt)
             cpu = (server_cpu(srv.pid) - cpu0) / a.single * 1000
+            db_cpu = (server_cpu(db) - db0) / a.single * 1000 if db else None
         print(
             f"  search, one client, {a.single} requests: p50 {pct(single, 50):.1f} ms, "
             f"p99 {pct(single, 99):.1f} ms; server CPU {cpu:.2f} ms a request"
+            + (f", database CPU {db_cpu:.2f} ms a request" if db_cpu is not None else "")
         )
 
         if a.load == "wrk":

@@ -82,6 +82,18 @@ class Vault:
         return make_engine(self.cfg.database.url)
 
     @cached_property
+    def reader(self) -> Engine:
+        """The engine's pool in autocommit: for a read of one statement, or of statements that need
+        not share a snapshot, without a BEGIN and a ROLLBACK around it (two round trips of every
+        API request on PostgreSQL). Never for a write: nothing it runs is in a transaction."""
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @cached_property
+    def reads(self) -> sessionmaker[Session]:
+        """Sessions on `reader`: listings and look-ups that write nothing."""
+        return session_factory(self.reader)
+
+    @cached_property
     def sessions(self) -> sessionmaker[Session]:
         factory = session_factory(self.engine)
         if self.store.supports_legal_holds:

@@ -7,11 +7,12 @@ to head. The models that map it are in vault/index/schema.py.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,14 +43,52 @@ def begin_write(session: Session) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
-    """WAL + synchronous=FULL on SQLite: an indexed row survives a power cut, readers never block ingest."""
+#: A pooled PostgreSQL connection idle for longer than this (seconds) is pinged before use.
+PING_AFTER_IDLE = 1.0
+
+
+def make_engine(url: str, ping_after_idle: float = PING_AFTER_IDLE) -> Engine:
+    """WAL + synchronous=FULL on SQLite: an indexed row survives a power cut, readers never block ingest.
+
+    PostgreSQL: a pooled connection that sat idle for `ping_after_idle` seconds is pinged at
+    checkout and replaced if the server dropped it (a restart, a failover, an idle timeout), so
+    the first request after a quiet spell does not fail. One used more recently is not pinged:
+    a ping on every checkout was a round trip on every API request, twice (token check, then
+    the route). The price: a server restart inside that second fails the statement that finds
+    the connection dead, and SQLAlchemy then discards every connection opened before it.
+    SQLite has no server to lose and is never pinged.
+    """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    engine = create_engine(url, future=True, pool_pre_ping=True)
+    engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        _ping_idle_connections(engine, ping_after_idle)
     return engine
+
+
+def _ping_idle_connections(engine: Engine, after: float) -> None:
+    """SQLAlchemy's pessimistic disconnect handling, for connections idle longer than `after`."""
+    dialect = engine.dialect
+
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < after:
+            return  # just opened, or just used
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as e:
+            if dialect.is_disconnect(e, dbapi_conn, None):
+                # The pool discards this connection and checks out (or opens) another.
+                raise exc.DisconnectionError(f"pooled connection was dropped by the server: {e}") from e
+            raise
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
