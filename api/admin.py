@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
+from api.pools import in_pool
 from vault.index.queries import index_summary
 from vault.index.schema import User
 from vault.people import users
@@ -90,6 +91,7 @@ def list_users(request: Request, who: Principal = Depends(require("admin"))) -> 
 
 
 @router.post("/users", status_code=201, response_model=UserOut, responses=ERRORS)
+@in_pool("passwords")
 def create_user(request: Request, body: UserIn, who: Principal = Depends(require("admin"))) -> UserOut:
     """Create an account (same rules as `holdfast users add`)."""
     st = state(request)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import accesslog, admin, approvals, audit, auth, footage, hls, incidents, media, subjects
 from api.deps import bearer_scheme, cookie_scheme, principal
 from api.guard import Guard
+from api.pools import open_pools
 from api.state import AppState
 from config.model import HoldfastConfig
 from vault.errors import HoldfastError
@@ -46,7 +49,14 @@ def _is_loopback(host: str | None) -> bool:
 def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = False) -> FastAPI:
     v = vault or Vault(cfg)
     v.migrate()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.holdfast.pools = open_pools(cfg)
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Holdfast",
         version="1",
         description="Find, play and export footage for an incident; audit views. Every access is logged.",

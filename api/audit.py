@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from api.deps import Principal, require, state
 from api.errors import ERRORS
+from api.pools import in_pool
 from vault.index.schema import AccessLogRow, PurgeLogRow
 from vault.ledger import verify as tlogverify
 from vault.ledger.ledgers import AuditLog
@@ -121,6 +122,7 @@ def purge_log(
 
 
 @router.get("/verify", response_model=list[VerifyOut], responses=ERRORS)
+@in_pool("long")
 def verify(request: Request, who: Principal = Depends(require("auditor", "dpo"))) -> list[VerifyOut]:
     """Sign the current heads, then verify both logs with the public key (as `holdfast audit verify`)."""
     st = state(request)
@@ -158,6 +160,7 @@ class LogExportOut(BaseModel):
 
 
 @router.get("/logs/{name}", response_model=LogExportOut, responses=ERRORS)
+@in_pool("long")
 def export_log(
     request: Request,
     name: Annotated[str, Path(pattern="^(purge|access)$", description="`purge` or `access`")],
@@ -178,6 +181,7 @@ def export_log(
 
 
 @router.get("/compliance", response_model=dict[str, Any], responses=ERRORS)
+@in_pool("long")
 def compliance(request: Request, who: Principal = Depends(require("auditor", "dpo"))) -> dict[str, Any]:
     """Per retention class: stored, held, overdue (past deadline, unheld): "nothing outlived its deadline"."""
     st = state(request)

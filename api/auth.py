@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import COOKIE, Principal, principal, state
 from api.errors import ERRORS
+from api.pools import in_pool
 from vault.index.schema import User
 from vault.ops.logsetup import event
 from vault.people.users import Actor, authenticate, end_session, logout_everywhere, new_session
@@ -127,6 +128,7 @@ Password = Annotated[str, Form(max_length=1024)]
 
 
 @router.post("/token", response_model=TokenOut, responses={401: ERRORS[401]})
+@in_pool("passwords")
 def token(request: Request, username: Username, password: Password) -> TokenOut:
     """A bearer token for scripts (`Authorization: Bearer ...`); 401 on bad credentials."""
     _user, tok, minutes = _open_session(request, username, password, "bearer")
@@ -134,6 +136,7 @@ def token(request: Request, username: Username, password: Password) -> TokenOut:
 
 
 @router.post("/login", response_model=MeOut, responses={401: ERRORS[401]})
+@in_pool("passwords")
 def login(request: Request, response: Response, username: Username, password: Password) -> MeOut:
     """Log the web page in: sets an HttpOnly, SameSite=Strict session cookie (Secure under TLS)."""
     user, tok, minutes = _open_session(request, username, password, "cookie")

@@ -16,6 +16,7 @@ from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
 from api.exports import stream_export
 from api.footage import camera_for, parse_range
+from api.pools import in_pool
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault.exports import evidence
@@ -94,6 +95,7 @@ def _get(st: AppState, who: Principal, incident_id: int) -> Incident:
 
 
 @router.post("", status_code=201, response_model=IncidentOut, responses=ERRORS)
+@in_pool("long")
 def open_incident(
     request: Request, body: IncidentIn, who: Principal = Depends(require("security"))
 ) -> IncidentOut:
@@ -162,6 +164,7 @@ def annotate(
 
 
 @router.post("/{incident_id}/close", response_model=IncidentOut, responses=ERRORS)
+@in_pool("long")
 def close_incident(
     request: Request, incident_id: IncidentId, body: CloseIn, who: Principal = Depends(require("dpo"))
 ) -> IncidentOut:
@@ -189,6 +192,7 @@ def close_incident(
     response_class=StreamingResponse,
     responses={**EXPORT_ERRORS, 200: {"content": {"application/zip": {}}, "description": "the evidence zip"}},
 )
+@in_pool("long")
 def export(
     request: Request, incident_id: IncidentId, who: Principal = Depends(require("security"))
 ) -> StreamingResponse:

@@ -20,6 +20,7 @@ from api.approvals import require_approval
 from api.deps import Principal, require, state
 from api.errors import ERRORS
 from api.footage import Purpose, check_purpose, content_type_for, load_segment
+from api.pools import in_pool
 from api.state import AppState
 from vault.index.schema import Segment
 from vault.media import tools
@@ -247,6 +248,7 @@ def make_thumbnail(st: AppState, seg: Segment, width: int = 320) -> bytes:
     response_class=Response,
     responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
 )
+@in_pool("long")
 def segment_thumbnail(
     request: Request,
     segment_id: str,

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from api.pools import Pools
 from config.model import HoldfastConfig
 from vault.index import tickets
 from vault.index.tickets import ViewTicket
@@ -30,6 +31,8 @@ class AppState:
     #: Bounds the argon2 password checks running at once (`[api] max_password_checks`).
     password_gate: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
     media_cache: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
+    #: The worker's thread pools (api/pools.py), made by the app's lifespan in the worker's loop.
+    pools: Pools | None = None
 
     @property
     def cfg(self) -> HoldfastConfig:

@@ -25,6 +25,7 @@ from api.deps import Principal, require, state
 from api.errors import ERRORS, EXPORT_ERRORS
 from api.exports import stream_export
 from api.footage import parse_range
+from api.pools import in_pool
 from api.state import AppState
 from config.model import ID_PATTERN
 from vault.exports.evidence import Built, ExportPart, build_signed, gather_parts
@@ -142,6 +143,7 @@ def _get(st: AppState, req_id: int) -> SubjectRequest:
 
 
 @router.post("", status_code=201, response_model=SubjectRequestOut, responses=ERRORS)
+@in_pool("long")
 def open_request(
     request: Request, body: SubjectRequestIn, who: Principal = Depends(require("dpo"))
 ) -> SubjectRequestOut:
@@ -232,6 +234,7 @@ def verify_identity(
 
 
 @router.post("/{request_id}/close", response_model=SubjectRequestOut, responses=ERRORS)
+@in_pool("long")
 def close_request(
     request: Request, request_id: RequestId, body: CloseIn, who: Principal = Depends(require("dpo"))
 ) -> SubjectRequestOut:
@@ -267,6 +270,7 @@ def close_request(
         200: {"content": {"application/zip": {}}, "description": "the signed export zip"},
     },
 )
+@in_pool("long")
 def export(
     request: Request, request_id: RequestId, body: ExportIn, who: Principal = Depends(require("dpo"))
 ) -> StreamingResponse:

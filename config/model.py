@@ -257,6 +257,14 @@ class Api(_Strict):
     #: view tickets, login failure counts, export slots) lives in the index or the export scratch,
     #: so any worker answers any request. More than the box's cores buys nothing.
     workers: int = Field(default=1, ge=1, le=64)
+    #: Threads a worker runs requests on. Few on purpose: more runnable threads in one process
+    #: wait longer for the GIL (api/pools.py). Raise it when requests wait on something slow
+    #: outside the box, e.g. many viewers of footage on a distant S3 store.
+    threads: int = Field(default=4, ge=1, le=256)
+    #: Long requests (exports, thumbnails, verifying or exporting a log, opening or closing an
+    #: incident with S3 legal holds) running at once in a worker, beside its request threads;
+    #: more wait their turn without holding a request thread.
+    long_requests: int = Field(default=4, ge=1, le=64)
 
     @field_validator("trusted_proxies")
     @classmethod
