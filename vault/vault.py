@@ -85,7 +85,10 @@ class Vault:
     def reader(self) -> Engine:
         """The engine's pool in autocommit: for a read of one statement, or of statements that need
         not share a snapshot, without a BEGIN and a ROLLBACK around it (two round trips of every
-        API request on PostgreSQL). Never for a write: nothing it runs is in a transaction."""
+        API request on PostgreSQL). Each statement commits on its own: never for a write of more
+        than one statement, nor one whose condition rests on a read before it (token_owner's
+        delete of an expired token, one statement that checks the expiry itself, is the only
+        write through it)."""
         return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @cached_property

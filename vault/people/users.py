@@ -364,7 +364,11 @@ _OWNER = (
 
 def token_owner(engine: Engine, token: str, now: datetime) -> TokenOwner | None:
     """The owner of a live token in one indexed join on a plain connection (no ORM session, no
-    write): this runs on every API request. An expired token is deleted when seen."""
+    write): this runs on every API request. An expired token is deleted when seen.
+
+    `engine` may be the autocommit reader (`Vault.reader`, as the API passes it): the delete is
+    one statement that checks the expiry itself, atomic on its own, so it needs no transaction
+    around it and no snapshot shared with the read."""
     if not token or len(token) > 128:
         return None
     digest = _token_hash(token)
@@ -374,7 +378,9 @@ def token_owner(engine: Engine, token: str, now: datetime) -> TokenOwner | None:
         return None
     if row.expires_at <= now:
         with engine.begin() as c:
-            c.execute(delete(ApiSession).where(ApiSession.token_sha256 == digest))
+            c.execute(
+                delete(ApiSession).where(ApiSession.token_sha256 == digest, ApiSession.expires_at <= now)
+            )
         return None
     return TokenOwner(int(row.id), str(row.name), str(row.role), tuple(row.sites or ()))
 
