@@ -12,7 +12,12 @@ from typing import Any, Protocol, TypeVar
 import pytest
 
 from tests.support import postgres, rgw
-from tests.support.appliance import Appliance, make_appliance
+from tests.support.appliance import (
+    Appliance,
+    leftover_scratches,
+    make_appliance,
+    remove_appliance_scratches,
+)
 from tests.support.rgw import use_s3_store
 from tests.support.rtsp import RtspServer, gst_rtsp_available
 from tests.support.rtsp import free_port as _free_port
@@ -71,6 +76,26 @@ def rtsp_server(rtsp_server_factory: RtspServerFactory) -> RtspServer:
 
 
 # -- the appliance itself ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_scratch_left_on_tmpfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the session if a `holdfast init` scratch this process's tests caused is still in
+    /dev/shm at the end. The scratch is beside, not inside, the directory pytest cleans, so a
+    test that starts an appliance without make_appliance (the demo, an init run as a process)
+    must remove it itself, after its processes are gone. Only configs under this process's
+    basetemp are looked at: other xdist workers and other runs share /dev/shm."""
+    yield
+    remove_appliance_scratches()
+    left = leftover_scratches(tmp_path_factory.getbasetemp())
+    for scratch in left:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if left:
+        pytest.fail(
+            "tmpfs scratch left behind (removed now; the test that made the config must remove it "
+            "once its processes are gone):\n"
+            + "\n".join(f"  {s} (paths.scratch of {c})" for s, c in left.items())
+        )
 
 
 @pytest.fixture
