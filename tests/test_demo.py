@@ -6,6 +6,7 @@ behind (nothing whose cmdline, cwd or environment names the demo dir or its port
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,10 +17,13 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.support.appliance import REPO
+import pytest
+
+from tests.support.appliance import REPO, remove_scratch
 from tests.support.media import FFPROBE, requires_ffmpeg
 from tests.support.rtsp import port_open
 from tests.support.wait import wait_for
@@ -28,9 +32,10 @@ SOURCES = ("office-1", "garage-1", "cs-1")
 HOLDFAST_CLI = [sys.executable, "-m", "cli.main"]
 
 
-def processes_mentioning(markers: list[str]) -> list[str]:
-    """Every live process whose command line, cwd or environment names one of `markers`."""
-    found = []
+def pids_mentioning(markers: list[str]) -> dict[int, str]:
+    """Every live process whose command line, cwd or environment names one of `markers`, with
+    what it matched and its command line."""
+    found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -43,9 +48,28 @@ def processes_mentioning(markers: list[str]) -> list[str]:
         for m in markers:
             if m.encode() in cmd or m.encode() in env or m.encode() in cwd:
                 shown = cmd.replace(b"\0", b" ").decode(errors="replace")[:200]
-                found.append(f"{pid} (matches {m!r}): {shown}")
+                found[int(pid)] = f"(matches {m!r}): {shown}"
                 break
     return found
+
+
+def processes_mentioning(markers: list[str]) -> list[str]:
+    return [f"{pid} {what}" for pid, what in pids_mentioning(markers).items()]
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Iterator[Path]:
+    """The demo's directory. Its scratch is on tmpfs (/dev/shm/holdfast-<hash>, `holdfast init`),
+    outside what pytest removes, and the call recorder makes it: it is removed here once no
+    process of the demo is left; after a failed test, those still running are killed first
+    (every one names this test's own directory)."""
+    d = tmp_path / "demo"
+    yield d
+    for pid in pids_mentioning([str(d)]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not pids_mentioning([str(d)]), 60), processes_mentioning([str(d)])
+    remove_scratch(d / "holdfast.toml")
 
 
 def http(base: str, path: str, token: str | None = None, data: bytes | None = None) -> tuple[int, bytes]:
@@ -83,8 +107,8 @@ def probe(data: bytes) -> dict:  # type: ignore[type-arg]
 
 
 @requires_ffmpeg
-def test_demo_runs_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
-    d = tmp_path / "demo"
+def test_demo_runs_everything_and_ctrl_c_leaves_nothing(demo_dir: Path) -> None:
+    d = demo_dir
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = datetime.now(UTC)
     proc = subprocess.Popen(
