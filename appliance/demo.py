@@ -416,7 +416,24 @@ class Demo:
             self.stop()
             for s, h in old.items():
                 signal.signal(s, h)
+            self.clear_scratch(cfg.paths.scratch, cfg.api.export_scratch)
         return 0
+
+    def clear_scratch(self, *dirs: Path | None) -> None:
+        """Remove the demo's tmpfs scratch once every child is gone: what a recorder or an export
+        left there is plaintext in memory, and nothing of a stopped demo needs it. A box's own
+        scratch is systemd's (`RuntimeDirectory=`, removed when the unit stops)."""
+        for d in dirs:
+            # Only the shape `holdfast init` gives the demo (/dev/shm/holdfast-<hash of its
+            # directory>): a scratch edited to point at a shared directory is left alone.
+            if (
+                d is not None
+                and d.parent == Path("/dev/shm")
+                and d.name.startswith("holdfast-")
+                and d.exists()
+            ):
+                shutil.rmtree(d, ignore_errors=True)
+                self.say(f"removed scratch {d}")
 
     def stop(self) -> None:
         """Stop children one by one in reverse start order, each group SIGTERM then SIGKILL.

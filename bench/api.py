@@ -1,12 +1,14 @@
 """Benchmark the API with 1,000,000 segments indexed (SQLite) or 10,000,000 (PostgreSQL).
 
   PYTHONPATH=. python bench/api.py [--rows 1000000] [--real 30] [--clients 50] [--seconds 10]
-      [--workers 1,2] [--database postgresql://...] [--load wrk|threads]
+      [--workers 1,2] [--threads 4] [--database postgresql://...] [--load wrk|threads]
 
 - rows: synthetic index rows for office-1 (bulk-inserted: SQLite executemany, PostgreSQL one
   server-side INSERT ... SELECT FROM generate_series; no blobs, keys shredded);
 - real: real sealed segments for garage-1 (ffmpeg testsrc 1920x1080, 10 s, sealed + ingested);
-- for each `--workers` count, a fresh `holdfast serve` with `[api] workers = N`:
+- for each `--workers` count and each `--threads` count, a fresh `holdfast serve` with
+  `[api] workers = N` and `threads = T` (request threads a worker; the configuration's default is 4,
+  anyio's own 40: `--threads 40,4,2` shows what the count does to the tail):
   - TTFB of playback at a random time: playlist request -> first byte of the first media segment;
   - search latency and the server's CPU per search (from /proc) with one client alone, then
     `clients` concurrent clients for `seconds`, against GET /api/v1/segments (a 10-minute
@@ -235,9 +237,13 @@ def postmaster_pid(url: str | None) -> int | None:
     return int(Path(f"/proc/{backend}/stat").read_text().rpartition(")")[2].split()[1])
 
 
-def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_start: datetime) -> None:
+def serve_and_measure(
+    app: Appliance, a: argparse.Namespace, workers: int, threads: int, real_start: datetime
+) -> None:
     text = app.config_path.read_text()
-    app.config_path.write_text(text.replace("[api]\n", f"[api]\nworkers = {workers}\n", 1))
+    app.config_path.write_text(
+        text.replace("[api]\n", f"[api]\nworkers = {workers}\nthreads = {threads}\n", 1)
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -251,7 +257,7 @@ def serve_and_measure(app: Appliance, a: argparse.Namespace, workers: int, real_
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    print(f"holdfast serve with [api] workers = {workers}:")
+    print(f"holdfast serve with [api] workers = {workers}, threads = {threads}:")
     try:
         H = bearer_when_up(base, "sec", PW)
         rnd = random.Random(5)
@@ -400,6 +406,7 @@ def main() -> int:
     ap.add_argument("--plays", type=int, default=100)
     ap.add_argument("--single", type=int, default=1000, help="one client's searches (and its CPU figure)")
     ap.add_argument("--workers", default="1,2", help="worker counts to serve with, one run each")
+    ap.add_argument("--threads", default="4", help="request threads a worker ([api] threads), one run each")
     ap.add_argument("--database", help="an empty PostgreSQL database URL (default: the appliance's SQLite)")
     ap.add_argument("--no-export", action="store_true", help="skip the export timing")
     ap.add_argument(
@@ -452,7 +459,8 @@ def run(app: Appliance, work: Path, a: argparse.Namespace) -> int:
     try:
         bare_sql(url, a.rows, a.clients, a.seconds)
         for n in (int(x) for x in a.workers.split(",")):
-            serve_and_measure(app, a, n, real_start)
+            for t in (int(x) for x in a.threads.split(",")):
+                serve_and_measure(app, a, n, t, real_start)
         if not a.no_export:
             export(app, a, v, real_start)
     finally:

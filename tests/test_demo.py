@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.appliance import REPO, remove_scratch
+from tests.support.appliance import REPO, remove_scratch, tmpfs_scratch
 from tests.support.media import FFPROBE, requires_ffmpeg
 from tests.support.rtsp import port_open
 from tests.support.wait import wait_for
@@ -198,6 +198,9 @@ def test_demo_runs_everything_and_ctrl_c_leaves_nothing(demo_dir: Path) -> None:
         reader.join(timeout=5)
     assert rc == 0, out()
     assert "stopped" in lines, out()
+    # The tmpfs scratch (plaintext in memory) goes with the demo.
+    scratch = tmpfs_scratch(d / "holdfast.toml")
+    assert scratch is not None and not scratch.exists(), (scratch, out())
     markers = [str(d), *(f":{p}" for p in ports), *(str(p) for p in ports)]
     # Children already signalled may still be exiting on a busy machine: wait for the state.
     wait_for(lambda: not processes_mentioning(markers), 20)
