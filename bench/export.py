@@ -16,9 +16,16 @@ of `repeats` runs after one warm-up run of each, alternating which goes first (f
 - export: POST /api/v1/incidents/{id}/export over HTTP to the last byte of the zip (join, file
   hashes, signed manifest, streamed zip);
 - ffmpeg concat: the same run through ffmpeg's concat demuxer and `+faststart` (the fallback);
-- HTTP transport alone: as many bytes as the export's zip, from memory in the export's 1 MiB
-  pieces, through the same server stack (uvicorn, FastAPI's StreamingResponse from a sync
-  iterator, in its own process) to the same client: what sending costs before any export work.
+- HTTP transport alone: as many bytes as the export's zip, from memory in pieces of each size in
+  `--pieces` (MiB; the export's own is `evidence.STREAM_PIECE`), through the same server stack
+  (uvicorn with uvloop and httptools, FastAPI's StreamingResponse from a sync iterator, in its own
+  process) to the same clients: what sending costs before any export work.
+
+The export and the transport are each timed with two clients taking turns: httpx in this process
+(Python, so its reading competes with the server for the box's cores) and Debian's curl (C, in its
+own process, body to /dev/null, its byte count checked). curl's rows are its own `time_total`
+(connect to last byte, as the httpx rows time it); the wall time with curl's process start is
+printed beside it.
 
 The exported MP4 is then checked by ffmpeg: `ffmpeg -v error -i run.mp4 -f null -` prints nothing
 and its frame count equals the sum of the segments' frames.
@@ -68,6 +75,23 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def curl(url: str, headers: dict[str, str], size: int | None = None) -> tuple[float, float]:
+    """POST `url` with curl, the body to /dev/null: (curl's time_total, wall time with its start).
+    Raises unless it answered 2xx with `size` bytes (any size when None)."""
+    cmd = ["curl", "-s", "-S", "-f", "-X", "POST", "-o", "/dev/null", "-w", "%{size_download} %{time_total}"]
+    for k, val in headers.items():
+        cmd += ["-H", f"{k}: {val}"]
+    t0 = time.perf_counter()
+    r = subprocess.run([*cmd, url], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"curl {url} failed ({r.returncode}): {r.stderr.strip()}")
+    got, total = r.stdout.split()
+    if size is not None and int(got) != size:
+        raise RuntimeError(f"curl got {got} bytes from {url}, not {size}")
+    return float(total), wall
+
+
 #: A server of `size` zero bytes in `chunk`-byte pieces on 127.0.0.1:PORT, as the API streams a zip.
 TRANSPORT_SERVER = """
 import sys, uvicorn
@@ -84,7 +108,8 @@ def send() -> StreamingResponse:
             yield blob[: min(chunk, size - at)]
     return StreamingResponse(body(), media_type="application/zip")
 
-uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
+            loop="uvloop", http="httptools")
 """
 
 
@@ -108,6 +133,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--segments", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pieces", default=f"{evidence.STREAM_PIECE / (1 << 20):g},4",
+                    help="transport piece sizes to time, MiB, comma-separated")  # fmt: skip
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     app = make_appliance(work / "site")
@@ -171,24 +198,38 @@ def main() -> int:
                   "end": iso(start + timedelta(seconds=10 * a.segments)), "description": "benchmark export"},
         ).json()["id"]  # fmt: skip
         last_zip = io.BytesIO()
+        exp_url = f"{base}/api/v1/incidents/{inc}/export"
+        curl_wall: list[float] = []
 
         def export() -> None:
             fetch(c, f"/api/v1/incidents/{inc}/export", last_zip)
 
-        for fn in (raw, hashed, floor, join, export):  # warm-up: page cache, keys, imports, the server
+        def export_curl() -> float:
+            total, wall = curl(exp_url, dict(c.headers), len(last_zip.getvalue()) or None)
+            curl_wall.append(wall)
+            return total
+
+        for fn in (raw, hashed, floor, join, export, export_curl):  # warm-up: cache, keys, the server
             fn()
+        curl_wall.clear()
         t_raw: list[float] = []
         t_hash: list[float] = []
         t_floor: list[float] = []
         t_join: list[float] = []
         t_exp: list[float] = []
+        t_curl: list[float] = []
+        order = [(raw, t_raw), (hashed, t_hash), (floor, t_floor), (join, t_join), (export, t_exp)]
         for i in range(a.repeats):
-            order = [(raw, t_raw), (hashed, t_hash), (floor, t_floor), (join, t_join), (export, t_exp)]
-            for fn, into in order[i % 5 :] + order[: i % 5]:
-                into.append(median_time(fn, 1))
+            turn = [*order, (export_curl, t_curl)]
+            for fn, into in turn[i % len(turn) :] + turn[: i % len(turn)]:
+                if fn is export_curl:
+                    into.append(export_curl())
+                else:
+                    into.append(median_time(fn, 1))
         t_concat = median_time(concat, max(1, a.repeats // 2))
         c.close()
-        t_send = transport(len(last_zip.getvalue()), a.repeats)
+        pieces = [int(float(x) * (1 << 20)) for x in a.pieces.split(",")]
+        sends = transport(len(last_zip.getvalue()), a.repeats, pieces)
 
         mb = plain / 1e6
         r_raw, r_hash, r_floor, r_join, r_exp = (
@@ -205,15 +246,24 @@ def main() -> int:
             "(+ file SHA-256 + CRC-32, one thread)"
         )
         print(f"  join (in process)   {r_join:7.3f} s  {mb / r_join:6.0f} MB/s  {r_raw / r_join:.2f}x raw")
-        print(f"  export (HTTP, zip)  {r_exp:7.3f} s  {mb / r_exp:6.0f} MB/s  {r_raw / r_exp:.2f}x raw")
+        print(
+            f"  export (HTTP, zip)  {r_exp:7.3f} s  {mb / r_exp:6.0f} MB/s  {r_raw / r_exp:.2f}x raw  (httpx)"
+        )
+        r_curl = statistics.median(t_curl)
+        print(
+            f"  export (HTTP, zip)  {r_curl:7.3f} s  {mb / r_curl:6.0f} MB/s  {r_raw / r_curl:.2f}x raw  "
+            f"(curl; {statistics.median(curl_wall):.3f} s wall with its start)"
+        )
         print(
             f"  ffmpeg concat       {r_cat:7.3f} s  {mb / r_cat:6.0f} MB/s  {r_raw / r_cat:.2f}x raw (fallback)"
         )
 
-        print(
-            f"  HTTP transport      {t_send:7.3f} s  {mb / t_send:6.0f} MB/s  {r_raw / t_send:.2f}x raw "
-            "(the zip's bytes from memory, same server stack and client)"
-        )
+        for (piece, client), (t_send, wall) in sends.items():
+            tail = f"; {wall:.3f} s wall with its start" if client == "curl" else ""
+            print(
+                f"  HTTP transport      {t_send:7.3f} s  {mb / t_send:6.0f} MB/s  {r_raw / t_send:.2f}x raw  "
+                f"({client}, {piece / (1 << 20):g} MiB pieces{tail}; the zip's bytes from memory)"
+            )
 
         # An outside tool checks the exported MP4: decodes with no error, every frame there.
         with zipfile.ZipFile(last_zip) as z:
@@ -235,26 +285,46 @@ def main() -> int:
     return 0
 
 
-def transport(size: int, repeats: int, chunk: int = 1 << 20) -> float:
-    """Median time for `size` bytes from memory through uvicorn + StreamingResponse to httpx."""
-    port = free_port()
-    body = io.BytesIO()
-    cmd = [sys.executable, "-c", TRANSPORT_SERVER, str(size), str(chunk), str(port)]
-    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
-                for _ in range(600):  # polling the server's start (bench, not a test)
-                    try:
-                        fetch(c, "/bytes", body)
-                        break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                t = median_time(lambda: fetch(c, "/bytes", body), repeats)
-        finally:
-            server.terminate()  # and the with-block waits for it
-    if body.tell() != size:
-        raise RuntimeError(f"transport baseline sent {body.tell()} bytes, not {size}")
-    return t
+def transport(size: int, repeats: int, pieces: list[int]) -> dict[tuple[int, str], tuple[float, float]]:
+    """Medians for `size` bytes from memory through uvicorn + StreamingResponse, in each piece
+    size, to httpx and to curl taking turns: {(piece, client): (seconds, wall seconds)}."""
+    out: dict[tuple[int, str], tuple[float, float]] = {}
+    for piece in pieces:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/bytes"
+        body = io.BytesIO()
+        cmd = [sys.executable, "-c", TRANSPORT_SERVER, str(size), str(piece), str(port)]
+        with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+            try:
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
+                    for _ in range(600):  # polling the server's start (bench, not a test)
+                        try:
+                            fetch(c, "/bytes", body)
+                            break
+                        except httpx.TransportError:
+                            time.sleep(0.1)
+                    curl(url, {}, size)  # warm-up
+                    t_httpx: list[float] = []
+                    t_curl: list[tuple[float, float]] = []
+                    for i in range(repeats):
+                        for client in ("httpx", "curl")[:: 1 if i % 2 else -1]:
+                            if client == "curl":
+                                t_curl.append(curl(url, {}, size))
+                                continue
+                            t0 = time.perf_counter()
+                            fetch(c, "/bytes", body)
+                            t_httpx.append(time.perf_counter() - t0)
+                            if body.tell() != size:
+                                raise RuntimeError(f"transport baseline sent {body.tell()} bytes, not {size}")
+            finally:
+                server.terminate()  # and the with-block waits for it
+        th = statistics.median(t_httpx)
+        out[(piece, "httpx")] = (th, th)
+        out[(piece, "curl")] = (
+            statistics.median(x for x, _ in t_curl),
+            statistics.median(w for _, w in t_curl),
+        )
+    return out
 
 
 if __name__ == "__main__":

@@ -543,6 +543,11 @@ def gather_parts(
     return parts
 
 
+#: Bytes per piece of the zip as it streams: each is one read of a scratch file and one write to
+#: the HTTP response, so the export holds at most about one in memory per open response.
+STREAM_PIECE = 1 << 20
+
+
 @dataclass
 class Built:
     """A built export: its files in a private scratch directory and the signed manifest.
@@ -563,7 +568,8 @@ class Built:
     def size(self) -> int:
         return sum((self.work / n).stat().st_size for n in self.files if (self.work / n).exists())
 
-    def stream(self, chunk: int = 1 << 20) -> Iterator[bytes]:
+    def stream(self, chunk: int | None = None) -> Iterator[bytes]:
+        chunk = chunk or STREAM_PIECE
         sink = _Sink()
         try:
             with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as z:  # type: ignore[arg-type]
