@@ -3,7 +3,7 @@
 FastAPI runs every sync route and dependency on anyio's default thread limiter, 40 threads by
 default. In one Python process those threads take turns at one GIL, and the more of them are
 runnable the longer a request that is ready waits for its turn: with 50 concurrent searches on
-two cores and two workers, 40 threads a worker gave a p99 of 0.8-1.9 s on PostgreSQL where 2 or 4
+two cores and two workers, 40 threads a worker gave a p99 of 0.4-1.9 s on PostgreSQL where 2 or 4
 gave 85-140 ms, at a higher throughput (docs/benchmarks.md, "API request threads"). So
 `[api] threads` (default 4) sizes that limiter once the worker's event loop runs.
 
