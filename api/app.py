@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -68,7 +67,6 @@ def create_app(cfg: HoldfastConfig, vault: Vault | None = None, tls: bool = Fals
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     st = AppState(vault=v, tls=tls)
-    st.password_gate = threading.BoundedSemaphore(cfg.api.max_password_checks)
     app.state.holdfast = st
 
     async def refused(request: Request, status: int, detail: str) -> None:

@@ -91,10 +91,11 @@ LOGIN_FAILED = "wrong user name or password, or the account is locked or disable
 
 def _login(request: Request, username: str, password: str) -> User:
     """Check the credentials: one argon2 verification whatever the outcome, no sleep (the
-    lockout bounds guessing), at most `[api] max_password_checks` at once."""
+    lockout bounds guessing). The routes run in the `passwords` pool (api/pools.py): at most
+    `[api] max_password_checks` at once per worker."""
     st = state(request)
     client = request.client.host if request.client else "?"
-    res = authenticate(st.vault.sessions, username, password, st.vault.clock(), st.password_gate)
+    res = authenticate(st.vault.sessions, username, password, st.vault.clock())
     if res.outcome == "ok" and res.user is not None:
         event(log, "auth.login", user=username, client=client)
         return res.user

@@ -28,8 +28,6 @@ class AppState:
     vault: Vault
     tls: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Bounds the argon2 password checks running at once (`[api] max_password_checks`).
-    password_gate: threading.Semaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
     media_cache: OrderedDict[Any, Any] = field(default_factory=OrderedDict)
     #: The worker's thread pools (api/pools.py), made by the app's lifespan in the worker's loop.
     pools: Pools | None = None

@@ -12,8 +12,8 @@ again; one that fails before it serves stops the service (a crash loop is system
 Nothing requests share lives in a worker's memory: sessions, view tickets and login failure
 counts are rows in the index, export slots are flocks in the export scratch, metrics are computed
 from the index at scrape time. What a worker keeps for itself is a cache of derived facts
-(api.state's media layouts) and the argon2 gate, which bounds password checks per worker
-(`[api] max_password_checks` each): see docs/api.md, "API worker processes".
+(api.state's media layouts) and its thread pools, one of which bounds password checks per worker
+(`[api] max_password_checks` each, api/pools.py): see docs/api.md, "API worker processes".
 """
 
 from __future__ import annotations

@@ -20,20 +20,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from config.model import HoldfastConfig
 from tests.conftest import free_port
 from tests.support.accounts import PASSWORD, h
-from tests.support.apisite import USERS, ApiSite, api_site, client, tokens  # noqa: F401
+from tests.support.apisite import USERS, ApiSite, api_site, client, tokens, with_api  # noqa: F401
 from tests.support.appliance import Appliance
 from tests.support.wait import wait_for
 from vault.ops.events import format_line
 from vault.vault import Vault
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:03:00Z"
-
-
-def with_api(cfg: HoldfastConfig, **api: Any) -> HoldfastConfig:
-    return cfg.model_copy(update={"api": cfg.api.model_copy(update=api)})
 
 
 def log_size(client: TestClient, tokens: dict[str, str]) -> int:

@@ -19,17 +19,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth import _api_routes as api_routes
 from api.pools import Pools
-from config.model import HoldfastConfig
 from tests.support.accounts import PASSWORD, h
-from tests.support.apisite import ApiSite, api_site, client, tokens  # noqa: F401
+from tests.support.apisite import ApiSite, api_site, client, tokens, with_api  # noqa: F401
 from tests.support.wait import wait_for
 
 START, END = "2026-11-21T08:00:00Z", "2026-11-21T08:02:00Z"
 SEARCH = f"/api/v1/segments?source=office-1&start={START}&end={END}"
-
-
-def with_api(cfg: HoldfastConfig, **api: Any) -> HoldfastConfig:
-    return cfg.model_copy(update={"api": cfg.api.model_copy(update=api)})
 
 
 def pools(c: TestClient) -> Pools:

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from config.model import HoldfastConfig
 from tests.support.accounts import PASSWORD, add_user, log_in
 from tests.support.appliance import Appliance, make_appliance
 from tests.support.footage import record
@@ -135,6 +137,11 @@ def make_call_audio(out: Path, seconds: float) -> Path:
     return out
 
 
+def with_api(cfg: HoldfastConfig, **api: Any) -> HoldfastConfig:
+    """`cfg` with some `[api]` keys changed: an app built from it is another worker's settings."""
+    return cfg.model_copy(update={"api": cfg.api.model_copy(update=api)})
+
+
 @pytest.fixture(scope="module")
 def api_site(tmp_path_factory: pytest.TempPathFactory) -> ApiSite:
     return build_site(tmp_path_factory.mktemp("apisite") / "site")
@@ -163,4 +170,5 @@ __all__ = [
     "build_site",
     "client",
     "tokens",
+    "with_api",
 ]

@@ -568,8 +568,7 @@ class Built:
     def size(self) -> int:
         return sum((self.work / n).stat().st_size for n in self.files if (self.work / n).exists())
 
-    def stream(self, chunk: int | None = None) -> Iterator[bytes]:
-        chunk = chunk or STREAM_PIECE
+    def stream(self, chunk: int = STREAM_PIECE) -> Iterator[bytes]:
         sink = _Sink()
         try:
             with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as z:  # type: ignore[arg-type]
